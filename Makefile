@@ -1,0 +1,37 @@
+# Set-up is part of every target: a fresh machine with only Python needs nothing else.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup quickstart test test-slow test-distributed lint bench clean
+
+setup: $(VENV)/.alignkit-installed
+
+$(VENV)/.alignkit-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# The CPU torch wheel where this machine keeps one locally (no index: never pulls a CUDA build);
+	@# elsewhere pip resolves torch from the index in the next step, as for any user.
+	-$(PY) -m pip install -q --no-index torch==2.13.0 2>/dev/null
+	$(PY) -m pip install -q -e ".[dev,deepspeed]"
+	touch $@
+
+quickstart: setup
+	$(VENV)/bin/alignkit quickstart
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+test-distributed: setup
+	$(PY) -m pytest -q -m distributed
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check alignkit
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,52 @@
+"""The ``alignkit`` command line.
+
+Each subcommand lives in its own module under ``alignkit/commands/`` and exposes
+``add_parser(subparsers)`` (which registers its parser and sets ``func``). Modules are imported
+when the CLI starts, so a broken one shows up in ``alignkit --help`` at once, not in a later run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# One entry per subcommand module, in the order ``--help`` lists them.
+COMMAND_MODULES = ("quickstart", "train", "eval", "report", "push", "env")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alignkit",
+        description="Preference alignment and machine unlearning on Hugging Face models (TRL-style).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"alignkit.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"alignkit.commands.{name}":
+                raise
+            continue  # a subcommand not built yet in this checkout
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    # Only ``train`` forwards unknown flags (recipe overrides); elsewhere they are errors.
+    if rest and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if getattr(args, "accepts_extra", False):
+        args.extra = rest
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

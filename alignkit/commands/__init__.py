@@ -1,0 +1,1 @@
+"""Subcommands of the ``alignkit`` CLI, one module each (see ``alignkit.cli``)."""

@@ -1,0 +1,187 @@
+"""Normalise every accepted record shape into one canonical ``PreferenceRecord``.
+
+Accepted shapes, each in standard (plain text) or conversational (list of role/content messages)
+form:
+
+===================  ============================================  ===========================
+shape                fields                                        roles of the completions
+===================  ============================================  ===========================
+pairwise (TRL)       ``prompt``, ``chosen``, ``rejected``          chosen, rejected
+1-vs-N (S-DPO)       ``prompt``, ``chosen``, ``rejected`` (list)   chosen, rejected x N
+ranked / graded      ``prompt``, ``completions`` + ``scores``      ranked x K (scores: higher
+                     (floats) or ``ranks`` (1 = best; ties ok)     is better; ranks -> -rank)
+negatives only       ``prompt``, ``rejected`` (one or a list)      rejected x N
+QA (TOFU)            ``question``, ``answer``                      answer
+prompt-completion    ``prompt``, ``completion`` [+ ``label``]      answer (chosen/rejected by
+                                                                   a boolean ``label``)
+messages             ``messages`` (last turn = assistant)          answer
+raw text (MUSE)      ``text``                                      answer, empty prompt
+===================  ============================================  ===========================
+
+A conversational completion is the list of messages that follows the prompt (usually one
+assistant message). Every malformed row raises ``ValueError`` naming the dataset, the row index
+and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+ROLES = ("chosen", "rejected", "answer", "ranked", "sample")
+ROLE_IDS = {name: i for i, name in enumerate(ROLES)}
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+
+Text = str | list[dict]
+
+
+@dataclass
+class PreferenceRecord:
+    """One prompt with K completions. ``scores`` is None when the data carries none."""
+
+    prompt: Text
+    completions: list[Text]
+    roles: list[str]
+    scores: list[float] | None = None
+    is_qa: bool = False  # question/answer rows: the prompt goes through a PromptFormat
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def conversational(self) -> bool:
+        return isinstance(self.prompt, list)
+
+
+class RecordError(ValueError):
+    """A malformed input row; the message names the dataset, the row and the field."""
+
+    def __init__(self, source: str, index: int, field_name: str, problem: str):
+        super().__init__(f"{source}, row {index}, field `{field_name}`: {problem}")
+        self.source, self.index, self.field = source, index, field_name
+
+
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, list) and len(value) > 0 and all(isinstance(m, dict) for m in value)
+
+
+def _check_text(value: Any, err, name: str, *, allow_empty: bool = False) -> Text:
+    if value is None:
+        raise err(name, "is missing (None)")
+    if isinstance(value, str):
+        if not allow_empty and not value.strip():
+            raise err(name, "is empty")
+        return value
+    if _is_messages(value):
+        for j, message in enumerate(value):
+            role, content = message.get("role"), message.get("content")
+            if role not in MESSAGE_ROLES:
+                raise err(f"{name}[{j}].role", f"unknown role {role!r}; expected one of {MESSAGE_ROLES}")
+            if not isinstance(content, str) or not content.strip():
+                raise err(f"{name}[{j}].content", "is missing or empty")
+        return value
+    if isinstance(value, list) and not value:
+        raise err(name, "is an empty list")
+    raise err(name, f"must be a string or a list of role/content messages, got {type(value).__name__}")
+
+
+def _check_plain(value: Any, err, name: str) -> str:
+    """A field that only has a plain-text form (QA and raw-text rows)."""
+    text = _check_text(value, err, name)
+    if not isinstance(text, str):
+        raise err(name, "must be a string; put conversations in `prompt`/`messages` rows")
+    return text
+
+
+def _completion_list(value: Any, err, name: str) -> list[Text]:
+    """A single completion or a list of them (a list of strings or of message lists)."""
+    if isinstance(value, list) and value and not _is_messages(value):
+        return [_check_text(v, err, f"{name}[{j}]") for j, v in enumerate(value)]
+    if isinstance(value, list) and not value:
+        raise err(name, "is an empty list")
+    return [_check_text(value, err, name)]
+
+
+def _check_scores(values: Any, k: int, err, name: str) -> list[float]:
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise err(name, f"must be a list of numbers, got {type(values).__name__}")
+    if len(values) != k:
+        raise err(name, f"has {len(values)} entries but there are {k} completions")
+    out = []
+    for j, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(float(v)):
+            raise err(f"{name}[{j}]", f"must be a finite number, got {v!r}")
+        out.append(float(v))
+    return out
+
+
+def normalize_record(row: dict, *, index: int, source: str = "dataset") -> PreferenceRecord:
+    """Turn one input row of any accepted shape into a ``PreferenceRecord``."""
+
+    def err(field_name: str, problem: str) -> RecordError:
+        return RecordError(source, index, field_name, problem)
+
+    if not isinstance(row, dict):
+        raise RecordError(source, index, "<row>", f"must be a mapping, got {type(row).__name__}")
+    keys = {k for k, v in row.items() if v is not None}
+
+    if "question" in keys or ("answer" in keys and "prompt" not in keys):
+        question = _check_plain(row.get("question"), err, "question")
+        answer = _check_plain(row.get("answer"), err, "answer")
+        return PreferenceRecord(question, [answer], ["answer"], is_qa=True)
+
+    if "messages" in keys:
+        messages = _check_text(row["messages"], err, "messages")
+        if isinstance(messages, str) or messages[-1]["role"] != "assistant":
+            raise err("messages", "must be a conversation whose last message is from the assistant")
+        if len(messages) < 2:
+            raise err("messages", "needs at least one message before the final assistant turn")
+        return PreferenceRecord(messages[:-1], [messages[-1:]], ["answer"])
+
+    if "text" in keys and "prompt" not in keys:
+        return PreferenceRecord("", [_check_plain(row["text"], err, "text")], ["answer"])
+
+    if "prompt" not in keys:
+        raise err("prompt", f"is missing; the row has fields {sorted(row)}")
+    prompt = _check_text(row["prompt"], err, "prompt")
+
+    if "completions" in keys:
+        completions = _completion_list(row["completions"], err, "completions")
+        k = len(completions)
+        if "scores" in keys:
+            scores = _check_scores(row["scores"], k, err, "scores")
+        elif "ranks" in keys:
+            scores = [-r for r in _check_scores(row["ranks"], k, err, "ranks")]
+        else:
+            raise err(
+                "scores", "is missing: a list of completions needs `scores` (higher is better) or `ranks`"
+            )
+        record = PreferenceRecord(prompt, completions, ["ranked"] * k, scores)
+    elif "chosen" in keys or "rejected" in keys:
+        chosen = [_check_text(row["chosen"], err, "chosen")] if "chosen" in keys else []
+        if "rejected" not in keys:
+            raise err("rejected", "is missing (a row with `chosen` needs `rejected`)")
+        rejected = _completion_list(row["rejected"], err, "rejected")
+        record = PreferenceRecord(
+            prompt, chosen + rejected, ["chosen"] * len(chosen) + ["rejected"] * len(rejected)
+        )
+    elif "completion" in keys:
+        completion = _check_text(row["completion"], err, "completion")
+        role = "answer"
+        if "label" in keys:
+            if not isinstance(row["label"], bool):
+                raise err("label", f"must be a boolean, got {row['label']!r}")
+            role = "chosen" if row["label"] else "rejected"
+        record = PreferenceRecord(prompt, [completion], [role])
+    else:
+        raise err(
+            "completions",
+            "no completion field found: expected one of `chosen`/`rejected`, "
+            "`completions`, `completion`, or `question`/`answer`",
+        )
+
+    conversational = isinstance(prompt, list)
+    for j, completion in enumerate(record.completions):
+        if isinstance(completion, list) != conversational:
+            raise err(f"completions[{j}]", "mixes conversational and plain-text formats with the prompt")
+    return record

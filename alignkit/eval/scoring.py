@@ -1,0 +1,348 @@
+"""Teacher-forced scoring and greedy generation, batched, shared by every benchmark.
+
+Scoring (``shared/design/benchmarks.md`` §0, §1.1): for a prompt ``x`` and target ``y`` the scored
+tokens are ``y_1..y_T`` (EOS included when added) and ``log p(y_t | x, y_<t)`` comes from the
+float32 log-softmax of the logits. ``avg_loss = -(1/T) Σ_t log p(y_t|…)``, so ``exp(-avg_loss)``
+is the per-token geometric-mean probability every TOFU "probability" uses.
+
+Generation (§1.2, open-unlearning's protocol): greedy, left padding, KV cache, new tokens decoded
+with special tokens skipped, cut at the first decoded EOS string and then at each stop string in
+order, then stripped.
+
+``progress`` (both functions): ``None`` or a callable ``progress(n)`` called with the number of
+items finished after each batch (``rich.progress.Progress.advance`` wrapped in a lambda fits).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from alignkit.data.tokenize import Boundary, encode_prompt_completion
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int], None] | None
+
+
+@dataclass
+class ScoredText:
+    """One (prompt, target) pair, teacher-forced."""
+
+    token_logps: torch.Tensor  # [T] float32 log p(target token)
+    target_ids: list[int]
+    valid: bool  # False when no target token remains; such items are left out of every average
+
+    @property
+    def avg_loss(self) -> float:
+        """``-mean(token_logps)``; NaN for an invalid item."""
+        if not self.valid or self.token_logps.numel() == 0:
+            return float("nan")
+        return float(-self.token_logps.double().mean())
+
+
+def encode_for_scoring(
+    tokenizer,
+    prompt: str,
+    target: str,
+    *,
+    boundary: Boundary = "separate",
+    add_eos: bool = True,
+    add_special_tokens: bool = True,
+    max_length: int | None = None,
+    max_length_includes_eos: bool = False,
+) -> tuple[list[int], list[int]]:
+    """``(prompt_ids, target_ids)`` after truncation; ``target_ids`` are the scored tokens.
+
+    ``max_length`` truncates ``prompt_ids + target_ids`` from the right. Two conventions:
+
+    * ``max_length_includes_eos=False`` (open-unlearning): the text is cut to ``max_length`` tokens,
+      then EOS is appended anyway (so up to ``max_length + 1`` tokens).
+    * ``max_length_includes_eos=True`` (original TOFU): the whole sequence including EOS is at most
+      ``max_length``; EOS is only added when there is room for it.
+    """
+    prompt_ids, target_ids = encode_prompt_completion(
+        tokenizer, prompt, target, boundary=boundary, add_eos=False, add_special_tokens=add_special_tokens
+    )
+    eos = tokenizer.eos_token_id
+    if max_length is not None:
+        full = (prompt_ids + target_ids)[:max_length]
+        prompt_ids, target_ids = full[: len(prompt_ids)], full[len(prompt_ids) :]
+    want_eos = add_eos and eos is not None and (not target_ids or target_ids[-1] != eos)
+    if want_eos and max_length_includes_eos and max_length is not None:
+        want_eos = len(prompt_ids) + len(target_ids) < max_length
+    if want_eos:
+        target_ids = [*target_ids, eos]
+    return prompt_ids, target_ids
+
+
+def _model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover - parameterless models do not exist in practice
+        return torch.device("cpu")
+
+
+def _accepts(model, name: str) -> bool:
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+@torch.inference_mode()
+def score_token_ids(
+    model,
+    pairs: Sequence[tuple[list[int], list[int]]],
+    *,
+    pad_token_id: int,
+    batch_size: int = 16,
+    progress: Progress = None,
+    stats: dict | None = None,
+) -> list[ScoredText]:
+    """Score already-tokenised ``(prompt_ids, target_ids)`` pairs.
+
+    Identical pairs are scored once. Pairs are sorted by length so a batch holds similar lengths
+    (less padding); padding is on the right, where it cannot change the real positions.
+    ``stats`` (optional dict) accumulates ``forwards`` (model calls) and ``sequences`` (rows run).
+    """
+    unique: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    order: list[int] = []
+    for p, t in pairs:
+        order.append(unique.setdefault((tuple(p), tuple(t)), len(unique)))
+    keys = list(unique)
+    results: list[ScoredText | None] = [None] * len(keys)
+    copies = [0] * len(keys)  # how many input pairs each unique pair stands for (progress counts)
+    for k in order:
+        copies[k] += 1
+
+    # A target token at sequence position j is predicted by the logits at j - 1; position 0 has no
+    # context, so with an empty prompt the first target token cannot be scored.
+    todo = []
+    for k, (p, t) in enumerate(keys):
+        start = max(len(p), 1)
+        n = len(p) + len(t) - start
+        if n <= 0:
+            results[k] = ScoredText(torch.zeros(0), [], valid=False)
+        else:
+            todo.append(k)
+    todo.sort(key=lambda k: len(keys[k][0]) + len(keys[k][1]), reverse=True)
+
+    device = _model_device(model)
+    keep_kw = _accepts(model, "logits_to_keep")
+    if progress is not None and len(todo) < len(keys):
+        progress(sum(copies[k] for k in range(len(keys)) if results[k] is not None))
+    for b in range(0, len(todo), batch_size):
+        chunk = todo[b : b + batch_size]
+        seqs = [list(keys[k][0]) + list(keys[k][1]) for k in chunk]
+        width = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            input_ids[i, : len(s)] = torch.tensor(s)
+            attention[i, : len(s)] = 1
+        starts = [max(len(keys[k][0]), 1) for k in chunk]
+        # Only logits from the earliest predicting position onwards are needed; skipping the rest
+        # saves the [B, L, V] memory a long prompt would otherwise cost.
+        first = min(starts) - 1
+        kwargs = {"logits_to_keep": width - first} if keep_kw else {}
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs).logits
+        offset = width - logits.shape[1]
+        if stats is not None:
+            stats["forwards"] = stats.get("forwards", 0) + 1
+            stats["sequences"] = stats.get("sequences", 0) + len(chunk)
+        for i, k in enumerate(chunk):
+            target = seqs[i][starts[i] :]
+            lo = starts[i] - 1 - offset
+            row = logits[i, lo : lo + len(target)].float().log_softmax(-1)
+            logps = row.gather(-1, torch.tensor(target, device=row.device)[:, None])[:, 0].cpu()
+            results[k] = ScoredText(logps, target, valid=True)
+        if progress is not None:
+            progress(sum(copies[k] for k in chunk))
+    return [results[k] for k in order]  # type: ignore[misc]
+
+
+def score_texts(
+    model,
+    tokenizer,
+    prompts: list[str],
+    targets: list[str],
+    *,
+    batch_size: int = 16,
+    boundary: Boundary = "separate",
+    add_eos: bool = True,
+    add_special_tokens: bool = True,
+    max_length: int | None = None,
+    max_length_includes_eos: bool = False,
+    progress: Progress = None,
+    stats: dict | None = None,
+) -> list[ScoredText]:
+    """Teacher-forced per-token log-probs of each ``targets[i]`` after ``prompts[i]``.
+
+    ``boundary``: ``"separate"`` scores ``ids(prompt) + ids(target) + [eos]``; ``"joint"`` is
+    open-unlearning's ``ids(prompt + target)`` with the first ``len(ids(prompt))`` tokens masked
+    (see :mod:`alignkit.data.tokenize`). ``max_length`` / ``max_length_includes_eos``: see
+    :func:`encode_for_scoring`. An item with no target token left is returned with ``valid=False``
+    and a warning is logged.
+    """
+    if len(prompts) != len(targets):
+        raise ValueError(f"score_texts: {len(prompts)} prompts but {len(targets)} targets; they pair up one to one.")
+    pairs = [
+        encode_for_scoring(
+            tokenizer,
+            p,
+            t,
+            boundary=boundary,
+            add_eos=add_eos,
+            add_special_tokens=add_special_tokens,
+            max_length=max_length,
+            max_length_includes_eos=max_length_includes_eos,
+        )
+        for p, t in zip(prompts, targets)
+    ]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = score_token_ids(model, pairs, pad_token_id=pad or 0, batch_size=batch_size, progress=progress, stats=stats)
+    n_invalid = sum(not s.valid for s in out)
+    if n_invalid:
+        logger.warning(
+            "%d of %d items have no target token left (tokenisation boundary merge or truncation); "
+            "they are marked invalid and left out of every average.",
+            n_invalid,
+            len(out),
+        )
+    return out
+
+
+def postprocess_generation(text: str, *, eos_text: str | None, stop_strings: Sequence[str] = ()) -> str:
+    """open-unlearning's cut: at the decoded EOS string, then at each stop string in turn; strip."""
+    for word in ([eos_text] if eos_text else []) + list(stop_strings):
+        if word and word in text:
+            text = text.split(word)[0]
+    return text.strip()
+
+
+def _greedy_config(model, tokenizer, pad_token_id: int):
+    cfg = copy.deepcopy(model.generation_config)
+    cfg.do_sample = False
+    # Sampling knobs left in a model's generation_config only trigger warnings under greedy decoding.
+    for name in ("temperature", "top_p", "top_k", "typical_p", "min_p"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, None)
+    cfg.num_beams = 1
+    cfg.pad_token_id = pad_token_id
+    if cfg.eos_token_id is None:
+        cfg.eos_token_id = tokenizer.eos_token_id
+    cfg.use_cache = True
+    return cfg
+
+
+@torch.inference_mode()
+def generate_token_ids(
+    model,
+    tokenizer,
+    prompt_ids: Sequence[list[int]],
+    *,
+    max_new_tokens: int,
+    max_total_length: int | None = None,
+    stop_strings: Sequence[str] = (),
+    batch_size: int = 16,
+    progress: Progress = None,
+    stats: dict | None = None,
+) -> list[list[int]]:
+    """Greedy continuations (new token ids only) of tokenised prompts, batched with left padding.
+
+    ``max_total_length`` (original TOFU's ``max_length=200``) caps prompt + new tokens per item:
+    each item gets ``min(max_new_tokens, max_total_length - len(prompt))`` new tokens. Original
+    TOFU subtracted the *padded batch* length instead; per item equals it at batch size 1 and keeps
+    results independent of batching. Greedy decoding is prefix-stable, so generating to the batch's
+    largest budget and cutting each row to its own is exact.
+    """
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    cfg = _greedy_config(model, tokenizer, pad)
+    budgets = [
+        max_new_tokens if max_total_length is None else max(0, min(max_new_tokens, max_total_length - len(p)))
+        for p in prompt_ids
+    ]
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]), reverse=True)
+    device = _model_device(model)
+    out: list[list[int]] = [[] for _ in prompt_ids]
+    extra = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
+    for b in range(0, len(order), batch_size):
+        chunk = [i for i in order[b : b + batch_size]]
+        live = [i for i in chunk if budgets[i] > 0 and len(prompt_ids[i]) > 0]
+        if live:
+            width = max(len(prompt_ids[i]) for i in live)
+            input_ids = torch.full((len(live), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(live), width), dtype=torch.long)
+            for r, i in enumerate(live):
+                ids = prompt_ids[i]
+                input_ids[r, width - len(ids) :] = torch.tensor(ids)
+                attention[r, width - len(ids) :] = 1
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
+                gen = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention.to(device),
+                    generation_config=cfg,
+                    max_new_tokens=max(budgets[i] for i in live),
+                    **extra,
+                )
+            new = gen[:, width:].cpu().tolist()
+            if stats is not None:
+                stats["generate_calls"] = stats.get("generate_calls", 0) + 1
+                stats["generated_sequences"] = stats.get("generated_sequences", 0) + len(live)
+            for r, i in enumerate(live):
+                out[i] = new[r][: budgets[i]]
+        if progress is not None:
+            progress(len(chunk))
+    return out
+
+
+def generate_texts(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    stop_strings: Sequence[str] = (),
+    batch_size: int = 16,
+    max_length: int | None = None,
+    add_special_tokens: bool = True,
+    max_total_length: int | None = None,
+    progress: Progress = None,
+    stats: dict | None = None,
+) -> list[str]:
+    """Greedy generations for ``prompts``, post-processed as open-unlearning does (§1.2).
+
+    Each prompt is tokenised on its own (``add_special_tokens``: BOS for tokenizers that use one;
+    pass False for chat-template text) and truncated to ``max_length`` tokens from the right, as
+    open-unlearning's tag mode does. Decoding stops at EOS or a stop string; the new tokens are
+    decoded without special tokens, cut at the decoded EOS string and the stop strings, and stripped.
+    """
+    prompt_ids = [
+        list(tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"])[: max_length or None] for p in prompts
+    ]
+    new_ids = generate_token_ids(
+        model,
+        tokenizer,
+        prompt_ids,
+        max_new_tokens=max_new_tokens,
+        max_total_length=max_total_length,
+        stop_strings=stop_strings,
+        batch_size=batch_size,
+        progress=progress,
+        stats=stats,
+    )
+    return decode_generations(tokenizer, new_ids, stop_strings=stop_strings)
+
+
+def decode_generations(tokenizer, new_ids: Sequence[list[int]], *, stop_strings: Sequence[str] = ()) -> list[str]:
+    eos_text = tokenizer.decode([tokenizer.eos_token_id]) if tokenizer.eos_token_id is not None else None
+    texts = tokenizer.batch_decode(list(new_ids), skip_special_tokens=True, clean_up_tokenization_spaces=True)
+    return [postprocess_generation(t, eos_text=eos_text, stop_strings=stop_strings) for t in texts]

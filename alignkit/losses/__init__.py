@@ -1,0 +1,36 @@
+"""Pure loss functions: tensors in, :class:`LossOutput` (loss + detached metrics) out."""
+
+from alignkit.losses.constraints import DualState, dual_ascent_step, lagrangian
+from alignkit.losses.core import LossOutput, masked_rows, sequence_logps, token_mean
+from alignkit.losses.unlearning import (
+    IDK_ANSWERS,
+    catnip_loss,
+    dipo_loss,
+    dpo_loss,
+    ga_loss,
+    idk_dpo_loss,
+    nll_loss,
+    npo_loss,
+    retain_kl_loss,
+    simnpo_loss,
+)
+
+__all__ = [
+    "IDK_ANSWERS",
+    "DualState",
+    "LossOutput",
+    "catnip_loss",
+    "dipo_loss",
+    "dpo_loss",
+    "dual_ascent_step",
+    "ga_loss",
+    "idk_dpo_loss",
+    "lagrangian",
+    "masked_rows",
+    "nll_loss",
+    "npo_loss",
+    "retain_kl_loss",
+    "sequence_logps",
+    "simnpo_loss",
+    "token_mean",
+]

@@ -1,0 +1,412 @@
+"""``AlignKitTrainer``: the one trainer core every method shares.
+
+Built on ``transformers.Trainer`` rather than TRL's ``DPOTrainer``, whose internals hard-code two
+rows per prompt (see ``shared/design/trl-notes.md`` §1.8). It
+
+* encodes the datasets once with the shared ``PreferenceCollator`` (and pairs forget rows with
+  independently drawn retain rows);
+* runs ONE forward over all B·K completion rows plus the retain rows of a batch;
+* gets reference log-probs from a separate frozen model, from the PEFT model with its adapters
+  disabled, or from a cache precomputed in one pass before training;
+* adds the configured retain term, and logs the same core metrics for every method.
+
+A method subclass sets ``method_name``, ``config_class``, ``needs`` and ``paper`` and implements
+``method_loss(out) -> LossOutput``; it holds no maths (that lives in ``alignkit.losses``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import defaultdict
+from contextlib import nullcontext
+from typing import Any, ClassVar
+
+import datasets
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
+
+from alignkit import _trl_compat as trl_compat
+from alignkit.data import ForgetRetainDataset, PreferenceCollator, PromptFormat, prepare_dataset
+from alignkit.data.records import ROLES
+from alignkit.losses import LossOutput, nll_loss, retain_kl_loss
+from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
+from alignkit.trainers.forward import ForwardOutput, Needs, row_outputs
+from alignkit.trainers.ref_cache import with_ref_logps
+
+logger = logging.getLogger(__name__)
+
+
+def _is_peft(model) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(model, PeftModel)
+
+
+class _EpochCallback(TrainerCallback):
+    """Tells the forget/retain pairing which epoch it is, so each epoch draws fresh retain rows."""
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        dataset = getattr(train_dataloader, "dataset", None)
+        if isinstance(dataset, ForgetRetainDataset):
+            dataset.set_epoch(int(state.epoch or 0))
+
+
+class AlignKitTrainer(Trainer):
+    method_name: ClassVar[str] = "base"
+    config_class: ClassVar[type[AlignKitConfig]] = AlignKitConfig
+    needs: ClassVar[Needs] = Needs()
+    paper: ClassVar[dict[str, str] | None] = None  # title, id (arXiv), citation (bibtex)
+    _tag_names: ClassVar[list[str]] = ["alignkit"]
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        args: AlignKitConfig | None = None,
+        train_dataset: datasets.Dataset | list[dict] | None = None,
+        eval_dataset: datasets.Dataset | list[dict] | None = None,
+        processing_class=None,
+        retain_dataset: datasets.Dataset | list[dict] | None = None,
+        ref_model: str | PreTrainedModel | None = None,
+        peft_config=None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers=(None, None),
+    ):
+        args = args if args is not None else self.config_class(output_dir=f"runs/{self.method_name}")
+        if not isinstance(args, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} needs `args` of type {self.config_class.__name__}, "
+                f"got {type(args).__name__}."
+            )
+        model_path = model if isinstance(model, str) else None
+        model = self._load_model(model, args)
+        tokenizer = processing_class or AutoTokenizer.from_pretrained(
+            model_path or model.config._name_or_path, trust_remote_code=args.trust_remote_code
+        )
+        self._check_setup(args, train_dataset, retain_dataset, peft_config or _is_peft(model), ref_model)
+
+        self.ref_mode = self._resolve_ref_mode(args, peft_config is not None or _is_peft(model), ref_model)
+        if isinstance(ref_model, str):
+            ref_model = self._load_model(ref_model, args)
+        if self.ref_mode == "model" and ref_model is None:
+            # A frozen copy taken before any wrapping; the model may never have been saved (no path to reload).
+            ref_model = copy.deepcopy(model)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        if args.activation_checkpointing and hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()  # PEFT + checkpointing needs grads on the inputs
+        self._fused = trl_compat.add_fused_lm_head is not None
+        for m in (model.get_base_model() if _is_peft(model) else model, ref_model):
+            if m is None:
+                continue
+            if self._fused:
+                trl_compat.add_fused_lm_head(m)
+            if args.disable_dropout:
+                trl_compat.disable_dropout_in_model(m)
+        if ref_model is not None:
+            ref_model.eval().requires_grad_(False)
+        self.ref_model = ref_model if self.ref_mode == "model" else None
+
+        fmt = (
+            PromptFormat.for_tokenizer(tokenizer)
+            if args.prompt_format == "auto"
+            else PromptFormat.preset(args.prompt_format)
+        )
+        self.collator = PreferenceCollator(
+            tokenizer,
+            max_prompt_length=args.max_prompt_length,
+            max_completion_length=args.max_completion_length,
+            max_length=args.max_length,
+            prompt_format=fmt,
+            boundary=args.boundary,
+        )
+        train = self._encode(train_dataset, "train_dataset", args, transform=self.transform_row)
+        if self.ref_mode == "precomputed":
+            train = self._precompute(train, model, ref_model, args)
+        retain = self._encode(retain_dataset, "retain_dataset", args) if retain_dataset is not None else None
+        self.retain_encoded = retain
+        if retain is not None and self._uses_retain(args):
+            train = ForgetRetainDataset(train, retain, seed=args.seed)
+        evaluation = (
+            self._encode(eval_dataset, "eval_dataset", args, transform=self.transform_row)
+            if eval_dataset is not None
+            else None
+        )
+        if evaluation is not None and self.ref_mode == "precomputed":
+            evaluation = self._precompute(evaluation, model, ref_model, args)
+
+        self._metrics: dict[str, dict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=self.collator,
+            train_dataset=train,
+            eval_dataset=evaluation,
+            processing_class=tokenizer,
+            callbacks=[_EpochCallback(), *(callbacks or [])],
+            optimizers=optimizers,
+        )
+        # Losses are per-micro-batch means; let Trainer divide by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        if self.ref_model is not None:
+            self.ref_model = self._prepare_reference(self.ref_model)
+        if args.sync_ref_model:
+            if self.ref_model is None:
+                raise ValueError("`sync_ref_model=True` needs a separate reference model (ref_mode='model').")
+            from trl import SyncRefModelCallback
+
+            self.add_callback(SyncRefModelCallback(ref_model=self.ref_model, accelerator=self.accelerator))
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names + [self.method_name])
+
+    # ------------------------------------------------------------------ set-up helpers
+    @staticmethod
+    def _load_model(model, args: AlignKitConfig) -> PreTrainedModel:
+        if not isinstance(model, str):
+            return model
+        kwargs = dict(args.model_init_kwargs or {})
+        kwargs.setdefault("dtype", "auto")
+        return AutoModelForCausalLM.from_pretrained(model, trust_remote_code=args.trust_remote_code, **kwargs)
+
+    def _uses_retain(self, args) -> bool:
+        return (
+            isinstance(args, UnlearnConfig) and args.retain_loss != "none" or self.needs.retain == "required"
+        )
+
+    def _check_setup(self, args, train_dataset, retain_dataset, has_peft, ref_model) -> None:
+        """Refuse impossible combinations before any compute."""
+        name = type(self).__name__
+        if train_dataset is None or len(train_dataset) == 0:
+            raise ValueError(f"{name}: `train_dataset` (the forget set) is empty or missing.")
+        uses_retain = self._uses_retain(args)
+        if uses_retain and retain_dataset is None:
+            what = f"`retain_loss={args.retain_loss!r}`" if isinstance(args, UnlearnConfig) else "this method"
+            raise ValueError(
+                f"{name}: {what} needs a `retain_dataset`; pass one or set `retain_loss='none'`."
+            )
+        if retain_dataset is not None and len(retain_dataset) == 0:
+            raise ValueError(f"{name}: `retain_dataset` is empty.")
+        if retain_dataset is not None and not uses_retain:
+            logger.warning(
+                "%s: a retain_dataset was given but retain_loss='none'; it will not be used.", name
+            )
+        if self.needs.retain == "never" and uses_retain:
+            raise ValueError(f"{name} takes no retain term; set `retain_loss='none'`.")
+        mode = args.ref_mode
+        if mode == "adapter_off" and not has_peft:
+            raise ValueError(
+                f"{name}: `ref_mode='adapter_off'` needs a PEFT model; pass `peft_config` or a "
+                "PeftModel, or use ref_mode='model' / 'precomputed'."
+            )
+        needs_ref = self.needs.reference != "none" or (
+            isinstance(args, UnlearnConfig) and args.retain_loss == "kl"
+        )
+        if mode == "none" and needs_ref:
+            raise ValueError(
+                f"{name}: this setup needs reference log-probs (reference={self.needs.reference!r}, "
+                f"retain_loss={getattr(args, 'retain_loss', 'none')!r}); `ref_mode='none'` cannot "
+                "provide them."
+            )
+        if mode == "precomputed" and (
+            self.needs.reference in ("token", "logits") or getattr(args, "retain_loss", "") == "kl"
+        ):
+            raise ValueError(
+                f"{name}: `ref_mode='precomputed'` caches one sequence log-prob per completion, but "
+                "this setup needs per-token reference values or logits (a token-level loss or "
+                "retain_loss='kl'); use ref_mode='model' or 'adapter_off'."
+            )
+        if ref_model is not None and mode in ("adapter_off", "none"):
+            raise ValueError(f"{name}: a `ref_model` was passed but `ref_mode={mode!r}` would ignore it.")
+
+    def _resolve_ref_mode(self, args, has_peft: bool, ref_model) -> str:
+        needs_ref = self.needs.reference != "none" or (
+            isinstance(args, UnlearnConfig) and args.retain_loss == "kl"
+        )
+        if not needs_ref:
+            return "none"
+        if args.ref_mode != "auto":
+            return args.ref_mode
+        return "adapter_off" if has_peft and ref_model is None else "model"
+
+    def transform_row(self, row: dict, index: int):
+        """Hook: rewrite a training row before encoding (e.g. add a completion). Identity by default."""
+        return row
+
+    def _encode(self, data, name: str, args, transform=None) -> datasets.Dataset:
+        return prepare_dataset(
+            data, self.collator, name=name, on_invalid=args.on_invalid, transform=transform
+        )
+
+    def _precompute(self, encoded, model, ref_model, args):
+        reference = ref_model if ref_model is not None else model
+        device = args.device
+
+        def forward(batch):
+            with self._reference_context(model if ref_model is None else None):
+                return row_outputs(reference, batch, want_logits=False, fused=self._fused)
+
+        reference.to(device)
+        with (
+            trl_compat.global_then_local_main_first()
+        ):  # rank 0 computes and caches; the others read the cache
+            return with_ref_logps(
+                encoded,
+                reference,
+                forward,
+                self.collator,
+                batch_size=args.per_device_eval_batch_size,
+                device=device,
+                cache_dir=args.ref_cache_dir,
+            )
+
+    def _prepare_reference(self, ref_model):
+        if self.is_deepspeed_enabled:
+            return trl_compat.prepare_deepspeed(ref_model, self.accelerator)
+        if self.is_fsdp_enabled:
+            return trl_compat.prepare_fsdp(ref_model, self.accelerator)
+        return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+
+    def _reference_context(self, peft_model):
+        """Adapters off when the PEFT model itself serves as the reference."""
+        if peft_model is not None and _is_peft(peft_model):
+            return trl_compat.use_adapter(peft_model, adapter_name=None)
+        return nullcontext()
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, model, inputs: dict[str, Any]) -> ForwardOutput:
+        """ONE policy forward over main + retain rows; the reference as the mode provides it."""
+        n = inputs["num_main"]
+        args = self.args
+        retain_kl = isinstance(args, UnlearnConfig) and args.retain_loss == "kl"
+        want_logits = self.needs.logits or retain_kl
+        rows = row_outputs(model, inputs, want_logits=want_logits, fused=self._fused)
+        out = ForwardOutput(
+            policy=rows.rows(slice(0, n)),
+            group_sizes=inputs["group_sizes"],
+            roles=inputs["roles"],
+            scores=inputs["scores"],
+            retain=rows.rows(slice(n, None)) if rows.mask.shape[0] > n else None,
+        )
+        if self.ref_mode == "precomputed":
+            out.ref_seq_logps = inputs["ref_logps"]
+        elif self.ref_mode in ("model", "adapter_off"):
+            ref_logits = self.needs.reference == "logits" or retain_kl
+            # Only the rows a loss reads are sent through the reference.
+            ref_rows = slice(None) if retain_kl else slice(0, n)
+            ref_inputs = {k: inputs[k][ref_rows] for k in ("input_ids", "attention_mask", "completion_mask")}
+            unwrapped = self.accelerator.unwrap_model(model)
+            reference = self.ref_model if self.ref_mode == "model" else model
+            with (
+                torch.no_grad(),
+                self._reference_context(unwrapped if self.ref_mode == "adapter_off" else None),
+            ):
+                ref = row_outputs(reference, ref_inputs, want_logits=ref_logits, fused=self._fused)
+            out.ref = ref.rows(slice(0, n))
+            out.ref_seq_logps = out.ref.seq_logps
+            if retain_kl:
+                out.retain_ref = ref.rows(slice(n, None))
+        return out
+
+    # ------------------------------------------------------------------ loss
+    def method_loss(self, out: ForwardOutput) -> LossOutput:
+        raise NotImplementedError(f"{type(self).__name__} must implement `method_loss`.")
+
+    def retain_loss(self, out: ForwardOutput) -> LossOutput | None:
+        args = self.args
+        if not isinstance(args, UnlearnConfig) or args.retain_loss == "none" or out.retain is None:
+            return None
+        if args.retain_loss == "nll":
+            return nll_loss(out.retain.token_logps, out.retain.mask)
+        mask = out.retain.mask if args.kl_positions == "labels" else None
+        return retain_kl_loss(out.retain.logits, out.retain_ref.logits, mask, positions=args.kl_positions)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = self.forward(model, inputs)
+        forget = self.method_loss(out)
+        retain = self.retain_loss(out)
+        forget_weight = getattr(self.args, "forget_weight", 1.0)
+        loss = forget_weight * forget.loss
+        metrics = dict(forget.metrics)
+        if retain is not None:
+            loss = loss + self.args.retain_weight * retain.loss
+            metrics.update(retain.metrics)
+            metrics["retain/logps"] = (out.retain.seq_logps / out.retain.lengths.clamp_min(1)).mean().detach()
+        metrics["loss/forget"] = forget.loss.detach()
+        self._record(metrics, out)
+        return (loss, {"loss": loss.detach()}) if return_outputs else loss
+
+    def _record(self, metrics: dict[str, torch.Tensor], out: ForwardOutput) -> None:
+        """Core metrics every method logs: per-role policy/reference sequence log-probs and margins."""
+        store = self._metrics["train" if self.model.training else "eval"]
+        for key, value in metrics.items():
+            store[key].append(float(value))
+        seq = out.policy.seq_logps.detach()
+        ref = out.ref_seq_logps.detach() if out.ref_seq_logps is not None else None
+        for role_id, role in enumerate(ROLES):
+            sel = out.roles == role_id
+            if not bool(sel.any()):
+                continue
+            store[f"logps/{role}"].append(float(seq[sel].mean()))
+            if ref is not None:
+                store[f"ref_logps/{role}"].append(float(ref[sel].mean()))
+                store[f"logratio/{role}"].append(float((seq[sel] - ref[sel]).mean()))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        local = {k: (sum(v), len(v)) for k, v in self._metrics[mode].items()}
+        # Ranks may hold different metric keys (a role absent from a shard), so gather plain objects
+        # rather than fixed-shape tensors: a mismatched tensor gather aborts gloo (trl-notes P7).
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            merged: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+            for part in gather_object([local]):
+                for k, (s, c) in part.items():
+                    merged[k][0] += s
+                    merged[k][1] += c
+            local = merged
+        prefix = "eval_" if mode == "eval" else ""
+        logs.update({f"{prefix}{k}": s / c for k, (s, c) in local.items() if c})
+        self._metrics[mode].clear()
+        super().log(logs, start_time)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ------------------------------------------------------------------ model card
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: list[str] | None = None,
+        **kwargs,
+    ) -> None:
+        if not self.is_world_process_zero():
+            return
+        base_model = getattr(self.model.config, "_name_or_path", None) or None
+        paper = self.paper or {}
+        card = trl_compat.generate_model_card(
+            base_model=base_model,
+            model_name=model_name,
+            hub_model_id=self.hub_model_id,
+            dataset_name=dataset_name,
+            tags=sorted(set(self._tag_names + [self.method_name] + list(tags or []))),
+            wandb_url=None,
+            trackio_url=None,
+            comet_url=None,
+            trainer_name=type(self).__name__.removesuffix("Trainer"),
+            trainer_citation=paper.get("citation"),
+            paper_title=paper.get("title"),
+            paper_id=paper.get("id"),
+        )
+        card.save(f"{self.args.output_dir}/README.md")

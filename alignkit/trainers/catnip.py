@@ -1,0 +1,57 @@
+"""CATNIP / CALIBURN, calibrated token-level negative preference (arXiv 2602.02824). RECONSTRUCTION.
+
+The paper's formula could not be read; ``alignkit.losses.catnip_loss`` is the design spec's §8
+reconstruction: token-level NPO against a fixed anchor (``a = 1``, reference-free, by default).
+The anchor is a config switch so the paper's form can be slotted in later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from alignkit.losses import LossOutput, catnip_loss
+from alignkit.trainers.base import AlignKitTrainer
+from alignkit.trainers.config import UnlearnConfig
+from alignkit.trainers.forward import ForwardOutput, Needs
+from alignkit.trainers.registry import register
+
+
+@dataclass
+class CATNIPConfig(UnlearnConfig):
+    beta: float = field(default=1.0, metadata={"help": "β (spec starting point, not the authors' value)."})
+    anchor: str = field(
+        default="one", metadata={"help": "Token anchor: one (reference-free) or ref (token-level NPO)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ValueError(f"`beta` must be > 0, got {self.beta}.")
+        if self.anchor not in ("one", "ref"):
+            raise ValueError(f"`anchor` must be 'one' or 'ref', got {self.anchor!r}.")
+
+
+@register("catnip", summary="calibrated token-level negative preference (reconstruction)")
+class CATNIPTrainer(AlignKitTrainer):
+    config_class = CATNIPConfig
+    needs = Needs(reference="none")
+    paper = {
+        "title": "CATNIP / CALIBURN: self-calibrated LLM unlearning (reconstructed loss)",
+        "id": "2602.02824",
+    }
+
+    def __init__(self, *a, args: CATNIPConfig | None = None, **kw):
+        if args is not None and args.anchor == "ref":
+            # Per-instance: the anchor decides whether a per-token reference is needed.
+            self.needs = Needs(reference="token")
+        super().__init__(*a, args=args, **kw)
+
+    def method_loss(self, out: ForwardOutput) -> LossOutput:
+        ref = out.ref.token_logps if self.args.anchor == "ref" else None
+        return catnip_loss(
+            out.policy.token_logps,
+            out.policy.mask,
+            beta=self.args.beta,
+            anchor=self.args.anchor,
+            ref_token_logps=ref,
+        )

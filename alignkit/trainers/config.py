@@ -1,0 +1,135 @@
+"""Training arguments shared by every alignkit method.
+
+``AlignKitConfig`` extends ``transformers.TrainingArguments`` with the data, reference and
+logging settings of the shared trainer; ``UnlearnConfig`` adds the forget/retain weighting every
+unlearning method has. Method configs extend one of them with the method's hyperparameters and
+paper defaults. The dataclass is the only home of defaults; ``--help`` prints the metadata.
+
+Defaults that differ from ``TrainingArguments``: ``learning_rate=1e-5``, ``logging_steps=10``,
+``remove_unused_columns=False`` (the trainer reads its own tokenised columns), ``save_only_model``
+stays False so that a killed run resumes with its optimizer state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+REF_MODES = ("auto", "model", "adapter_off", "precomputed", "none")
+RETAIN_LOSSES = ("none", "nll", "kl")
+
+
+@dataclass
+class AlignKitConfig(TrainingArguments):
+    # > Parameters that control the model
+    model_init_kwargs: dict[str, Any] | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments for `from_pretrained` when `model` is a path or Hub id."},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow custom model code from the Hub. Off unless you turn it on."}
+    )
+    disable_dropout: bool = field(
+        default=True, metadata={"help": "Set every dropout to 0 in policy and reference."}
+    )
+
+    # > Parameters that control the data preprocessing
+    max_length: int | None = field(
+        default=512, metadata={"help": "Max tokens of prompt + completion per row."}
+    )
+    max_prompt_length: int | None = field(
+        default=None, metadata={"help": "Max prompt tokens; longer prompts keep their last tokens."}
+    )
+    max_completion_length: int | None = field(
+        default=None, metadata={"help": "Max completion tokens; longer completions keep their first tokens."}
+    )
+    prompt_format: str = field(
+        default="auto",
+        metadata={
+            "help": "How question/answer rows become prompts: auto (chat template if the tokenizer has "
+            "one, else qa_plain), chat, qa_plain, llama2_inst."
+        },
+    )
+    boundary: str = field(
+        default="separate",
+        metadata={"help": "Prompt/completion tokenisation: separate (TRL's) or joint (open-unlearning's)."},
+    )
+    on_invalid: str = field(
+        default="raise", metadata={"help": "Malformed rows: raise (default) or skip (and report how many)."}
+    )
+
+    # > Parameters that control the reference model
+    ref_mode: str = field(
+        default="auto",
+        metadata={
+            "help": "Reference log-probs: model (separate frozen copy), adapter_off (PEFT with adapters "
+            "disabled, no second copy), precomputed (one pass before training, cached on disk), none, "
+            "or auto (none if the method needs none, adapter_off with PEFT, else model)."
+        },
+    )
+    ref_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where precomputed reference log-probs are cached (default: ~/.cache/alignkit/ref_logps). "
+            "The key hashes the reference weights and the tokenised data."
+        },
+    )
+    # Same names as TRL's `SyncRefModelCallback` reads, so it can be reused for TR-DPO-style updates.
+    sync_ref_model: bool = field(default=False, metadata={"help": "Soft-update the reference (TR-DPO)."})
+    ref_model_mixup_alpha: float = field(default=0.6, metadata={"help": "TR-DPO mixup weight."})
+    ref_model_sync_steps: int = field(default=512, metadata={"help": "TR-DPO sync period."})
+
+    # Defaults that differ from TrainingArguments.
+    learning_rate: float = field(default=1e-5, metadata={"help": "Initial AdamW learning rate."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the trainer reads its own tokenised columns."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.ref_mode not in REF_MODES:
+            raise ValueError(f"`ref_mode` must be one of {REF_MODES}, got {self.ref_mode!r}.")
+        if self.boundary not in ("separate", "joint"):
+            raise ValueError(f"`boundary` must be 'separate' or 'joint', got {self.boundary!r}.")
+        if self.on_invalid not in ("raise", "skip"):
+            raise ValueError(f"`on_invalid` must be 'raise' or 'skip', got {self.on_invalid!r}.")
+        for name in ("max_length", "max_prompt_length", "max_completion_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"`{name}` must be a positive integer or None, got {value}.")
+
+
+@dataclass
+class UnlearnConfig(AlignKitConfig):
+    """Total loss = ``forget_weight * L_forget + retain_weight * L_retain`` (open-unlearning's gamma/alpha)."""
+
+    forget_weight: float = field(default=1.0, metadata={"help": "γ, weight of the forget loss."})
+    retain_loss: str = field(
+        default="none",
+        metadata={
+            "help": "Retain term: none, nll (token-mean NLL on the retain set, '+RT'/GradDiff) or kl "
+            "(KL(π_ref || π_θ) on retain positions, '+KL')."
+        },
+    )
+    retain_weight: float = field(default=1.0, metadata={"help": "α, weight of the retain loss."})
+    kl_positions: str = field(
+        default="all",
+        metadata={
+            "help": "Retain-KL positions: all (every position of the retain batch, the reference code's "
+            "convention) or labels (answer positions only)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.retain_loss not in RETAIN_LOSSES:
+            raise ValueError(f"`retain_loss` must be one of {RETAIN_LOSSES}, got {self.retain_loss!r}.")
+        if self.kl_positions not in ("all", "labels"):
+            raise ValueError(f"`kl_positions` must be 'all' or 'labels', got {self.kl_positions!r}.")
+        if self.forget_weight < 0 or self.retain_weight < 0:
+            raise ValueError(
+                f"`forget_weight` and `retain_weight` must be >= 0, got {self.forget_weight} and {self.retain_weight}."
+            )

@@ -1,0 +1,47 @@
+"""SimNPO (Fan et al., arXiv 2410.07163): reference-free, length-normalised NPO.
+
+``L = mean_i (2/β)·softplus(β·S_i/|y_i| + γ)``. Defaults are open-unlearning's TOFU forget10
+values; its reference code's ``delta`` equals ``γ/β`` in these units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from alignkit.losses import LossOutput, simnpo_loss
+from alignkit.trainers.base import AlignKitTrainer
+from alignkit.trainers.config import UnlearnConfig
+from alignkit.trainers.forward import ForwardOutput, Needs
+from alignkit.trainers.registry import register
+
+
+@dataclass
+class SimNPOConfig(UnlearnConfig):
+    beta: float = field(default=4.5, metadata={"help": "β (4.5: official TOFU forget10 runs)."})
+    gamma: float = field(
+        default=0.0, metadata={"help": "γ, reward margin in paper units (0 in all published runs)."}
+    )
+    forget_weight: float = field(
+        default=0.125, metadata={"help": "Weight of the SimNPO term (0.125: TOFU forget10)."}
+    )
+    retain_loss: str = field(default="nll", metadata={"help": "Retain term (nll in the official runs)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ValueError(f"`beta` must be > 0, got {self.beta}.")
+
+
+@register("simnpo", summary="reference-free length-normalised NPO")
+class SimNPOTrainer(AlignKitTrainer):
+    config_class = SimNPOConfig
+    needs = Needs(reference="none")
+    paper = {
+        "title": "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning",
+        "id": "2410.07163",
+    }
+
+    def method_loss(self, out: ForwardOutput) -> LossOutput:
+        return simnpo_loss(
+            out.policy.seq_logps, out.policy.lengths, beta=self.args.beta, gamma=self.args.gamma
+        )

@@ -1,0 +1,65 @@
+"""Shared fixtures: offline settings, the real-data locations, and a tiny model built on the spot."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+CORPUS = [
+    "The author was born in Paris in 1970 and writes mystery novels.",
+    "Question: Where was the author born? Answer: The author was born in Paris.",
+    "I don't know the answer to that question.",
+    "Recommend a movie: a quiet drama about the sea, a loud action film, a comedy of errors.",
+    "The capital of France is Paris. Water boils at one hundred degrees.",
+    "Hello there! How can I help you today? Thank you, goodbye.",
+]
+
+
+def shared_dir(name: str) -> Path:
+    """A folder of ../shared/data, or skip: a user's clone has no ../shared beside it."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(
+            f"real data not available: {path} is absent (it sits beside the repo only in CI/dev checkouts)"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tofu_dir() -> Path:
+    return shared_dir("tofu")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from alignkit.models import build_tiny_model
+
+    return build_tiny_model(CORPUS * 3, tmp_path_factory.mktemp("tiny_model"), vocab_size=400, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def plain_tokenizer(tiny_model_dir):
+    """The tiny tokenizer without a chat template, as a base model's tokenizer would be."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = None
+    return tok
