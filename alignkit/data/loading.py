@@ -56,7 +56,14 @@ def prepare_dataset(
     """
     if on_invalid not in ("raise", "skip"):
         raise ValueError(f"`on_invalid` must be 'raise' or 'skip', got {on_invalid!r}")
-    rows = data if isinstance(data, datasets.Dataset) else datasets.Dataset.from_list(list(data))
+    if isinstance(data, datasets.Dataset):
+        rows = data
+    else:
+        # Not `Dataset.from_list`: it takes the columns from the first row only, which would silently
+        # drop fields of later rows (a `chosen` lost turns a pairwise row into a negatives-only one).
+        data = list(data)
+        columns = list(dict.fromkeys(key for row in data for key in row))
+        rows = datasets.Dataset.from_dict({key: [row.get(key) for row in data] for key in columns})
     if len(rows) == 0:
         raise ValueError(f"{name} is empty")
     skipped: list[str] = []

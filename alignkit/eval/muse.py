@@ -336,7 +336,10 @@ def knowmem_prompt(tokenizer, question: str, fewshot: Sequence[dict]) -> str:
 
 
 def _decode(tokenizer, ids: Sequence[int]) -> str:
-    return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=True)
+    # Both references decode with clean_up_tokenization_spaces=True; transformers 5 ignores it for
+    # BPE tokenizers (with a warning), and it only moves spaces around punctuation, which ROUGE's
+    # tokenizer drops anyway, so the tokenizer's own default is used.
+    return tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
 def joint_label_reference(tokenizer, prompt: str, completion: str, *, max_length: int | None) -> str:
@@ -644,6 +647,21 @@ def evaluate_muse(
     return result
 
 
+def _warn_if_truncated(tokenizer, prompts: Sequence[str], max_length: int | None, name: str) -> None:
+    if max_length is None:
+        return
+    n_long = sum(len(tokenizer(p, add_special_tokens=True)["input_ids"]) >= max_length for p in prompts)
+    if n_long:
+        message = (
+            f"{name}: {n_long} of {len(prompts)} few-shot prompts have >= {max_length} tokens, the protocol's "
+            "limit. They are truncated from the right as open-unlearning does, which cuts off the final "
+            "question and empties the reference; those items score 0. With Llama-2's tokenizer the MUSE "
+            "prompts have 350-450 tokens."
+        )
+        logger.warning(message)
+        warnings.warn(message, stacklevel=4)
+
+
 def _run(
     model, tokenizer, ds: MuseData, proto: MuseProtocol, retain_model, retain_logs, batch_size, bar, gradnorm
 ):
@@ -655,6 +673,7 @@ def _run(
         ("retain_knowmem_ROUGE", ds.knowmem_retain, ds.knowmem_retain_icl),
     ):
         prompts = [knowmem_prompt(tokenizer, r["question"], shots) for r in rows]
+        _warn_if_truncated(tokenizer, prompts, proto.knowmem_max_length, name)
         gens = _generate(
             model,
             tokenizer,

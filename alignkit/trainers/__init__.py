@@ -9,6 +9,7 @@ from alignkit.trainers.ga import GAConfig, GATrainer, GradDiffConfig, GradDiffTr
 from alignkit.trainers.idk_dpo import IdkDPOConfig, IdkDPOTrainer
 from alignkit.trainers.npo import NPOConfig, NPOTrainer
 from alignkit.trainers.registry import METHODS, get_method
+from alignkit.trainers.sft import FinetuneConfig, FinetuneTrainer
 from alignkit.trainers.simnpo import SimNPOConfig, SimNPOTrainer
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "CATNIPTrainer",
     "DiPOConfig",
     "DiPOTrainer",
+    "FinetuneConfig",
+    "FinetuneTrainer",
     "ForwardOutput",
     "GAConfig",
     "GATrainer",

@@ -338,7 +338,7 @@ class AlignKitTrainer(Trainer):
             loss = loss + self.args.retain_weight * retain.loss
             metrics.update(retain.metrics)
             metrics["retain/logps"] = (out.retain.seq_logps / out.retain.lengths.clamp_min(1)).mean().detach()
-        metrics["loss/forget"] = forget.loss.detach()
+        metrics["loss/method"] = forget.loss.detach()
         self._record(metrics, out)
         return (loss, {"loss": loss.detach()}) if return_outputs else loss
 

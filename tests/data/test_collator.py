@@ -158,7 +158,7 @@ def test_batch_layout_on_mixed_shapes(tokenizer):
 
 
 def test_raw_and_pre_encoded_rows_collate_identically(tokenizer):
-    collator = PreferenceCollator(tokenizer, max_length=12)
+    collator = PreferenceCollator(tokenizer, max_length=18)
     rows = [{"prompt": PROMPT, "chosen": ANSWER, "rejected": "No."}, {"question": "Where?", "answer": "Paris."}]
     raw = collator(rows)
     pre = collator([collator.encode(r, index=i) for i, r in enumerate(rows)])
@@ -196,15 +196,15 @@ def test_prompt_keeps_its_last_tokens(tokenizer):
 
 def test_completion_cut_from_the_end_to_fit_max_length(tokenizer):
     prompt_ids, answer_ids = ids(tokenizer, PROMPT), ids(tokenizer, ANSWER)
-    max_length = len(prompt_ids) + 3
+    max_length = len(prompt_ids) + 4
     collator = PreferenceCollator(tokenizer, max_length=max_length)
-    batch = collator([{"prompt": PROMPT, "chosen": ANSWER, "rejected": "No."}])
+    batch = collator([{"prompt": PROMPT, "chosen": ANSWER, "rejected": "No"}])
     assert batch["input_ids"].shape[1] == max_length
-    assert batch["input_ids"][0].tolist() == prompt_ids + answer_ids[:3]
-    no_ids = ids(tokenizer, "No.") + [tokenizer.eos_token_id]
-    assert len(no_ids) <= 3
+    assert batch["input_ids"][0].tolist() == prompt_ids + answer_ids[:4]
+    no_ids = ids(tokenizer, "No") + [tokenizer.eos_token_id]
+    assert len(no_ids) < 4  # the short completion keeps its EOS
     assert batch["input_ids"][1, : len(prompt_ids) + len(no_ids)].tolist() == prompt_ids + no_ids
-    assert batch["completion_mask"].sum(1).tolist() == [3, len(no_ids)]
+    assert batch["completion_mask"].sum(1).tolist() == [4, len(no_ids)]
 
 
 def test_all_three_limits_together(tokenizer):

@@ -567,3 +567,18 @@ def test_prepare_dataset_rejects_bad_mode_empty_data_and_all_invalid(tokenizer):
     bad = [{"prompt": "", "chosen": "a", "rejected": "b"}] * 2
     with pytest.raises(ValueError, match=r"allbad: every row was invalid \(2 skipped\); first: allbad, row 0"):
         prepare_dataset(bad, collator, name="allbad", on_invalid="skip")
+
+
+def test_prepare_dataset_keeps_fields_that_only_later_rows_have(tokenizer):
+    rows = [
+        {"prompt": "p", "rejected": "r"},  # negatives only: no `chosen`
+        {"prompt": "q", "chosen": "c", "rejected": "s"},  # pairwise: its `chosen` must survive
+        {"question": "Where?", "answer": "Paris."},
+    ]
+    encoded = prepare_dataset(rows, PreferenceCollator(tokenizer), name="mixed")
+    assert [row["roles"] for row in encoded] == [
+        [ROLE_IDS["rejected"]],
+        [ROLE_IDS["chosen"], ROLE_IDS["rejected"]],
+        [ROLE_IDS["answer"]],
+    ]
+    assert [decode(tokenizer, c) for c in encoded[1]["completion_ids"]] == ["c</s>", "s</s>"]
