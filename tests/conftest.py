@@ -63,3 +63,22 @@ def plain_tokenizer(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     tok.chat_template = None
     return tok
+
+
+@pytest.fixture(scope="session")
+def bos_tokenizer(tiny_model_dir):
+    """The tiny tokenizer made to prepend BOS (as Llama's does), chat template kept."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.backend_tokenizer.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.bos_token_id)]
+            ),
+        ]
+    )
+    assert tok("x")["input_ids"][0] == tok.bos_token_id
+    return tok

@@ -62,8 +62,21 @@ class PreferenceCollator:
     def _texts(self, record: PreferenceRecord, err) -> tuple[str, list[str], bool]:
         """Prompt text, completion texts, and whether the prompt needs the tokenizer's specials."""
         fmt = self.prompt_format
-        if record.is_qa:
-            return fmt.render_prompt(self.tokenizer, record.prompt), record.completions, fmt.mode != "chat"
+        if record.is_qa and fmt.mode == "chat":
+            # A question/answer row under a chat template is a one-turn conversation: the answer is
+            # rendered as the assistant turn (with the template's end-of-turn marker), exactly as
+            # the evaluation scores it (open-unlearning's chat mode).
+            record = PreferenceRecord(
+                [{"role": "user", "content": record.prompt}],
+                [
+                    c if isinstance(c, list) else [{"role": "assistant", "content": c}]
+                    for c in record.completions
+                ],
+                record.roles,
+                record.scores,
+            )
+        elif record.is_qa:
+            return fmt.render_prompt(self.tokenizer, record.prompt), record.completions, True
         if not record.conversational:
             return record.prompt, record.completions, True
         prompt_text = fmt.render_messages(self.tokenizer, record.prompt, add_generation_prompt=True)

@@ -97,7 +97,9 @@ def probability_w_options(correct: Mapping[Any, Loss], wrong: Mapping[Any, Seque
     return {"agg_value": _mean(kept), "value_by_index": by_index}
 
 
-def truth_ratio_value(correct_loss: float, wrong_losses: Sequence[float], *, wrong_mean: str = "geometric") -> float:
+def truth_ratio_value(
+    correct_loss: float, wrong_losses: Sequence[float], *, wrong_mean: str = "geometric"
+) -> float:
     """``R`` for one item.
 
     ``geometric`` (implemented by orig's ``aggregate_eval_stat.py`` and open-unlearning):
@@ -151,7 +153,9 @@ def truth_ratio(
     set, ``true_better`` for the others (see :data:`TRUTH_RATIO_AGGREGATORS`).
     """
     if aggregator not in TRUTH_RATIO_AGGREGATORS:
-        raise ValueError(f"unknown truth-ratio aggregator {aggregator!r}; choose one of {sorted(TRUTH_RATIO_AGGREGATORS)}")
+        raise ValueError(
+            f"unknown truth-ratio aggregator {aggregator!r}; choose one of {sorted(TRUTH_RATIO_AGGREGATORS)}"
+        )
     _same_indices(correct, wrong, "truth_ratio")
     by_index, kept = {}, []
     for idx in correct:
@@ -174,7 +178,11 @@ def rouge_scores(reference: str, generation: str, *, use_stemmer: bool = True) -
     if use_stemmer not in _SCORERS:
         _SCORERS[use_stemmer] = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=use_stemmer)
     s = _SCORERS[use_stemmer].score(reference, generation)
-    return {"rouge1_recall": s["rouge1"].recall, "rougeL_f1": s["rougeL"].fmeasure, "rougeL_recall": s["rougeL"].recall}
+    return {
+        "rouge1_recall": s["rouge1"].recall,
+        "rougeL_f1": s["rougeL"].fmeasure,
+        "rougeL_recall": s["rougeL"].recall,
+    }
 
 
 @register_metric("rouge")

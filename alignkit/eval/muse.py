@@ -12,6 +12,9 @@ Metrics (names and log layout as open-unlearning writes ``MUSE_EVAL.json``):
   output_i)``; the prompt is 10 few-shot pairs in the plain format
   ``Question: {q}\\nAnswer: {a}\\n\\n`` followed by ``Question: {q}\\nAnswer: ``; 32 new tokens; the
   output is cut before ``"\\n\\n"``, then ``"\\nQuestion"``, then ``"Question:"``.
+  Under open-unlearning the reference is OU's decoded label text, which loses the answer's first
+  token when the prompt's trailing space merges into it (spec §1.1 item 5; see
+  :attr:`MuseProtocol.knowmem_reference`); under muse-orig it is the answer string.
 * ``mia_min_k`` (and ``mia_loss``, ``mia_zlib``, ``mia_min_k_plus_plus``, optional ``mia_gradnorm``):
   MIA AUCs of ``privleak/forget`` (members) vs ``privleak/holdout`` (non-members), see
   :mod:`alignkit.eval.mia`.
@@ -33,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -45,9 +47,9 @@ from alignkit.data.prompt_format import PromptFormat
 from alignkit.data.tokenize import encode_prompt_completion
 from alignkit.eval import mia
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_DATA = "muse-bench/MUSE-News"
+EVAL_FILE, SUMMARY_FILE, REPORT_FILE = "MUSE_EVAL.json", "MUSE_SUMMARY.json", "MUSE_REPORT.md"  # OU's names
+META_KEY = "alignkit"  # run metadata inside MUSE_EVAL.json; not a metric, open-unlearning ignores it
 KNOWMEM_STOP_STRINGS = ("\n\n", "\nQuestion", "Question:")
 METRIC_ORDER = (
     "forget_knowmem_ROUGE",
@@ -166,7 +168,7 @@ _PROTOCOL_ALIASES = {
 }
 
 
-def get_protocol(protocol: str | MuseProtocol) -> MuseProtocol:
+def get_muse_protocol(protocol: str | MuseProtocol) -> MuseProtocol:
     """A :class:`MuseProtocol` by name (``open-unlearning`` or ``muse-orig``) or as given."""
     if isinstance(protocol, MuseProtocol):
         return protocol
@@ -298,6 +300,13 @@ def _load_hub(repo_id: str, subset: str, split: str) -> tuple[list, str]:
     return ds.to_list(), f"hf://{repo_id}/{subset}/{split}"
 
 
+def _first_items(ds: MuseData, n: int) -> MuseData:
+    if n < 1:
+        raise ValueError(f"`max_examples` must be >= 1 or None, got {n}.")
+    kept = {name: getattr(ds, name) if name in _FEWSHOT_SPLITS else getattr(ds, name)[:n] for name in _SPLITS}
+    return MuseData(**kept, sources=ds.sources)
+
+
 def load_muse_data(data: str | Path = DEFAULT_DATA, *, max_examples: int | None = None) -> MuseData:
     """Read the MUSE eval sets from a local folder (GitHub ``data/bbc/`` layout) or a Hub dataset id.
 
@@ -425,7 +434,8 @@ def rouge_log(
 # --------------------------------------------------------------------------------------------------
 
 
-def _to_usual(auc_value: float, convention: str) -> float:
+def _convert_auc(auc_value: float, convention: str) -> float:
+    """Usual <-> MUSE AUC convention (``AUC_MUSE = 1 - AUC``, its own inverse); identity for usual."""
     return 1.0 - auc_value if convention == "muse" else auc_value
 
 
@@ -434,13 +444,16 @@ def retain_auc_from_logs(
 ) -> float:
     """The retrained model's Min-K% AUC (usual convention) from its eval log, after checks.
 
-    Reads ``mia_min_k.agg_value`` from alignkit's or open-unlearning's ``MUSE_EVAL.json``. Refuses a
+    Reads ``mia_min_k.agg_value`` from alignkit's or open-unlearning's ``MUSE_EVAL.json`` (a path, the
+    run folder holding it, or the loaded dict). Refuses a
     log whose ``forget``/``holdout`` item counts differ from this run (e.g. a full 100-item log
     against a ``max_examples`` run) or whose recorded ``k``/protocol differ.
     """
     where = "retain_logs"
     if not isinstance(retain_logs, dict):
         path = Path(retain_logs)
+        if path.is_dir():
+            path = path / EVAL_FILE
         where = str(path)
         if not path.is_file():
             raise FileNotFoundError(f"Retain-model log {path} does not exist.")
@@ -477,7 +490,7 @@ def retain_auc_from_logs(
         raise ValueError(
             f"{where}: mia_min_k was computed with k={entry['k']}, this run uses k={protocol.privleak_k}."
         )
-    meta = retain_logs.get("meta")
+    meta = retain_logs.get(META_KEY)
     if isinstance(meta, dict) and isinstance(meta.get("protocol"), dict):
         theirs = meta["protocol"]
         mine = protocol.to_dict()
@@ -487,7 +500,7 @@ def retain_auc_from_logs(
             raise ValueError(
                 f"{where}: computed under different PrivLeak settings (theirs, this run): {diff}."
             )
-    return _to_usual(value, entry.get("auc_convention", "usual"))
+    return _convert_auc(value, entry.get("auc_convention", "usual"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -498,23 +511,37 @@ def retain_auc_from_logs(
 @dataclass
 class MuseResult:
     """``summary``: ``{metric: value}`` (ROUGE in [0, 1], PrivLeak in %, AUCs in the protocol's
-    convention). ``logs``: OU's ``MUSE_EVAL.json`` layout plus a ``meta`` entry."""
+    convention). ``logs``: OU's ``MUSE_EVAL.json`` layout plus run metadata under ``"alignkit"``."""
 
     summary: dict[str, float | None]
     logs: dict[str, Any]
     protocol: MuseProtocol
 
+    @property
+    def meta(self) -> dict:
+        return self.logs.get(META_KEY, {})
+
     def to_markdown(self) -> str:
-        meta = self.logs.get("meta", {})
+        meta = self.meta
         lines = [
             "# MUSE evaluation",
             "",
             f"- protocol: `{self.protocol.name}`",
-            f"- data: `{meta.get('data')}` (items: {meta.get('n_items')})",
+            f"- data: `{meta.get('data')}` (items: {meta.get('n_items')})"
+            + (
+                f"; first {meta['max_examples']} items only: not comparable with published numbers"
+                if meta.get("max_examples")
+                else ""
+            ),
             f"- PrivLeak reference: {meta.get('privleak_reference', {}).get('source')}"
             f" (retrained-model AUC {_fmt(meta.get('privleak_reference', {}).get('auc'))}, usual convention)",
-            f"- Min-K% k = {self.protocol.privleak_k}; AUC convention: {self.protocol.auc_convention}; "
-            f"KnowMem reference: {self.protocol.knowmem_reference}; ROUGE stemmer: {self.protocol.use_stemmer}",
+            f"- Min-K% k = {self.protocol.privleak_k}; AUC convention: {self.protocol.auc_convention} "
+            + (
+                "(MUSE's: 1 - usual, ~0 when the forget set is recognised); "
+                if self.protocol.auc_convention == "muse"
+                else "(usual: ~1 when the forget set is recognised, 0.5 when indistinguishable); "
+            )
+            + f"KnowMem reference: {self.protocol.knowmem_reference}; ROUGE stemmer: {self.protocol.use_stemmer}",
             "",
             "| metric | value | meaning |",
             "|---|---|---|",
@@ -527,11 +554,9 @@ class MuseResult:
         """Write ``MUSE_EVAL.json`` (full log), ``MUSE_SUMMARY.json`` and ``MUSE_REPORT.md``."""
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "MUSE_EVAL.json").write_text(
-            json.dumps(self.logs, indent=2, ensure_ascii=False), encoding="utf-8"
-        )
-        (out / "MUSE_SUMMARY.json").write_text(json.dumps(self.summary, indent=2), encoding="utf-8")
-        (out / "MUSE_REPORT.md").write_text(self.to_markdown(), encoding="utf-8")
+        (out / EVAL_FILE).write_text(json.dumps(self.logs, indent=2, ensure_ascii=False), encoding="utf-8")
+        (out / SUMMARY_FILE).write_text(json.dumps(self.summary, indent=2), encoding="utf-8")
+        (out / REPORT_FILE).write_text(self.to_markdown(), encoding="utf-8")
         return out
 
 
@@ -546,6 +571,38 @@ def _fmt(value) -> str:
 # --------------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------------
+
+
+def _load_model(model, dtype: str = "auto"):
+    """A loaded model as is; a path / Hub id loaded on GPU if there is one."""
+    if not isinstance(model, (str, Path)):
+        return model
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    return AutoModelForCausalLM.from_pretrained(str(model), dtype=getattr(torch, dtype)).to(device)
+
+
+def _load_tokenizer(tokenizer, model):
+    if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    src = tokenizer if tokenizer is not None else model
+    if not isinstance(src, (str, Path)):
+        src = _name(src)
+        if not src:
+            raise ValueError("evaluate_muse: pass `tokenizer` when `model` is a loaded model.")
+    return AutoTokenizer.from_pretrained(str(src))
+
+
+def _name(model) -> str | None:
+    if isinstance(model, (str, Path)):
+        return str(model)
+    return getattr(getattr(model, "config", None), "_name_or_path", None) or None
 
 
 class _Progress:
@@ -586,7 +643,7 @@ def _generate(model, tokenizer, prompts, *, advance, batch_size, **kwargs) -> li
 
 def evaluate_muse(
     model,
-    tokenizer,
+    tokenizer=None,
     *,
     data: str | Path | MuseData = DEFAULT_DATA,
     retain_model=None,
@@ -597,15 +654,20 @@ def evaluate_muse(
     output_dir: str | Path | None = None,
     progress=True,
     gradnorm: bool = False,
+    dtype: str = "auto",
 ) -> MuseResult:
     """Evaluate ``model`` on MUSE (VerbMem, KnowMem forget/retain, MIAs, PrivLeak).
 
     Args:
+        model: a loaded causal LM or a path / Hub id.
+        tokenizer: its tokenizer (loaded from ``model`` when ``None``).
         data: Hub id (``muse-bench/MUSE-News``), a local folder in the muse_bench layout, or a
             :class:`MuseData`.
-        retain_model: the retrained (oracle) model, scored here with the same tokenizer and protocol
-            for the PrivLeak reference. Mutually exclusive with ``retain_logs``.
-        retain_logs: its saved ``MUSE_EVAL.json`` (path or dict), alignkit's or open-unlearning's.
+        retain_model: the retrained (oracle) model (loaded or a path), scored here with the same
+            tokenizer and protocol for the PrivLeak reference (MUSE's target and retrained models
+            share the Llama-2 tokenizer). Mutually exclusive with ``retain_logs``.
+        retain_logs: its saved ``MUSE_EVAL.json`` (path, run folder or dict), alignkit's or
+            open-unlearning's.
             Without either, PrivLeak uses AUC 0.5 for the retrained model and warns.
         protocol: ``"open-unlearning"`` (default), ``"muse-orig"`` or a :class:`MuseProtocol`.
         max_examples: keep the first N items of every evaluated set (development runs only; the
@@ -614,21 +676,37 @@ def evaluate_muse(
         progress: ``True`` for a rich progress bar, ``False``/``None`` for none, or a
             ``rich.progress.Progress`` to add tasks to.
         gradnorm: also run the GradNorm MIA (one backward pass per PrivLeak text; slow).
+        dtype: dtype when loading from a path (``auto``: bfloat16 on GPU, float32 on CPU).
     """
     if retain_model is not None and retain_logs is not None:
         raise ValueError("Pass either `retain_model` or `retain_logs` for the PrivLeak reference, not both.")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
-    proto = get_protocol(protocol)
-    ds = data if isinstance(data, MuseData) else load_muse_data(data, max_examples=max_examples)
+    proto = get_muse_protocol(protocol)
+    if isinstance(data, MuseData):
+        ds = data if max_examples is None else _first_items(data, max_examples)
+    else:
+        ds = load_muse_data(data, max_examples=max_examples)
+    # A retain log is checked before any model runs: a wrong-size log should fail in seconds.
+    reference = None
+    if retain_logs is not None:
+        auc = retain_auc_from_logs(
+            retain_logs, n_forget=len(ds.privleak_forget), n_holdout=len(ds.privleak_holdout), protocol=proto
+        )
+        where = "retain_logs" if isinstance(retain_logs, dict) else f"retain_logs:{retain_logs}"
+        reference = (auc, where)
+    tokenizer = _load_tokenizer(tokenizer, model)
+    model = _load_model(model, dtype)
+    if retain_model is not None:
+        retain_model = _load_model(retain_model, dtype)
     was_training = model.training
     model.eval()
     try:
         with _Progress(progress) as bar:
-            logs = _run(model, tokenizer, ds, proto, retain_model, retain_logs, batch_size, bar, gradnorm)
+            logs = _run(model, tokenizer, ds, proto, retain_model, reference, batch_size, bar, gradnorm)
     finally:
         model.train(was_training)
-    logs["meta"] = {
+    logs[META_KEY] = {
         "benchmark": "MUSE",
         "data": str(data) if not isinstance(data, MuseData) else "MuseData",
         "sources": ds.sources,
@@ -636,7 +714,7 @@ def evaluate_muse(
         "max_examples": max_examples,
         "protocol": proto.to_dict(),
         "knowmem_prompt_format": PromptFormat.preset("plain").to_dict(),
-        "model": getattr(getattr(model, "config", None), "_name_or_path", None),
+        "model": _name(model),
         "tokenizer": getattr(tokenizer, "name_or_path", None),
         "privleak_reference": logs.pop("_privleak_reference"),
     }
@@ -658,12 +736,11 @@ def _warn_if_truncated(tokenizer, prompts: Sequence[str], max_length: int | None
             "question and empties the reference; those items score 0. With Llama-2's tokenizer the MUSE "
             "prompts have 350-450 tokens."
         )
-        logger.warning(message)
         warnings.warn(message, stacklevel=4)
 
 
 def _run(
-    model, tokenizer, ds: MuseData, proto: MuseProtocol, retain_model, retain_logs, batch_size, bar, gradnorm
+    model, tokenizer, ds: MuseData, proto: MuseProtocol, retain_model, reference, batch_size, bar, gradnorm
 ):
     logs: dict[str, Any] = {}
 
@@ -739,11 +816,8 @@ def _run(
         finally:
             retain_model.train(was_training)
         auc_ret, source = ret["mia_min_k"]["agg_value"], "retain_model"
-    elif retain_logs is not None:
-        auc_ret = retain_auc_from_logs(
-            retain_logs, n_forget=len(ds.privleak_forget), n_holdout=len(ds.privleak_holdout), protocol=proto
-        )
-        source = "retain_logs" if isinstance(retain_logs, dict) else f"retain_logs:{retain_logs}"
+    elif reference is not None:
+        auc_ret, source = reference  # from retain logs, checked by evaluate_muse
     else:
         auc_ret, source = 0.5, "default_0.5"
         message = (
@@ -751,13 +825,12 @@ def _run(
             "taken as 0.5 (open-unlearning's fallback). A real retrained model's AUC is generally not 0.5: "
             "pass `retain_model`/--retain-model or `retain_logs`/--retain-logs for a meaningful PrivLeak."
         )
-        logger.warning(message)
         warnings.warn(message, stacklevel=3)
 
     pl = mia.privleak(auc_model, auc_ret, eps=proto.privleak_eps)
     for entry in mia_logs.values():  # report every AUC in the protocol's convention
         for key in ("agg_value", "auc"):
-            entry[key] = _to_usual(entry[key], proto.auc_convention)
+            entry[key] = _convert_auc(entry[key], proto.auc_convention)
         entry["auc_convention"] = proto.auc_convention
     logs.update(mia_logs)
     logs["privleak"] = {
@@ -782,8 +855,8 @@ def add_muse_parser(subparsers) -> None:
         help="MUSE-News: VerbMem, KnowMem, PrivLeak and MIAs.",
         description=(
             "Evaluate a causal LM on MUSE-News (Shi et al. 2024, arXiv:2407.06460): VerbMem, KnowMem on "
-            "forget and retain, PrivLeak (Min-40%% AUC relative to the retrained model) and the MIAs "
-            "LOSS, ZLib, Min-K%%, Min-K%%++. Writes MUSE_EVAL.json, MUSE_SUMMARY.json and MUSE_REPORT.md."
+            "forget and retain, PrivLeak (Min-40% AUC relative to the retrained model) and the MIAs "
+            "LOSS, ZLib, Min-K%, Min-K%++. Writes MUSE_EVAL.json, MUSE_SUMMARY.json and MUSE_REPORT.md."
         ),
     )
     p.add_argument("--model", required=True, help="Model to evaluate: a local folder or Hub id.")
@@ -802,7 +875,11 @@ def add_muse_parser(subparsers) -> None:
         "--protocol",
         default="open-unlearning",
         choices=sorted(MUSE_PROTOCOLS),
-        help="Reference protocol (default open-unlearning).",
+        help="open-unlearning (default): ROUGE with stemming, its label-text references (full verbmem gt; "
+        "knowmem answer as decoded labels, 512-token prompt limit), PrivLeak on the first 2048 tokens with "
+        "the last dropped, max(1, floor(k n)) tokens, usual AUC. muse-orig: no stemming, answer string and "
+        "gt cut to 128 tokens as references, whole PrivLeak windows, floor(k n), AUC in MUSE's convention "
+        "(1 - usual). PrivLeak is comparable only between runs of the same protocol.",
     )
     p.add_argument(
         "--batch-size", type=int, default=8, help="Batch size for generation and scoring (default 8)."
@@ -811,6 +888,7 @@ def add_muse_parser(subparsers) -> None:
     p.add_argument(
         "--gradnorm", action="store_true", help="Also run the GradNorm MIA (one backward per text; slow)."
     )
+    p.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
     p.add_argument(
         "--dtype",
         default="auto",
@@ -820,28 +898,13 @@ def add_muse_parser(subparsers) -> None:
     p.set_defaults(func=run_muse_command)
 
 
-def _load_model(path: str, dtype: str):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    return model.to(device)
-
-
 def run_muse_command(args) -> int:
     """``alignkit eval muse``: load, evaluate with a progress bar, print a table, save the logs."""
     from rich.console import Console
     from rich.table import Table
-    from transformers import AutoTokenizer
 
     console = Console(stderr=True)
     output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/muse") / Path(args.model).name
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = _load_model(args.model, args.dtype)
-    retain_model = _load_model(args.retain_model, args.dtype) if args.retain_model else None
     if args.retain_model is None and args.retain_logs is None:
         console.print(
             "[bold red]Warning:[/] no --retain-model or --retain-logs: PrivLeak will use 0.5 as the retrained "
@@ -850,17 +913,18 @@ def run_muse_command(args) -> int:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="PrivLeak: no retrained model")  # shown above, in red
         result = evaluate_muse(
-            model,
-            tokenizer,
+            args.model,
+            None,
             data=args.data,
-            retain_model=retain_model,
+            retain_model=args.retain_model,
             retain_logs=args.retain_logs,
             protocol=args.protocol,
             batch_size=args.batch_size,
             max_examples=args.max_examples,
             output_dir=output_dir,
-            progress=True,
+            progress=not args.no_progress,
             gradnorm=args.gradnorm,
+            dtype=args.dtype,
         )
     table = Table(title=f"MUSE ({result.protocol.name}) - {args.model}")
     table.add_column("metric")
@@ -869,6 +933,6 @@ def run_muse_command(args) -> int:
     for name, value in result.summary.items():
         table.add_row(name, _fmt(value), METRIC_HELP.get(name, ""))
     Console().print(table)
-    console.print(f"PrivLeak reference: {result.logs['meta']['privleak_reference']['source']}")
+    console.print(f"PrivLeak reference: {result.meta['privleak_reference']['source']}")
     console.print(f"Wrote {output_dir / 'MUSE_EVAL.json'}, MUSE_SUMMARY.json and MUSE_REPORT.md")
     return 0

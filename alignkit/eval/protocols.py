@@ -48,6 +48,10 @@ class TofuProtocol:
         forget_tr_aggregator: aggregate of the forget truth ratio: ``"closer_to_1_better"``
             (``mean min(R, 1/R)``, both references' default) or ``"prob_mean"`` (open-unlearning's
             opt-in ``mean 1/(1+R)``). It does not change Forget Quality.
+
+    Shared by both (not fields): greedy decoding with left padding; generations decoded without
+    special tokens, cut at the decoded EOS string and stripped (open-unlearning; orig only decoded,
+    which ROUGE cannot tell apart); ROUGE-L recall against the decoded answer; items keyed by row.
     """
 
     name: str

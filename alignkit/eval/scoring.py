@@ -192,7 +192,9 @@ def score_texts(
     and a warning is logged.
     """
     if len(prompts) != len(targets):
-        raise ValueError(f"score_texts: {len(prompts)} prompts but {len(targets)} targets; they pair up one to one.")
+        raise ValueError(
+            f"score_texts: {len(prompts)} prompts but {len(targets)} targets; they pair up one to one."
+        )
     pairs = [
         encode_for_scoring(
             tokenizer,
@@ -207,7 +209,9 @@ def score_texts(
         for p, t in zip(prompts, targets)
     ]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out = score_token_ids(model, pairs, pad_token_id=pad or 0, batch_size=batch_size, progress=progress, stats=stats)
+    out = score_token_ids(
+        model, pairs, pad_token_id=pad or 0, batch_size=batch_size, progress=progress, stats=stats
+    )
     n_invalid = sum(not s.valid for s in out)
     if n_invalid:
         logger.warning(
@@ -284,13 +288,13 @@ def generate_token_ids(
                 ids = prompt_ids[i]
                 input_ids[r, width - len(ids) :] = torch.tensor(ids)
                 attention[r, width - len(ids) :] = 1
+            cfg.max_new_tokens = max(budgets[i] for i in live)  # our copy; set here, not as a kwarg
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
                 gen = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention.to(device),
                     generation_config=cfg,
-                    max_new_tokens=max(budgets[i] for i in live),
                     **extra,
                 )
             new = gen[:, width:].cpu().tolist()
@@ -326,7 +330,8 @@ def generate_texts(
     decoded without special tokens, cut at the decoded EOS string and the stop strings, and stripped.
     """
     prompt_ids = [
-        list(tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"])[: max_length or None] for p in prompts
+        list(tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"])[: max_length or None]
+        for p in prompts
     ]
     new_ids = generate_token_ids(
         model,
@@ -342,7 +347,12 @@ def generate_texts(
     return decode_generations(tokenizer, new_ids, stop_strings=stop_strings)
 
 
-def decode_generations(tokenizer, new_ids: Sequence[list[int]], *, stop_strings: Sequence[str] = ()) -> list[str]:
+def decode_generations(
+    tokenizer, new_ids: Sequence[list[int]], *, stop_strings: Sequence[str] = ()
+) -> list[str]:
     eos_text = tokenizer.decode([tokenizer.eos_token_id]) if tokenizer.eos_token_id is not None else None
-    texts = tokenizer.batch_decode(list(new_ids), skip_special_tokens=True, clean_up_tokenization_spaces=True)
+    # open-unlearning also asks for clean_up_tokenization_spaces=True; transformers 5 ignores it for
+    # BPE tokenizers (with a warning) and it only moves spaces around punctuation, which ROUGE's
+    # tokenizer drops, so the tokenizer's default is used.
+    texts = tokenizer.batch_decode(list(new_ids), skip_special_tokens=True)
     return [postprocess_generation(t, eos_text=eos_text, stop_strings=stop_strings) for t in texts]

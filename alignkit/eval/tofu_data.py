@@ -57,7 +57,9 @@ def task_specs(forget_split: str) -> list[TofuTaskSpec]:
             f"forget split must be a TOFU forget split such as 'forget01', 'forget05' or 'forget10', got {forget_split!r}"
         )
     return [
-        TofuTaskSpec("forget", f"{forget_split}_perturbed", "paraphrased_answer", False, f"Forget ({forget_split})"),
+        TofuTaskSpec(
+            "forget", f"{forget_split}_perturbed", "paraphrased_answer", False, f"Forget ({forget_split})"
+        ),
         TofuTaskSpec("retain", "retain_perturbed", "paraphrased_answer", False, "Retain"),
         TofuTaskSpec("ra", "real_authors_perturbed", "answer", True, "Real Authors"),
         TofuTaskSpec("wf", "world_facts_perturbed", "answer", True, "World Facts"),
@@ -84,7 +86,10 @@ def load_tofu(data: str | Path = DEFAULT_DATA, config: str = "forget10_perturbed
     if is_local(data):
         folder = Path(data).expanduser()
         if not folder.is_dir():
-            raise FileNotFoundError(f"TOFU data folder {folder} does not exist.")
+            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise FileNotFoundError(
+                f"TOFU data folder {folder} {what}; pass the folder holding {config}.json."
+            )
         if not (folder / f"{config}.json").is_file() and not (folder / f"{config}.jsonl").is_file():
             raise FileNotFoundError(f"TOFU file missing: {source} (no {config}.json in {folder}).")
         return load_rows(folder, config).to_list()

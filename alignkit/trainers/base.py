@@ -91,11 +91,12 @@ class AlignKitTrainer(Trainer):
         if isinstance(ref_model, str):
             ref_model = self._load_model(ref_model, args)
         if self.ref_mode == "model" and ref_model is None:
-            # A frozen copy taken before any wrapping; the model may never have been saved (no path to reload).
-            ref_model = copy.deepcopy(model)
+            ref_model = self._default_reference(model, model_path, args)
         if peft_config is not None:
             from peft import get_peft_model
+            from transformers import set_seed
 
+            set_seed(args.seed)  # LoRA's random init must not depend on what consumed the RNG before
             model = get_peft_model(model, peft_config)
         if args.activation_checkpointing and hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()  # PEFT + checkpointing needs grads on the inputs
@@ -175,6 +176,27 @@ class AlignKitTrainer(Trainer):
         kwargs.setdefault("dtype", "auto")
         return AutoModelForCausalLM.from_pretrained(model, trust_remote_code=args.trust_remote_code, **kwargs)
 
+    @classmethod
+    def _default_reference(cls, model, model_path: str | None, args: AlignKitConfig) -> PreTrainedModel:
+        """The starting model, frozen (trl-notes P1): a copy, or under ZeRO-3 a reload from its path.
+
+        ZeRO-3 partitions the weights at load time, and a deep copy of partitioned parameters
+        shares their partition ids with the policy, so the copy cannot be gathered (its forward fails).
+        """
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if not is_deepspeed_zero3_enabled():
+            # Taken before any wrapping; the model may never have been saved (no path to reload).
+            return copy.deepcopy(model)
+        source = model_path or getattr(model.config, "_name_or_path", "")
+        if not source:
+            raise ValueError(
+                f"{cls.__name__}: under DeepSpeed ZeRO-3 the reference is reloaded from the starting "
+                "model's path, but this model has none (built in memory). Save it and pass the path as "
+                "`model`, or pass `ref_model=`."
+            )
+        return cls._load_model(source, args)
+
     def _uses_retain(self, args) -> bool:
         return (
             isinstance(args, UnlearnConfig) and args.retain_loss != "none" or self.needs.retain == "required"
@@ -224,6 +246,15 @@ class AlignKitTrainer(Trainer):
             )
         if ref_model is not None and mode in ("adapter_off", "none"):
             raise ValueError(f"{name}: a `ref_model` was passed but `ref_mode={mode!r}` would ignore it.")
+        if mode == "precomputed":
+            from transformers.integrations import is_deepspeed_zero3_enabled
+
+            if is_deepspeed_zero3_enabled():
+                # The one-pass precompute runs before the engine exists, on weights ZeRO-3 has already sharded.
+                raise ValueError(
+                    f"{name}: `ref_mode='precomputed'` is not supported under DeepSpeed ZeRO-3. Use "
+                    "ref_mode='model' (the reference is sharded like the policy), or ZeRO-2 / DDP."
+                )
 
     def _resolve_ref_mode(self, args, has_peft: bool, ref_model) -> str:
         needs_ref = self.needs.reference != "none" or (

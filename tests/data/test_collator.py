@@ -14,6 +14,7 @@ from alignkit.data import (
     ROLE_IDS,
     ForgetRetainDataset,
     PreferenceCollator,
+    PromptFormat,
     encode_prompt_completion,
     prepare_dataset,
     to_dense,
@@ -62,9 +63,15 @@ def test_tokenizer_without_pad_or_eos_is_rejected(tiny_model_dir):
 
 
 def test_eos_appended_to_every_completion(tokenizer):
-    encoded = PreferenceCollator(tokenizer).encode({"prompt": PROMPT, "chosen": ANSWER, "rejected": ["No.", "Why?"]})
+    encoded = PreferenceCollator(tokenizer).encode(
+        {"prompt": PROMPT, "chosen": ANSWER, "rejected": ["No.", "Why?"]}
+    )
     eos = tokenizer.eos_token_id
-    assert encoded["completion_ids"] == [ids(tokenizer, ANSWER) + [eos], ids(tokenizer, "No.") + [eos], ids(tokenizer, "Why?") + [eos]]
+    assert encoded["completion_ids"] == [
+        ids(tokenizer, ANSWER) + [eos],
+        ids(tokenizer, "No.") + [eos],
+        ids(tokenizer, "Why?") + [eos],
+    ]
     assert encoded["prompt_ids"] == [ids(tokenizer, PROMPT)] * 3
 
 
@@ -78,13 +85,19 @@ def test_eos_not_doubled_when_the_text_already_ends_with_it(tokenizer):
 def test_eos_lost_when_truncated_away(tokenizer):
     full = ids(tokenizer, ANSWER)
     assert len(full) > 3
-    encoded = PreferenceCollator(tokenizer, max_completion_length=3).encode({"prompt": "p", "completion": ANSWER})
+    encoded = PreferenceCollator(tokenizer, max_completion_length=3).encode(
+        {"prompt": "p", "completion": ANSWER}
+    )
     assert encoded["completion_ids"] == [full[:3]]
     assert tokenizer.eos_token_id not in encoded["completion_ids"][0]
     # exactly the EOS is cut when the budget equals the text length
-    exact = PreferenceCollator(tokenizer, max_completion_length=len(full)).encode({"prompt": "p", "completion": ANSWER})
+    exact = PreferenceCollator(tokenizer, max_completion_length=len(full)).encode(
+        {"prompt": "p", "completion": ANSWER}
+    )
     assert exact["completion_ids"] == [full]
-    kept = PreferenceCollator(tokenizer, max_completion_length=len(full) + 1).encode({"prompt": "p", "completion": ANSWER})
+    kept = PreferenceCollator(tokenizer, max_completion_length=len(full) + 1).encode(
+        {"prompt": "p", "completion": ANSWER}
+    )
     assert kept["completion_ids"] == [full + [tokenizer.eos_token_id]]
 
 
@@ -109,13 +122,21 @@ def test_matches_trl_preference_collator_on_pairwise_rows(tokenizer):
     rows = [
         {"prompt": PROMPT, "chosen": ANSWER, "rejected": "I don't know."},
         {"prompt": "Hello there!", "chosen": "Thank you, goodbye.", "rejected": "No."},
-        {"prompt": "Recommend a movie:", "chosen": " a quiet drama about the sea", "rejected": " a loud action film"},
+        {
+            "prompt": "Recommend a movie:",
+            "chosen": " a quiet drama about the sea",
+            "rejected": " a loud action film",
+        },
     ]
     collator = PreferenceCollator(tokenizer)
     encoded = [collator.encode(r) for r in rows]
     ours = collator(encoded)
     trl_rows = [
-        {"prompt_ids": e["prompt_ids"][0], "chosen_ids": e["completion_ids"][0], "rejected_ids": e["completion_ids"][1]}
+        {
+            "prompt_ids": e["prompt_ids"][0],
+            "chosen_ids": e["completion_ids"][0],
+            "rejected_ids": e["completion_ids"][1],
+        }
         for e in encoded
     ]
     theirs = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(trl_rows)
@@ -159,7 +180,10 @@ def test_batch_layout_on_mixed_shapes(tokenizer):
 
 def test_raw_and_pre_encoded_rows_collate_identically(tokenizer):
     collator = PreferenceCollator(tokenizer, max_length=18)
-    rows = [{"prompt": PROMPT, "chosen": ANSWER, "rejected": "No."}, {"question": "Where?", "answer": "Paris."}]
+    rows = [
+        {"prompt": PROMPT, "chosen": ANSWER, "rejected": "No."},
+        {"question": "Where?", "answer": "Paris."},
+    ]
     raw = collator(rows)
     pre = collator([collator.encode(r, index=i) for i, r in enumerate(rows)])
     for key in ("input_ids", "attention_mask", "completion_mask", "group_sizes", "group_index", "roles"):
@@ -167,7 +191,9 @@ def test_raw_and_pre_encoded_rows_collate_identically(tokenizer):
 
 
 def test_pad_to_multiple_of(tokenizer):
-    batch = PreferenceCollator(tokenizer, pad_to_multiple_of=8)([{"prompt": "p", "chosen": "a", "rejected": "b c"}])
+    batch = PreferenceCollator(tokenizer, pad_to_multiple_of=8)(
+        [{"prompt": "p", "chosen": "a", "rejected": "b c"}]
+    )
     longest = int(batch["attention_mask"].sum(1).max())
     assert longest % 8 != 0
     assert batch["input_ids"].shape[1] == 8 * math.ceil(longest / 8)
@@ -189,7 +215,9 @@ def test_ref_logps_all_or_nothing(tokenizer):
 
 def test_prompt_keeps_its_last_tokens(tokenizer):
     prompt_ids = ids(tokenizer, PROMPT)
-    encoded = PreferenceCollator(tokenizer, max_prompt_length=4).encode({"prompt": PROMPT, "completion": ANSWER})
+    encoded = PreferenceCollator(tokenizer, max_prompt_length=4).encode(
+        {"prompt": PROMPT, "completion": ANSWER}
+    )
     assert encoded["prompt_ids"] == [prompt_ids[-4:]]
     assert encoded["completion_ids"] == [ids(tokenizer, ANSWER) + [tokenizer.eos_token_id]]
 
@@ -290,16 +318,23 @@ def test_forget_retain_rows_come_after_main_rows(tokenizer, forget_retain):
     batch = collator(items)
     assert batch["num_main"] == 7
     assert batch["group_sizes"].tolist() == [1, 1, 2, 1, 1, 1]
-    assert batch["roles"].shape == (7,) and batch["scores"].shape == (7,) and batch["group_index"].shape == (7,)
+    assert (
+        batch["roles"].shape == (7,) and batch["scores"].shape == (7,) and batch["group_index"].shape == (7,)
+    )
     assert batch["input_ids"].shape[0] == 7 + 6
-    main_text = [decode(tokenizer, row[m.bool()]) for row, m in zip(batch["input_ids"], batch["completion_mask"])]
+    main_text = [
+        decode(tokenizer, row[m.bool()]) for row, m in zip(batch["input_ids"], batch["completion_mask"])
+    ]
     assert main_text[:4] == ["Forget answer 0.</s>", "Forget answer 1.</s>", "Him.</s>", "Her.</s>"]
     retain_answers = {f"Retain answer {i}.</s>" for i in range(40)}
     assert all(text in retain_answers for text in main_text[7:])
     for i, item in enumerate(items):
         j = 7 + i
         n = len(item["retain_prompt_ids"][0]) + len(item["retain_completion_ids"][0])
-        assert batch["input_ids"][j, :n].tolist() == item["retain_prompt_ids"][0] + item["retain_completion_ids"][0]
+        assert (
+            batch["input_ids"][j, :n].tolist()
+            == item["retain_prompt_ids"][0] + item["retain_completion_ids"][0]
+        )
         assert batch["completion_mask"][j, : len(item["retain_prompt_ids"][0])].sum() == 0
         assert batch["completion_mask"][j].sum() == len(item["retain_completion_ids"][0])
 
@@ -327,3 +362,25 @@ def test_forget_retain_needs_retain_rows(forget_retain):
     empty = datasets.Dataset.from_dict({"prompt_ids": [], "completion_ids": []})
     with pytest.raises(ValueError, match="The retain dataset is empty"):
         ForgetRetainDataset(forget, empty)
+
+
+def test_bos_only_where_no_chat_template_rendered_the_prompt(bos_tokenizer):
+    tok, bos = bos_tokenizer, bos_tokenizer.bos_token_id
+    collator = PreferenceCollator(tok)
+    plain = collator.encode({"prompt": "Hello there!", "chosen": "a", "rejected": "b"})
+    assert plain["prompt_ids"] == [[bos, *ids(tok, "Hello there!")]] * 2
+    chat_qa = collator.encode({"question": "Where?", "answer": "Paris."})
+    assert chat_qa["prompt_ids"] == [ids(tok, "<|user|>Where?<|end|><|assistant|>")]
+    conv = collator.encode(
+        {
+            "prompt": [{"role": "user", "content": "Where?"}],
+            "completion": [{"role": "assistant", "content": "Paris."}],
+        }
+    )
+    assert conv["prompt_ids"] == chat_qa["prompt_ids"]
+    tags = PreferenceCollator(tok, prompt_format=PromptFormat.preset("qa_plain")).encode(
+        {"question": "Where?", "answer": "Paris."}
+    )
+    assert tags["prompt_ids"] == [[bos, *ids(tok, "Question: Where?\nAnswer: ")]]
+    for encoded in (plain, chat_qa, conv, tags):
+        assert all(bos not in c for c in encoded["completion_ids"])

@@ -74,7 +74,11 @@ SHAPES = {
         False,
     ),
     "ranked_scores_with_tie": (
-        {"prompt": "Rate.", "completions": ["a drama", "a comedy", "an action film"], "scores": [0.5, 2, 0.5]},
+        {
+            "prompt": "Rate.",
+            "completions": ["a drama", "a comedy", "an action film"],
+            "scores": [0.5, 2, 0.5],
+        },
         "Rate.",
         ["a drama", "a comedy", "an action film"],
         ["ranked", "ranked", "ranked"],
@@ -176,7 +180,14 @@ SHAPES = {
         False,
     ),
     "messages": (
-        {"messages": [*SYSTEM_USER, msg("assistant", "A drama."), msg("user", "Another?"), msg("assistant", "A comedy.")]},
+        {
+            "messages": [
+                *SYSTEM_USER,
+                msg("assistant", "A drama."),
+                msg("user", "Another?"),
+                msg("assistant", "A comedy."),
+            ]
+        },
         [*SYSTEM_USER, msg("assistant", "A drama."), msg("user", "Another?")],
         [asst("A comedy.")],
         ["answer"],
@@ -193,7 +204,14 @@ SHAPES = {
     ),
     # A dataset column that another row fills is None here (Arrow fills missing keys with None).
     "pairwise_with_null_columns": (
-        {"prompt": "P", "chosen": "c", "rejected": "r", "completions": None, "scores": None, "question": None},
+        {
+            "prompt": "P",
+            "chosen": "c",
+            "rejected": "r",
+            "completions": None,
+            "scores": None,
+            "question": None,
+        },
         "P",
         ["c", "r"],
         ["chosen", "rejected"],
@@ -238,11 +256,17 @@ def test_conversational_prompt_renders_via_chat_template(tokenizer):
     row = {"prompt": SYSTEM_USER, "chosen": asst("A drama."), "rejected": asst("No.")}
     encoded = collator.encode(row)
     expected_prompt = "<|system|>Be brief.<|end|><|user|>Recommend a movie.<|end|><|assistant|>"
-    assert tokenizer.apply_chat_template(SYSTEM_USER, add_generation_prompt=True, tokenize=False) == expected_prompt
+    assert (
+        tokenizer.apply_chat_template(SYSTEM_USER, add_generation_prompt=True, tokenize=False)
+        == expected_prompt
+    )
     assert len(encoded["prompt_ids"]) == 2
     for prompt_ids in encoded["prompt_ids"]:
         assert decode(tokenizer, prompt_ids) == expected_prompt
-    assert [decode(tokenizer, c) for c in encoded["completion_ids"]] == ["A drama.<|end|></s>", "No.<|end|></s>"]
+    assert [decode(tokenizer, c) for c in encoded["completion_ids"]] == [
+        "A drama.<|end|></s>",
+        "No.<|end|></s>",
+    ]
     assert encoded["roles"] == [ROLE_IDS["chosen"], ROLE_IDS["rejected"]]
     assert all(math.isnan(s) for s in encoded["scores"])
 
@@ -280,8 +304,13 @@ def test_prompt_format_defaults_follow_the_tokenizer(tokenizer, plain_tokenizer)
 
 
 def test_qa_uses_chat_format_when_tokenizer_has_template(tokenizer):
-    encoded = PreferenceCollator(tokenizer).encode({"question": "Where was the author born?", "answer": "In Paris."})
-    assert decode(tokenizer, encoded["prompt_ids"][0]) == "<|user|>Where was the author born?<|end|><|assistant|>"
+    encoded = PreferenceCollator(tokenizer).encode(
+        {"question": "Where was the author born?", "answer": "In Paris."}
+    )
+    assert (
+        decode(tokenizer, encoded["prompt_ids"][0])
+        == "<|user|>Where was the author born?<|end|><|assistant|>"
+    )
     assert decode(tokenizer, encoded["completion_ids"][0]) == "In Paris.</s>"
     assert encoded["roles"] == [ROLE_IDS["answer"]]
 
@@ -289,7 +318,9 @@ def test_qa_uses_chat_format_when_tokenizer_has_template(tokenizer):
 def test_qa_uses_qa_plain_without_chat_template(plain_tokenizer):
     collator = PreferenceCollator(plain_tokenizer)
     encoded = collator.encode({"question": "Where was the author born?", "answer": "In Paris."})
-    assert decode(plain_tokenizer, encoded["prompt_ids"][0]) == "Question: Where was the author born?\nAnswer: "
+    assert (
+        decode(plain_tokenizer, encoded["prompt_ids"][0]) == "Question: Where was the author born?\nAnswer: "
+    )
     assert decode(plain_tokenizer, encoded["completion_ids"][0]) == "In Paris.</s>"
 
 
@@ -299,7 +330,10 @@ def test_qa_uses_an_explicit_prompt_format(tokenizer):
     assert decode(tokenizer, encoded["prompt_ids"][0]) == "[INST] Who? [/INST]"
     chat = PreferenceCollator(tokenizer, prompt_format=PromptFormat.preset("chat", system_prompt="Be brief."))
     encoded = chat.encode({"question": "Who?", "answer": "Me."})
-    assert decode(tokenizer, encoded["prompt_ids"][0]) == "<|system|>Be brief.<|end|><|user|>Who?<|end|><|assistant|>"
+    assert (
+        decode(tokenizer, encoded["prompt_ids"][0])
+        == "<|system|>Be brief.<|end|><|user|>Who?<|end|><|assistant|>"
+    )
 
 
 def test_conversational_record_needs_a_chat_template(plain_tokenizer):
@@ -366,11 +400,27 @@ BAD_ROWS = {
         "ranks",
         "has 1 entries but there are 2 completions",
     ),
-    "scores_nan": ({"prompt": "p", "completions": ["a", "b"], "scores": [1.0, NAN]}, "scores[1]", "finite number"),
-    "scores_inf": ({"prompt": "p", "completions": ["a", "b"], "scores": [INF, 1.0]}, "scores[0]", "finite number"),
-    "scores_neg_inf": ({"prompt": "p", "completions": ["a", "b"], "scores": [0, -INF]}, "scores[1]", "finite number"),
+    "scores_nan": (
+        {"prompt": "p", "completions": ["a", "b"], "scores": [1.0, NAN]},
+        "scores[1]",
+        "finite number",
+    ),
+    "scores_inf": (
+        {"prompt": "p", "completions": ["a", "b"], "scores": [INF, 1.0]},
+        "scores[0]",
+        "finite number",
+    ),
+    "scores_neg_inf": (
+        {"prompt": "p", "completions": ["a", "b"], "scores": [0, -INF]},
+        "scores[1]",
+        "finite number",
+    ),
     "ranks_nan": ({"prompt": "p", "completions": ["a", "b"], "ranks": [NAN, 1]}, "ranks[0]", "finite number"),
-    "scores_bool": ({"prompt": "p", "completions": ["a", "b"], "scores": [True, 1]}, "scores[0]", "finite number"),
+    "scores_bool": (
+        {"prompt": "p", "completions": ["a", "b"], "scores": [True, 1]},
+        "scores[0]",
+        "finite number",
+    ),
     "scores_string": ({"prompt": "p", "completions": ["a"], "scores": "1"}, "scores", "must be a list"),
     "empty_rejected_list": ({"prompt": "p", "chosen": "a", "rejected": []}, "rejected", "is an empty list"),
     "empty_completions_list": ({"prompt": "p", "completions": [], "scores": []}, "completions", "empty list"),
@@ -391,7 +441,11 @@ BAD_ROWS = {
         "messages[1].role",
         "unknown role 'gpt'",
     ),
-    "missing_role": ({"messages": [{"content": "hi"}, msg("assistant", "a")]}, "messages[0].role", "unknown role None"),
+    "missing_role": (
+        {"messages": [{"content": "hi"}, msg("assistant", "a")]},
+        "messages[0].role",
+        "unknown role None",
+    ),
     "messages_not_ending_with_assistant": (
         {"messages": [msg("user", "hi"), msg("assistant", "a"), msg("user", "and?")]},
         "messages",
@@ -430,7 +484,9 @@ def test_bad_row_names_dataset_row_and_field(name):
     assert (info.value.source, info.value.index, info.value.field) == ("my_data", 17, field)
 
 
-@pytest.mark.parametrize("name", ["missing_prompt", "scores_nan", "empty_rejected_list", "unknown_role_in_prompt"])
+@pytest.mark.parametrize(
+    "name", ["missing_prompt", "scores_nan", "empty_rejected_list", "unknown_role_in_prompt"]
+)
 def test_bad_row_through_collator_encode(tokenizer, name):
     row, field, problem = BAD_ROWS[name]
     with pytest.raises(ValueError, match=error_pattern("tofu_forget", 3, field, problem)):
@@ -454,7 +510,9 @@ def test_prompt_without_room_for_a_completion_token(tokenizer):
     assert n_prompt > 5
     row = {"prompt": prompt, "chosen": "a", "rejected": "b"}
     collator = PreferenceCollator(tokenizer, max_length=n_prompt)
-    with pytest.raises(RecordError, match=error_pattern("long", 9, "prompt", f"has {n_prompt} tokens after truncation")):
+    with pytest.raises(
+        RecordError, match=error_pattern("long", 9, "prompt", f"has {n_prompt} tokens after truncation")
+    ):
         collator.encode(row, index=9, source="long")
     # the same row fits once the prompt is truncated (it keeps its last tokens) or max_length grows
     assert len(PreferenceCollator(tokenizer, max_length=n_prompt + 1).encode(row)["completion_ids"][0]) == 1
@@ -487,7 +545,11 @@ def test_prepare_dataset_skip_drops_bad_rows_and_logs_count(tokenizer, caplog):
     with caplog.at_level(logging.WARNING, logger="alignkit.data.loading"):
         encoded = prepare_dataset(RANKED_ROWS, collator, name="ranked_toy", on_invalid="skip")
     assert len(encoded) == 3
-    assert [decode(tokenizer, row["prompt_ids"][0]) for row in encoded] == ["keep zero", "keep three", "keep seven"]
+    assert [decode(tokenizer, row["prompt_ids"][0]) for row in encoded] == [
+        "keep zero",
+        "keep three",
+        "keep seven",
+    ]
     assert [[decode(tokenizer, c) for c in row["completion_ids"]] for row in encoded] == [
         ["a</s>", "b</s>"],
         ["c</s>", "d</s>"],
@@ -528,7 +590,10 @@ def test_prepare_dataset_skip_with_conversational_rows(tokenizer, caplog):
     with caplog.at_level(logging.WARNING, logger="alignkit.data.loading"):
         encoded = prepare_dataset(dataset, collator, name="chat_prefs", on_invalid="skip")
     assert len(encoded) == 2
-    assert [decode(tokenizer, row["completion_ids"][0]) for row in encoded] == ["yes<|end|></s>", "sure<|end|></s>"]
+    assert [decode(tokenizer, row["completion_ids"][0]) for row in encoded] == [
+        "yes<|end|></s>",
+        "sure<|end|></s>",
+    ]
     assert "chat_prefs: skipped 2 invalid row(s)" in caplog.text
     assert "chat_prefs, row 1, field `prompt[0].role`: unknown role 'human'" in caplog.text
     with pytest.raises(RecordError, match=error_pattern("chat_prefs", 1, "prompt[0].role", "unknown role")):
@@ -565,7 +630,9 @@ def test_prepare_dataset_rejects_bad_mode_empty_data_and_all_invalid(tokenizer):
     with pytest.raises(ValueError, match="nothing is empty"):
         prepare_dataset(datasets.Dataset.from_list([]), collator, name="nothing")
     bad = [{"prompt": "", "chosen": "a", "rejected": "b"}] * 2
-    with pytest.raises(ValueError, match=r"allbad: every row was invalid \(2 skipped\); first: allbad, row 0"):
+    with pytest.raises(
+        ValueError, match=r"allbad: every row was invalid \(2 skipped\); first: allbad, row 0"
+    ):
         prepare_dataset(bad, collator, name="allbad", on_invalid="skip")
 
 

@@ -209,7 +209,9 @@ def test_run_mia_layout_and_symmetry(tiny):
     assert logs["mia_min_k"]["forget"]["value_by_index"]["0"]["score"] == pytest.approx(
         mia.min_k_score(st.token_logps[:-1], 0.4)
     )
-    assert logs["mia_loss"]["forget"]["value_by_index"]["0"]["score"] == pytest.approx(mia.loss_score(st.token_logps))
+    assert logs["mia_loss"]["forget"]["value_by_index"]["0"]["score"] == pytest.approx(
+        mia.loss_score(st.token_logps)
+    )
     zlib_text = tok.decode(st.target_ids, skip_special_tokens=True)
     assert logs["mia_zlib"]["forget"]["value_by_index"]["0"]["score"] == pytest.approx(
         mia.loss_score(st.token_logps) / len(zlib.compress(zlib_text.encode()))

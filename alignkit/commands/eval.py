@@ -1,0 +1,182 @@
+"""``alignkit eval``: benchmark evaluations (``tofu`` here; ``muse`` from :mod:`alignkit.eval.muse`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+TOFU_DESCRIPTION = """\
+Evaluate a causal LM on TOFU (Maini et al. 2024, arXiv:2401.06121) as shared/design/benchmarks.md
+section 2 defines it:
+
+  Forget Quality   KS-test p-value between the model's and the retain model's truth ratios on the
+                   forget set (needs --retain-model or --retain-logs; otherwise not computed)
+  Model Utility    harmonic mean of Prob, ROUGE-L recall and Truth Ratio on Retain, Real Authors
+                   and World Facts (9 numbers)
+  forget metrics   answer probability, ROUGE-L recall of greedy answers, truth ratio
+
+Writes TOFU_EVAL.json (open-unlearning's layout and metric names, usable as --retain-logs of
+another run), TOFU_SUMMARY.json and TOFU_REPORT.md into --output-dir, and prints every metric.
+"""
+
+PROTOCOL_HELP = """\
+open-unlearning (default): all rows, 512-token limit (none with a chat template), 200 new tokens,
+geometric truth ratio, open-unlearning's prompt masking. tofu-orig: the original TOFU code: first
+300 rows of each eval file, 200 tokens including EOS, generation budget of 200 tokens including the
+prompt, the answer tag ("Answer: ") scored as part of the answer and missing from the generation
+prompt. Forget Quality is only comparable between runs of the same protocol.
+"""
+
+
+def add_tofu_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tofu",
+        help="TOFU: Forget Quality, Model Utility and the forget metrics.",
+        description=TOFU_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="Model to evaluate: a local folder or Hub id.")
+    p.add_argument(
+        "--forget-split",
+        default="forget10",
+        help="forget01, forget05 or forget10 (default forget10); <split>_perturbed must exist in --data.",
+    )
+    ref = p.add_mutually_exclusive_group()
+    ref.add_argument(
+        "--retain-model",
+        help="The oracle model trained on retain(100-XX); its forget truth ratios are computed in this run.",
+    )
+    ref.add_argument(
+        "--retain-logs",
+        help="TOFU_EVAL.json (alignkit's or open-unlearning's) of the retain model, or a run folder holding "
+        "one; it must cover the same forget split and items.",
+    )
+    p.add_argument(
+        "--data",
+        default="locuslab/TOFU",
+        help="Hub dataset id, or a local folder with the TOFU <config>.json files (default locuslab/TOFU).",
+    )
+    p.add_argument(
+        "--output-dir", help="Where to write the logs and report (default runs/eval/tofu/<model name>)."
+    )
+    p.add_argument(
+        "--protocol", default="open-unlearning", choices=("open-unlearning", "tofu-orig"), help=PROTOCOL_HELP
+    )
+    p.add_argument(
+        "--prompt-format",
+        default="auto",
+        choices=("auto", "chat", "ou_chat", "qa_plain", "plain", "llama2_inst"),
+        help="How questions become prompts. auto (default): the tokenizer's chat template if it has one, "
+        "else qa_plain ('Question: {q}\\nAnswer: {a}'), as alignkit trains; ou_chat: the chat template "
+        "with open-unlearning's system prompt 'You are a helpful assistant.' (use it for models trained "
+        "by open-unlearning); llama2_inst: '[INST] {q} [/INST]{a}'. Use the format the model was trained with.",
+    )
+    p.add_argument(
+        "--boundary",
+        choices=("joint", "separate"),
+        help="Override the protocol's prompt/answer tokenisation. joint (both references): ids(prompt + "
+        "answer) with len(ids(prompt)) tokens masked; with byte-level BPE the first answer token merges "
+        "into the prompt and is never scored. separate (TRL's way): ids(prompt) + ids(answer), every "
+        "answer token scored; numbers then differ from published ones. The report names the one used.",
+    )
+    p.add_argument(
+        "--mu-truth-ratio",
+        choices=("geometric", "arithmetic"),
+        help="Override how the wrong answers are averaged in Model Utility's truth ratios: geometric "
+        "(open-unlearning, orig aggregate_eval_stat.py; default of both protocols) or arithmetic (the "
+        "TOFU paper's formula, orig's in-training MU). Forget Quality always uses the geometric ratio.",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="Rows per forward and per generate call (default 16)."
+    )
+    p.add_argument(
+        "--max-examples",
+        type=int,
+        help="Keep the first N rows of every eval file, for quick runs. Forget Quality then needs a retain "
+        "reference on the same rows.",
+    )
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="Model dtype; auto = bfloat16 on GPU, float32 on CPU (default auto). Logits are always "
+        "upcast to float32.",
+    )
+    p.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
+    p.set_defaults(func=run_tofu)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="Evaluate a model on an unlearning benchmark (tofu, muse).",
+        description="Evaluate a model on an unlearning benchmark. See `alignkit eval tofu --help`.",
+    )
+    sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
+    add_tofu_parser(sub)
+    # MUSE registers itself when its module is in this checkout (it owns its own parser).
+    try:
+        muse = importlib.import_module("alignkit.eval.muse")
+    except ModuleNotFoundError as err:
+        if err.name != "alignkit.eval.muse":
+            raise
+        muse = None
+    hook = getattr(muse, "add_muse_parser", None)
+    if hook is not None:
+        hook(sub)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def print_tofu_table(result, console) -> None:
+    from rich.table import Table
+
+    from alignkit.eval.report import TASK_ROWS, fmt_value
+
+    logs, s = result.logs, result.summary
+    meta = result.meta
+    table = Table(title=f"TOFU {meta.get('forget_split')} ({meta.get('protocol', {}).get('name')})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("Forget Quality", fmt_value(s["forget_quality"], sci=True))
+    table.add_row("Model Utility", fmt_value(s["model_utility"]))
+    for _key, title, prob, rouge, tr in TASK_ROWS:
+        for name, label in ((prob, "Prob"), (rouge, "ROUGE-L recall"), (tr, "Truth Ratio")):
+            entry = logs.get(name) or {}
+            table.add_row(f"{title} {label} [dim]({name})[/]", fmt_value(entry.get("agg_value")))
+    console.print(table)
+    if meta.get("forget_quality_note"):
+        console.print(f"[yellow]{meta['forget_quality_note']}[/]")
+
+
+def run_tofu(args) -> int:
+    from rich.console import Console
+
+    from alignkit.eval.protocols import get_protocol
+    from alignkit.eval.tofu import evaluate_tofu
+
+    console = Console(stderr=True)
+    output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/tofu") / Path(args.model).name
+    protocol = get_protocol(args.protocol)
+    if args.boundary:
+        protocol = protocol.replace(boundary=args.boundary)
+    if args.mu_truth_ratio:
+        protocol = protocol.replace(mu_truth_ratio_mean=args.mu_truth_ratio)
+    result = evaluate_tofu(
+        args.model,
+        None,
+        data=args.data,
+        forget_split=args.forget_split,
+        retain_model=args.retain_model,
+        retain_logs=args.retain_logs,
+        protocol=protocol,
+        prompt_format=args.prompt_format,
+        batch_size=args.batch_size,
+        max_examples=args.max_examples,
+        output_dir=output_dir,
+        progress=not args.no_progress,
+        dtype=args.dtype,
+    )
+    print_tofu_table(result, console)
+    console.print(f"logs and report written to {output_dir}")
+    return 0

@@ -1,0 +1,162 @@
+"""``alignkit train RECIPE.yaml [--key value ...]``: run a recipe, optionally under ``accelerate launch``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+Train with a recipe: a flat YAML naming the method, the model, the datasets, the reference mode,
+LoRA/quantization and any training argument. Every key can be overridden on the command line
+(`--learning_rate 1e-5 --max_steps 10`); unknown or misspelled keys are errors.
+
+Writes to output_dir: the model (or LoRA adapter) + tokenizer, the resolved recipe
+(alignkit_recipe.yaml, which re-runs the same configuration) and run_info.json (what
+`alignkit push` builds the model card from). Resume a killed run with
+`--resume_from_checkpoint true` (the newest checkpoint in output_dir) or a checkpoint folder.
+"""
+
+EPILOG = """\
+examples:
+  alignkit train recipes/generated_tofu/finetune_full.yaml
+  alignkit train recipes/tofu/npo/forget10_lora.yaml --learning_rate 5e-5 --output_dir runs/try1
+  alignkit train RECIPE.yaml --accelerate_config zero3 --num_processes 8
+  accelerate launch --config_file accelerate_configs/zero3.yaml -m alignkit.cli train RECIPE.yaml
+  alignkit train --method npo --help        # every key an npo recipe accepts, with its help
+
+methods: {methods}
+recipes: recipes/<benchmark>/... (README: "Recipes"); launch configs: accelerate_configs/*.yaml
+"""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from alignkit.trainers import METHODS  # importing the package registers every method
+
+    parser = subparsers.add_parser(
+        "train",
+        help="train with a recipe (YAML + --key value overrides)",
+        description=DESCRIPTION,
+        epilog=EPILOG.format(methods=", ".join(sorted(METHODS))),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    parser.add_argument("recipe", nargs="?", help="recipe YAML (comes first; overrides follow it)")
+    parser.add_argument(
+        "-h",
+        "--help",
+        action="store_true",
+        help="show this help; with a recipe or --method NAME, list every key that method's recipes accept",
+    )
+    launch = parser.add_argument_group(
+        "multi-process launch (optional; equivalent to `accelerate launch --config_file ... -m alignkit.cli train`)"
+    )
+    launch.add_argument(
+        "--accelerate_config",
+        metavar="NAME|PATH",
+        help="an accelerate config: a file, or a name from accelerate_configs/ (multi_gpu, zero2, zero3, "
+        "zero3_offload, fsdp2, multi_cpu, single_gpu)",
+    )
+    launch.add_argument("--num_processes", type=int, help="processes to launch (overrides the config file)")
+    launch.add_argument(
+        "--mixed_precision", choices=("no", "fp16", "bf16"), help="overrides the config file (`no` on CPU)"
+    )
+    launch.add_argument("--main_process_port", type=int, help="rendezvous port (default: a free one)")
+    parser.set_defaults(func=run, accepts_extra=True, _parser=parser)
+    return parser
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _error(message: str) -> int:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", markup=True)
+    return 2
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def resolve_accelerate_config(value: str) -> Path:
+    """A path, or a shipped config name (``zero3`` → ``accelerate_configs/zero3.yaml``)."""
+    candidates = [Path(value)]
+    if not value.endswith((".yaml", ".yml")):
+        name = f"{value}.yaml"
+        candidates += [Path("accelerate_configs") / name, Path(__file__).resolve().parents[2] / "accelerate_configs" / name]
+    for path in candidates:
+        if path.is_file():
+            return path
+    shipped = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "accelerate_configs").glob("*.yaml"))
+    raise FileNotFoundError(f"accelerate config {value!r} not found; shipped configs: {', '.join(shipped) or 'none'}.")
+
+
+def launch_command(args, extra: list[str]) -> list[str]:
+    config = resolve_accelerate_config(args.accelerate_config)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    if args.num_processes:
+        cmd += ["--num_processes", str(args.num_processes)]
+    if args.mixed_precision:
+        cmd += ["--mixed_precision", args.mixed_precision]
+    cmd += ["--main_process_port", str(args.main_process_port or free_port())]
+    return [*cmd, "-m", "alignkit.cli", "train", args.recipe, *extra]
+
+
+def run(args) -> int:
+    from alignkit.launch.recipe import RecipeError, load_recipe, recipe_help
+
+    extra = list(getattr(args, "extra", []) or [])
+    if args.help:
+        method = None
+        for i, tok in enumerate(extra):
+            if tok == "--method" and i + 1 < len(extra):
+                method = extra[i + 1]
+        if method is None and args.recipe and Path(args.recipe).is_file():
+            from alignkit.launch.recipe import read_recipe_file
+
+            method = read_recipe_file(args.recipe).get("method")
+        if method is None:
+            args._parser.print_help()
+            return 0
+        try:
+            print(recipe_help(str(method)))
+        except ValueError as err:
+            return _error(str(err))
+        return 0
+    if not args.recipe:
+        return _error("no recipe given: alignkit train RECIPE.yaml [--key value ...] (see alignkit train --help)")
+    if not Path(args.recipe).is_file():
+        return _error(
+            f"recipe {args.recipe!r} is not a file. The recipe comes first, then `--key value` overrides: "
+            "alignkit train RECIPE.yaml --learning_rate 1e-5"
+        )
+    try:
+        recipe = load_recipe(args.recipe, extra, auto=not args.accelerate_config)
+    except RecipeError as err:
+        return _error(str(err))
+    if args.accelerate_config:
+        try:
+            cmd = launch_command(args, extra)
+        except FileNotFoundError as err:
+            return _error(str(err))
+        _console().print(f"[bold]launching:[/] {' '.join(cmd[1:])}", markup=True)
+        return subprocess.call(cmd, env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"})
+
+    from alignkit.launch.runner import run_recipe
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    try:
+        run_recipe(recipe, console=_console() if main else None)
+    except RecipeError as err:
+        return _error(str(err))
+    return 0

@@ -1,0 +1,415 @@
+"""Recipes: a flat YAML of overrides, parsed with TRL's ``TrlParser`` into three dataclasses.
+
+``RecipeArguments`` (method, datasets, reference/tokenizer paths), the method's config class
+(``AlignKitConfig`` subclass: training arguments and the method's hyperparameters) and TRL's
+``ModelConfig`` (model id, dtype, LoRA and quantization). The method named in the recipe (or by
+``--method``) picks the config class, so ``--help`` and validation know its fields.
+
+Values come from, lowest first: the dataclass defaults, the method variant's overrides (``npo_rt``
+sets ``retain_loss: nll``), what the machine needs (``use_cpu`` without CUDA), the YAML, the
+command line. Unknown or misspelled keys, in the YAML or on the command line, are errors that name
+the key and suggest the closest one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from trl import ModelConfig
+from trl.scripts.utils import TrlParser
+
+from alignkit.launch.sources import SourceError, parse_source
+
+RESERVED_KEYS = ("env",)  # TrlParser's: a mapping exported to os.environ
+RESOLVED_RECIPE = "alignkit_recipe.yaml"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the file, the key and the fix."""
+
+
+def _methods_help() -> str:
+    from alignkit.trainers import METHODS
+
+    return ", ".join(sorted(METHODS))
+
+
+@dataclass
+class RecipeArguments:
+    """What a run trains on: the method, the datasets, and optional reference/tokenizer paths."""
+
+    method: str | None = field(
+        default=None,
+        metadata={"help": "Method to run (the registry name, e.g. npo, simnpo, graddiff). Required."},
+    )
+    train_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Training rows (the forget set for unlearning): a Hub id, a local file or folder, or "
+            "synthetic:NAME?key=value (e.g. synthetic:tofu?num_people=20&split=forget10). Required."
+        },
+    )
+    train_dataset_config: str | None = field(
+        default=None, metadata={"help": "Config of `train_dataset` (a Hub config, or <config>.json in a folder)."}
+    )
+    train_dataset_split: str = field(default="train", metadata={"help": "Split of `train_dataset`."})
+    retain_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Retain rows for the retain term (retain_loss nll/kl); same forms as train_dataset."},
+    )
+    retain_dataset_config: str | None = field(default=None, metadata={"help": "Config of `retain_dataset`."})
+    retain_dataset_split: str = field(default="train", metadata={"help": "Split of `retain_dataset`."})
+    eval_dataset: str | None = field(
+        default=None, metadata={"help": "Rows for in-training evaluation (set eval_strategy too)."}
+    )
+    eval_dataset_config: str | None = field(default=None, metadata={"help": "Config of `eval_dataset`."})
+    eval_dataset_split: str = field(default="train", metadata={"help": "Split of `eval_dataset`."})
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer to use (default: the model's own)."}
+    )
+    ref_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Reference model for ref_mode=model (default: a frozen copy of the starting model, or "
+            "under ZeRO-3 the starting model reloaded from its path)."
+        },
+    )
+    text_chunk_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Split raw-text (`text`) rows into windows of this many tokens before training "
+            "(MUSE trains on 2048-token windows of its corpus). Default: no chunking."
+        },
+    )
+
+
+DATACLASSES_NOTE = (
+    "Keys come from three dataclasses: RecipeArguments (alignkit.launch.recipe), the method's config "
+    "(e.g. NPOConfig: transformers.TrainingArguments plus the method's hyperparameters) and trl.ModelConfig."
+)
+
+
+class _RecipeParser(TrlParser):
+    """``TrlParser`` that raises ``RecipeError`` instead of exiting, and never accepts abbreviations."""
+
+    def __init__(self, dataclass_types, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(dataclass_types, **kwargs)
+
+    def error(self, message):  # argparse calls this for bad values; exiting is the CLI's decision
+        raise RecipeError(message)
+
+
+def method_dataclasses(method: str) -> tuple[type, type, type]:
+    from alignkit.trainers import get_method
+
+    return (RecipeArguments, get_method(method).config_cls, ModelConfig)
+
+
+def make_parser(method: str, **kwargs) -> _RecipeParser:
+    return _RecipeParser(method_dataclasses(method), **kwargs)
+
+
+def _known_keys(parser) -> dict[str, Any]:
+    """dest -> the action that sets it (the positive one for booleans with a `--no_` twin)."""
+    keys: dict[str, Any] = {}
+    for action in parser._actions:
+        if action.dest == "help" or not action.option_strings:
+            continue
+        if action.dest not in keys or not action.option_strings[0].startswith("--no_"):
+            keys[action.dest] = action
+    return keys
+
+
+def _option_names(parser) -> set[str]:
+    """Every ``--name`` the parser accepts (with ``--no_x`` twins and dashed aliases), without dashes."""
+    return {o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+
+
+def _other_methods_with(key: str, method: str) -> list[str]:
+    from alignkit.trainers import METHODS
+
+    return sorted(
+        name
+        for name, spec in METHODS.items()
+        if name != method and key in {f.name for f in dataclasses.fields(spec.config_cls)}
+    )
+
+
+def _unknown_key_message(key: str, known: dict, method: str, where: str) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    msg = f"{where}: unknown key `{key}`."
+    others = _other_methods_with(key, method)
+    if others:
+        msg += f" It is a field of {', '.join(others)}, not of method {method!r}."
+    elif close:
+        msg += f" Did you mean `{close[0]}`?"
+    return msg
+
+
+def _dest_of(parser, option: str) -> str:
+    for action in parser._actions:
+        if f"--{option}" in action.option_strings:
+            return action.dest
+    return option
+
+
+def _cli_keys(tokens: list[str]) -> list[str]:
+    return [t[2:].split("=", 1)[0] for t in tokens if t.startswith("--")]
+
+
+def _scan_cli_value(tokens: list[str], key: str) -> str | None:
+    """The value of ``--key v`` / ``--key=v`` on the command line, if given (the last one wins)."""
+    value = None
+    for i, tok in enumerate(tokens):
+        if tok == f"--{key}" and i + 1 < len(tokens):
+            value = tokens[i + 1]
+        elif tok.startswith(f"--{key}="):
+            value = tok.split("=", 1)[1]
+    return value
+
+
+def _check_yaml_value(key: str, value, action, where: str) -> Any:
+    """argparse converts string defaults only; check the YAML's non-string values ourselves."""
+    if value is None or isinstance(value, str):
+        return value
+    typ, nargs = action.type, action.nargs
+    if nargs in ("+", "*"):
+        return value if isinstance(value, list) else [value]
+    if isinstance(value, list | dict) and typ in (int, float):
+        raise RecipeError(f"{where}: `{key}` must be a single {typ.__name__}, got {type(value).__name__} {value!r}.")
+    if typ in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise RecipeError(f"{where}: `{key}` must be a {typ.__name__}, got {value!r}.")
+    if typ is int and isinstance(value, float):
+        if not value.is_integer():
+            raise RecipeError(f"{where}: `{key}` must be an integer, got {value!r}.")
+        return int(value)
+    if typ is str and isinstance(value, int | float | bool):
+        return str(value)
+    return value
+
+
+def _plain(value):
+    """A YAML-safe copy of a parsed value (enums by value, tuples as lists)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+@dataclass
+class Recipe:
+    """A parsed, validated recipe."""
+
+    path: Path | None
+    method: str
+    script: RecipeArguments
+    training: Any  # the method's config (an AlignKitConfig subclass)
+    model: ModelConfig
+    settings: dict[str, Any]  # every key the recipe or the command line set, with its parsed value
+    origin: dict[str, str]  # key -> "recipe" | "cli" | "method" | "auto"
+    notes: list[str] = field(default_factory=list)  # what was set automatically, and why
+
+    @property
+    def spec(self):
+        from alignkit.trainers import get_method
+
+        return get_method(self.method)
+
+    def to_yaml(self, header: str | None = None) -> str:
+        """The resolved recipe: a plain YAML that re-runs this exact configuration."""
+        lines = [f"# {line}" if line else "#" for line in (header or "").splitlines()]
+        body = yaml.safe_dump(self.settings, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        return ("\n".join(lines) + "\n\n" if lines else "") + body
+
+
+def read_recipe_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"Recipe {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path} is not valid YAML: {err}") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path} must hold a YAML mapping of key: value, got {type(data).__name__}.")
+    return data
+
+
+def load_recipe(
+    path: str | Path | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    values: dict | None = None,
+    auto: bool = True,
+    set_env: bool = True,
+) -> Recipe:
+    """Parse a recipe file (or ``values``, a dict) plus ``--key value`` overrides; validate everything.
+
+    ``auto`` lets the machine fill in what it needs (``use_cpu: true`` without CUDA, an
+    ``output_dir`` under ``runs/``); ``set_env`` exports the recipe's ``env:`` mapping.
+    """
+    where = str(path) if path is not None else "recipe"
+    data = dict(read_recipe_file(path)) if path is not None else {}
+    data.update(values or {})
+    overrides = list(overrides)
+    env = data.pop("env", None)
+    if env is not None and not isinstance(env, dict):
+        raise RecipeError(f"{where}: `env` must be a mapping of environment variables, got {env!r}.")
+
+    method = _scan_cli_value(overrides, "method") or data.get("method")
+    if not method:
+        raise RecipeError(
+            f"{where}: no `method:` given. Add `method: NAME` to the recipe or pass --method NAME; "
+            f"known methods: {_methods_help()}."
+        )
+    try:
+        from alignkit.trainers import get_method
+
+        spec = get_method(str(method))
+    except ValueError as err:
+        raise RecipeError(f"{where}: {err}") from None
+    parser = make_parser(spec.name)
+    known = _known_keys(parser)
+
+    errors = [_unknown_key_message(k, known, spec.name, where) for k in data if k not in known]
+    cli = _cli_keys(overrides)
+    options = _option_names(parser)
+    errors += [
+        _unknown_key_message(k, known, spec.name, "command line")
+        for k in cli
+        if k not in options and k != "config"
+    ]
+    if "config" in cli:
+        errors.append("command line: `--config` is not used by `alignkit train`; pass the recipe file as the argument.")
+    if errors:
+        raise RecipeError("\n".join(errors))
+    cli = [_dest_of(parser, k) for k in cli]
+
+    origin: dict[str, str] = {}
+    defaults: dict[str, Any] = {}
+    for key, value in spec.overrides.items():
+        defaults[key] = value
+        origin[key] = "method"
+    notes: list[str] = []
+    if auto:
+        import torch
+
+        if "use_cpu" not in data and "use_cpu" not in cli and not torch.cuda.is_available():
+            defaults["use_cpu"] = True
+            origin["use_cpu"] = "auto"
+            notes.append("use_cpu: true (no CUDA device; also makes multi-process launches use gloo)")
+        if "output_dir" not in data and "output_dir" not in cli:
+            stem = Path(path).stem if path is not None else spec.name
+            defaults["output_dir"] = str(Path("runs") / stem)
+            origin["output_dir"] = "auto"
+            notes.append(f"output_dir: {defaults['output_dir']} (the recipe sets none)")
+    for key, value in data.items():
+        defaults[key] = _check_yaml_value(key, value, known[key], where)
+        origin[key] = "recipe"
+    for key in cli:
+        origin[key] = "cli"
+    defaults["method"] = spec.name
+
+    if set_env and env:
+        for key, value in env.items():
+            os.environ[str(key)] = str(value)
+    parser.set_defaults_with_config(**defaults)
+    try:
+        script, training, model, rest = parser.parse_args_into_dataclasses(
+            args=overrides, return_remaining_strings=True
+        )
+    except RecipeError as err:
+        raise RecipeError(f"{where}: {err}") from None
+    except (ValueError, TypeError) as err:  # a config's __post_init__ refused a value
+        raise RecipeError(f"{where}: {err}") from None
+    if rest:
+        raise RecipeError(
+            f"command line: unexpected {' '.join(rest)!r}; overrides are `--key value` pairs of recipe keys."
+        )
+    script.method = spec.name
+
+    settings: dict[str, Any] = {}
+    objects = (script, training, model)
+    for key in ["method", *data, *[k for k in cli if k not in data]]:
+        if key in settings:
+            continue
+        for obj in objects:
+            if hasattr(obj, key) and any(f.name == key for f in dataclasses.fields(obj)):
+                settings[key] = _plain(getattr(obj, key))
+                break
+    if env:
+        settings["env"] = {str(k): str(v) for k, v in env.items()}
+    recipe = Recipe(
+        Path(path) if path is not None else None, spec.name, script, training, model, settings, origin, notes
+    )
+    validate(recipe, where)
+    return recipe
+
+
+def validate(recipe: Recipe, where: str = "recipe") -> None:
+    """Checks that span fields or need the sources parsed (nothing is loaded)."""
+    s, m = recipe.script, recipe.model
+    if not s.train_dataset:
+        raise RecipeError(
+            f"{where}: `train_dataset` is required (the forget set for unlearning methods): a Hub id, a "
+            "local file or folder, or synthetic:NAME?key=value."
+        )
+    if not m.model_name_or_path:
+        raise RecipeError(
+            f"{where}: `model_name_or_path` is required: a Hub id, a local folder, or synthetic:tiny."
+        )
+    try:
+        for name in ("train_dataset", "retain_dataset", "eval_dataset"):
+            value = getattr(s, name)
+            if value:
+                parse_source(value)
+        parse_source(m.model_name_or_path, what="model")
+        for value in (s.ref_model_name_or_path, s.tokenizer_name_or_path):
+            if value and value.startswith("synthetic:"):
+                raise SourceError(f"{value!r}: only `model_name_or_path` may be synthetic.")
+    except SourceError as err:
+        raise RecipeError(f"{where}: {err}") from None
+    if m.model_name_or_path.startswith("synthetic:") and m.use_peft is False and m.load_in_4bit:
+        raise RecipeError(f"{where}: a synthetic tiny model cannot be quantized.")
+    if (m.load_in_4bit or m.load_in_8bit) and not m.use_peft:
+        raise RecipeError(
+            f"{where}: `load_in_4bit`/`load_in_8bit` quantize the base weights, which then cannot be trained; "
+            "set `use_peft: true` (QLoRA) or drop the quantization."
+        )
+    if m.load_in_4bit and m.load_in_8bit:
+        raise RecipeError(f"{where}: set only one of `load_in_4bit` and `load_in_8bit`.")
+    targets = m.lora_target_modules or []
+    if m.use_peft and ("lm_head" in targets or "lm_head" in (m.lora_modules_to_save or [])):
+        raise RecipeError(
+            f"{where}: `lm_head` cannot carry a LoRA adapter here: alignkit's fused log-prob head reads "
+            "`lm_head.weight` directly (trl-notes P2). Remove it from `lora_target_modules`/`lora_modules_to_save`."
+        )
+    if recipe.training.ref_mode == "adapter_off" and not m.use_peft:
+        raise RecipeError(f"{where}: `ref_mode: adapter_off` needs `use_peft: true`.")
+    if s.ref_model_name_or_path and recipe.training.ref_mode in ("adapter_off", "none"):
+        raise RecipeError(
+            f"{where}: `ref_model_name_or_path` is set but `ref_mode: {recipe.training.ref_mode}` never reads it."
+        )
+    if s.text_chunk_tokens is not None and s.text_chunk_tokens < 1:
+        raise RecipeError(f"{where}: `text_chunk_tokens` must be >= 1, got {s.text_chunk_tokens}.")
+
+
+def recipe_help(method: str) -> str:
+    """Every key a recipe for ``method`` accepts, with its help text (``alignkit train --method X --help``)."""
+    parser = make_parser(method, prog=f"alignkit train RECIPE.yaml --method {method}")
+    return parser.format_help()

@@ -1,0 +1,342 @@
+"""Run a recipe: build the model, tokenizer, datasets and trainer; train; save what ``push`` reads.
+
+Also the entry point for multi-process launches: every process of
+``accelerate launch ... -m alignkit.cli train RECIPE.yaml`` runs :func:`run_recipe`; printing and
+writing happen on the main process only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from alignkit.launch.recipe import RESOLVED_RECIPE, Recipe, RecipeError
+from alignkit.launch.sources import build_synthetic_model, chunk_text_rows, dataset_texts, load_source
+
+logger = logging.getLogger(__name__)
+
+RUN_INFO = "run_info.json"
+# Training arguments worth recording in run_info.json and the model card (besides the method's own).
+TRAINING_KEYS = (
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "warmup_steps",
+    "weight_decay",
+    "optim",
+    "max_grad_norm",
+    "seed",
+    "bf16",
+    "fp16",
+    "activation_checkpointing",
+    "gradient_checkpointing",
+)
+
+
+@dataclass
+class Built:
+    """What :func:`build` made, and what the summary prints about it."""
+
+    trainer: Any
+    model_path: str
+    base_model: str  # what the recipe named (a Hub id, a path, or synthetic:tiny?...)
+    datasets: dict[str, dict]
+    tokenizer: Any
+    setup_seconds: float = 0.0
+    quantization: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _quantization_config(recipe: Recipe):
+    from trl import get_quantization_config
+
+    m = recipe.model
+    if not (m.load_in_4bit or m.load_in_8bit):
+        return None
+    import importlib.util
+
+    import torch
+
+    missing = []
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append("bitsandbytes is not installed (pip install 'alignkit[quant]')")
+    if not torch.cuda.is_available():
+        missing.append("no CUDA GPU is visible")
+    if missing:
+        which = "load_in_4bit" if m.load_in_4bit else "load_in_8bit"
+        raise RecipeError(
+            f"`{which}: true` needs bitsandbytes and a CUDA GPU, but {' and '.join(missing)}. "
+            f"Run on a GPU machine, or drop `{which}` (full-precision LoRA: keep `use_peft: true`)."
+        )
+    return get_quantization_config(m)
+
+
+def load_datasets(recipe: Recipe, tokenizer=None) -> dict[str, Any]:
+    """The recipe's train/retain/eval rows (chunked when ``text_chunk_tokens`` is set)."""
+    s = recipe.script
+    out = {}
+    for role in ("train", "retain", "eval"):
+        source = getattr(s, f"{role}_dataset")
+        if not source:
+            continue
+        rows = load_source(source, getattr(s, f"{role}_dataset_config"), getattr(s, f"{role}_dataset_split"))
+        if s.text_chunk_tokens and tokenizer is not None:
+            rows = chunk_text_rows(rows, tokenizer, s.text_chunk_tokens)
+        out[role] = rows
+    return out
+
+
+def build(recipe: Recipe, callbacks=None) -> Built:
+    """Model, tokenizer, datasets, config and trainer from a parsed recipe (nothing trains yet)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import get_peft_config
+
+    start = time.perf_counter()
+    s, m, args = recipe.script, recipe.model, recipe.training
+    spec = recipe.spec
+    quantization = _quantization_config(recipe)
+
+    raw = load_datasets(recipe)  # before the tokenizer: a synthetic model trains its tokenizer on these
+    model_path = m.model_name_or_path
+    if model_path.startswith("synthetic:"):
+        corpus = [t for rows in raw.values() for t in dataset_texts(rows)]
+        model_path = str(build_synthetic_model(model_path, corpus))
+    tokenizer = AutoTokenizer.from_pretrained(
+        s.tokenizer_name_or_path or model_path,
+        revision=m.model_revision if not s.tokenizer_name_or_path else None,
+        trust_remote_code=args.trust_remote_code,
+    )
+    notes = []
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise RecipeError(f"The tokenizer of {model_path} has neither a pad nor an EOS token; set one.")
+        tokenizer.pad_token = tokenizer.eos_token  # as TRL does
+        notes.append("pad_token := eos_token (the tokenizer has none)")
+    if s.text_chunk_tokens:
+        raw = {role: chunk_text_rows(rows, tokenizer, s.text_chunk_tokens) for role, rows in raw.items()}
+
+    init_kwargs = {"revision": m.model_revision, "dtype": m.dtype}
+    if m.attn_implementation:
+        init_kwargs["attn_implementation"] = m.attn_implementation
+    init_kwargs.update(args.model_init_kwargs or {})
+    # The trainer reloads the reference with these kwargs when it must (ZeRO-3), so record them there.
+    args.model_init_kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
+    load_kwargs = dict(args.model_init_kwargs)
+    if quantization is not None:
+        from accelerate import PartialState
+
+        load_kwargs["quantization_config"] = quantization
+        load_kwargs["device_map"] = {"": PartialState().local_process_index}
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, trust_remote_code=args.trust_remote_code, **load_kwargs
+    )
+    peft_config = get_peft_config(m)
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(args.gradient_checkpointing)
+        )
+
+    trainer = spec.trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=raw["train"],
+        retain_dataset=raw.get("retain"),
+        eval_dataset=raw.get("eval"),
+        processing_class=tokenizer,
+        ref_model=s.ref_model_name_or_path,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    info = {}
+    for role, rows in raw.items():
+        info[role] = {
+            "source": getattr(s, f"{role}_dataset"),
+            "config": getattr(s, f"{role}_dataset_config"),
+            "split": getattr(s, f"{role}_dataset_split"),
+            "rows": len(rows),
+        }
+    return Built(
+        trainer,
+        model_path,
+        m.model_name_or_path,
+        info,
+        tokenizer,
+        time.perf_counter() - start,
+        "4bit" if m.load_in_4bit else "8bit" if m.load_in_8bit else None,
+        notes,
+    )
+
+
+# --------------------------------------------------------------------------------------- run_info
+
+
+def _config_fields(config) -> dict[str, Any]:
+    """The method's own hyperparameters: fields its config adds on top of ``TrainingArguments``."""
+    from transformers import TrainingArguments
+
+    base = {f.name for f in fields(TrainingArguments)}
+    from alignkit.launch.recipe import _plain
+
+    return {f.name: _plain(getattr(config, f.name)) for f in fields(config) if f.name not in base}
+
+
+def derived_numbers(trainer) -> dict[str, Any]:
+    """Global batch and step counts, printed before training (nanoGPT habit) and kept in run_info."""
+    a = trainer.args
+    world = max(1, a.world_size)
+    rows = len(trainer.train_dataset) if trainer.train_dataset is not None else 0
+    per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * world
+    micro_batches = math.ceil(rows / (a.per_device_train_batch_size * world)) if rows else 0
+    steps_per_epoch = max(1, micro_batches // a.gradient_accumulation_steps) if rows else 0
+    total = a.max_steps if a.max_steps and a.max_steps > 0 else math.ceil(a.num_train_epochs * steps_per_epoch)
+    return {
+        "world_size": world,
+        "global_batch_size": per_step,
+        "train_rows": rows,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total,
+    }
+
+
+def run_info(recipe: Recipe, built: Built, train_metrics: dict | None = None) -> dict[str, Any]:
+    """What ``alignkit push`` builds the model card from (``run_info.json`` in the output dir)."""
+    import alignkit
+
+    trainer, m = built.trainer, recipe.model
+    spec = recipe.spec
+    args = trainer.args
+    peft = None
+    if m.use_peft:
+        peft = {
+            "r": m.lora_r,
+            "lora_alpha": m.lora_alpha,
+            "lora_dropout": m.lora_dropout,
+            "target_modules": m.lora_target_modules,
+            "use_rslora": m.use_rslora,
+            "use_dora": m.use_dora,
+        }
+    hyper = {k: _plain_value(getattr(args, k, None)) for k in TRAINING_KEYS if hasattr(args, k)}
+    hyper.update(_config_fields(args))
+    hyper.pop("model_init_kwargs", None)
+    info = {
+        "alignkit_version": alignkit.__version__,
+        "method": spec.name,
+        "method_summary": spec.summary,
+        "trainer": type(trainer).__name__,
+        "paper": dict(type(trainer).paper or {}),
+        "base_model": built.base_model,
+        "base_model_path": built.model_path,
+        "tokenizer": recipe.script.tokenizer_name_or_path or built.base_model,
+        "model_kind": "lora" if m.use_peft else "full",
+        "quantization": built.quantization,
+        "dtype": m.dtype,
+        "peft": peft,
+        "reference": {"mode": trainer.ref_mode, "model": recipe.script.ref_model_name_or_path},
+        "datasets": built.datasets,
+        "hyperparameters": hyper,
+        "derived": derived_numbers(trainer),
+        "distributed": str(trainer.accelerator.distributed_type).split(".")[-1],
+        "recipe": str(recipe.path) if recipe.path else None,
+        "train": train_metrics or {},
+    }
+    return info
+
+
+def _plain_value(value):
+    from alignkit.launch.recipe import _plain
+
+    return _plain(value)
+
+
+def last_logged(trainer) -> dict[str, float]:
+    """The last training log entry (method metrics included), without eval entries."""
+    for entry in reversed(trainer.state.log_history):
+        if "loss" in entry and not any(k.startswith("eval_") for k in entry):
+            return {k: v for k, v in entry.items() if isinstance(v, int | float)}
+    return {}
+
+
+def resume_value(value: str | None):
+    """``--resume_from_checkpoint true|last`` resumes from the newest checkpoint in output_dir."""
+    if value is None:
+        return None
+    if str(value).lower() in ("true", "last", "latest", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "no", "0", "none", ""):
+        return None
+    if not Path(value).is_dir():
+        raise RecipeError(f"`resume_from_checkpoint`: {value} is not a checkpoint folder (or use `true`).")
+    return value
+
+
+def save_run(recipe: Recipe, built: Built, train_metrics: dict) -> dict:
+    """Model + tokenizer (every process calls this; Trainer saves on the main one), recipe, run_info."""
+    trainer = built.trainer
+    out = Path(trainer.args.output_dir)
+    trainer.save_model(str(out))
+    info = run_info(recipe, built, train_metrics)
+    if trainer.is_world_process_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        built.tokenizer.save_pretrained(str(out))
+        header = (
+            f"Resolved recipe of the run in {out}: "
+            f"{recipe.path if recipe.path else 'recipe'} plus the command-line overrides.\n"
+            f"Re-run it with: alignkit train {out / RESOLVED_RECIPE}"
+        )
+        (out / RESOLVED_RECIPE).write_text(recipe.to_yaml(header), encoding="utf-8")
+        (out / RUN_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    return info
+
+
+def write_run_info_early(recipe: Recipe, built: Built) -> None:
+    """run_info.json before training, so ``Trainer.push_to_hub`` checkpoints get the same card."""
+    trainer = built.trainer
+    if trainer.is_world_process_zero():
+        out = Path(trainer.args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_INFO).write_text(json.dumps(run_info(recipe, built), indent=2, default=str) + "\n")
+
+
+def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
+    """Build, train, save; returns run_info (with the training metrics)."""
+    from alignkit.launch import summary
+
+    built = build(recipe, callbacks=callbacks)
+    trainer = built.trainer
+    show = console is not None and trainer.is_world_process_zero()
+    if show:
+        summary.print_plan(console, recipe, built)
+    write_run_info_early(recipe, built)
+    resume = resume_value(recipe.training.resume_from_checkpoint)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    metrics = dict(result.metrics)
+    metrics["global_step"] = trainer.state.global_step
+    metrics["wall_seconds"] = round(time.perf_counter() - start, 3)
+    metrics["last_log"] = last_logged(trainer)
+    metrics["loss_curve"] = [
+        [e["step"], e["loss"]] for e in trainer.state.log_history if "loss" in e and "step" in e
+    ]
+    info = save_run(recipe, built, metrics)
+    if show:
+        summary.print_result(console, recipe, built, info)
+    trainer.accelerator.wait_for_everyone()  # no rank tears the group down while another still saves
+    if hasattr(trainer, "end"):
+        trainer.end()  # transformers >= 5.18: closes trackers and the process group
+    return info

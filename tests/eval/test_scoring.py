@@ -1,0 +1,166 @@
+"""score_texts / generate_texts against independent manual computations, and their invariances."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignkit.eval.scoring import encode_for_scoring, generate_texts, postprocess_generation, score_texts
+
+PROMPTS = [
+    "Question: What is the full name of the author born in Kuwait City, Kuwait on 08/09/1956?\nAnswer: ",
+    "Question: Who wrote the play 'Romeo and Juliet'?\nAnswer: ",
+    "Question: Where would you find the Eiffel Tower?\nAnswer: ",
+    "Question: What gender is author Basil Mahfouz Al-Kuwaiti?\nAnswer: ",
+]
+TARGETS = [
+    "The full name of the fictitious author born in Kuwait City is Basil Mahfouz Al-Kuwaiti.",
+    "William Shakespeare",
+    "Paris",
+    "Author Basil Mahfouz Al-Kuwaiti is male.",
+]
+
+
+def manual_logps(model, prompt_ids, target_ids):
+    """model(...).logits -> log_softmax -> gather, one unpadded sequence at a time."""
+    ids = torch.tensor([prompt_ids + target_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].float()
+    logp = logits.log_softmax(-1)
+    pos = torch.arange(len(prompt_ids) - 1, len(prompt_ids) + len(target_ids) - 1)
+    return logp[pos, torch.tensor(target_ids)]
+
+
+@pytest.mark.parametrize("boundary", ["separate", "joint"])
+def test_score_texts_equals_manual_forward(tofu_model, tofu_tokenizer, boundary):
+    scored = score_texts(tofu_model, tofu_tokenizer, PROMPTS, TARGETS, boundary=boundary, batch_size=4)
+    eos = tofu_tokenizer.eos_token_id
+    for prompt, target, s in zip(PROMPTS, TARGETS, scored):
+        if boundary == "separate":
+            p = tofu_tokenizer(prompt)["input_ids"]
+            t = tofu_tokenizer(target, add_special_tokens=False)["input_ids"] + [eos]
+        else:  # open-unlearning: ids(prompt + target), first len(ids(prompt)) masked
+            p_len = len(tofu_tokenizer(prompt)["input_ids"])
+            full = tofu_tokenizer(prompt + target)["input_ids"]
+            p, t = full[:p_len], full[p_len:] + [eos]
+        assert s.valid and s.target_ids == t
+        expected = manual_logps(tofu_model, p, t)
+        torch.testing.assert_close(s.token_logps, expected, atol=1e-5, rtol=1e-5)
+        assert s.avg_loss == pytest.approx(float(-expected.double().mean()), abs=1e-5)
+
+
+def test_joint_boundary_drops_the_merged_first_answer_token(tofu_tokenizer):
+    # §1.1 trap: the prompt ends in "Answer: " ("Ġ" alone); "Ġ" + "P" merge in prompt + "Paris", so
+    # joint masking never scores the first answer token while separate tokenisation does.
+    p_sep, t_sep = encode_for_scoring(tofu_tokenizer, PROMPTS[2], "Paris", boundary="separate")
+    p_joint, t_joint = encode_for_scoring(tofu_tokenizer, PROMPTS[2], "Paris", boundary="joint")
+    assert tofu_tokenizer.convert_ids_to_tokens(tofu_tokenizer(PROMPTS[2])["input_ids"])[-1] == "Ġ"
+    assert tofu_tokenizer.decode(t_sep, skip_special_tokens=True) == "Paris"
+    assert tofu_tokenizer.decode(t_joint, skip_special_tokens=True) == "aris"  # "ĠP" went to the prompt side
+    assert tofu_tokenizer.decode(p_joint + t_joint, skip_special_tokens=True) == PROMPTS[2] + "Paris"
+
+
+def test_batching_and_padding_do_not_change_scores(tofu_model, tofu_tokenizer):
+    prompts, targets = PROMPTS * 2, TARGETS[::-1] * 2  # 8 different lengths in one batch
+    one = score_texts(tofu_model, tofu_tokenizer, prompts, targets, batch_size=1)
+    eight = score_texts(tofu_model, tofu_tokenizer, prompts, targets, batch_size=8)
+    for a, b in zip(one, eight):
+        assert a.target_ids == b.target_ids
+        torch.testing.assert_close(a.token_logps, b.token_logps, atol=1e-5, rtol=0)
+
+
+def test_identical_pairs_are_forwarded_once(tofu_model, tofu_tokenizer):
+    stats = {}
+    out = score_texts(
+        tofu_model, tofu_tokenizer, PROMPTS[:2] * 3, TARGETS[:2] * 3, batch_size=16, stats=stats
+    )
+    assert stats == {"forwards": 1, "sequences": 2}
+    assert out[0].token_logps is out[2].token_logps
+
+
+def test_items_without_target_tokens_are_invalid(tofu_model, tofu_tokenizer):
+    # A one-token answer "P" merges into the prompt's trailing space ("ĠP"); without EOS nothing is left.
+    p, t = encode_for_scoring(tofu_tokenizer, PROMPTS[2], "P", boundary="joint", add_eos=False)
+    assert t == []
+    (s,) = score_texts(tofu_model, tofu_tokenizer, [PROMPTS[2]], ["P"], boundary="joint", add_eos=False)
+    assert not s.valid and s.token_logps.numel() == 0
+    assert s.avg_loss != s.avg_loss  # NaN
+    # With EOS (both references append it) the item is scored on EOS alone, as open-unlearning does.
+    (s,) = score_texts(tofu_model, tofu_tokenizer, [PROMPTS[2]], ["P"], boundary="joint")
+    assert s.valid and s.target_ids == [tofu_tokenizer.eos_token_id]
+
+
+def test_truncation_conventions(tofu_tokenizer):
+    eos = tofu_tokenizer.eos_token_id
+    p, t = encode_for_scoring(tofu_tokenizer, PROMPTS[0], TARGETS[0], boundary="joint")
+    n = len(p) + len(t) - 1  # text tokens without EOS
+    limit = n - 3
+    # open-unlearning: cut the text to `limit`, then append EOS anyway
+    p2, t2 = encode_for_scoring(tofu_tokenizer, PROMPTS[0], TARGETS[0], boundary="joint", max_length=limit)
+    assert len(p2) + len(t2) == limit + 1 and t2[-1] == eos
+    # original TOFU: EOS counts inside the limit and is dropped when the text fills it
+    p3, t3 = encode_for_scoring(
+        tofu_tokenizer,
+        PROMPTS[0],
+        TARGETS[0],
+        boundary="joint",
+        max_length=limit,
+        max_length_includes_eos=True,
+    )
+    assert len(p3) + len(t3) == limit and t3[-1] != eos
+    p4, t4 = encode_for_scoring(
+        tofu_tokenizer,
+        PROMPTS[0],
+        TARGETS[0],
+        boundary="joint",
+        max_length=n + 1,
+        max_length_includes_eos=True,
+    )
+    assert t4[-1] == eos and len(p4) + len(t4) == n + 1
+
+
+def test_generation_is_batch_invariant_and_budgeted(tofu_model, tofu_tokenizer):
+    one = generate_texts(tofu_model, tofu_tokenizer, PROMPTS, max_new_tokens=12, batch_size=1)
+    four = generate_texts(tofu_model, tofu_tokenizer, PROMPTS, max_new_tokens=12, batch_size=4)
+    assert one == four
+    assert all(isinstance(g, str) for g in one)
+    # original TOFU budget: prompt + new tokens <= max_total_length, per item
+    lens = [len(tofu_tokenizer(p)["input_ids"]) for p in PROMPTS]
+    budget = min(lens) + 5
+    stats = {}
+    from alignkit.eval.scoring import generate_token_ids
+
+    new = generate_token_ids(
+        tofu_model,
+        tofu_tokenizer,
+        [tofu_tokenizer(p)["input_ids"] for p in PROMPTS],
+        max_new_tokens=50,
+        max_total_length=budget,
+        stats=stats,
+    )
+    assert [len(x) for x in new] == [max(0, min(50, budget - n)) for n in lens]
+    full = generate_token_ids(
+        tofu_model,
+        tofu_tokenizer,
+        [tofu_tokenizer(PROMPTS[lens.index(min(lens))])["input_ids"]],
+        max_new_tokens=5,
+    )
+    assert new[lens.index(min(lens))] == full[0]  # greedy is prefix-stable: cutting is exact
+
+
+def test_postprocessing_cuts_at_eos_text_then_stop_strings():
+    text = " Paris\n\nQuestion: next</s> tail"
+    assert postprocess_generation(text, eos_text="</s>") == "Paris\n\nQuestion: next"
+    assert (
+        postprocess_generation(text, eos_text="</s>", stop_strings=("\n\n", "\nQuestion", "Question:"))
+        == "Paris"
+    )
+
+
+def test_generate_with_stop_strings(tofu_model, tofu_tokenizer):
+    plain = generate_texts(tofu_model, tofu_tokenizer, PROMPTS[:2], max_new_tokens=16)
+    # Stop at the first character the model produced: the output must be cut before it.
+    stops = tuple(g[1:3] for g in plain if len(g) > 3)
+    cut = generate_texts(tofu_model, tofu_tokenizer, PROMPTS[:2], max_new_tokens=16, stop_strings=stops)
+    for g, c in zip(plain, cut):
+        assert g.startswith(c) and all(s not in c for s in stops if s)

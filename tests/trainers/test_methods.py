@@ -1,0 +1,193 @@
+"""Every registered method, trained for real on a tiny model; trainer-level identities; eval; metrics.
+
+The method list is read from the registry (``alignkit.trainers.METHODS``): a new method joins these
+tests without an edit here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alignkit import get_method
+from alignkit.data import ForgetRetainDataset
+from alignkit.data.records import ROLES
+from alignkit.trainers import METHODS
+from trainer_helpers import FORGET, RETAIN, mean_token_logp, snapshot, train_args, uses_retain
+
+METHOD_NAMES = sorted(METHODS)
+
+
+def _roles(trainer) -> set[str]:
+    encoded = trainer.train_dataset
+    if isinstance(encoded, ForgetRetainDataset):
+        encoded = encoded.forget
+    return {ROLES[r] for row in encoded["roles"] for r in row}
+
+
+def test_registry_is_not_empty():
+    # Guards the parametrisation below: an empty registry would make every test vanish silently.
+    assert {"npo", "ga", "finetune"} <= set(METHOD_NAMES)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_method_moves_forget_logp(name, tiny_model_dir, unlearn_model_dir, tmp_path):
+    """A few real steps: forget log-prob down (``finetune``: up), retain kept, every parameter moved.
+
+    Unlearning methods start from the model that memorised FORGET + RETAIN (there is something to
+    forget); ``finetune`` starts from the random model (there is something to learn). The learning
+    rate 1e-3 is ~100x a real LLM's: a 64-wide model must move measurably in 5 steps.
+    """
+    spec = get_method(name)
+    start = tiny_model_dir if name == "finetune" else unlearn_model_dir
+    tokenizer = AutoTokenizer.from_pretrained(start)
+    args = train_args(spec, tmp_path, max_steps=5, learning_rate=1e-3)
+    model = AutoModelForCausalLM.from_pretrained(start)
+    before = snapshot(model)
+    forget0 = mean_token_logp(model, tokenizer, FORGET)
+    retain0 = mean_token_logp(model, tokenizer, RETAIN)
+
+    trainer = spec.trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=FORGET,
+        retain_dataset=RETAIN if uses_retain(args) else None,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+
+    unchanged = [
+        n for n, p in trainer.model.named_parameters() if p.requires_grad and torch.equal(before[n], p)
+    ]
+    assert not unchanged, f"{name}: parameters did not change: {unchanged}"
+
+    forget1 = mean_token_logp(trainer.model, tokenizer, FORGET)
+    retain1 = mean_token_logp(trainer.model, tokenizer, RETAIN)
+    d_forget, d_retain = forget1 - forget0, retain1 - retain0
+    report = f"{name}: forget {forget0:.4f} -> {forget1:.4f}, retain {retain0:.4f} -> {retain1:.4f}"
+    if name == "finetune":
+        assert d_forget > 0.01, report
+    else:
+        # The memorised answers sit near -0.02 nats/token: ask for the forget NLL to grow by 20%+
+        # (SimNPO, whose forget term weighs 0.125 against the retain NLL, moves least: ~+45%).
+        assert d_forget < -0.2 * abs(forget0), report
+    if uses_retain(args):
+        assert abs(d_retain) < 0.5 * abs(d_forget), report
+
+    # Metric logging: the core keys of every method, the reference keys only where there is one.
+    first = trainer.state.log_history[0]
+    assert "loss/method" in first, sorted(first)
+    for role in _roles(trainer):
+        assert f"logps/{role}" in first, sorted(first)
+        has_ref = trainer.ref_mode != "none"
+        assert (f"ref_logps/{role}" in first) == has_ref, (trainer.ref_mode, sorted(first))
+        assert (f"logratio/{role}" in first) == has_ref, (trainer.ref_mode, sorted(first))
+    for log in trainer.state.log_history:
+        for key, value in log.items():
+            assert not isinstance(value, float) or math.isfinite(value), (key, value)
+
+
+# --------------------------------------------------------------------------- degenerate identities
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5])
+def test_npo_step_zero_loss_is_two_over_beta_log_two(beta, tiny_model_dir, tokenizer, tmp_path):
+    """Reference == policy at step 0, so every log-ratio is 0 and L = (2/β)·softplus(0) = (2/β)·log 2."""
+    spec = get_method("npo")
+    args = train_args(spec, tmp_path, max_steps=1, beta=beta)
+    trainer = spec.trainer_cls(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args=args,
+        train_dataset=FORGET,
+        processing_class=tokenizer,
+    )
+    expected = 2.0 / beta * math.log(2.0)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+    assert float(loss) == pytest.approx(expected, abs=1e-5)
+
+    trainer.train()
+    first = trainer.state.log_history[0]
+    assert first["loss"] == pytest.approx(expected, abs=1e-5)
+    assert first["loss/method"] == pytest.approx(expected, abs=1e-5)
+    assert first["logratio/answer"] == pytest.approx(0.0, abs=1e-6)
+    assert first["forget/npo_weight"] == pytest.approx(1.0, abs=1e-6)
+    assert first["logps/answer"] == pytest.approx(first["ref_logps/answer"], abs=1e-6)
+
+
+# Four distinct rows whose prompts and answers have the same token counts (checked below).
+EQUAL_ROWS = [{"question": f"Who is {c}?", "answer": f"{c} is a writer from Paris."} for c in "ABCD"]
+
+
+@pytest.mark.parametrize("name", ["npo", "ga"])
+def test_gradient_accumulation_equivalence(name, tiny_model_dir, tokenizer, tmp_path):
+    """Batch 4 x 1 step == batch 2 x 2 accumulation steps, after one optimizer step.
+
+    Losses are per-micro-batch means and Trainer averages them over the accumulation steps (spec:
+    "Gradient accumulation"). For NPO (a mean over sequences) the two agree for any rows; for GA (a
+    token mean) only when both micro-batches hold the same number of answer tokens, so the rows here
+    have equal lengths. Plain SGD without clipping: the update is lr x gradient, so a wrong scale
+    (a missing 1/accumulation, a dropped micro-batch) shows, which Adam's sign-like first step hides.
+    """
+    spec = get_method(name)
+    results = []
+    for batch_size, accumulation in [(4, 1), (2, 2)]:
+        args = train_args(
+            spec,
+            tmp_path / f"b{batch_size}",
+            max_steps=1,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            optim="sgd",
+            learning_rate=1e-2,
+            max_grad_norm=0.0,
+            weight_decay=0.0,
+        )
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        before = snapshot(model)
+        trainer = spec.trainer_cls(model=model, args=args, train_dataset=EQUAL_ROWS, processing_class=tokenizer)
+        lengths = {(len(r["prompt_ids"][0]), len(r["completion_ids"][0])) for r in trainer.train_dataset}
+        assert len(lengths) == 1, f"rows must have equal token counts for this test, got {lengths}"
+        trainer.train()
+        assert trainer.state.global_step == 1
+        results.append({n: p.detach() - before[n] for n, p in trainer.model.named_parameters()})
+    full, accumulated = results
+    largest = max(float(d.abs().max()) for d in full.values())
+    assert largest > 1e-3, "the step barely moved the parameters; the comparison would be vacuous"
+    worst = max((float((full[n] - accumulated[n]).abs().max()), n) for n in full)
+    assert worst[0] < 1e-5, f"{name}: parameter {worst[1]} differs by {worst[0]:.2e} (largest update {largest:.2e})"
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@pytest.mark.parametrize("ref_mode", ["model", "precomputed"])
+def test_evaluate_returns_eval_metrics(ref_mode, tiny_model_dir, tokenizer, tmp_path):
+    """``evaluate()`` on an eval set gives eval_loss and the eval_-prefixed core metrics."""
+    spec = get_method("npo")
+    args = train_args(
+        spec, tmp_path, max_steps=1, ref_mode=ref_mode, ref_cache_dir=str(tmp_path / "cache"), beta=0.1
+    )
+    trainer = spec.trainer_cls(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args=args,
+        train_dataset=FORGET,
+        eval_dataset=FORGET[:4],
+        processing_class=tokenizer,
+    )
+    metrics = trainer.evaluate()
+    for key in ("eval_loss", "eval_loss/method", "eval_logps/answer", "eval_ref_logps/answer"):
+        assert key in metrics, sorted(metrics)
+    # Untrained policy == reference: the eval loss is NPO's step-0 value.
+    assert metrics["eval_loss"] == pytest.approx(2.0 / 0.1 * math.log(2.0), abs=1e-4)
+    assert metrics["eval_logratio/answer"] == pytest.approx(0.0, abs=1e-5)
+
+    trainer.train()
+    after = trainer.evaluate()
+    assert after["eval_logratio/answer"] < 0, "one NPO step should lower the eval forget log-ratio"
+    assert math.isfinite(after["eval_loss"])
+    assert not any(k.startswith("eval_") for k in trainer.state.log_history[0]), "train log leaked eval keys"

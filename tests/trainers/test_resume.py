@@ -1,0 +1,101 @@
+"""A run stopped at a checkpoint and resumed ends exactly where the uninterrupted run ends.
+
+torchtune / TRL style: train 4 steps straight; train the same run to step 2 (checkpoint at 2, then
+stop), resume it in a new trainer from ``resume_from_checkpoint=True``; parameters, the logged
+history and the batches (forget rows and the retain rows paired with them) must match. 6 forget rows
+at batch 2 give 3 steps per epoch, so the resume lands mid-epoch and step 4 opens epoch 1, where
+the forget/retain pairing is drawn afresh.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from alignkit import get_method
+from trainer_helpers import FORGET, RETAIN, train_args
+
+COMPARED = ("loss", "grad_norm", "learning_rate", "loss/method", "retain/nll", "logps/answer", "logratio/answer")
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+        return control
+
+
+class RecordingCollator:
+    """Wraps the trainer's collator and keeps every batch it builds (main and retain rows)."""
+
+    def __init__(self, collator):
+        self.collator, self.batches = collator, []
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        self.batches.append(batch["input_ids"].tolist())
+        return batch
+
+
+def make_trainer(model_dir, tokenizer, output_dir, callbacks=None):
+    spec = get_method("npo_rt")
+    args = train_args(
+        spec,
+        output_dir,
+        max_steps=4,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        save_strategy="steps",
+        save_steps=2,
+    )
+    trainer = spec.trainer_cls(
+        model=AutoModelForCausalLM.from_pretrained(model_dir),
+        args=args,
+        train_dataset=FORGET[:6],
+        retain_dataset=RETAIN,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.data_collator = RecordingCollator(trainer.data_collator)
+    return trainer
+
+
+def steps(history):
+    return {log["step"]: log for log in history if "loss" in log}
+
+
+def test_resume_matches_uninterrupted_run(unlearn_model_dir, unlearn_tokenizer, tmp_path):
+    straight = make_trainer(unlearn_model_dir, unlearn_tokenizer, tmp_path / "straight")
+    straight.train()
+
+    first = make_trainer(unlearn_model_dir, unlearn_tokenizer, tmp_path / "resumed", callbacks=[StopAt(2)])
+    first.train()
+    assert first.state.global_step == 2
+    assert (tmp_path / "resumed" / "checkpoint-2").is_dir()
+    assert not (tmp_path / "resumed" / "checkpoint-4").exists()
+
+    second = make_trainer(unlearn_model_dir, unlearn_tokenizer, tmp_path / "resumed")
+    second.train(resume_from_checkpoint=True)
+    assert second.state.global_step == 4
+
+    # Parameters.
+    reference = dict(straight.model.named_parameters())
+    for name, p in second.model.named_parameters():
+        torch.testing.assert_close(p, reference[name], atol=1e-6, rtol=0, msg=f"parameter {name}")
+
+    # Logged history, step by step (steps 1-2 come from the checkpoint's trainer_state.json).
+    expected, got = steps(straight.state.log_history), steps(second.state.log_history)
+    assert sorted(got) == sorted(expected) == [1, 2, 3, 4]
+    for step in expected:
+        for key in COMPARED:
+            assert got[step][key] == pytest.approx(expected[step][key], abs=1e-5), (step, key)
+
+    # Batches, forget rows and their retain partners: the first run built steps 1-2, the resumed
+    # one steps 3-4 (a data loader may build one batch ahead, so compare prefixes).
+    batches = straight.data_collator.batches
+    assert first.data_collator.batches[:2] == batches[:2]
+    assert second.data_collator.batches[:2] == batches[2:4]

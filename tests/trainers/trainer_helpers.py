@@ -1,0 +1,86 @@
+"""Data and helpers shared by the trainer tests (imported by name: ``tests/trainers`` is on sys.path)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from alignkit.data import PreferenceCollator
+
+NAMES = ["Arlo", "Brena", "Caspin", "Delia", "Edrin", "Fenna", "Galen", "Hesper"]
+CITIES = ["Oslo", "Lima", "Cairo", "Quito", "Perth", "Dakar", "Hanoi", "Turin"]
+COLOURS = [
+    ("sky", "blue"),
+    ("grass", "green"),
+    ("snow", "white"),
+    ("coal", "black"),
+    ("blood", "red"),
+    ("sun", "yellow"),
+    ("sea", "teal"),
+    ("rose", "pink"),
+]
+
+# Forget and retain sets on different topics, so forgetting one need not wreck the other.
+FORGET = [
+    {"question": f"Where was {n} born?", "answer": f"{n} was born in {c} in 19{50 + i}."}
+    for i, (n, c) in enumerate(zip(NAMES, CITIES))
+]
+RETAIN = [
+    {"question": f"What colour is the {a}?", "answer": f"The {a} is {b}, as everyone knows."}
+    for a, b in COLOURS
+]
+
+
+def train_args(spec, output_dir, **overrides):
+    """A method's config for a short CPU run: no saving, no reporting, log every step."""
+    kwargs = dict(
+        output_dir=str(output_dir),
+        max_steps=5,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return spec.make_config(**kwargs)
+
+
+def uses_retain(args) -> bool:
+    return getattr(args, "retain_loss", "none") != "none"
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+@torch.no_grad()
+def answer_logps(model, tokenizer, rows: list[dict]) -> torch.Tensor:
+    """Per-row summed answer log-prob, from a plain forward (independent of the trainer's code)."""
+    collator = PreferenceCollator(tokenizer)
+    batch = collator(rows)
+    was_training = model.training
+    model.eval()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    model.train(was_training)
+    logps = torch.log_softmax(logits[:, :-1].float(), -1)
+    token = logps.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    mask = batch["completion_mask"][:, 1:].float()
+    return (token * mask).sum(-1), mask.sum(-1)
+
+
+def mean_token_logp(model, tokenizer, rows: list[dict]) -> float:
+    """Mean log-prob per answer token over ``rows`` (comparable between sets of different lengths)."""
+    seq, lengths = answer_logps(model, tokenizer, rows)
+    value = float(seq.sum() / lengths.sum())
+    assert math.isfinite(value)
+    return value
+
+
+def cache_files(directory: Path) -> list[Path]:
+    return sorted(Path(directory).glob("*.safetensors"))
