@@ -119,6 +119,10 @@ def _train(
         disable_tqdm=True,
         **(overrides or {}),
     )
+    splits = [train_split] if isinstance(train_split, str) else list(train_split)
+    train = datasets.concatenate_datasets(
+        [load_rows(data_dir, name).select_columns(["question", "answer"]) for name in splits]
+    )
     retain = (
         load_rows(data_dir, retain_split)
         if retain_split and getattr(args, "retain_loss", "none") != "none"
