@@ -224,16 +224,30 @@ def run_quickstart(
             retain_split=None,
             progress=bar,
         )
-        say(f"Fine-tuning the target model on `full` ({s.finetune_epochs:g} epochs)")
+        # The tiny model starts from nothing, so both fine-tunes also teach it the held-fixed general
+        # facts (the role pretraining plays for real authors / world facts in real TOFU).
+        say(f"Fine-tuning the target model on `full` + general facts ({s.finetune_epochs:g} epochs)")
         target = timed(
             "finetune_target",
-            lambda: _train("finetune", base, data, out / "models" / "target", train_split="full", **finetune),
+            lambda: _train(
+                "finetune",
+                base,
+                data,
+                out / "models" / "target",
+                train_split=["full", *GENERAL_SPLITS],
+                **finetune,
+            ),
         )
-        say(f"Fine-tuning the retain (oracle) model on `{retain_split}`")
+        say(f"Fine-tuning the retain (oracle) model on `{retain_split}` + general facts")
         retain = timed(
             "finetune_retain",
             lambda: _train(
-                "finetune", base, data, out / "models" / "retain", train_split=retain_split, **finetune
+                "finetune",
+                base,
+                data,
+                out / "models" / "retain",
+                train_split=[retain_split, *GENERAL_SPLITS],
+                **finetune,
             ),
         )
         models = {"target": target, "retain": retain}
@@ -259,20 +273,23 @@ def run_quickstart(
 
         rows: dict[str, dict] = {}
         run_dirs = []
-        for name, path in models.items():
+        reference = None  # the retain model's own log: its truth ratios are computed once, not per model
+        for name in ["retain", *(k for k in models if k != "retain")]:
             say(f"Evaluating {name} on TOFU ({s.forget_split}, against the retain model)")
             result = timed(
                 f"eval_{name}",
-                lambda p=path: evaluate_tofu(
+                lambda p=models[name], r=reference: evaluate_tofu(
                     p,
                     data=data,
                     forget_split=s.forget_split,
-                    retain_model=retain,
+                    retain_model=retain if r is None else None,
+                    retain_logs=r,
                     batch_size=s.eval_batch_size,
                     max_examples=s.max_eval_examples,
                     progress=bar or False,
                 ),
             )
+            reference = reference or result.logs
             run_dir = out / "eval" / name
             result.save(run_dir)
             run_dirs.append(run_dir)
