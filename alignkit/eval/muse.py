@@ -46,6 +46,7 @@ from typing import Any, Literal
 from alignkit.data.prompt_format import PromptFormat
 from alignkit.data.tokenize import encode_prompt_completion
 from alignkit.eval import mia
+from alignkit.eval.loading import load_model, load_tokenizer, model_name
 
 DEFAULT_DATA = "muse-bench/MUSE-News"
 EVAL_FILE, SUMMARY_FILE, REPORT_FILE = "MUSE_EVAL.json", "MUSE_SUMMARY.json", "MUSE_REPORT.md"  # OU's names
@@ -573,38 +574,6 @@ def _fmt(value) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _load_model(model, dtype: str = "auto"):
-    """A loaded model as is; a path / Hub id loaded on GPU if there is one."""
-    if not isinstance(model, (str, Path)):
-        return model
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"
-    return AutoModelForCausalLM.from_pretrained(str(model), dtype=getattr(torch, dtype)).to(device)
-
-
-def _load_tokenizer(tokenizer, model):
-    if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
-        return tokenizer
-    from transformers import AutoTokenizer
-
-    src = tokenizer if tokenizer is not None else model
-    if not isinstance(src, (str, Path)):
-        src = _name(src)
-        if not src:
-            raise ValueError("evaluate_muse: pass `tokenizer` when `model` is a loaded model.")
-    return AutoTokenizer.from_pretrained(str(src))
-
-
-def _name(model) -> str | None:
-    if isinstance(model, (str, Path)):
-        return str(model)
-    return getattr(getattr(model, "config", None), "_name_or_path", None) or None
-
-
 class _Progress:
     """Thin wrapper: one rich task per stage, or nothing."""
 
@@ -695,10 +664,10 @@ def evaluate_muse(
         )
         where = "retain_logs" if isinstance(retain_logs, dict) else f"retain_logs:{retain_logs}"
         reference = (auc, where)
-    tokenizer = _load_tokenizer(tokenizer, model)
-    model = _load_model(model, dtype)
+    tokenizer = load_tokenizer(tokenizer, model, who="evaluate_muse")
+    model = load_model(model, dtype)
     if retain_model is not None:
-        retain_model = _load_model(retain_model, dtype)
+        retain_model = load_model(retain_model, dtype)
     was_training = model.training
     model.eval()
     try:
@@ -714,7 +683,7 @@ def evaluate_muse(
         "max_examples": max_examples,
         "protocol": proto.to_dict(),
         "knowmem_prompt_format": PromptFormat.preset("plain").to_dict(),
-        "model": _name(model),
+        "model": model_name(model),
         "tokenizer": getattr(tokenizer, "name_or_path", None),
         "privleak_reference": logs.pop("_privleak_reference"),
     }

@@ -20,10 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from alignkit.data.prompt_format import PromptFormat
 from alignkit.eval import metrics as M
+from alignkit.eval.loading import load_model, load_tokenizer, model_name
 from alignkit.eval.protocols import TofuProtocol, get_protocol
 from alignkit.eval.scoring import (
     ScoredText,
@@ -424,6 +423,7 @@ class _Bars:
     def __init__(self, progress):
         self.own = progress is True
         self.p = None
+        self.last = None
         if progress is True:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -441,47 +441,23 @@ class _Bars:
     def __exit__(self, *exc):
         if self.own:
             self.p.stop()
+        else:
+            self._hide_last()
+
+    def _hide_last(self):
+        # In a caller's Progress (a pipeline evaluating many models) finished stages would pile up.
+        if self.p is not None and not self.own and self.last is not None:
+            self.p.update(self.last, visible=False)
 
     def stage(self, description: str, total: int):
         if self.p is None:
             return None
-        task = self.p.add_task(description, total=total)
+        self._hide_last()
+        task = self.last = self.p.add_task(description, total=total)
         return lambda n: self.p.advance(task, n)
 
 
 # ------------------------------------------------------------------------------------ model loading
-
-
-def _load_model(model, dtype: str = "auto"):
-    if not isinstance(model, (str, Path)):
-        return model
-    from transformers import AutoModelForCausalLM
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"
-    return AutoModelForCausalLM.from_pretrained(str(model), dtype=getattr(torch, dtype)).to(device)
-
-
-def _load_tokenizer(tokenizer, model_ref):
-    if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
-        return tokenizer
-    from transformers import AutoTokenizer
-
-    src = tokenizer if tokenizer is not None else model_ref
-    if not isinstance(src, (str, Path)):
-        src = getattr(getattr(src, "config", None), "_name_or_path", None)
-        if not src:
-            raise ValueError("evaluate_tofu: pass `tokenizer` when `model` is a loaded model.")
-    return AutoTokenizer.from_pretrained(str(src))
-
-
-def _name(x) -> str | None:
-    if x is None:
-        return None
-    if isinstance(x, (str, Path)):
-        return str(x)
-    return getattr(x, "name_or_path", None) or getattr(getattr(x, "config", None), "_name_or_path", None)
 
 
 def _check_format(fmt: PromptFormat, tokenizer, who: str) -> None:
@@ -545,9 +521,9 @@ def evaluate_tofu(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    tokenizer = _load_tokenizer(tokenizer, model)
+    tokenizer = load_tokenizer(tokenizer, model, who="evaluate_tofu")
     fmt = resolve_prompt_format(prompt_format, tokenizer)
-    _check_format(fmt, tokenizer, _name(model) or "the model")
+    _check_format(fmt, tokenizer, model_name(model) or "the model")
 
     caps = [c for c in (proto.max_eval_rows, max_examples) if c is not None]
     cap = min(caps) if caps else None
@@ -565,9 +541,11 @@ def evaluate_tofu(
     retain_tok = None
     if retain_model is not None:
         retain_tok = (
-            tokenizer if not isinstance(retain_model, (str, Path)) else _load_tokenizer(None, retain_model)
+            tokenizer
+            if not isinstance(retain_model, (str, Path))
+            else load_tokenizer(None, retain_model, who="evaluate_tofu")
         )
-        _check_format(fmt, retain_tok, _name(retain_model) or "the retain model")
+        _check_format(fmt, retain_tok, model_name(retain_model) or "the retain model")
 
     timings["load"] = time.perf_counter() - t0
     same_path = isinstance(retain_model, (str, Path)) and isinstance(model, (str, Path))
@@ -578,7 +556,7 @@ def evaluate_tofu(
         # The retain model goes first: a bad path fails before the long run, and the two models are
         # never in memory together.
         t = time.perf_counter()
-        ref_obj = _load_model(retain_model, dtype)
+        ref_obj = load_model(retain_model, dtype)
         ref_was_training = ref_obj.training
         ref_cache = ScoreCache(ref_obj.eval(), _Encoder(retain_tok, fmt, proto), batch_size=batch_size)
         try:
@@ -590,10 +568,10 @@ def evaluate_tofu(
         del ref_obj, ref_cache
         timings["retain_reference"] = time.perf_counter() - t
     if retain_model is not None:
-        ref_source, ref_kind = _name(retain_model) or "retain model", "model"
+        ref_source, ref_kind = model_name(retain_model) or "retain model", "model"
 
     t = time.perf_counter()
-    model_obj = _load_model(model, dtype)
+    model_obj = load_model(model, dtype)
     timings["load"] += time.perf_counter() - t
     enc = _Encoder(tokenizer, fmt, proto)
     cache = ScoreCache(model_obj, enc, batch_size=batch_size)
@@ -670,8 +648,8 @@ def evaluate_tofu(
         "prompt_format": fmt.to_dict(),
         "boundary": proto.boundary,
         "data": str(data),
-        "model": _name(model),
-        "tokenizer": _name(tokenizer),
+        "model": model_name(model),
+        "tokenizer": model_name(tokenizer),
         "n": {k: len(t.items) for k, t in tasks.items()},
         "rows_in_file": {k: t.total_rows for k, t in tasks.items()},
         "max_examples": max_examples,
