@@ -109,7 +109,7 @@ def prepare_dataset(
 class ForgetRetainDataset(TorchDataset):
     """Forget rows, each paired with a retain row drawn independently of the forget order.
 
-    The retain row of forget index ``i`` in epoch ``e`` comes from ``Random((seed, e, i))``, so a run
+    The retain row of forget index ``i`` in epoch ``e`` comes from ``Random(f"{seed}-{e}-{i}")``, so a run
     resumed from a checkpoint draws exactly the pairs the uninterrupted run would have drawn.
     """
 

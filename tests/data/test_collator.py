@@ -325,8 +325,13 @@ def test_forget_retain_rows_come_after_main_rows(tokenizer, forget_retain):
     main_text = [
         decode(tokenizer, row[m.bool()]) for row, m in zip(batch["input_ids"], batch["completion_mask"])
     ]
-    assert main_text[:4] == ["Forget answer 0.</s>", "Forget answer 1.</s>", "Him.</s>", "Her.</s>"]
-    retain_answers = {f"Retain answer {i}.</s>" for i in range(40)}
+    assert main_text[:4] == [
+        "Forget answer 0.<|end|></s>",
+        "Forget answer 1.<|end|></s>",
+        "Him.</s>",
+        "Her.</s>",
+    ]
+    retain_answers = {f"Retain answer {i}.<|end|></s>" for i in range(40)}
     assert all(text in retain_answers for text in main_text[7:])
     for i, item in enumerate(items):
         j = 7 + i

@@ -2,7 +2,8 @@
 
 The expected tokens are computed here without the collator: the prompt text is rendered by hand
 (the tiny chat template is ``<|role|>content<|end|>`` per message, ``<|assistant|>`` as the
-generation prompt; QA rows use ``Question: {q}\\nAnswer: `` without a template), each text is
+generation prompt; a QA row is a one-turn user/assistant conversation under the template and
+``Question: {q}\\nAnswer: `` without one), each text is
 tokenised on its own, and the truncation policy of ``alignkit.data.collator`` is applied to the lists.
 """
 
@@ -81,20 +82,12 @@ def record_case(draw, chat_template: bool = True, shapes: tuple[str, ...] = SHAP
 
     if shape == "qa":
         question, answer = draw(TEXT), draw(TEXT)
-        if chat_template:
-            prompt_text, specials = render([msg("user", question)]) + "<|assistant|>", False
-        else:
-            prompt_text, specials = f"Question: {question}\nAnswer: ", True
-        return Case(
-            {"question": question, "answer": answer},
-            prompt_text,
-            specials,
-            [answer],
-            ["answer"],
-            None,
-            False,
-            shape,
-        )
+        row = {"question": question, "answer": answer}
+        if chat_template:  # a one-turn conversation: the answer is the assistant turn
+            prompt_text = render([msg("user", question)]) + "<|assistant|>"
+            return Case(row, prompt_text, False, [answer + "<|end|>"], ["answer"], None, False, shape)
+        prompt_text = f"Question: {question}\nAnswer: "
+        return Case(row, prompt_text, True, [answer], ["answer"], None, False, shape)
     if shape == "text":
         text = draw(TEXT)
         return Case({"text": text}, "", True, [text], ["answer"], None, False, shape)

@@ -311,8 +311,14 @@ def test_qa_uses_chat_format_when_tokenizer_has_template(tokenizer):
         decode(tokenizer, encoded["prompt_ids"][0])
         == "<|user|>Where was the author born?<|end|><|assistant|>"
     )
-    assert decode(tokenizer, encoded["completion_ids"][0]) == "In Paris.</s>"
+    # under a chat template a QA row is a one-turn conversation: the answer ends its assistant turn
+    assert decode(tokenizer, encoded["completion_ids"][0]) == "In Paris.<|end|></s>"
     assert encoded["roles"] == [ROLE_IDS["answer"]]
+    as_conversation = PreferenceCollator(tokenizer).encode(
+        {"prompt": [msg("user", "Where was the author born?")], "completion": asst("In Paris.")}
+    )
+    assert as_conversation["prompt_ids"] == encoded["prompt_ids"]
+    assert as_conversation["completion_ids"] == encoded["completion_ids"]
 
 
 def test_qa_uses_qa_plain_without_chat_template(plain_tokenizer):
@@ -609,7 +615,10 @@ def test_prepare_dataset_skip_mode_with_missing_and_empty_fields(tokenizer, capl
     ]
     with caplog.at_level(logging.WARNING, logger="alignkit.data.loading"):
         encoded = prepare_dataset(rows, PreferenceCollator(tokenizer), name="qa", on_invalid="skip")
-    assert [decode(tokenizer, row["completion_ids"][0]) for row in encoded] == ["Paris.</s>", "In 1970.</s>"]
+    assert [decode(tokenizer, row["completion_ids"][0]) for row in encoded] == [
+        "Paris.<|end|></s>",
+        "In 1970.<|end|></s>",
+    ]
     assert "qa: skipped 2 invalid row(s)" in caplog.text
     assert "first: qa, row 1, field `answer`: is missing" in caplog.text
 

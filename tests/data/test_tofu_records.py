@@ -99,7 +99,7 @@ def test_forget_rows_render_and_decode_exactly(encoded, tofu):
     tok = collator.tokenizer
     for row, enc in zip(tofu["forget10"], data["forget10"]):
         assert decode(tok, enc["prompt_ids"][0]) == f"<|user|>{row['question']}<|end|><|assistant|>"
-        assert decode(tok, enc["completion_ids"][0]) == row["answer"] + "</s>"
+        assert decode(tok, enc["completion_ids"][0]) == row["answer"] + "<|end|></s>"
 
 
 def test_realistic_token_lengths(encoded):
