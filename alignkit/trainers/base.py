@@ -408,6 +408,21 @@ class AlignKitTrainer(Trainer):
         self._metrics[mode].clear()
         super().log(logs, start_time)
 
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """``Trainer.evaluate``; rows passed here are encoded (``transform_row`` included) like the constructor's."""
+        raw = isinstance(eval_dataset, list) or (
+            isinstance(eval_dataset, datasets.Dataset) and "completion_ids" not in eval_dataset.column_names
+        )
+        if raw:
+            if self.ref_mode == "precomputed":
+                raise ValueError(
+                    f"{type(self).__name__}: with `ref_mode='precomputed'` only the datasets given at "
+                    "construction have reference log-probs; pass this one as `eval_dataset` there, or use "
+                    "ref_mode='model' / 'adapter_off'."
+                )
+            eval_dataset = self._encode(eval_dataset, "eval_dataset", self.args, transform=self.transform_row)
+        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
@@ -424,20 +439,7 @@ class AlignKitTrainer(Trainer):
     ) -> None:
         if not self.is_world_process_zero():
             return
-        base_model = getattr(self.model.config, "_name_or_path", None) or None
-        paper = self.paper or {}
-        card = trl_compat.generate_model_card(
-            base_model=base_model,
-            model_name=model_name,
-            hub_model_id=self.hub_model_id,
-            dataset_name=dataset_name,
-            tags=sorted(set(self._tag_names + [self.method_name] + list(tags or []))),
-            wandb_url=None,
-            trackio_url=None,
-            comet_url=None,
-            trainer_name=type(self).__name__.removesuffix("Trainer"),
-            trainer_citation=paper.get("citation"),
-            paper_title=paper.get("title"),
-            paper_id=paper.get("id"),
-        )
+        from alignkit import hub  # the same card as `alignkit push` (run_info.json, eval logs, model-index)
+
+        card = hub.card_for_trainer(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
         card.save(f"{self.args.output_dir}/README.md")

@@ -40,11 +40,11 @@ class CATNIPTrainer(AlignKitTrainer):
         "id": "2602.02824",
     }
 
-    def __init__(self, *a, args: CATNIPConfig | None = None, **kw):
-        if args is not None and args.anchor == "ref":
+    def __init__(self, model, args: CATNIPConfig | None = None, *a, **kw):
+        if getattr(args, "anchor", None) == "ref":  # a wrong args type is reported by the base class
             # Per-instance: the anchor decides whether a per-token reference is needed.
             self.needs = Needs(reference="token")
-        super().__init__(*a, args=args, **kw)
+        super().__init__(model, args, *a, **kw)
 
     def method_loss(self, out: ForwardOutput) -> LossOutput:
         ref = out.ref.token_logps if self.args.anchor == "ref" else None

@@ -53,9 +53,10 @@ class IdkDPOTrainer(AlignKitTrainer):
             record.prompt, [chosen, record.completions[0]], ["chosen", "rejected"], is_qa=record.is_qa
         )
 
-    def __init__(self, *a, args: IdkDPOConfig | None = None, **kw):
-        self._idk_answers = tuple(args.idk_answers) if args is not None and args.idk_answers else None
-        super().__init__(*a, args=args, **kw)
+    def __init__(self, model, args: IdkDPOConfig | None = None, *a, **kw):
+        answers = getattr(args, "idk_answers", None)  # a wrong args type is reported by the base class
+        self._idk_answers = tuple(answers) if answers else None
+        super().__init__(model, args, *a, **kw)
 
     def method_loss(self, out: ForwardOutput) -> LossOutput:
         seq, ref = out.policy.seq_logps, out.ref_seq_logps

@@ -1,6 +1,6 @@
 """Precomputed reference log-probs: one pass before training, cached on disk, reused across runs.
 
-The cache key hashes the reference weights (TRL's ``hash_module``) and the tokenised rows, so a
+The cache key hashes the reference weights (TRL's ``hash_module``), its config and the tokenised rows, so a
 different model, dataset, prompt format or truncation never reuses a stale cache. Files are
 safetensors (no pickle).
 """
@@ -35,7 +35,12 @@ def data_hash(encoded: datasets.Dataset) -> str:
 
 
 def cache_key(ref_model: torch.nn.Module, encoded: datasets.Dataset) -> str:
-    return hashlib.sha256(f"{hash_module(ref_model)}-{data_hash(encoded)}".encode()).hexdigest()[:32]
+    # The config joins the weights in the key: identical weights under another config (rope scaling,
+    # softcapping, ...) give other log-probs.
+    config = getattr(ref_model, "config", None)
+    config_json = config.to_json_string(use_diff=False) if config is not None else ""
+    parts = f"{hash_module(ref_model)}-{hashlib.sha256(config_json.encode()).hexdigest()}-{data_hash(encoded)}"
+    return hashlib.sha256(parts.encode()).hexdigest()[:32]
 
 
 @torch.no_grad()

@@ -42,10 +42,10 @@ def unlearn_model_dir(tiny_model_dir, tmp_path_factory):
     100 steps at lr 3e-3 (high: a 64-wide random model, a few seconds on one CPU thread) the
     answers sit at about -0.02 nats per token, as a fine-tuned TOFU target model does.
     """
+    from trainer_helpers import FORGET, RETAIN, train_args
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from alignkit import get_method
-    from trainer_helpers import FORGET, RETAIN, train_args
 
     out = tmp_path_factory.mktemp("unlearn_model")
     spec = get_method("finetune")

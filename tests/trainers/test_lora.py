@@ -7,10 +7,10 @@ import gc
 import pytest
 import torch
 from peft import LoraConfig, PeftModel
+from trainer_helpers import FORGET, RETAIN, train_args, uses_retain
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from alignkit import get_method
-from trainer_helpers import FORGET, RETAIN, train_args, uses_retain
 
 
 def live_llamas() -> int:

@@ -10,13 +10,13 @@ import math
 
 import pytest
 import torch
+from trainer_helpers import FORGET, RETAIN, mean_token_logp, snapshot, train_args, uses_retain
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alignkit import get_method
 from alignkit.data import ForgetRetainDataset
 from alignkit.data.records import ROLES
 from alignkit.trainers import METHODS
-from trainer_helpers import FORGET, RETAIN, mean_token_logp, snapshot, train_args, uses_retain
 
 METHOD_NAMES = sorted(METHODS)
 
@@ -149,7 +149,9 @@ def test_gradient_accumulation_equivalence(name, tiny_model_dir, tokenizer, tmp_
         )
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         before = snapshot(model)
-        trainer = spec.trainer_cls(model=model, args=args, train_dataset=EQUAL_ROWS, processing_class=tokenizer)
+        trainer = spec.trainer_cls(
+            model=model, args=args, train_dataset=EQUAL_ROWS, processing_class=tokenizer
+        )
         lengths = {(len(r["prompt_ids"][0]), len(r["completion_ids"][0])) for r in trainer.train_dataset}
         assert len(lengths) == 1, f"rows must have equal token counts for this test, got {lengths}"
         trainer.train()
@@ -159,7 +161,9 @@ def test_gradient_accumulation_equivalence(name, tiny_model_dir, tokenizer, tmp_
     largest = max(float(d.abs().max()) for d in full.values())
     assert largest > 1e-3, "the step barely moved the parameters; the comparison would be vacuous"
     worst = max((float((full[n] - accumulated[n]).abs().max()), n) for n in full)
-    assert worst[0] < 1e-5, f"{name}: parameter {worst[1]} differs by {worst[0]:.2e} (largest update {largest:.2e})"
+    assert worst[0] < 1e-5, (
+        f"{name}: parameter {worst[1]} differs by {worst[0]:.2e} (largest update {largest:.2e})"
+    )
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -191,3 +195,48 @@ def test_evaluate_returns_eval_metrics(ref_mode, tiny_model_dir, tokenizer, tmp_
     assert after["eval_logratio/answer"] < 0, "one NPO step should lower the eval forget log-ratio"
     assert math.isfinite(after["eval_loss"])
     assert not any(k.startswith("eval_") for k in trainer.state.log_history[0]), "train log leaked eval keys"
+
+
+def test_evaluate_on_rows_passed_at_call_time(tiny_model_dir, tokenizer, tmp_path):
+    """``evaluate(eval_dataset=rows)`` encodes the rows as the constructor does (IdkDPO adds its IDK answer)."""
+    spec = get_method("idk_dpo")
+    trainer = spec.trainer_cls(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args=train_args(spec, tmp_path, max_steps=2),
+        train_dataset=FORGET,
+        eval_dataset=FORGET[:4],
+        processing_class=tokenizer,
+    )
+    trainer.train()  # off the reference, so a mis-paired chosen/rejected would change the loss
+    at_init = trainer.evaluate()
+    at_call = trainer.evaluate(eval_dataset=FORGET[:4])
+    assert "eval_logps/chosen" in at_call and "eval_logps/rejected" in at_call, sorted(at_call)
+    assert at_call["eval_loss"] == pytest.approx(at_init["eval_loss"], abs=1e-5)
+    assert at_init["eval_loss"] != pytest.approx(2.0 / 0.1 * math.log(2.0), abs=1e-3)
+
+
+def test_evaluate_new_rows_with_precomputed_reference_is_refused(tiny_model_dir, tokenizer, tmp_path):
+    spec = get_method("npo")
+    trainer = spec.trainer_cls(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args=train_args(spec, tmp_path, ref_mode="precomputed", ref_cache_dir=str(tmp_path / "cache")),
+        train_dataset=FORGET,
+        processing_class=tokenizer,
+    )
+    with pytest.raises(ValueError, match=r"only the datasets given at construction have reference log-probs"):
+        trainer.evaluate(eval_dataset=FORGET[:4])
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_model_and_args_positional(name, tiny_model_dir, tokenizer, tmp_path):
+    """``Trainer(model, args, ...)`` works for every method, as for ``transformers.Trainer``."""
+    spec = get_method(name)
+    args = train_args(spec, tmp_path)
+    trainer = spec.trainer_cls(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args,
+        train_dataset=FORGET,
+        retain_dataset=RETAIN if uses_retain(args) else None,
+        processing_class=tokenizer,
+    )
+    assert trainer.args is args

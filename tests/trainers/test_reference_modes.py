@@ -13,11 +13,11 @@ import math
 import pytest
 import torch
 from peft import LoraConfig
+from trainer_helpers import FORGET, answer_logps, cache_files, train_args
 from transformers import AutoModelForCausalLM
 
 from alignkit import get_method
 from alignkit.trainers import ref_cache
-from trainer_helpers import FORGET, answer_logps, cache_files, train_args
 
 BETA = 0.1
 

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from trainer_helpers import FORGET, RETAIN, train_args
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from alignkit import get_method
-from trainer_helpers import FORGET, RETAIN, train_args
 
-COMPARED = ("loss", "grad_norm", "learning_rate", "loss/method", "retain/nll", "logps/answer", "logratio/answer")
+COMPARED = (
+    "loss",
+    "grad_norm",
+    "learning_rate",
+    "loss/method",
+    "retain/nll",
+    "logps/answer",
+    "logratio/answer",
+)
 
 
 class StopAt(TrainerCallback):
@@ -81,6 +89,8 @@ def test_resume_matches_uninterrupted_run(unlearn_model_dir, unlearn_tokenizer, 
     second = make_trainer(unlearn_model_dir, unlearn_tokenizer, tmp_path / "resumed")
     second.train(resume_from_checkpoint=True)
     assert second.state.global_step == 4
+    # Both ended in epoch 1, whose pairing the epoch callback asked for.
+    assert straight.train_dataset.epoch == second.train_dataset.epoch == 1
 
     # Parameters.
     reference = dict(straight.model.named_parameters())

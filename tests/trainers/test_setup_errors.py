@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM
+from trainer_helpers import FORGET, RETAIN, train_args
+from transformers import AutoModelForCausalLM, TrainingArguments
 
 from alignkit import get_method
-from alignkit.trainers import AlignKitTrainer, GAConfig, NPOConfig, NPOTrainer
-from trainer_helpers import FORGET, RETAIN, train_args
+from alignkit.trainers import METHODS, AlignKitTrainer, GAConfig, NPOConfig, NPOTrainer
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,10 @@ CASES = {
         r"ref_mode='adapter_off'` needs a PEFT model",
     ),
     "empty forget set": (dict(name="npo", train=[]), r"`train_dataset` \(the forget set\) is empty"),
-    "missing forget set": (dict(name="ga", train=None), r"`train_dataset` \(the forget set\) is empty or missing"),
+    "missing forget set": (
+        dict(name="ga", train=None),
+        r"`train_dataset` \(the forget set\) is empty or missing",
+    ),
     "retain_loss without retain set": (dict(name="npo_rt"), r"`retain_loss='nll'` needs a `retain_dataset`"),
     "retain KL without retain set": (dict(name="ga_kl"), r"`retain_loss='kl'` needs a `retain_dataset`"),
     "empty retain set": (dict(name="npo_rt", retain=[]), r"`retain_dataset` is empty"),
@@ -82,11 +85,32 @@ def test_ref_model_that_would_be_ignored(tiny_model_dir, tokenizer, tmp_path):
     ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     with pytest.raises(ValueError, match=r"a `ref_model` was passed but `ref_mode='adapter_off'`"):
-        build("npo", tiny_model_dir, tokenizer, tmp_path, ref_mode="adapter_off", peft_config=lora, ref_model=ref)
+        build(
+            "npo",
+            tiny_model_dir,
+            tokenizer,
+            tmp_path,
+            ref_mode="adapter_off",
+            peft_config=lora,
+            ref_model=ref,
+        )
 
 
-def test_wrong_args_type(tiny_model_dir, tokenizer, tmp_path):
-    """A config of another method is a type error (TypeError, like any wrong argument type)."""
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_wrong_args_type(name, tiny_model_dir, tokenizer, tmp_path):
+    """Plain ``TrainingArguments`` (or another method's config) is a type error, raised before any compute."""
+    cls = get_method(name).trainer_cls
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    with pytest.raises(TypeError, match=rf"{cls.__name__} needs `args` of type {cls.config_class.__name__}"):
+        cls(
+            model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+            args=args,
+            train_dataset=FORGET,
+            processing_class=tokenizer,
+        )
+
+
+def test_other_methods_config_is_refused(tiny_model_dir, tokenizer, tmp_path):
     args = GAConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     with pytest.raises(TypeError, match=r"NPOTrainer needs `args` of type NPOConfig, got GAConfig"):
         NPOTrainer(
