@@ -38,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "train",
-        help="train with a recipe (YAML + --key value overrides)",
+        help="Train with a recipe (YAML + --key value overrides).",
         description=DESCRIPTION,
         epilog=EPILOG.format(methods=", ".join(sorted(METHODS))),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -50,6 +50,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--help",
         action="store_true",
         help="show this help; with a recipe or --method NAME, list every key that method's recipes accept",
+    )
+    parser.add_argument(
+        "--method",
+        metavar="NAME",
+        help="the method (overrides the recipe's `method:`); with --help, list every key its recipes accept",
     )
     launch = parser.add_argument_group(
         "multi-process launch (optional; equivalent to `accelerate launch --config_file ... -m alignkit.cli train`)"
@@ -78,7 +83,7 @@ def _console():
 def _error(message: str) -> int:
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", markup=True)
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
     return 2
 
 
@@ -93,12 +98,19 @@ def resolve_accelerate_config(value: str) -> Path:
     candidates = [Path(value)]
     if not value.endswith((".yaml", ".yml")):
         name = f"{value}.yaml"
-        candidates += [Path("accelerate_configs") / name, Path(__file__).resolve().parents[2] / "accelerate_configs" / name]
+        candidates += [
+            Path("accelerate_configs") / name,
+            Path(__file__).resolve().parents[2] / "accelerate_configs" / name,
+        ]
     for path in candidates:
         if path.is_file():
             return path
-    shipped = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "accelerate_configs").glob("*.yaml"))
-    raise FileNotFoundError(f"accelerate config {value!r} not found; shipped configs: {', '.join(shipped) or 'none'}.")
+    shipped = sorted(
+        p.stem for p in (Path(__file__).resolve().parents[2] / "accelerate_configs").glob("*.yaml")
+    )
+    raise FileNotFoundError(
+        f"accelerate config {value!r} not found; shipped configs: {', '.join(shipped) or 'none'}."
+    )
 
 
 def launch_command(args, extra: list[str]) -> list[str]:
@@ -116,11 +128,10 @@ def run(args) -> int:
     from alignkit.launch.recipe import RecipeError, load_recipe, recipe_help
 
     extra = list(getattr(args, "extra", []) or [])
+    if args.method:
+        extra = ["--method", args.method, *extra]
     if args.help:
-        method = None
-        for i, tok in enumerate(extra):
-            if tok == "--method" and i + 1 < len(extra):
-                method = extra[i + 1]
+        method = args.method
         if method is None and args.recipe and Path(args.recipe).is_file():
             from alignkit.launch.recipe import read_recipe_file
 
@@ -134,11 +145,21 @@ def run(args) -> int:
             return _error(str(err))
         return 0
     if not args.recipe:
-        return _error("no recipe given: alignkit train RECIPE.yaml [--key value ...] (see alignkit train --help)")
+        return _error(
+            "no recipe given: alignkit train RECIPE.yaml [--key value ...] (see alignkit train --help)"
+        )
     if not Path(args.recipe).is_file():
         return _error(
             f"recipe {args.recipe!r} is not a file. The recipe comes first, then `--key value` overrides: "
             "alignkit train RECIPE.yaml --learning_rate 1e-5"
+        )
+    launch_only = [
+        f"--{k}" for k in ("num_processes", "mixed_precision", "main_process_port") if getattr(args, k)
+    ]
+    if launch_only and not args.accelerate_config:
+        return _error(
+            f"{', '.join(launch_only)} only apply to a multi-process launch: add --accelerate_config NAME "
+            "(precision of a single process is the recipe's `bf16`/`fp16`)."
         )
     try:
         recipe = load_recipe(args.recipe, extra, auto=not args.accelerate_config)

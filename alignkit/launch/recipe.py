@@ -57,12 +57,15 @@ class RecipeArguments:
         },
     )
     train_dataset_config: str | None = field(
-        default=None, metadata={"help": "Config of `train_dataset` (a Hub config, or <config>.json in a folder)."}
+        default=None,
+        metadata={"help": "Config of `train_dataset` (a Hub config, or <config>.json in a folder)."},
     )
     train_dataset_split: str = field(default="train", metadata={"help": "Split of `train_dataset`."})
     retain_dataset: str | None = field(
         default=None,
-        metadata={"help": "Retain rows for the retain term (retain_loss nll/kl); same forms as train_dataset."},
+        metadata={
+            "help": "Retain rows for the retain term (retain_loss nll/kl); same forms as train_dataset."
+        },
     )
     retain_dataset_config: str | None = field(default=None, metadata={"help": "Config of `retain_dataset`."})
     retain_dataset_split: str = field(default="train", metadata={"help": "Split of `retain_dataset`."})
@@ -184,7 +187,9 @@ def _check_yaml_value(key: str, value, action, where: str) -> Any:
     if nargs in ("+", "*"):
         return value if isinstance(value, list) else [value]
     if isinstance(value, list | dict) and typ in (int, float):
-        raise RecipeError(f"{where}: `{key}` must be a single {typ.__name__}, got {type(value).__name__} {value!r}.")
+        raise RecipeError(
+            f"{where}: `{key}` must be a single {typ.__name__}, got {type(value).__name__} {value!r}."
+        )
     if typ in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise RecipeError(f"{where}: `{key}` must be a {typ.__name__}, got {value!r}.")
     if typ is int and isinstance(value, float):
@@ -295,7 +300,9 @@ def load_recipe(
         if k not in options and k != "config"
     ]
     if "config" in cli:
-        errors.append("command line: `--config` is not used by `alignkit train`; pass the recipe file as the argument.")
+        errors.append(
+            "command line: `--config` is not used by `alignkit train`; pass the recipe file as the argument."
+        )
     if errors:
         raise RecipeError("\n".join(errors))
     cli = [_dest_of(parser, k) for k in cli]
@@ -384,8 +391,6 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
                 raise SourceError(f"{value!r}: only `model_name_or_path` may be synthetic.")
     except SourceError as err:
         raise RecipeError(f"{where}: {err}") from None
-    if m.model_name_or_path.startswith("synthetic:") and m.use_peft is False and m.load_in_4bit:
-        raise RecipeError(f"{where}: a synthetic tiny model cannot be quantized.")
     if (m.load_in_4bit or m.load_in_8bit) and not m.use_peft:
         raise RecipeError(
             f"{where}: `load_in_4bit`/`load_in_8bit` quantize the base weights, which then cannot be trained; "
@@ -393,6 +398,10 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
         )
     if m.load_in_4bit and m.load_in_8bit:
         raise RecipeError(f"{where}: set only one of `load_in_4bit` and `load_in_8bit`.")
+    if m.model_name_or_path.startswith("synthetic:") and (m.load_in_4bit or m.load_in_8bit):
+        raise RecipeError(
+            f"{where}: a synthetic tiny model cannot be quantized; drop `load_in_4bit`/`load_in_8bit`."
+        )
     targets = m.lora_target_modules or []
     if m.use_peft and ("lm_head" in targets or "lm_head" in (m.lora_modules_to_save or [])):
         raise RecipeError(

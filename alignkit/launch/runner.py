@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.launch.recipe import RESOLVED_RECIPE, Recipe, RecipeError
-from alignkit.launch.sources import build_synthetic_model, chunk_text_rows, dataset_texts, load_source
+from alignkit.launch.sources import (
+    build_synthetic_model,
+    chunk_text_rows,
+    dataset_texts,
+    load_source,
+    local_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +177,11 @@ def build(recipe: Recipe, callbacks=None) -> Built:
             "split": getattr(s, f"{role}_dataset_split"),
             "rows": len(rows),
         }
+        files = local_files(info[role]["source"])
+        if files and files != info[role]["source"]:
+            info[role]["files"] = (
+                files  # a generated benchmark's folder: `alignkit eval tofu --data` reads it
+            )
     return Built(
         trainer,
         model_path,
@@ -204,7 +215,9 @@ def derived_numbers(trainer) -> dict[str, Any]:
     per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * world
     micro_batches = math.ceil(rows / (a.per_device_train_batch_size * world)) if rows else 0
     steps_per_epoch = max(1, micro_batches // a.gradient_accumulation_steps) if rows else 0
-    total = a.max_steps if a.max_steps and a.max_steps > 0 else math.ceil(a.num_train_epochs * steps_per_epoch)
+    total = (
+        a.max_steps if a.max_steps and a.max_steps > 0 else math.ceil(a.num_train_epochs * steps_per_epoch)
+    )
     return {
         "world_size": world,
         "global_batch_size": per_step,
@@ -317,7 +330,12 @@ def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
     """Build, train, save; returns run_info (with the training metrics)."""
     from alignkit.launch import summary
 
-    built = build(recipe, callbacks=callbacks)
+    try:
+        built = build(recipe, callbacks=callbacks)
+    except ValueError as err:  # a trainer refusing an impossible combination (names the field and the fix)
+        if isinstance(err, RecipeError):
+            raise
+        raise RecipeError(f"{recipe.path or 'recipe'}: {err}") from err
     trainer = built.trainer
     show = console is not None and trainer.is_world_process_zero()
     if show:

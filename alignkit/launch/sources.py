@@ -50,9 +50,11 @@ def cache_root() -> Path:
 def _preference(name: str):
     from alignkit.data import synthetic_preference as sp
 
-    return {"recommendation": sp.recommendation_task, "graded_list": sp.graded_list_task, "safety": sp.safety_task}[
-        name
-    ]
+    return {
+        "recommendation": sp.recommendation_task,
+        "graded_list": sp.graded_list_task,
+        "safety": sp.safety_task,
+    }[name]
 
 
 def _generator(name: str) -> Callable:
@@ -221,7 +223,9 @@ def load_source(text: str, config: str | None = None, split: str = "train") -> d
                 names = sorted(p.stem for p in directory.glob("*.json"))
                 close = difflib.get_close_matches(file, names, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise SourceError(f"{text!r}: the generated benchmark has no split {file!r}.{hint} Splits: {names}.")
+                raise SourceError(
+                    f"{text!r}: the generated benchmark has no split {file!r}.{hint} Splits: {names}."
+                )
             return load_rows(directory, file)
         if config:
             raise SourceError(f"{text!r} takes no dataset config (got {config!r}).")
@@ -240,6 +244,16 @@ def load_source(text: str, config: str | None = None, split: str = "train") -> d
                 f"<config>.json), e.g. --train_dataset /path/to/tofu. ({type(err).__name__}: {err})"
             ) from err
         raise
+
+
+def local_files(text: str) -> str | None:
+    """Where a source's files are on this machine (a generated benchmark's folder), if anywhere."""
+    source = parse_source(text)
+    if source.kind == "synthetic" and source.name == "tofu":
+        return str(synthetic_tofu_dir(source.params))
+    if source.kind == "synthetic":
+        return str(_synthetic_preference_file(source.name, source.params))
+    return source.name if source.kind == "local" else None
 
 
 def chunk_text_rows(rows: datasets.Dataset, tokenizer, window: int) -> datasets.Dataset:
@@ -286,7 +300,9 @@ def build_synthetic_model(text: str, corpus: Iterable[str]) -> Path:
     source = parse_source(text, what="model")
     texts = sorted(set(corpus))
     if not texts:
-        raise SourceError(f"{text!r} needs some text to train its tokenizer on; the recipe's datasets are empty.")
+        raise SourceError(
+            f"{text!r} needs some text to train its tokenizer on; the recipe's datasets are empty."
+        )
     key = _digest({"params": source.params, "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest()})
     directory = cache_root() / "tiny_models" / f"tiny-{key}"
     return _materialise(directory, lambda tmp: build_tiny_model(texts, tmp, **source.params))

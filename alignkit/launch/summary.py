@@ -31,12 +31,18 @@ def print_plan(console: Console, recipe: Recipe, built) -> None:
     trainer, m, args = built.trainer, recipe.model, built.trainer.args
     spec = recipe.spec
     d = derived_numbers(trainer)
-    table = Table(title=f"alignkit train · {recipe.path or spec.name}", show_header=False, title_justify="left")
+    table = Table(
+        title=f"alignkit train · {recipe.path or spec.name}", show_header=False, title_justify="left"
+    )
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column()
     paper = (type(trainer).paper or {}).get("id")
     table.add_row("method", f"{spec.name}: {spec.summary}" + (f" (arXiv {paper})" if paper else ""))
-    model = built.base_model if built.base_model == built.model_path else f"{built.base_model}\n→ {built.model_path}"
+    model = (
+        built.base_model
+        if built.base_model == built.model_path
+        else f"{built.base_model}\n→ {built.model_path}"
+    )
     table.add_row("model", model)
     kind = f"LoRA r={m.lora_r} α={m.lora_alpha}" if m.use_peft else "full fine-tuning"
     if built.quantization:
@@ -49,10 +55,13 @@ def print_plan(console: Console, recipe: Recipe, built) -> None:
         f"{args.per_device_train_batch_size} per device × {args.gradient_accumulation_steps} accumulation × "
         f"{d['world_size']} process(es) = {d['global_batch_size']} rows per step",
     )
-    epochs = f"{_fmt(args.num_train_epochs)} epoch(s)" if not args.max_steps or args.max_steps < 0 else "max_steps"
+    epochs = (
+        f"{_fmt(args.num_train_epochs)} epoch(s)" if not args.max_steps or args.max_steps < 0 else "max_steps"
+    )
     table.add_row("steps", f"{d['total_steps']} ({epochs}; {d['steps_per_epoch']} per epoch)")
     table.add_row("optimizer", f"lr {_fmt(args.learning_rate)}, {_plain(args.lr_scheduler_type)} schedule")
-    table.add_row("device", f"{args.device} · {_plain(trainer.accelerator.distributed_type)}")
+    kind = _plain(trainer.accelerator.distributed_type)
+    table.add_row("device", f"{args.device} · {'single process' if kind == 'NO' else kind}")
     table.add_row("output", str(args.output_dir))
     for note in recipe.notes + built.notes:
         table.add_row("auto", note)
@@ -72,16 +81,23 @@ def print_result(console: Console, recipe: Recipe, built, info: dict) -> None:
     table.add_row("steps", str(train.get("global_step")))
     if "train_loss" in train:
         table.add_row("train loss (mean)", _fmt(train["train_loss"]))
-    table.add_row("time", f"{train.get('wall_seconds', 0):.1f} s training, {built.setup_seconds:.1f} s set-up")
+    table.add_row(
+        "time", f"{train.get('wall_seconds', 0):.1f} s training, {built.setup_seconds:.1f} s set-up"
+    )
     last = {k: v for k, v in train.get("last_log", {}).items() if k not in ("epoch", "step")}
     if last:
         table.add_row("last log", "\n".join(f"{k} = {_fmt(v)}" for k, v in sorted(last.items())))
     out = built.trainer.args.output_dir
     kind = "LoRA adapter" if info.get("model_kind") == "lora" else "model"
     table.add_row("saved", f"{out}: {kind} + tokenizer, alignkit_recipe.yaml, run_info.json")
-    table.add_row(
-        "next",
-        f"alignkit eval --help   (evaluate {out})\n"
-        f"alignkit push {out} --repo-id USER/NAME --dry-run {out}-upload",
-    )
+    train = recipe.script.train_dataset or ""
+    if "tofu" in train.lower():
+        files = built.datasets.get("train", {}).get("files")
+        data = f" --data {files}" if files else ""
+        evaluate = f"alignkit eval tofu --model {out}{data} --output-dir {out}/eval/tofu"
+    elif "muse" in train.lower():
+        evaluate = f"alignkit eval muse --help  (evaluate {out})"
+    else:
+        evaluate = f"alignkit eval --help  (evaluate {out})"
+    table.add_row("next", f"{evaluate}\nalignkit push {out} --repo-id USER/NAME --dry-run {out}-upload")
     console.print(table)
