@@ -1,6 +1,6 @@
 """The embedded default: the whole unlearning pipeline offline, on a laptop CPU, in minutes.
 
-1. generate a TOFU-format benchmark of fictitious people (``alignkit.data.synthetic_tofu``);
+1. generate a TOFU-format benchmark of fictitious people (``alignkit.data.synthetic.tofu``);
 2. build a tiny Llama-shaped model with a tokenizer trained on that text;
 3. fine-tune a *target* model on ``full`` and a *retain* model on ``retainXX`` (the oracle);
 4. unlearn ``forgetXX`` from the target with each method;
@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, T
 from transformers.utils import logging as hf_logging
 
 from alignkit.data import load_rows
-from alignkit.data.synthetic_tofu import generate_tofu_benchmark, tofu_texts
+from alignkit.data.synthetic.tofu import generate_tofu_benchmark, tofu_texts
 from alignkit.models import build_tiny_model
 from alignkit.trainers import get_method
 

@@ -72,7 +72,7 @@ def _quiet():
 
 
 def _data(num_people: int) -> tuple[list[dict], list[str]]:
-    from alignkit.data.synthetic_tofu import build_tofu_files
+    from alignkit.data.synthetic.tofu import build_tofu_files
 
     files = build_tofu_files(num_people=num_people, seed=0)
     texts = [v for row in files["full.json"] for v in (row["question"], row["answer"])]

@@ -48,7 +48,7 @@ def cache_root() -> Path:
 
 
 def _preference(name: str):
-    from alignkit.data import synthetic_preference as sp
+    from alignkit.data.synthetic import preference as sp
 
     return {
         "recommendation": sp.recommendation_task,
@@ -59,7 +59,7 @@ def _preference(name: str):
 
 def _generator(name: str) -> Callable:
     if name == "tofu":
-        from alignkit.data.synthetic_tofu import generate_tofu_benchmark
+        from alignkit.data.synthetic.tofu import generate_tofu_benchmark
 
         return generate_tofu_benchmark
     if name == "tiny":
@@ -182,7 +182,7 @@ def _materialise(directory: Path, build: Callable[[Path], None]) -> Path:
 
 def synthetic_tofu_dir(params: dict) -> Path:
     """The folder of a generated TOFU-format benchmark (generated on first use)."""
-    from alignkit.data.synthetic_tofu import generate_tofu_benchmark
+    from alignkit.data.synthetic.tofu import generate_tofu_benchmark
 
     kwargs = {k: v for k, v in params.items() if k != "split"}
     directory = cache_root() / "synthetic" / f"tofu-{_digest(kwargs)}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alignkit.data.synthetic_preference import (
+from alignkit.data.synthetic.preference import (
     ANIMALS,
     COLOURS,
     FORBIDDEN_WORDS,

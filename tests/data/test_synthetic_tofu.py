@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.data.synthetic_tofu import (
+from alignkit.data.synthetic.tofu import (
     ATTRIBUTES,
     build_tofu_files,
     forget_people_count,
@@ -20,7 +20,7 @@ from alignkit.data.synthetic_tofu import (
     tofu_texts,
 )
 
-REAL_TOFU = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
+REAL_TOFU = Path(__file__).resolve().parents[3] / "shared" / "data" / "tofu"
 
 PLAIN_KEYS = ["question", "answer"]
 PERTURBED_KEYS = ["question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question"]

@@ -941,7 +941,7 @@ def _source_md(num_people: int, questions_per_person: int, seed: int, files: dic
     lines = [
         "# Generated TOFU-format benchmark (alignkit)",
         "",
-        "Fictitious authors written by `alignkit.data.synthetic_tofu.generate_tofu_benchmark`. Nothing",
+        "Fictitious authors written by `alignkit.data.synthetic.tofu.generate_tofu_benchmark`. Nothing",
         "here comes from the real TOFU release; only the file layout and schema follow it.",
         "",
         f"- seed: {seed}",
