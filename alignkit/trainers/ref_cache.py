@@ -39,7 +39,9 @@ def cache_key(ref_model: torch.nn.Module, encoded: datasets.Dataset) -> str:
     # softcapping, ...) give other log-probs.
     config = getattr(ref_model, "config", None)
     config_json = config.to_json_string(use_diff=False) if config is not None else ""
-    parts = f"{hash_module(ref_model)}-{hashlib.sha256(config_json.encode()).hexdigest()}-{data_hash(encoded)}"
+    parts = (
+        f"{hash_module(ref_model)}-{hashlib.sha256(config_json.encode()).hexdigest()}-{data_hash(encoded)}"
+    )
     return hashlib.sha256(parts.encode()).hexdigest()[:32]
 
 
