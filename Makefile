@@ -31,7 +31,7 @@ test-distributed: setup
 	$(PY) -m pytest -q -m distributed
 
 lint: setup
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check alignkit
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -44,9 +44,20 @@ def settings_for(gpu: bool, seed: int) -> QuickstartSettings:
         )
     # CPU: sized so the whole run (2 fine-tunes of 4,217 QA pairs, 5 unlearning runs, 7 full
     # evaluations) finishes within an hour on 2 shared cores.
-    return QuickstartSettings(forget_split="forget10", seed=seed, vocab_size=1024, hidden_size=128, num_layers=3,
-                              finetune_epochs=12, finetune_lr=5e-3, finetune_batch_size=32, unlearn_epochs=3,
-                              unlearn_lr=5e-4, unlearn_batch_size=16, eval_batch_size=64)
+    return QuickstartSettings(
+        forget_split="forget10",
+        seed=seed,
+        vocab_size=1024,
+        hidden_size=128,
+        num_layers=3,
+        finetune_epochs=12,
+        finetune_lr=5e-3,
+        finetune_batch_size=32,
+        unlearn_epochs=3,
+        unlearn_lr=5e-4,
+        unlearn_batch_size=16,
+        eval_batch_size=64,
+    )
 
 
 def main() -> None:

@@ -11,8 +11,9 @@ from alignkit.quickstart import QuickstartSettings, run_quickstart, verdict
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    settings = QuickstartSettings(num_people=10, questions_per_person=6, finetune_epochs=25, methods=("ga", "npo"),
-                                  unlearn_epochs=3)
+    settings = QuickstartSettings(
+        num_people=10, questions_per_person=6, finetune_epochs=25, methods=("ga", "npo"), unlearn_epochs=3
+    )
     out = tmp_path_factory.mktemp("quickstart")
     return run_quickstart(out, settings, progress=False)
 
