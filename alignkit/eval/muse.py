@@ -38,7 +38,7 @@ import dataclasses
 import json
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +47,7 @@ from alignkit.data.prompt_format import PromptFormat
 from alignkit.data.tokenize import encode_prompt_completion
 from alignkit.eval import mia
 from alignkit.eval.loading import load_model, load_tokenizer, model_name
+from alignkit.eval.progress import StageProgress
 
 DEFAULT_DATA = "muse-bench/MUSE-News"
 EVAL_FILE, SUMMARY_FILE, REPORT_FILE = "MUSE_EVAL.json", "MUSE_SUMMARY.json", "MUSE_REPORT.md"  # OU's names
@@ -574,35 +575,6 @@ def _fmt(value) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-class _Progress:
-    """Thin wrapper: one rich task per stage, or nothing."""
-
-    def __init__(self, progress):
-        self._own = progress is True
-        if progress is True:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-            )
-        self._p = progress or None
-
-    def __enter__(self):
-        if self._own:
-            self._p.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self._own:
-            self._p.stop()
-
-    def stage(self, description: str, total: int) -> Callable[[int], None]:
-        if self._p is None:
-            return lambda n: None
-        task = self._p.add_task(description, total=total)
-        return lambda n: self._p.advance(task, n)
-
-
 def _generate(model, tokenizer, prompts, *, advance, batch_size, **kwargs) -> list[str]:
     # Greedy, left-padded, OU post-processing (cut at EOS text and stop strings, strip).
     from alignkit.eval.scoring import generate_texts
@@ -671,7 +643,7 @@ def evaluate_muse(
     was_training = model.training
     model.eval()
     try:
-        with _Progress(progress) as bar:
+        with StageProgress(progress) as bar:
             logs = _run(model, tokenizer, ds, proto, retain_model, reference, batch_size, bar, gradnorm)
     finally:
         model.train(was_training)

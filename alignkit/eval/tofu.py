@@ -23,6 +23,7 @@ from pathlib import Path
 from alignkit.data.prompt_format import PromptFormat
 from alignkit.eval import metrics as M
 from alignkit.eval.loading import load_model, load_tokenizer, model_name
+from alignkit.eval.progress import StageProgress
 from alignkit.eval.protocols import TofuProtocol, get_protocol
 from alignkit.eval.scoring import (
     ScoredText,
@@ -419,45 +420,7 @@ def load_retain_reference(
 # ------------------------------------------------------------------------------------ progress
 
 
-class _Bars:
-    def __init__(self, progress):
-        self.own = progress is True
-        self.p = None
-        self.last = None
-        if progress is True:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.p = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-            )
-        elif progress not in (None, False):
-            self.p = progress  # a rich Progress the caller runs
-
-    def __enter__(self):
-        if self.own:
-            self.p.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.own:
-            self.p.stop()
-        else:
-            self._hide_last()
-
-    def _hide_last(self):
-        # In a caller's Progress (a pipeline evaluating many models) finished stages would pile up.
-        if self.p is not None and not self.own and self.last is not None:
-            self.p.update(self.last, visible=False)
-
-    def stage(self, description: str, total: int):
-        if self.p is None:
-            return None
-        self._hide_last()
-        task = self.last = self.p.add_task(description, total=total)
-        return lambda n: self.p.advance(task, n)
-
-
-# ------------------------------------------------------------------------------------ model loading
+# ------------------------------------------------------------------------------------ checks
 
 
 def _check_format(fmt: PromptFormat, tokenizer, who: str) -> None:
@@ -560,7 +523,7 @@ def evaluate_tofu(
         ref_was_training = ref_obj.training
         ref_cache = ScoreCache(ref_obj.eval(), _Encoder(retain_tok, fmt, proto), batch_size=batch_size)
         try:
-            with _Bars(progress) as bars:
+            with StageProgress(progress) as bars:
                 reference = _forget_truth_ratios(tasks["forget"], ref_cache, proto, bars)
         finally:
             if ref_was_training:
@@ -580,7 +543,7 @@ def evaluate_tofu(
     was_training = model_obj.training
     model_obj.eval()
     try:
-        with _Bars(progress) as bars:
+        with StageProgress(progress) as bars:
             for key, task in tasks.items():
                 t = time.perf_counter()
                 losses = _task_losses(
@@ -665,7 +628,7 @@ def evaluate_tofu(
     return result
 
 
-def _forget_truth_ratios(task: TofuTask, cache: ScoreCache, proto: TofuProtocol, bars: _Bars) -> dict:
+def _forget_truth_ratios(task: TofuTask, cache: ScoreCache, proto: TofuProtocol, bars: StageProgress) -> dict:
     """The retain model's ``forget_truth_ratio`` (paraphrased vs perturbed answers on the forget set)."""
     total = sum(1 + len(it.wrong) for it in task.items)
     losses = _task_losses(
