@@ -36,6 +36,18 @@ def shared_dir(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine a second thread made
+    a tiny-model forward 20-50x slower. Session scope: set before every other fixture runs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tofu_dir() -> Path:
     return shared_dir("tofu")

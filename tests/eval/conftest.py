@@ -9,18 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-
-
-@pytest.fixture(scope="package", autouse=True)
-def _one_torch_thread():
-    # On the 2-core test machine, intra-op threads spin against other processes: a tiny-model
-    # forward runs ~50x slower with 2 threads than with 1 when the other core is busy. Package
-    # scope: set before the module/session fixtures of this folder run, restored after its tests.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _texts(path, limit=None) -> list[str]:

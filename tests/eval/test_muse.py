@@ -47,17 +47,6 @@ SUMMARY_KEYS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread_for_module_fixtures():
-    # tests/eval/conftest.py pins one torch thread per test; module-scoped fixtures below run model
-    # forwards before that function-scoped fixture applies, and two threads against a busy second
-    # core are many times slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def sample() -> Path:
     if not SAMPLE.is_dir():

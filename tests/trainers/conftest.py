@@ -1,4 +1,4 @@
-"""Fixtures for the trainer tests: one torch thread, quiet logs, and a tiny model with something to unlearn.
+"""Fixtures for the trainer tests: quiet logs, and a tiny model with something to unlearn.
 
 Data and helpers shared by several files live in ``trainer_helpers.py`` beside this file.
 """
@@ -6,18 +6,6 @@ Data and helpers shared by several files live in ``trainer_helpers.py`` beside t
 from __future__ import annotations
 
 import pytest
-import torch
-
-
-@pytest.fixture(scope="package", autouse=True)
-def _one_torch_thread():
-    # On the 2-core test machine, intra-op threads spin against other processes: a tiny-model step
-    # runs ~20x slower with 2 threads than with 1 when the other core is busy. Package scope: set
-    # before the session fixtures of this folder run, restored after its tests.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="package", autouse=True)
