@@ -45,6 +45,11 @@ def _is_peft(model) -> bool:
     return isinstance(model, PeftModel)
 
 
+def _retain_kl(args) -> bool:
+    """The retain KL term needs full-vocabulary logits from policy and reference on the retain rows."""
+    return isinstance(args, UnlearnConfig) and args.retain_loss == "kl"
+
+
 class _EpochCallback(TrainerCallback):
     """Tells the forget/retain pairing which epoch it is, so each epoch draws fresh retain rows."""
 
@@ -227,18 +232,13 @@ class AlignKitTrainer(Trainer):
                 f"{name}: `ref_mode='adapter_off'` needs a PEFT model; pass `peft_config` or a "
                 "PeftModel, or use ref_mode='model' / 'precomputed'."
             )
-        needs_ref = self.needs.reference != "none" or (
-            isinstance(args, UnlearnConfig) and args.retain_loss == "kl"
-        )
-        if mode == "none" and needs_ref:
+        if mode == "none" and self._needs_reference(args):
             raise ValueError(
                 f"{name}: this setup needs reference log-probs (reference={self.needs.reference!r}, "
                 f"retain_loss={getattr(args, 'retain_loss', 'none')!r}); `ref_mode='none'` cannot "
                 "provide them."
             )
-        if mode == "precomputed" and (
-            self.needs.reference in ("token", "logits") or getattr(args, "retain_loss", "") == "kl"
-        ):
+        if mode == "precomputed" and (self.needs.reference in ("token", "logits") or _retain_kl(args)):
             raise ValueError(
                 f"{name}: `ref_mode='precomputed'` caches one sequence log-prob per completion, but "
                 "this setup needs per-token reference values or logits (a token-level loss or "
@@ -256,11 +256,11 @@ class AlignKitTrainer(Trainer):
                     "ref_mode='model' (the reference is sharded like the policy), or ZeRO-2 / DDP."
                 )
 
+    def _needs_reference(self, args) -> bool:
+        return self.needs.reference != "none" or _retain_kl(args)
+
     def _resolve_ref_mode(self, args, has_peft: bool, ref_model) -> str:
-        needs_ref = self.needs.reference != "none" or (
-            isinstance(args, UnlearnConfig) and args.retain_loss == "kl"
-        )
-        if not needs_ref:
+        if not self._needs_reference(args):
             return "none"
         if args.ref_mode != "auto":
             return args.ref_mode
@@ -315,7 +315,7 @@ class AlignKitTrainer(Trainer):
         """ONE policy forward over main + retain rows; the reference as the mode provides it."""
         n = inputs["num_main"]
         args = self.args
-        retain_kl = isinstance(args, UnlearnConfig) and args.retain_loss == "kl"
+        retain_kl = _retain_kl(args)
         want_logits = self.needs.logits or retain_kl
         rows = row_outputs(model, inputs, want_logits=want_logits, fused=self._fused)
         out = ForwardOutput(
