@@ -13,8 +13,9 @@ $(VENV)/.alignkit-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# The CPU torch wheel where this machine keeps one locally (no index: never pulls a CUDA build);
-	@# elsewhere pip resolves torch from the index in the next step, as for any user.
-	-$(PY) -m pip install -q --no-index torch==2.13.0 2>/dev/null
+	@# elsewhere pip resolves torch from the index in the next step, as for any user. --no-deps because
+	@# the local folder holds only torch: its own requirements come from the index with the package.
+	-$(PY) -m pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null
 	$(PY) -m pip install -q -e ".[dev,deepspeed]"
 	touch $@
 
