@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from alignkit.errors import CLI_ERRORS
+
 # One entry per subcommand module, in the order ``--help`` lists them.
 COMMAND_MODULES = ("quickstart", "train", "eval", "report", "push", "env")
 
@@ -45,7 +47,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if getattr(args, "accepts_extra", False):
         args.extra = rest
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except CLI_ERRORS as err:
+        return report_error(err)
+
+
+def report_error(err: BaseException) -> int:
+    """The one place a user error becomes ``error: <one line>`` on stderr (no traceback)."""
+    message = " ".join(str(err).split())  # one line, whatever the message's own newlines
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return getattr(err, "exit_code", 2)
 
 
 if __name__ == "__main__":

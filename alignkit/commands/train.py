@@ -34,13 +34,11 @@ recipes: recipes/<benchmark>/... (README: "Recipes"); launch configs: accelerate
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from alignkit.trainers import METHODS  # importing the package registers every method
-
     parser = subparsers.add_parser(
         "train",
         help="Train with a recipe (YAML + --key value overrides).",
         description=DESCRIPTION,
-        epilog=EPILOG.format(methods=", ".join(sorted(METHODS))),
+        epilog=EPILOG,  # method names filled in when shown (importing them costs seconds)
         formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=False,
     )
@@ -137,6 +135,9 @@ def run(args) -> int:
 
             method = read_recipe_file(args.recipe).get("method")
         if method is None:
+            from alignkit.trainers import METHODS  # importing the package registers every method
+
+            args._parser.epilog = EPILOG.format(methods=", ".join(sorted(METHODS)))
             args._parser.print_help()
             return 0
         try:

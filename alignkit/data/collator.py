@@ -16,6 +16,7 @@ key                    shape        meaning
 ``scores``             [N_main]     graded scores, NaN where the data has none
 ``ref_logps``          [N_main]     precomputed reference log-probs (only when present)
 ``num_main``           int          rows ``[:num_main]`` are main rows, the rest retain
+``row_ids``            [B]          each prompt's index in its input dataset (encoded rows only)
 =====================  ===========  ====================================================
 
 Truncation policy (per completion row), applied once at encoding:
@@ -146,6 +147,10 @@ class PreferenceCollator:
         return feature if "completion_ids" in feature else self.encode(feature, index=i, source="batch")
 
     def __call__(self, features: list[dict]) -> dict[str, Any]:
+        if not features:
+            raise ValueError(
+                "PreferenceCollator got an empty batch (no rows); a batch needs at least one row"
+            )
         features = [self._ensure_encoded(f, i) for i, f in enumerate(features)]
         rows: list[tuple[list[int], list[int]]] = []
         group_sizes, roles, scores, ref = [], [], [], []
@@ -167,6 +172,8 @@ class PreferenceCollator:
         batch["roles"] = torch.tensor(roles, dtype=torch.long)
         batch["scores"] = torch.tensor(scores, dtype=torch.float32)
         batch["num_main"] = num_main
+        if all("row_index" in f for f in features):
+            batch["row_ids"] = torch.tensor([f["row_index"] for f in features], dtype=torch.long)
         if ref:
             if len(ref) != num_main:
                 raise ValueError("`ref_logps` must be present for every row of the batch or for none")

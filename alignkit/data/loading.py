@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -11,7 +12,8 @@ import datasets
 from torch.utils.data import Dataset as TorchDataset
 
 from alignkit.data.collator import PreferenceCollator
-from alignkit.data.records import PreferenceRecord, RecordError
+from alignkit.data.records import PreferenceRecord, RecordError, unknown_fields
+from alignkit.errors import DataFileError
 
 logger = logging.getLogger(__name__)
 
@@ -25,18 +27,78 @@ def load_rows(source: str | Path, config: str | None = None, split: str = "train
     """
     path = Path(source)
     if path.is_file():
-        return datasets.load_dataset("json", data_files=str(path), split="train")
+        return load_json_file(path)
     if path.is_dir():
         if config is None:
             raise ValueError(f"{path} is a folder: name the file to read with `config` (e.g. 'forget10').")
         for suffix in (".json", ".jsonl"):
             candidate = path / f"{config}{suffix}"
             if candidate.is_file():
-                return datasets.load_dataset("json", data_files=str(candidate), split="train")
+                return load_json_file(candidate)
         raise FileNotFoundError(f"{path} has no {config}.json or {config}.jsonl")
     if str(source).startswith(("/", "./", "../")):
         raise FileNotFoundError(f"{source} does not exist")
     return datasets.load_dataset(str(source), config, split=split)
+
+
+def load_json_file(path: Path) -> datasets.Dataset:
+    """A local JSON/JSONL file as rows, after ``check_json_file`` (errors name the file and line)."""
+    check_json_file(path)
+    return datasets.load_dataset("json", data_files=str(path), split="train")
+
+
+def check_json_file(path: Path) -> None:
+    """Raise ``DataFileError`` naming the file, the line and the fix for a file that is not rows.
+
+    ``datasets``' JSON reader reports these as a bare ``StopIteration`` (empty file), "corresponds to
+    no data" (whitespace), a pyarrow parse error without the file's line, or a ``UnicodeDecodeError``
+    without the file; one pass over the bytes here says which line is wrong instead.
+    """
+    raw = path.read_bytes()
+    fix = "a dataset file holds one JSON object per line (JSONL) or a JSON list of objects"
+    if not raw:
+        raise DataFileError(f"{path} is empty (0 bytes); {fix}.")
+    lines = raw.split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataFileError(
+                f"{path}, line {number}: byte 0x{line[err.start]:02x} at column {err.start + 1} is not "
+                "valid UTF-8; re-save the file as UTF-8."
+            ) from None
+    text = raw.decode("utf-8-sig")
+    if not text.strip():
+        raise DataFileError(f"{path} holds only whitespace, no rows; {fix}.")
+    if text.lstrip()[0] in "[{":
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError:
+            document = None  # not one JSON document: read it as JSON Lines below
+        if isinstance(document, list):
+            for row, value in enumerate(document):
+                _check_object(value, f"{path}, row {row}", fix)
+            return
+        if isinstance(document, dict):
+            return  # one row, or a mapping of columns: `datasets` reads both
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFileError(
+                f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); {fix}."
+            ) from None
+        _check_object(value, f"{path}, line {number}", fix)
+
+
+def _check_object(value, where: str, fix: str) -> None:
+    if not isinstance(value, dict):
+        raise DataFileError(
+            f"{where}: is a JSON {type(value).__name__}, not an object of fields "
+            f'(e.g. {{"prompt": ..., "chosen": ..., "rejected": ...}}); {fix}.'
+        )
 
 
 def prepare_dataset(
@@ -57,22 +119,39 @@ def prepare_dataset(
     if on_invalid not in ("raise", "skip"):
         raise ValueError(f"`on_invalid` must be 'raise' or 'skip', got {on_invalid!r}")
     if isinstance(data, datasets.Dataset):
-        rows = data
+        rows, python_rows = data, None
+        fields = data.column_names
     else:
-        # Not `Dataset.from_list`: it takes the columns from the first row only, which would silently
-        # drop fields of later rows (a `chosen` lost turns a pairwise row into a negatives-only one).
-        data = list(data)
-        columns = list(dict.fromkeys(key for row in data for key in row))
-        rows = datasets.Dataset.from_dict({key: [row.get(key) for row in data] for key in columns})
+        # Python rows never become an Arrow table as they are: `Dataset.from_list` takes the columns
+        # from the first row only (a `chosen` lost turns a pairwise row into a negatives-only one),
+        # and a field whose type varies between rows (a string `rejected` here, a list there; an int
+        # answer) crashes pyarrow. The map below reads each row from the list by index instead, so
+        # every row goes through the same checks (and `on_invalid`) as a file's rows.
+        python_rows = list(data)
+        rows = datasets.Dataset.from_dict({"_row": list(range(len(python_rows)))})
+        fields = list(dict.fromkeys(k for row in python_rows if isinstance(row, dict) for k in row))
     if len(rows) == 0:
         raise ValueError(f"{name} is empty")
+    ignored = unknown_fields(f for f in fields if isinstance(f, str))
+    if ignored:
+        logger.warning(
+            "%s: ignoring field(s) %s, which no record shape reads (see alignkit.data.records).",
+            name,
+            ", ".join(f"`{f}`" for f in ignored),
+        )
     skipped: list[str] = []
 
     def encode_batch(batch: dict, indices: list[int]) -> dict:
-        out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "roles": [], "scores": []}
+        out: dict[str, list] = {
+            "prompt_ids": [],
+            "completion_ids": [],
+            "roles": [],
+            "scores": [],
+            "row_index": [],
+        }
         keys = list(batch)
         for j, index in enumerate(indices):
-            row = {k: batch[k][j] for k in keys}
+            row = python_rows[index] if python_rows is not None else {k: batch[k][j] for k in keys}
             try:
                 encoded = collator.encode(
                     transform(row, index) if transform else row, index=index, source=name
@@ -82,6 +161,7 @@ def prepare_dataset(
                     raise
                 skipped.append(str(error))
                 continue
+            encoded["row_index"] = index  # the input row, named when a batch's loss is not finite
             for k in out:
                 out[k].append(encoded[k])
         return out

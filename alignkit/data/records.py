@@ -25,10 +25,13 @@ and the field.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from alignkit.errors import UserError
 
 ROLES = ("chosen", "rejected", "answer", "ranked", "sample")
 ROLE_IDS = {name: i for i, name in enumerate(ROLES)}
@@ -53,7 +56,7 @@ class PreferenceRecord:
         return isinstance(self.prompt, list)
 
 
-class RecordError(ValueError):
+class RecordError(UserError):
     """A malformed input row; the message names the dataset, the row and the field."""
 
     def __init__(self, source: str, index: int, field_name: str, problem: str):
@@ -77,8 +80,14 @@ def _check_text(value: Any, err, name: str, *, allow_empty: bool = False) -> Tex
             role, content = message.get("role"), message.get("content")
             if role not in MESSAGE_ROLES:
                 raise err(f"{name}[{j}].role", f"unknown role {role!r}; expected one of {MESSAGE_ROLES}")
-            if not isinstance(content, str) or not content.strip():
-                raise err(f"{name}[{j}].content", "is missing or empty")
+            if content is None:
+                raise err(f"{name}[{j}].content", "is missing")
+            if not isinstance(content, str):
+                raise err(
+                    f"{name}[{j}].content", f"must be a string, got {type(content).__name__} {content!r}"
+                )
+            if not content.strip():
+                raise err(f"{name}[{j}].content", "is empty")
         return value
     if isinstance(value, list) and not value:
         raise err(name, "is an empty list")
@@ -115,6 +124,54 @@ def _check_scores(values: Any, k: int, err, name: str) -> list[float]:
     return out
 
 
+# The fields of each record shape; ``prompt`` is shared by the last three. A row whose fields belong
+# to two shapes is ambiguous (which completions would be trained on?), so it is an error.
+SHAPE_FIELDS = {
+    "question/answer": ("question", "answer"),
+    "messages": ("messages",),
+    "text": ("text",),
+    "chosen/rejected": ("chosen", "rejected"),
+    "completions/scores": ("completions", "scores", "ranks"),
+    "completion/label": ("completion", "label"),
+}
+PROMPTLESS_FIELDS = ("question", "answer", "messages", "text")
+KNOWN_FIELDS = frozenset(["prompt", *(f for fields in SHAPE_FIELDS.values() for f in fields)])
+
+
+def unknown_fields(keys) -> list[str]:
+    """Fields no record shape reads (the caller warns once per dataset that they are ignored)."""
+    return sorted(k for k in keys if k not in KNOWN_FIELDS)
+
+
+def _check_fields(keys: set[str], err) -> None:
+    """Reject misspelled fields and rows whose fields mix two record shapes, naming the fields."""
+    for key in keys:
+        if not isinstance(key, str):
+            raise err(repr(key), "field names must be strings")
+    for key in sorted(keys - KNOWN_FIELDS):
+        close = difflib.get_close_matches(key, KNOWN_FIELDS, n=1, cutoff=0.75)
+        if close and close[0] not in keys:
+            raise err(key, f"is not a known field; did you mean `{close[0]}`? Rename it")
+    present = [[f for f in fields if f in keys] for fields in SHAPE_FIELDS.values()]
+    present = [fields for fields in present if fields]
+    if "prompt" in keys and present and all(fields[0] in PROMPTLESS_FIELDS for fields in present):
+        present.append(["prompt"])  # e.g. `question` + `prompt`: which one is the prompt?
+    if len(present) > 1:
+        described = " and ".join("/".join(f"`{f}`" for f in fields) for fields in present)
+        raise err(
+            "/".join(f for fields in present for f in fields),
+            f"the row has {described}, which belong to different record shapes; keep the fields of "
+            "one shape (e.g. `dataset.remove_columns([...])`)",
+        )
+    if "scores" in keys and "ranks" in keys:
+        raise err("scores/ranks", "give either `scores` (higher is better) or `ranks` (1 = best), not both")
+    if "label" in keys and "completion" not in keys:
+        raise err("label", "only applies to a `completion` row; this row has no `completion`")
+    for modifier in ("scores", "ranks"):
+        if modifier in keys and "completions" not in keys:
+            raise err(modifier, "only applies to a `completions` list; this row has no `completions`")
+
+
 def normalize_record(row: dict, *, index: int, source: str = "dataset") -> PreferenceRecord:
     """Turn one input row of any accepted shape into a ``PreferenceRecord``."""
 
@@ -124,6 +181,7 @@ def normalize_record(row: dict, *, index: int, source: str = "dataset") -> Prefe
     if not isinstance(row, dict):
         raise RecordError(source, index, "<row>", f"must be a mapping, got {type(row).__name__}")
     keys = {k for k, v in row.items() if v is not None}
+    _check_fields(keys, err)
 
     if "question" in keys or ("answer" in keys and "prompt" not in keys):
         question = _check_plain(row.get("question"), err, "question")

@@ -384,7 +384,7 @@ BAD_ROWS = {
     "empty_message_content": (
         {"prompt": [msg("user", "")], "completion": asst("a")},
         "prompt[0].content",
-        "is missing or empty",
+        "is empty",
     ),
     "empty_completions_item": (
         {"prompt": "p", "completions": ["a", " "], "scores": [1, 2]},
@@ -629,7 +629,7 @@ def test_prepare_dataset_clean_data_logs_nothing(tokenizer, caplog):
         encoded = prepare_dataset(rows, PreferenceCollator(tokenizer), name="clean", on_invalid="skip")
     assert len(encoded) == 3
     assert "skipped" not in caplog.text
-    assert set(encoded.column_names) == {"prompt_ids", "completion_ids", "roles", "scores"}
+    assert set(encoded.column_names) == {"prompt_ids", "completion_ids", "roles", "scores", "row_index"}
 
 
 def test_prepare_dataset_rejects_bad_mode_empty_data_and_all_invalid(tokenizer):
