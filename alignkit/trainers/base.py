@@ -32,6 +32,7 @@ from alignkit.data.records import ROLES
 from alignkit.losses import LossOutput, nll_loss, retain_kl_loss
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
 from alignkit.trainers.forward import ForwardOutput, Needs, row_outputs
+from alignkit.trainers.nonfinite import NonFiniteGuard
 from alignkit.trainers.ref_cache import with_ref_logps
 
 logger = logging.getLogger(__name__)
@@ -171,6 +172,13 @@ class AlignKitTrainer(Trainer):
             self.add_callback(SyncRefModelCallback(ref_model=self.ref_model, accelerator=self.accelerator))
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names + [self.method_name])
+        if args.on_nonfinite == "skip" and self.is_deepspeed_enabled:
+            raise ValueError(
+                "`on_nonfinite='skip'` is not supported under DeepSpeed (its engine steps the optimizer "
+                "inside the backward pass); use the default `on_nonfinite='stop'`."
+            )
+        self.nonfinite_guard = NonFiniteGuard(self)
+        self.add_callback(self.nonfinite_guard)
 
     # ------------------------------------------------------------------ set-up helpers
     @staticmethod
@@ -370,6 +378,11 @@ class AlignKitTrainer(Trainer):
             metrics.update(retain.metrics)
             metrics["retain/logps"] = (out.retain.seq_logps / out.retain.lengths.clamp_min(1)).mean().detach()
         metrics["loss/method"] = forget.loss.detach()
+        if self.model.training:
+            terms = {f"{self.method_name} loss": forget.loss}
+            if retain is not None:
+                terms[f"retain loss ({self.args.retain_loss})"] = retain.loss
+            self.nonfinite_guard.check_loss({**terms, "total loss": loss}, inputs)
         self._record(metrics, out)
         return (loss, {"loss": loss.detach()}) if return_outputs else loss
 
@@ -404,6 +417,8 @@ class AlignKitTrainer(Trainer):
                     merged[k][1] += c
             local = merged
         prefix = "eval_" if mode == "eval" else ""
+        if mode == "train" and self.nonfinite_guard.skipped:
+            logs["nonfinite_skipped_steps"] = self.nonfinite_guard.skipped
         logs.update({f"{prefix}{k}": s / c for k, (s, c) in local.items() if c})
         self._metrics[mode].clear()
         super().log(logs, start_time)

@@ -59,6 +59,14 @@ class AlignKitConfig(TrainingArguments):
     on_invalid: str = field(
         default="raise", metadata={"help": "Malformed rows: raise (default) or skip (and report how many)."}
     )
+    on_nonfinite: str = field(
+        default="stop",
+        metadata={
+            "help": "A NaN/inf loss or gradient: stop (default; save the weights from before the step and "
+            "name the step, loss term and rows) or skip (leave the weights unchanged for that step, "
+            "counted and logged)."
+        },
+    )
 
     # > Parameters that control the reference model
     ref_mode: str = field(
@@ -96,6 +104,8 @@ class AlignKitConfig(TrainingArguments):
             raise ValueError(f"`boundary` must be 'separate' or 'joint', got {self.boundary!r}.")
         if self.on_invalid not in ("raise", "skip"):
             raise ValueError(f"`on_invalid` must be 'raise' or 'skip', got {self.on_invalid!r}.")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"`on_nonfinite` must be 'stop' or 'skip', got {self.on_nonfinite!r}.")
         for name in ("max_length", "max_prompt_length", "max_completion_length"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -1,0 +1,58 @@
+"""A user's mistake is ONE line on stderr (`error: ...`, exit 2) naming the file/row/field/flag and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+FIX = "a dataset file holds one JSON object per line (JSONL) or a JSON list of objects"
+
+
+def one_error_line(out: str) -> str:
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert "Traceback" not in out
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, out
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", f"is empty (0 bytes); {FIX}."),
+        (b" \n \n", f"holds only whitespace, no rows; {FIX}."),
+        (b'{"question": "q", "answer": "a"}\n{"question": "q",\n', "line 2: not valid JSON"),
+        (b'{"question": "q\xff", "answer": "a"}\n', "line 1: byte 0xff at column 16 is not valid UTF-8"),
+        (b'"just a string"\n', "line 1: is a JSON str, not an object of fields"),
+    ],
+)
+def test_train_on_a_bad_data_file_is_one_line(cli, recipe_file, tmp_path, content, problem):
+    data = tmp_path / "rows.jsonl"
+    data.write_bytes(content)
+    code, out = cli("train", recipe_file, "--train_dataset", data)
+    assert code == 2
+    line = one_error_line(out)
+    assert line.startswith(f"error: {recipe_file}: {data}")
+    assert problem in line
+
+
+def test_train_on_an_ambiguous_row_names_row_and_fields(cli, recipe_file, tmp_path):
+    data = tmp_path / "rows.jsonl"
+    data.write_text(
+        '{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "choosen": "a", "rejected": "b"}\n'
+    )
+    code, out = cli("train", recipe_file, "--train_dataset", data)
+    assert code == 2
+    assert one_error_line(out) == (
+        f"error: {recipe_file}: train_dataset, row 1, field `choosen`: is not a known field; "
+        "did you mean `chosen`? Rename it"
+    )
+
+
+def test_the_cli_handler_turns_user_errors_into_one_line(capsys):
+    """Any command raising a UserError (here a record error) gets the same one-line treatment."""
+    from alignkit.cli import report_error
+    from alignkit.data import RecordError
+
+    code = report_error(RecordError("train.jsonl", 4, "chosen", "is empty"))
+    assert code == 2
+    assert capsys.readouterr().err == "error: train.jsonl, row 4, field `chosen`: is empty\n"
