@@ -16,7 +16,9 @@ def test_zero3_tests_skip_with_the_reason_without_deepspeed():
         "sys.exit(pytest.main(['-q', '-rs', '-p', 'no:cacheprovider', '-m', 'distributed', '-k', 'zero3', "
         "'tests/distributed/test_launch.py']))"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 skipped" in result.stdout
     assert result.stdout.count("DeepSpeed is not installed (pip install 'alignkit[deepspeed]')") == 2

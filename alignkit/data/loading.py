@@ -70,17 +70,25 @@ def check_json_file(path: Path) -> None:
     text = raw.decode("utf-8-sig")
     if not text.strip():
         raise DataFileError(f"{path} holds only whitespace, no rows; {fix}.")
-    if text.lstrip()[0] in "[{":
+    document = None
+    if text.lstrip().startswith("["):  # a JSON list of rows: one document, its own line numbers
         try:
             document = json.loads(text)
-        except json.JSONDecodeError:
-            document = None  # not one JSON document: read it as JSON Lines below
-        if isinstance(document, list):
-            for row, value in enumerate(document):
-                _check_object(value, f"{path}, row {row}", fix)
-            return
-        if isinstance(document, dict):
-            return  # one row, or a mapping of columns: `datasets` reads both
+        except json.JSONDecodeError as err:
+            raise DataFileError(
+                f"{path}, line {err.lineno}: not valid JSON ({err.msg} at column {err.colno}); {fix}."
+            ) from None
+        if not isinstance(document, list) or not document:
+            raise DataFileError(f"{path} holds an empty JSON list, no rows; {fix}.")
+        for row, value in enumerate(document):
+            _check_object(value, f"{path}, row {row}", fix)
+        return
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        pass  # not one JSON document: JSON Lines, checked line by line below
+    if isinstance(document, dict):
+        return  # one row, or a mapping of columns: `datasets` reads both
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
