@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -83,10 +84,8 @@ def check_json_file(path: Path) -> None:
         for row, value in enumerate(document):
             _check_object(value, f"{path}, row {row}", fix)
         return
-    try:
+    with contextlib.suppress(json.JSONDecodeError):  # not one document: JSON Lines, checked below
         document = json.loads(text)
-    except json.JSONDecodeError:
-        pass  # not one JSON document: JSON Lines, checked line by line below
     if isinstance(document, dict):
         return  # one row, or a mapping of columns: `datasets` reads both
     for number, line in enumerate(text.split("\n"), start=1):
