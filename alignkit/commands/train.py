@@ -122,6 +122,14 @@ def launch_command(args, extra: list[str]) -> list[str]:
     return [*cmd, "-m", "alignkit.cli", "train", args.recipe, *extra]
 
 
+def quiet_deepspeed_on_cpu() -> None:
+    """DeepSpeed (imported by accelerate when installed) warns on every CPU run that it found no GPU."""
+    import torch
+
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"  # exported to launched processes too
+
+
 def run(args) -> int:
     from alignkit.launch.recipe import RecipeError, load_recipe, recipe_help
 
@@ -162,6 +170,7 @@ def run(args) -> int:
             f"{', '.join(launch_only)} only apply to a multi-process launch: add --accelerate_config NAME "
             "(precision of a single process is the recipe's `bf16`/`fp16`)."
         )
+    quiet_deepspeed_on_cpu()
     try:
         recipe = load_recipe(args.recipe, extra, auto=not args.accelerate_config)
     except RecipeError as err:

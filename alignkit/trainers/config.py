@@ -17,6 +17,14 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+
+def _has_accelerator() -> bool:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
+
+
 REF_MODES = ("auto", "model", "adapter_off", "precomputed", "none")
 RETAIN_LOSSES = ("none", "nll", "kl")
 
@@ -95,9 +103,18 @@ class AlignKitConfig(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the trainer reads its own tokenised columns."}
     )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={
+            "help": "DDP's find_unused_parameters. False: every trainable parameter takes part in each "
+            "forward (Trainer's default True only costs a graph walk and makes DDP warn every run)."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        if self.dataloader_pin_memory and not _has_accelerator():
+            self.dataloader_pin_memory = False  # nothing to pin for; torch warns on every epoch otherwise
         if self.ref_mode not in REF_MODES:
             raise ValueError(f"`ref_mode` must be one of {REF_MODES}, got {self.ref_mode!r}.")
         if self.boundary not in ("separate", "joint"):

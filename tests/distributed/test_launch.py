@@ -87,6 +87,9 @@ def single(setup, name: str, *extra: str) -> dict:
     return json.loads((out / "run_info.json").read_text())
 
 
+NOISE = ("Setting accelerator to CPU", "pin_memory", "find_unused_parameters")
+
+
 def launched(setup, name: str, launcher: list[str], *extra: str) -> tuple[dict, float]:
     root, env, recipe = setup
     out = root / name
@@ -101,6 +104,8 @@ def launched(setup, name: str, launcher: list[str], *extra: str) -> tuple[dict, 
     )
     wall = time.perf_counter() - start
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    noise = [line for line in (proc.stdout + proc.stderr).splitlines() if any(n in line for n in NOISE)]
+    assert not noise, noise  # warnings alignkit's own settings caused
     return json.loads((out / "run_info.json").read_text()), wall
 
 

@@ -1,0 +1,28 @@
+"""A plain CPU run prints no warnings that alignkit's own settings cause."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+NOISE = ("Setting accelerator to CPU", "pin_memory", "find_unused_parameters")
+
+
+def test_a_cpu_run_prints_no_avoidable_warnings(recipe_file, cache_dir):
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    env.update(ALIGNKIT_CACHE=str(cache_dir), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "alignkit.cli", "train", str(recipe_file), "--max_steps", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "alignkit train · done" in out
+    assert [line for line in out.splitlines() if any(n in line for n in NOISE)] == []
