@@ -30,6 +30,7 @@ from alignkit import _trl_compat as trl_compat
 from alignkit.data import ForgetRetainDataset, PreferenceCollator, PromptFormat, prepare_dataset
 from alignkit.data.records import ROLES
 from alignkit.losses import LossOutput, nll_loss, retain_kl_loss
+from alignkit.models.source import check_pretrained_source
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
 from alignkit.trainers.forward import ForwardOutput, Needs, row_outputs
 from alignkit.trainers.nonfinite import NonFiniteGuard
@@ -88,14 +89,17 @@ class AlignKitTrainer(Trainer):
             )
         model_path = model if isinstance(model, str) else None
         model = self._load_model(model, args)
+        if processing_class is None:
+            tokenizer_path = model_path or model.config._name_or_path
+            check_pretrained_source(tokenizer_path, what="tokenizer", flag="processing_class")
         tokenizer = processing_class or AutoTokenizer.from_pretrained(
-            model_path or model.config._name_or_path, trust_remote_code=args.trust_remote_code
+            tokenizer_path, trust_remote_code=args.trust_remote_code
         )
         self._check_setup(args, train_dataset, retain_dataset, peft_config or _is_peft(model), ref_model)
 
         self.ref_mode = self._resolve_ref_mode(args, peft_config is not None or _is_peft(model), ref_model)
         if isinstance(ref_model, str):
-            ref_model = self._load_model(ref_model, args)
+            ref_model = self._load_model(ref_model, args, flag="ref_model")
         if self.ref_mode == "model" and ref_model is None:
             ref_model = self._default_reference(model, model_path, args)
         if peft_config is not None:
@@ -182,9 +186,10 @@ class AlignKitTrainer(Trainer):
 
     # ------------------------------------------------------------------ set-up helpers
     @staticmethod
-    def _load_model(model, args: AlignKitConfig) -> PreTrainedModel:
+    def _load_model(model, args: AlignKitConfig, flag: str = "model") -> PreTrainedModel:
         if not isinstance(model, str):
             return model
+        check_pretrained_source(model, flag=flag)
         kwargs = dict(args.model_init_kwargs or {})
         kwargs.setdefault("dtype", "auto")
         return AutoModelForCausalLM.from_pretrained(model, trust_remote_code=args.trust_remote_code, **kwargs)
