@@ -111,6 +111,13 @@ class AlignKitConfig(TrainingArguments):
         },
     )
 
+    def __getstate__(self) -> dict:
+        # Trainer pickles the arguments into every checkpoint (training_args.bin); the Hub token
+        # must not travel with them (the live object keeps it for pushing).
+        from alignkit.redact import is_secret_key
+
+        return {k: (None if is_secret_key(k) else v) for k, v in self.__dict__.items()}
+
     def __post_init__(self):
         super().__post_init__()
         if self.dataloader_pin_memory and not _has_accelerator():
