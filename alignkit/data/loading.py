@@ -76,9 +76,7 @@ def check_json_file(path: Path) -> None:
         try:
             document = json.loads(text)
         except json.JSONDecodeError as err:
-            raise DataFileError(
-                f"{path}, line {err.lineno}: not valid JSON ({err.msg} at column {err.colno}); {fix}."
-            ) from None
+            raise _json_error(path, err.lineno, err, fix) from None
         if not isinstance(document, list) or not document:
             raise DataFileError(f"{path} holds an empty JSON list, no rows; {fix}.")
         for row, value in enumerate(document):
@@ -94,10 +92,12 @@ def check_json_file(path: Path) -> None:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataFileError(
-                f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); {fix}."
-            ) from None
+            raise _json_error(path, number, err, fix) from None
         _check_object(value, f"{path}, line {number}", fix)
+
+
+def _json_error(path: Path, line: int, err: json.JSONDecodeError, fix: str) -> DataFileError:
+    return DataFileError(f"{path}, line {line}: not valid JSON ({err.msg} at column {err.colno}); {fix}.")
 
 
 def _check_object(value, where: str, fix: str) -> None:
