@@ -3,6 +3,11 @@
 from alignkit import NPOConfig, NPOTrainer
 """
 
+from alignkit._version import __version__
+
+# Wiring, at the one place that sees every layer: a trainer's own model card is the card of
+# `alignkit push` (run_info.json, eval logs, model-index). Trainers never import hub themselves.
+from alignkit.hub import card_for_trainer as _card_for_trainer  # noqa: E402
 from alignkit.trainers import (
     METHODS,
     AlignKitConfig,
@@ -27,7 +32,7 @@ from alignkit.trainers import (
     get_method,
 )
 
-__version__ = "0.1.0"
+AlignKitTrainer.card_renderer = staticmethod(_card_for_trainer)
 
 __all__ = [
     "METHODS",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
 TOFU_DESCRIPTION = """\
@@ -115,16 +114,9 @@ def add_parser(subparsers) -> None:
     )
     sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     add_tofu_parser(sub)
-    # MUSE registers itself when its module is in this checkout (it owns its own parser).
-    try:
-        muse = importlib.import_module("alignkit.eval.muse")
-    except ModuleNotFoundError as err:
-        if err.name != "alignkit.eval.muse":
-            raise
-        muse = None
-    hook = getattr(muse, "add_muse_parser", None)
-    if hook is not None:
-        hook(sub)
+    from alignkit.eval.muse import add_muse_parser
+
+    add_muse_parser(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 

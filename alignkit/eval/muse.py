@@ -47,7 +47,9 @@ from alignkit.data.prompt_format import PromptFormat
 from alignkit.data.tokenize import encode_prompt_completion
 from alignkit.eval import mia
 from alignkit.eval.loading import load_model, load_tokenizer, model_name
+from alignkit.eval.metrics import rouge
 from alignkit.eval.progress import StageProgress
+from alignkit.formatting import format_number
 
 DEFAULT_DATA = "muse-bench/MUSE-News"
 EVAL_FILE, SUMMARY_FILE, REPORT_FILE = "MUSE_EVAL.json", "MUSE_SUMMARY.json", "MUSE_REPORT.md"  # OU's names
@@ -389,24 +391,6 @@ def verbmem_reference(tokenizer, prompt: str, gt: str, protocol: MuseProtocol) -
     return joint_label_reference(tokenizer, prompt, " " + gt, max_length=max_length)
 
 
-def rouge_scores(reference: str, generation: str, *, use_stemmer: bool, scorer=None) -> dict[str, float]:
-    """ROUGE of one generation, called as ``RougeScorer.score(target=reference, prediction=generation)``.
-
-    Returns OU's per-item fields: ``rouge1_recall``, ``rougeL_f1``, ``rougeL_recall`` (ROUGE-L is
-    the sentence-level LCS: recall = LCS/|ref|, precision = LCS/|gen|, F1 = 2PR/(P+R)).
-    """
-    if scorer is None:
-        from rouge_score import rouge_scorer
-
-        scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=use_stemmer)
-    s = scorer.score(reference, generation)
-    return {
-        "rouge1_recall": s["rouge1"].recall,
-        "rougeL_f1": s["rougeL"].fmeasure,
-        "rougeL_recall": s["rougeL"].recall,
-    }
-
-
 def rouge_log(
     references: Sequence[str],
     generations: Sequence[str],
@@ -416,19 +400,18 @@ def rouge_log(
     key: str = "rougeL_f1",
 ) -> dict:
     """OU's ROUGE metric entry: ``agg_value = mean_i value_i[key]`` plus per-item values and texts."""
-    from rouge_score import rouge_scorer
-
     if not len(references) == len(generations) == len(inputs):
         raise ValueError(
             f"rouge_log: {len(references)} references, {len(generations)} generations, {len(inputs)} inputs."
         )
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=use_stemmer)
-    by_index = {}
-    for i, (ref, gen, inp) in enumerate(zip(references, generations, inputs)):
-        scores = rouge_scores(ref, gen, use_stemmer=use_stemmer, scorer=scorer)
-        by_index[str(i)] = {**scores, "input": inp, "ground_truth": ref, "generation": gen}
-    values = [v[key] for v in by_index.values()]
-    return {"agg_value": sum(values) / len(values) if values else None, "value_by_index": by_index}
+    index = [str(i) for i in range(len(references))]
+    return rouge(
+        dict(zip(index, generations)),
+        dict(zip(index, references)),
+        rouge_type=key,
+        use_stemmer=use_stemmer,
+        inputs=dict(zip(index, inputs)),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -563,11 +546,7 @@ class MuseResult:
 
 
 def _fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+    return format_number(value, small=None, missing="n/a")
 
 
 # --------------------------------------------------------------------------------------------------

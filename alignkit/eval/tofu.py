@@ -23,8 +23,13 @@ from pathlib import Path
 from alignkit.data.prompt_format import PromptFormat
 from alignkit.eval import metrics as M
 from alignkit.eval.loading import load_model, load_tokenizer, model_name
+from alignkit.eval.logs import META_KEY, agg_values, read_eval_log, summarize
+from alignkit.eval.logs import TOFU_EVAL_FILE as EVAL_FILE
+from alignkit.eval.logs import TOFU_REPORT_FILE as REPORT_FILE
+from alignkit.eval.logs import TOFU_SUMMARY_FILE as SUMMARY_FILE
 from alignkit.eval.progress import StageProgress
 from alignkit.eval.protocols import TofuProtocol, get_protocol
+from alignkit.eval.report import tofu_markdown
 from alignkit.eval.scoring import (
     ScoredText,
     decode_generations,
@@ -36,10 +41,6 @@ from alignkit.eval.tofu_data import DEFAULT_DATA, TofuTask, load_task, task_spec
 
 logger = logging.getLogger(__name__)
 
-EVAL_FILE = "TOFU_EVAL.json"  # open-unlearning's file names
-SUMMARY_FILE = "TOFU_SUMMARY.json"
-REPORT_FILE = "TOFU_REPORT.md"
-META_KEY = "alignkit"  # run metadata inside TOFU_EVAL.json; not a metric, open-unlearning ignores it
 
 # open-unlearning's system prompt and pinned date for chat models (configs/model/*.yaml, §1.4).
 OU_CHAT_FORMAT = PromptFormat(
@@ -82,15 +83,10 @@ class TofuResult:
 
     def save(self, output_dir: str | Path) -> Path:
         """Write ``TOFU_EVAL.json``, ``TOFU_SUMMARY.json`` (metric → agg_value) and ``TOFU_REPORT.md``."""
-        from alignkit.eval.report import tofu_markdown
-
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / EVAL_FILE).write_text(json.dumps(_jsonable(self.logs), indent=2, sort_keys=False))
-        ou_summary = {
-            k: v["agg_value"] for k, v in self.logs.items() if isinstance(v, dict) and "agg_value" in v
-        }
-        (out / SUMMARY_FILE).write_text(json.dumps(_jsonable(ou_summary), indent=2))
+        (out / SUMMARY_FILE).write_text(json.dumps(_jsonable(agg_values(self.logs)), indent=2))
         (out / REPORT_FILE).write_text(tofu_markdown(self))
         return out
 
@@ -112,41 +108,6 @@ def _jsonable(x):
     if hasattr(x, "item") and not isinstance(x, (str, bytes)):
         return _jsonable(x.item())
     return x
-
-
-def read_eval_log(path: str | Path) -> dict:
-    """A ``TOFU_EVAL.json`` (alignkit's or open-unlearning's), or the run folder holding it."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / EVAL_FILE
-    if not p.is_file():
-        raise FileNotFoundError(f"TOFU eval log not found: {p}")
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{p} is not valid JSON ({err}); expected a TOFU_EVAL.json log.") from err
-
-
-# Summary names of the forget metrics, and where they come from in the logs.
-_SUMMARY_FORGET = {
-    "forget_quality": "forget_quality",
-    "forget_rouge": "forget_Q_A_ROUGE",
-    "forget_prob": "forget_Q_A_Prob",
-    "forget_truth_ratio": "forget_truth_ratio",
-}
-
-
-def summarize(logs: dict) -> dict:
-    """The flat summary of a log: the forget metrics, Model Utility and its 9 components."""
-
-    def agg(name):
-        entry = logs.get(name)
-        return entry.get("agg_value") if isinstance(entry, dict) else None
-
-    out = {short: agg(name) for short, name in _SUMMARY_FORGET.items()}
-    out["model_utility"] = agg("model_utility")
-    out.update({name: agg(name) for name in M.MODEL_UTILITY_COMPONENTS})
-    return out
 
 
 # ------------------------------------------------------------------------------------ encodings
