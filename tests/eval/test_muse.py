@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from alignkit.commands.eval import add_muse_parser
 from alignkit.eval import mia
 from alignkit.eval.muse import (
     MUSE_PROTOCOLS,
-    add_muse_parser,
     evaluate_muse,
     get_muse_protocol,
     joint_label_reference,
