@@ -138,7 +138,9 @@ def test_imports_run_one_way():
                 wrong.append(f"{mod} ({LAYERS[layer_of(mod)][0]}) imports {dep} ({LAYERS[layer_of(dep)][0]})")
             for low, highs in FORBIDDEN.items():
                 if _within(mod, low) and any(_within(dep, h) for h in highs):
-                    wrong.append(f"{mod} imports {dep}: forbidden inside the middle layer (docs/architecture.md)")
+                    wrong.append(
+                        f"{mod} imports {dep}: forbidden inside the middle layer (docs/architecture.md)"
+                    )
     assert not wrong, "\n".join(wrong)
 
 

@@ -105,17 +105,25 @@ def numeric(d: dict) -> dict[str, float]:
     return out
 
 
+def read_log(path: str | Path, *, file_name: str | None, what: str):
+    """The parsed JSON of an eval log file, or of ``file_name`` inside the folder ``path``.
+
+    A missing file or bad JSON is one line naming the file (``what`` says which log it should be).
+    """
+    p = Path(path)
+    if p.is_dir() and file_name:
+        p = p / file_name
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} does not exist.")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{p} is not valid JSON ({err}); expected {file_name or 'a JSON object'}.") from None
+
+
 def read_eval_log(path: str | Path) -> dict:
     """A ``TOFU_EVAL.json`` (alignkit's or open-unlearning's), or the run folder holding it."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / TOFU_EVAL_FILE
-    if not p.is_file():
-        raise FileNotFoundError(f"TOFU eval log not found: {p}")
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{p} is not valid JSON ({err}); expected a TOFU_EVAL.json log.") from err
+    return read_log(path, file_name=TOFU_EVAL_FILE, what="TOFU eval log")
 
 
 def summarize(logs: dict) -> dict:
@@ -150,12 +158,7 @@ def read_results(path: str | Path) -> list[EvalSource]:
         if not found:
             raise FileNotFoundError(f"{p} holds no evaluation results ({', '.join(EVAL_FILES[::3])} ...).")
         return found
-    if not p.is_file():
-        raise FileNotFoundError(f"results file {p} does not exist.")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{p} is not valid JSON: {err}") from err
+    data = read_log(p, file_name=None, what="results file")
     if not isinstance(data, dict):
         raise ValueError(f"{p} must hold a JSON object {{metric: value}}, got {type(data).__name__}.")
     name = p.name.upper()

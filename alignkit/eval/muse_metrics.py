@@ -6,7 +6,6 @@ Spec: ``shared/design/benchmarks.md`` §3; the metric definitions are in :mod:`a
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from alignkit.data.prompt_format import PromptFormat
 from alignkit.data.tokenize import encode_prompt_completion
-from alignkit.eval.logs import META_KEY
+from alignkit.eval.logs import META_KEY, read_log
 from alignkit.eval.logs import MUSE_EVAL_FILE as EVAL_FILE
 from alignkit.eval.metrics import rouge
 from alignkit.eval.muse_protocols import MuseProtocol
@@ -145,15 +144,8 @@ def retain_auc_from_logs(
     where = "retain_logs"
     if not isinstance(retain_logs, dict):
         path = Path(retain_logs)
-        if path.is_dir():
-            path = path / EVAL_FILE
-        where = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Retain-model log {path} does not exist.")
-        try:
-            retain_logs = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"Retain-model log {path} is not valid JSON ({err}).") from None
+        where = str(path / EVAL_FILE if path.is_dir() else path)
+        retain_logs = read_log(path, file_name=EVAL_FILE, what="Retain-model log")
     if not isinstance(retain_logs, dict):
         raise ValueError(f"{where}: expected a JSON object of metrics, got a {type(retain_logs).__name__}.")
     entry = retain_logs.get("mia_min_k")
