@@ -4,10 +4,6 @@ from alignkit import NPOConfig, NPOTrainer
 """
 
 from alignkit._version import __version__
-
-# Wiring, at the one place that sees every layer: a trainer's own model card is the card of
-# `alignkit push` (run_info.json, eval logs, model-index). Trainers never import hub themselves.
-from alignkit.hub import card_for_trainer as _card_for_trainer  # noqa: E402
 from alignkit.trainers import (
     METHODS,
     AlignKitConfig,
@@ -31,6 +27,16 @@ from alignkit.trainers import (
     UnlearnConfig,
     get_method,
 )
+
+
+def _card_for_trainer(trainer, **kwargs):
+    # Wiring, at the one place that sees every layer: a trainer's own model card is the card of
+    # `alignkit push` (run_info.json, eval logs, model-index); trainers never import hub themselves.
+    # Imported on use: hub reads eval logs, and `import alignkit` should not load the evaluation.
+    from alignkit.hub import card_for_trainer
+
+    return card_for_trainer(trainer, **kwargs)
+
 
 AlignKitTrainer.card_renderer = staticmethod(_card_for_trainer)
 

@@ -3,7 +3,7 @@
 ``alignkit eval tofu|muse`` (and open-unlearning) write ``<BENCH>_EVAL.json`` (full log, run metadata
 under ``"alignkit"``) and ``<BENCH>_SUMMARY.json`` (metric → agg_value). Everything that reads them
 back (``TofuResult.load``, ``alignkit report``, the model card of ``alignkit push``) goes through
-here. Light on purpose (json only): the card reads it on every ``import alignkit``.
+here. Plain json, no model code: reading results never runs an evaluation.
 """
 
 from __future__ import annotations
