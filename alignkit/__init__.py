@@ -11,7 +11,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from alignkit import _wiring
+from alignkit._version import __version__
+
+
+def _card_for_trainer(trainer, **kwargs):
+    # Wiring, at the one place that sees every layer: a trainer's own model card is the card of
+    # `alignkit push` (run_info.json, eval logs, model-index); trainers never import hub themselves.
+    # Imported on use: hub reads eval logs, and `import alignkit` should not load the evaluation.
+    from alignkit.hub import card_for_trainer
+
+    return card_for_trainer(trainer, **kwargs)
+
+
+_wiring.card_renderer = _card_for_trainer
 
 __all__ = [
     "METHODS",

@@ -27,6 +27,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 
 from alignkit import _trl_compat as trl_compat
+from alignkit import _wiring
 from alignkit.data import ForgetRetainDataset, PreferenceCollator, PromptFormat, prepare_dataset
 from alignkit.data.records import ROLES
 from alignkit.losses import LossOutput, nll_loss, retain_kl_loss
@@ -67,6 +68,11 @@ class AlignKitTrainer(Trainer):
     needs: ClassVar[Needs] = Needs()
     paper: ClassVar[dict[str, str] | None] = None  # title, id (arXiv), citation (bibtex)
     _tag_names: ClassVar[list[str]] = ["alignkit"]
+    # Renders this trainer's model card: ``(trainer, *, model_name, dataset_name, tags) -> ModelCard``.
+    # Passed in from above (the ``alignkit`` package fills ``_wiring.card_renderer`` with
+    # ``hub.card_for_trainer``, the card of ``alignkit push``) because publishing sits above the
+    # trainers: trainers never import ``hub``. A subclass may set its own.
+    card_renderer: ClassVar[Any] = None
 
     def __init__(
         self,
@@ -459,7 +465,10 @@ class AlignKitTrainer(Trainer):
     ) -> None:
         if not self.is_world_process_zero():
             return
-        from alignkit import hub  # the same card as `alignkit push` (run_info.json, eval logs, model-index)
-
-        card = hub.card_for_trainer(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
+        render = type(self).card_renderer or _wiring.card_renderer
+        if render is None:  # no renderer wired in: transformers' own card
+            return super().create_model_card(
+                model_name=model_name, dataset_name=dataset_name, tags=tags, **kwargs
+            )
+        card = render(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
         card.save(f"{self.args.output_dir}/README.md")
