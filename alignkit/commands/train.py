@@ -170,11 +170,11 @@ def run(args) -> int:
             f"{', '.join(launch_only)} only apply to a multi-process launch: add --accelerate_config NAME "
             "(precision of a single process is the recipe's `bf16`/`fp16`)."
         )
-    quiet_deepspeed_on_cpu()
     try:
         recipe = load_recipe(args.recipe, extra, auto=not args.accelerate_config)
     except RecipeError as err:
         return _error(str(err))
+    quiet_deepspeed_on_cpu()
     if args.accelerate_config:
         try:
             cmd = launch_command(args, extra)

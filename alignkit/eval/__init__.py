@@ -1,38 +1,52 @@
 """Evaluation: TOFU and MUSE with their exact metrics, membership inference, shared scoring and reports.
 
 ``shared/design/benchmarks.md`` is the specification; the module docstrings cite its sections.
+
+Names are imported on first use (PEP 562): ``alignkit eval --help`` and ``import alignkit.eval.logs``
+must not load torch, transformers and rouge-score.
 """
 
-from alignkit.eval import mia
-from alignkit.eval.metrics import (
-    METRICS,
-    MODEL_UTILITY_COMPONENTS,
-    forget_quality,
-    harmonic_mean,
-    ks_pvalue,
-    model_utility,
-    probability,
-    probability_w_options,
-    register_metric,
-    rouge,
-    rouge_scores,
-    truth_ratio,
-    truth_ratio_value,
-)
-from alignkit.eval.muse import (
-    MUSE_PROTOCOLS,
-    MuseData,
-    MuseProtocol,
-    MuseResult,
-    evaluate_muse,
-    get_muse_protocol,
-    load_muse_data,
-    retain_auc_from_logs,
-)
-from alignkit.eval.protocols import OPEN_UNLEARNING, PROTOCOLS, TOFU_ORIG, TofuProtocol, get_protocol
-from alignkit.eval.scoring import ScoredText, generate_texts, score_texts
-from alignkit.eval.tofu import TofuResult, evaluate_tofu, load_retain_reference, read_eval_log
-from alignkit.eval.tofu_data import load_tofu
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_SUBMODULE = {
+    "METRICS": "metrics",
+    "MODEL_UTILITY_COMPONENTS": "metrics",
+    "forget_quality": "metrics",
+    "harmonic_mean": "metrics",
+    "ks_pvalue": "metrics",
+    "model_utility": "metrics",
+    "probability": "metrics",
+    "probability_w_options": "metrics",
+    "register_metric": "metrics",
+    "rouge": "metrics",
+    "rouge_scores": "metrics",
+    "truth_ratio": "metrics",
+    "truth_ratio_value": "metrics",
+    "MUSE_PROTOCOLS": "muse",
+    "MuseData": "muse",
+    "MuseProtocol": "muse",
+    "MuseResult": "muse",
+    "evaluate_muse": "muse",
+    "get_muse_protocol": "muse",
+    "load_muse_data": "muse",
+    "retain_auc_from_logs": "muse",
+    "OPEN_UNLEARNING": "protocols",
+    "PROTOCOLS": "protocols",
+    "TOFU_ORIG": "protocols",
+    "TofuProtocol": "protocols",
+    "get_protocol": "protocols",
+    "ScoredText": "scoring",
+    "generate_texts": "scoring",
+    "score_texts": "scoring",
+    "TofuResult": "tofu",
+    "evaluate_tofu": "tofu",
+    "load_retain_reference": "tofu",
+    "read_eval_log": "tofu",
+    "load_tofu": "tofu_data",
+}
 
 __all__ = [
     "MUSE_PROTOCOLS",
@@ -71,3 +85,17 @@ __all__ = [
     "truth_ratio",
     "truth_ratio_value",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "mia":
+        return importlib.import_module("alignkit.eval.mia")
+    if name not in _SUBMODULE:
+        raise AttributeError(f"module 'alignkit.eval' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"alignkit.eval.{_SUBMODULE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

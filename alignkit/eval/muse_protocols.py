@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from alignkit.eval import mia
+if TYPE_CHECKING:  # an annotation only: importing mia loads torch, and `alignkit --help` reads this file
+    from alignkit.eval import mia
 
 KNOWMEM_STOP_STRINGS = ("\n\n", "\nQuestion", "Question:")
 
