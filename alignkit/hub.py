@@ -31,6 +31,7 @@ from alignkit.eval.logs import (
     is_hub_id,
 )
 from alignkit.formatting import format_number
+from alignkit.redact import redact, redact_folder
 from alignkit.trainers.run_info import RESOLVED_RECIPE, RUN_INFO, run_info_from_trainer
 
 ALIGNKIT_URL = "https://github.com/alignkit/alignkit"
@@ -363,7 +364,7 @@ def load_run_info(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / RUN_INFO
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return redact(json.loads(path.read_text(encoding="utf-8")))
 
 
 def card_for_run(
@@ -475,6 +476,7 @@ def stage_upload(
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, target)
     card.save(out / "README.md")
+    redact_folder(out)  # also what an older alignkit wrote in plain text (a token in the recipe)
     return out
 
 

@@ -77,3 +77,42 @@ def secret_values(value: Any) -> list[str]:
         for v in value:
             found += secret_values(v)
     return found
+
+
+_YAML_KEY_LINE = re.compile(r"^(\s*-?\s*)([\w\-.]+)(\s*:\s*)(\S.*)$")
+
+
+def redact_yaml_text(text: str) -> str:
+    """YAML text (comments kept) with the value of every secret-looking ``key: value`` line replaced."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        match = _YAML_KEY_LINE.match(line.rstrip("\n"))
+        if match and is_secret_key(match[2]) and match[4] not in ("null", "~", "''", '""'):
+            line = f"{match[1]}{match[2]}{match[3]}{REDACTED}" + ("\n" if line.endswith("\n") else "")
+        out.append(line)
+    return redact_text("".join(out))
+
+
+def redact_folder(folder) -> None:
+    """Redact every text file under ``folder`` in place (the last step before an upload)."""
+    import json
+    from pathlib import Path
+
+    for path in Path(folder).rglob("*"):
+        if not path.is_file() or path.suffix not in (".json", ".yaml", ".yml", ".md", ".txt", ".jinja"):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        if path.suffix == ".json":
+            try:
+                new = json.dumps(redact(json.loads(text)), indent=2, ensure_ascii=False) + "\n"
+            except ValueError:
+                new = redact_text(text)
+        elif path.suffix in (".yaml", ".yml"):
+            new = redact_yaml_text(text)
+        else:
+            new = redact_text(text)
+        if new != text:
+            path.write_text(new, encoding="utf-8")

@@ -222,9 +222,14 @@ class Recipe:
         return get_method(self.method)
 
     def to_yaml(self, header: str | None = None) -> str:
-        """The resolved recipe: a plain YAML that re-runs this exact configuration."""
+        """The resolved recipe: a plain YAML that re-runs this exact configuration (secrets redacted:
+        a token given on the command line or in `env:` must be given again, never read from here)."""
+        from alignkit.redact import redact
+
         lines = [f"# {line}" if line else "#" for line in (header or "").splitlines()]
-        body = yaml.safe_dump(self.settings, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        body = yaml.safe_dump(
+            redact(self.settings), sort_keys=False, default_flow_style=False, allow_unicode=True
+        )
         return ("\n".join(lines) + "\n\n" if lines else "") + body
 
 

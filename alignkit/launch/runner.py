@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -253,8 +254,27 @@ def save_run(recipe: Recipe, built: Built, train_metrics: dict) -> dict:
             f"Re-run it with: alignkit train {out / RESOLVED_RECIPE}"
         )
         (out / RESOLVED_RECIPE).write_text(recipe.to_yaml(header), encoding="utf-8")
-        (out / RUN_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+        write_json(out / RUN_INFO, info, recipe)
     return info
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: dict, recipe: Recipe | None = None) -> None:
+    """Strict JSON (a NaN/inf number becomes null: bare NaN is not JSON) with every secret redacted."""
+    from alignkit.redact import redact, secret_values
+
+    secrets = secret_values(recipe.settings) if recipe is not None else []
+    clean = _finite_or_none(json.loads(json.dumps(data, default=str)))
+    path.write_text(json.dumps(redact(clean, secrets), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def write_run_info_early(recipe: Recipe, built: Built) -> None:
@@ -263,7 +283,7 @@ def write_run_info_early(recipe: Recipe, built: Built) -> None:
     if trainer.is_world_process_zero():
         out = Path(trainer.args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_INFO).write_text(json.dumps(run_info(recipe, built), indent=2, default=str) + "\n")
+        write_json(out / RUN_INFO, run_info(recipe, built), recipe)
 
 
 def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
