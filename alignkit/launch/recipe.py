@@ -13,6 +13,7 @@ the key and suggest the closest one.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import os
@@ -24,6 +25,7 @@ import yaml
 from trl import ModelConfig
 from trl.scripts.utils import TrlParser
 
+from alignkit.errors import UserError
 from alignkit.launch.sources import SourceError, parse_source
 from alignkit.trainers.run_info import RESOLVED_RECIPE, plain
 
@@ -32,7 +34,7 @@ __all__ = ["RESOLVED_RECIPE", "Recipe", "RecipeArguments", "RecipeError", "load_
 RESERVED_KEYS = ("env",)  # TrlParser's: a mapping exported to os.environ
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError):
     """A recipe that cannot run; the message names the file, the key and the fix."""
 
 
@@ -180,26 +182,63 @@ def _scan_cli_value(tokens: list[str], key: str) -> str | None:
     return value
 
 
-def _check_yaml_value(key: str, value, action, where: str) -> Any:
-    """argparse converts string defaults only; check the YAML's non-string values ourselves."""
-    if value is None or isinstance(value, str):
+def _allows_list(key: str, dataclass_types) -> bool:
+    # The class annotations, not `dataclasses.fields`: HfArgumentParser narrows a field's type in place
+    # (`None | str | list[str]` becomes `str`).
+    for cls in dataclass_types:
+        for klass in cls.__mro__:
+            annotation = klass.__dict__.get("__annotations__", {}).get(key)
+            if annotation is not None:
+                return "list" in str(annotation).lower()
+    return False
+
+
+def _check_yaml_value(key: str, value, action, parser, where: str) -> Any:
+    """A YAML value through the same argparse conversion and checks as ``--key value`` on the command line.
+
+    (argparse checks only what comes from the command line: a default, which is how the recipe's
+    values reach the parser, is taken as it is, so `dtype: float13` or `use_peft: 5` went through.)
+    """
+    if value is None:
         return value
-    typ, nargs = action.type, action.nargs
-    if nargs in ("+", "*"):
-        return value if isinstance(value, list) else [value]
-    if isinstance(value, list | dict) and typ in (int, float):
-        raise RecipeError(
-            f"{where}: `{key}` must be a single {typ.__name__}, got {type(value).__name__} {value!r}."
-        )
-    if typ in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise RecipeError(f"{where}: `{key}` must be a {typ.__name__}, got {value!r}.")
-    if typ is int and isinstance(value, float):
+    scalar = (str, int, float, bool)
+    if isinstance(value, dict):
+        if action.type in (int, float):
+            raise RecipeError(
+                f"{where}: `{key}` must be a single {action.type.__name__}, got a mapping {value!r}."
+            )
+        return value  # JSON-like fields (model_init_kwargs, deepspeed, ...): their dataclass checks them
+    if isinstance(value, list):
+        if action.nargs not in ("+", "*"):
+            if action.type in (int, float):
+                raise RecipeError(
+                    f"{where}: `{key}` must be a single {action.type.__name__}, got list {value!r}."
+                )
+            if not _allows_list(key, parser.dataclass_types):
+                raise RecipeError(f"{where}: `{key}` takes a single value, got a list {value!r}; keep one.")
+            return value
+        if not all(isinstance(v, scalar) for v in value):
+            raise RecipeError(f"{where}: `{key}` must be a list of plain values, got {value!r}.")
+        tokens = [_token(v) for v in value]
+    elif action.type is int and isinstance(value, float):
         if not value.is_integer():
             raise RecipeError(f"{where}: `{key}` must be an integer, got {value!r}.")
-        return int(value)
-    if typ is str and isinstance(value, int | float | bool):
-        return str(value)
-    return value
+        tokens = [str(int(value))]
+    elif isinstance(value, scalar):
+        tokens = [_token(value)]
+    else:
+        raise RecipeError(f"{where}: `{key}` has an unsupported value {value!r}.")
+    try:
+        converted = parser._get_values(action, tokens if action.nargs in ("+", "*") else tokens[:1])
+    except argparse.ArgumentError as err:
+        raise RecipeError(f"{where}: `{key}`: {err.message} (got {value!r})") from None
+    return converted
+
+
+def _token(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 @dataclass
@@ -233,14 +272,44 @@ class Recipe:
         return ("\n".join(lines) + "\n\n" if lines else "") + body
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader for which a key given twice is an error (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(
+                    f"line {key_node.start_mark.line + 1}: key `{key}` appears twice (lines "
+                    f"{seen[key] + 1} and {key_node.start_mark.line + 1}); keep one"
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_recipe_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"Recipe {path} does not exist.")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise RecipeError(
+            f"{path}, line {line}: byte 0x{raw[err.start]:02x} is not valid UTF-8; re-save the recipe as UTF-8."
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as err:
+        raise RecipeError(f"{path}, {err}.") from None
     except yaml.YAMLError as err:
-        raise RecipeError(f"{path} is not valid YAML: {err}") from err
+        raise RecipeError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -319,7 +388,7 @@ def load_recipe(
             origin["output_dir"] = "auto"
             notes.append(f"output_dir: {defaults['output_dir']} (the recipe sets none)")
     for key, value in data.items():
-        defaults[key] = _check_yaml_value(key, value, known[key], where)
+        defaults[key] = _check_yaml_value(key, value, known[key], parser, where)
         origin[key] = "recipe"
     for key in cli:
         origin[key] = "cli"

@@ -32,10 +32,12 @@ from urllib.parse import parse_qsl
 
 import datasets
 
+from alignkit.errors import UserError
+
 SYNTHETIC_PREFIX = "synthetic:"
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """A malformed or unknown data/model source; the message names the source and the fix."""
 
 

@@ -126,6 +126,8 @@ class AlignKitConfig(TrainingArguments):
         beta = getattr(self, "beta", None)
         if beta is not None and not beta > 0:
             raise ValueError(f"`beta` must be > 0, got {beta}.")
+        if self.learning_rate < 0:
+            raise ValueError(f"`learning_rate` must be >= 0, got {self.learning_rate}.")
         if self.ref_mode not in REF_MODES:
             raise ValueError(f"`ref_mode` must be one of {REF_MODES}, got {self.ref_mode!r}.")
         if self.boundary not in ("separate", "joint"):
