@@ -323,7 +323,9 @@ def build_model_card(
     hyper = sorted((k, _fmt_card(v)) for k, v in (info.get("hyperparameters") or {}).items())
     train = info.get("train") or {}
     train_rows = [
-        (k, _fmt_card(train[k])) for k in ("train_loss", "global_step", "train_runtime") if k in train
+        (k, _fmt_card(train[k]))
+        for k in ("train_loss", "global_step", "train_runtime", "resumed_at_step")
+        if k in train
     ]
     evaluations = [
         {

@@ -52,6 +52,13 @@ class RecipeArguments:
         default=None,
         metadata={"help": "Method to run (the registry name, e.g. npo, simnpo, graddiff). Required."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train into an output_dir that already holds files (an earlier run is replaced). "
+            "Without it such a run is refused, unless it resumes (--resume_from_checkpoint)."
+        },
+    )
     train_dataset: str | None = field(
         default=None,
         metadata={

@@ -226,17 +226,48 @@ def last_logged(trainer) -> dict[str, float]:
     return {}
 
 
-def resume_value(value: str | None):
-    """``--resume_from_checkpoint true|last`` resumes from the newest checkpoint in output_dir."""
+def resume_value(value: str | None, output_dir: str | None = None):
+    """``--resume_from_checkpoint true|last``: the newest checkpoint in output_dir; or a folder; or None."""
     if value is None:
         return None
-    if str(value).lower() in ("true", "last", "latest", "1", "yes"):
-        return True
     if str(value).lower() in ("false", "no", "0", "none", ""):
         return None
+    if str(value).lower() in ("true", "last", "latest", "1", "yes"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        found = get_last_checkpoint(output_dir) if output_dir and Path(output_dir).is_dir() else None
+        if found is None:
+            raise RecipeError(
+                f"`resume_from_checkpoint: {value}`: {output_dir} holds no checkpoint-* folder to resume "
+                "from (save_strategy 'no' saves none); give a checkpoint folder, or drop the flag to start over."
+            )
+        return found
     if not Path(value).is_dir():
         raise RecipeError(f"`resume_from_checkpoint`: {value} is not a checkpoint folder (or use `true`).")
     return value
+
+
+def check_output_dir(recipe: Recipe, resume) -> None:
+    """Refuse to train over an earlier run unless the recipe resumes it or says to replace it."""
+    out = Path(recipe.training.output_dir)
+    if resume or recipe.script.overwrite_output_dir or not out.is_dir() or not any(out.iterdir()):
+        return
+    held = ", ".join(sorted(p.name for p in out.iterdir())[:3])
+    raise RecipeError(
+        f"output_dir {out} already holds files ({held}, ...); pass --overwrite_output_dir true to replace "
+        "that run, --resume_from_checkpoint true to continue it, or another --output_dir."
+    )
+
+
+def whole_run_loss(log_history: list[dict]) -> float | None:
+    """Mean training loss over every logged step, before and after a resume (each log entry
+    covers the steps since the previous one); Trainer's own train_loss covers the resumed part only."""
+    total, steps, previous = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            span = entry["step"] - previous
+            total, steps, previous = total + entry["loss"] * span, steps + span, entry["step"]
+    return total / steps if steps else None
 
 
 def save_run(recipe: Recipe, built: Built, train_metrics: dict) -> dict:
@@ -288,6 +319,9 @@ def write_run_info_early(recipe: Recipe, built: Built) -> None:
 
 def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
     """Build, train, save; returns run_info (with the training metrics)."""
+    resume = resume_value(recipe.training.resume_from_checkpoint, recipe.training.output_dir)
+    if _is_main():
+        check_output_dir(recipe, resume)
 
     try:
         built = build(recipe, callbacks=callbacks)
@@ -300,10 +334,13 @@ def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
     if show:
         summary.print_plan(console, recipe, built)
     write_run_info_early(recipe, built)
-    resume = resume_value(recipe.training.resume_from_checkpoint)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(result.metrics)
+    if resume:
+        metrics["resumed_from"] = str(resume)
+        metrics["resumed_at_step"] = int(Path(resume).name.rpartition("-")[2] or 0)
+        metrics["train_loss"] = whole_run_loss(trainer.state.log_history)
     metrics["global_step"] = trainer.state.global_step
     metrics["wall_seconds"] = round(time.perf_counter() - start, 3)
     metrics["last_log"] = last_logged(trainer)

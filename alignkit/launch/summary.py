@@ -77,6 +77,8 @@ def print_result(console: Console, recipe: Recipe, built, info: dict) -> None:
     table.add_column(style="bold green", no_wrap=True)
     table.add_column()
     table.add_row("steps", str(train.get("global_step")))
+    if "resumed_from" in train:
+        table.add_row("resumed", f"from {train['resumed_from']} (step {train.get('resumed_at_step')})")
     if "train_loss" in train:
         table.add_row("train loss (mean)", _fmt(train["train_loss"]))
     table.add_row(

@@ -285,6 +285,11 @@ def test_a_crashed_run_resumes_with_the_same_losses(make_recipe, tmp_path, cli):
     assert [s for s, _ in resumed] == [s for s, _ in expected] == [1, 2, 3, 4]
     for (_, a), (_, b) in zip(resumed, expected):
         assert a == pytest.approx(b, rel=1e-6)
+    # The mean loss covers the whole run, not only the resumed steps, and the resume is recorded.
+    train = run_info(tmp_path / "crash")["train"]
+    assert train["train_loss"] == pytest.approx(run_info(tmp_path / "full")["train"]["train_loss"], rel=1e-6)
+    assert train["resumed_from"] == str(tmp_path / "crash" / "checkpoint-2") and train["resumed_at_step"] == 2
+    assert "│ resumed " in out and "(step 2)" in out  # the summary says so
 
 
 @pytest.mark.slow

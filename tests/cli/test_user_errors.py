@@ -56,3 +56,29 @@ def test_the_cli_handler_turns_user_errors_into_one_line(capsys):
     code = report_error(RecordError("train.jsonl", 4, "chosen", "is empty"))
     assert code == 2
     assert capsys.readouterr().err == "error: train.jsonl, row 4, field `chosen`: is empty\n"
+
+
+def test_resume_without_a_checkpoint_is_one_line(cli, recipe_file, tmp_path):
+    code, out = cli("train", recipe_file, "--resume_from_checkpoint", "true")
+    assert code == 2
+    assert one_error_line(out) == (
+        f"error: `resume_from_checkpoint: true`: {tmp_path / 'run'} holds no checkpoint-* folder to resume "
+        "from (save_strategy 'no' saves none); give a checkpoint folder, or drop the flag to start over."
+    )
+
+
+def test_rerunning_into_a_used_output_dir_is_refused_unless_asked(cli, recipe_file, tmp_path):
+    assert cli("train", recipe_file)[0] == 0
+    first = (tmp_path / "run" / "model.safetensors").read_bytes()
+    code, out = cli("train", recipe_file, "--learning_rate", "1e-2")
+    assert code == 2
+    line = one_error_line(out)
+    assert line.startswith(f"error: output_dir {tmp_path / 'run'} already holds files (")
+    assert line.endswith(
+        "pass --overwrite_output_dir true to replace that run, --resume_from_checkpoint true to continue "
+        "it, or another --output_dir."
+    )
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == first  # untouched
+    code, out = cli("train", recipe_file, "--learning_rate", "1e-2", "--overwrite_output_dir", "true")
+    assert code == 0, out
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() != first
