@@ -24,4 +24,10 @@ class TrainingDiverged(RuntimeError):
     exit_code = 1
 
 
-CLI_ERRORS: tuple[type[BaseException], ...] = (UserError, TrainingDiverged)
+class MissingFileError(FileNotFoundError):
+    """A file or folder the user named is missing (or lacks a file it needs); one line, like UserError."""
+
+    exit_code = 2
+
+
+CLI_ERRORS = (UserError, MissingFileError, TrainingDiverged)

@@ -24,6 +24,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from alignkit.errors import MissingFileError
 from alignkit.eval.logs import (
     METRIC_NAMES,
     EvalSource,
@@ -381,7 +382,7 @@ def card_for_run(
     run_dir = Path(run_dir)
     info = info or load_run_info(run_dir)
     if info is None:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{run_dir} has no {RUN_INFO}: push needs a folder written by `alignkit train` "
             "(or a Trainer's output_dir after `create_model_card`)."
         )
@@ -429,14 +430,14 @@ def stage_upload(
     """Write exactly the folder an upload sends: model/adapter (or merged model), tokenizer, card, recipe."""
     run_dir, out = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist.")
+        raise MissingFileError(f"run folder {run_dir} does not exist.")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new folder for the upload.")
     info = load_run_info(run_dir)
     is_lora = (run_dir / "adapter_config.json").is_file()
     has_full = (run_dir / "config.json").is_file() and any(run_dir.glob("*.safetensors"))
     if not is_lora and not has_full:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{run_dir} holds no saved model (config.json + *.safetensors) or LoRA adapter."
         )
     if merge and not is_lora:

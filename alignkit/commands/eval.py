@@ -139,12 +139,32 @@ def print_tofu_table(result, console) -> None:
         console.print(f"[yellow]{meta['forget_quality_note']}[/]")
 
 
+def check_eval_args(args) -> None:
+    """Flags every benchmark shares, checked before any model is loaded (each error is one line)."""
+    from alignkit.errors import MissingFileError, UserError
+    from alignkit.models.source import check_pretrained_source
+
+    for flag in ("batch_size", "max_examples"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}.")
+    check_pretrained_source(args.model, flag="--model")
+    if getattr(args, "retain_model", None):
+        check_pretrained_source(args.retain_model, flag="--retain-model")
+    logs = getattr(args, "retain_logs", None)
+    if logs and not Path(logs).exists():
+        raise MissingFileError(
+            f"--retain-logs {logs} does not exist; give the retain model's eval log or its folder."
+        )
+
+
 def run_tofu(args) -> int:
     from rich.console import Console
 
     from alignkit.eval.protocols import get_protocol
     from alignkit.eval.tofu import evaluate_tofu
 
+    check_eval_args(args)
     console = Console(stderr=True)
     output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/tofu") / Path(args.model).name
     protocol = get_protocol(args.protocol)
@@ -234,6 +254,7 @@ def run_muse_command(args) -> int:
 
     from alignkit.eval.muse import METRIC_HELP, evaluate_muse, format_metric
 
+    check_eval_args(args)
     console = Console(stderr=True)
     output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/muse") / Path(args.model).name
     if args.retain_model is None and args.retain_logs is None:

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from alignkit.data.collator import PreferenceCollator
 from alignkit.data.records import PreferenceRecord, RecordError, unknown_fields
-from alignkit.errors import DataFileError
+from alignkit.errors import DataFileError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ def load_rows(source: str | Path, config: str | None = None, split: str = "train
             candidate = path / f"{config}{suffix}"
             if candidate.is_file():
                 return load_json_file(candidate)
-        raise FileNotFoundError(f"{path} has no {config}.json or {config}.jsonl")
+        raise MissingFileError(f"{path} has no {config}.json or {config}.jsonl")
     if str(source).startswith(("/", "./", "../")):
-        raise FileNotFoundError(f"{source} does not exist")
+        raise MissingFileError(f"{source} does not exist")
     return datasets.load_dataset(str(source), config, split=split)
 
 

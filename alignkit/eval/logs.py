@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignkit.errors import MissingFileError
+
 META_KEY = "alignkit"  # run metadata inside *_EVAL.json; not a metric, open-unlearning ignores it
 # open-unlearning's file names.
 TOFU_EVAL_FILE, TOFU_SUMMARY_FILE, TOFU_REPORT_FILE = "TOFU_EVAL.json", "TOFU_SUMMARY.json", "TOFU_REPORT.md"
@@ -114,7 +116,7 @@ def read_log(path: str | Path, *, file_name: str | None, what: str):
     if p.is_dir() and file_name:
         p = p / file_name
     if not p.is_file():
-        raise FileNotFoundError(f"{what} {p} does not exist.")
+        raise MissingFileError(f"{what} {p} does not exist.")
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -156,7 +158,7 @@ def read_results(path: str | Path) -> list[EvalSource]:
     if p.is_dir():
         found = find_eval_results(p)
         if not found:
-            raise FileNotFoundError(f"{p} holds no evaluation results ({', '.join(EVAL_FILES[::3])} ...).")
+            raise MissingFileError(f"{p} holds no evaluation results ({', '.join(EVAL_FILES[::3])} ...).")
         return found
     data = read_log(p, file_name=None, what="results file")
     if not isinstance(data, dict):

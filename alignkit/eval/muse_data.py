@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alignkit.errors import MissingFileError
+
 DEFAULT_DATA = "muse-bench/MUSE-News"
 
 
@@ -114,7 +116,7 @@ def _load_local(root: Path, candidates: tuple[str, ...]) -> tuple[list, str]:
         if path.is_file():
             return _read_json_rows(path), str(path)
     tried = ", ".join(str(root / rel) for rel in candidates)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"MUSE data folder {root} lacks a required file; tried: {tried}. The folder must follow the "
         "muse_bench layout (knowmem/forget_qa.json, knowmem/forget_qa_icl.json, knowmem/retain_qa.json or "
         "retain2_qa.json and their _icl files, verbmem/forget.json, privleak/forget.json, privleak/holdout.json)."
@@ -127,7 +129,7 @@ def _load_hub(repo_id: str, subset: str, split: str) -> tuple[list, str]:
 
         ds = load_dataset(repo_id, subset, split=split)
     except Exception as err:  # the datasets library raises many types (offline, missing config, ...)
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Could not load MUSE split {subset}/{split} of the Hugging Face dataset {repo_id!r}: "
             f"{type(err).__name__}: {err}. Pass a local folder in the muse_bench layout instead "
             "(`data=` / `--data`), or allow Hub access."
@@ -153,7 +155,7 @@ def load_muse_data(data: str | Path = DEFAULT_DATA, *, max_examples: int | None 
     root = Path(data)
     local = root.is_dir()
     if not local and (root.exists() or str(data).startswith((".", "/", "~"))):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"MUSE data {data!r} is not a folder. Pass a folder in the muse_bench layout or a Hub id."
         )
     values: dict[str, list] = {}

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alignkit.eval.logs import META_KEY, agg_value, read_eval_log, summarize
+from alignkit.errors import MissingFileError
+from alignkit.eval.logs import META_KEY, TOFU_EVAL_FILE, agg_value, read_eval_log, summarize
 from alignkit.formatting import format_number
 
 TASK_ROWS = (
@@ -127,13 +128,46 @@ def tofu_markdown(result) -> str:
 # ------------------------------------------------------------------------------------ comparisons
 
 
+def find_tofu_log(run_dir: str | Path) -> Path:
+    """The TOFU_EVAL.json of ``run_dir``: the file itself, one in the folder, or the one below it
+    (``alignkit train`` suggests ``RUN/eval/tofu``); checkpoints are skipped."""
+    p = Path(run_dir)
+    if p.is_file() or (p / TOFU_EVAL_FILE).is_file():
+        return p
+    if not p.exists():
+        raise MissingFileError(f"{p} does not exist; give a run folder or its {TOFU_EVAL_FILE}.")
+    found = sorted(
+        f
+        for f in p.rglob(TOFU_EVAL_FILE)
+        if not any(part.startswith("checkpoint-") for part in f.relative_to(p).parts)
+    )
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise MissingFileError(
+            f"{p} holds no {TOFU_EVAL_FILE} (searched the folder and below); evaluate it first: "
+            f"alignkit eval tofu --model {p} --output-dir {p}/eval/tofu"
+        )
+    raise MissingFileError(
+        f"{p} holds {len(found)} {TOFU_EVAL_FILE} files ({', '.join(str(f.parent) for f in found[:3])}); "
+        "pass the one to compare."
+    )
+
+
+def run_name(folder: Path) -> str:
+    """A run's name: the folder, or the run above ``RUN/eval/<benchmark>`` (every one is named "tofu")."""
+    if folder.parent.name == "eval" and folder.parent.parent.name:
+        return folder.parent.parent.name
+    return folder.name
+
+
 def load_run(run_dir: str | Path) -> dict:
     """``{"name", "dir", "summary", "meta"}`` from a run folder (TOFU_EVAL.json) or the file itself."""
-    p = Path(run_dir)
+    p = find_tofu_log(run_dir)
     logs = read_eval_log(p)
     folder = p if p.is_dir() else p.parent
     return {
-        "name": folder.name,
+        "name": run_name(folder),
         "dir": str(folder),
         "summary": summarize(logs),
         "meta": logs.get(META_KEY, {}),

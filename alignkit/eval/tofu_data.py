@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alignkit.errors import MissingFileError
+
 DEFAULT_DATA = "locuslab/TOFU"
 
 
@@ -87,16 +89,16 @@ def load_tofu(data: str | Path = DEFAULT_DATA, config: str = "forget10_perturbed
         folder = Path(data).expanduser()
         if not folder.is_dir():
             what = "is a file, not a folder" if folder.exists() else "does not exist"
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"TOFU data folder {folder} {what}; pass the folder holding {config}.json."
             )
         if not (folder / f"{config}.json").is_file() and not (folder / f"{config}.jsonl").is_file():
-            raise FileNotFoundError(f"TOFU file missing: {source} (no {config}.json in {folder}).")
+            raise MissingFileError(f"TOFU file missing: {source} (no {config}.json in {folder}).")
         return load_rows(folder, config).to_list()
     try:
         return load_rows(str(data), config).to_list()
     except (ConnectionError, OSError, ValueError) as err:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Could not load {source}: {err}. Pass a local folder holding the TOFU json files instead "
             "(`--data DIR` / `data=DIR`), or allow Hub access."
         ) from err
@@ -125,7 +127,7 @@ def load_task(data: str | Path, spec: TofuTaskSpec, *, max_rows: int | None = No
     except FileNotFoundError as err:
         if spec.key == "forget":
             split = spec.config.removesuffix("_perturbed")
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"forget split {split!r} has no perturbed eval file ({source}). Truth Ratio and Forget "
                 f"Quality need '{spec.config}' (paraphrased and perturbed answers); TOFU ships it only "
                 f"for forget01, forget05 and forget10. Underlying error: {err}"

@@ -66,6 +66,35 @@ def test_run_report_says_why_forget_quality_is_missing(runs):
     assert "Real Authors" in text and "World Facts" in text
 
 
-def test_report_of_missing_run_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="TOFU eval log .* does not exist"):
-        main(["report", str(tmp_path / "nope"), "--output", str(tmp_path / "out")])
+def test_report_of_missing_run_is_one_line(tmp_path, capsys):
+    code = main(["report", str(tmp_path / "nope"), "--output", str(tmp_path / "out")])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'nope'} does not exist; give a run folder or its TOFU_EVAL.json.\n"
+    )
+
+
+def test_report_of_a_folder_without_logs_is_one_line(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run_info.json").write_text("{}")
+    code = main(["report", str(tmp_path / "run"), "--output", str(tmp_path / "out")])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'run'} holds no TOFU_EVAL.json (searched the folder and below); evaluate it "
+        f"first: alignkit eval tofu --model {tmp_path / 'run'} --output-dir {tmp_path / 'run'}/eval/tofu\n"
+    )
+
+
+def test_report_finds_run_eval_tofu_and_names_the_run(runs, tmp_path):
+    """The layout `alignkit train` suggests: RUN/eval/tofu. Each row is named after its run."""
+    import shutil
+
+    for name, source in (("npo_run", "unlearned"), ("ga_run", "retain_vs_itself")):
+        shutil.copytree(runs / source, tmp_path / name / "eval" / "tofu")
+        (tmp_path / name / "checkpoint-2" / "eval").mkdir(parents=True)  # skipped
+    assert load_run(tmp_path / "npo_run")["name"] == "npo_run"
+    assert load_run(tmp_path / "ga_run" / "eval" / "tofu")["name"] == "ga_run"
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "npo_run"), str(tmp_path / "ga_run"), "--output", str(out)]) == 0
+    names = [r["name"] for r in json.loads((out / "tofu_comparison.json").read_text())]
+    assert names == ["npo_run", "ga_run"]
