@@ -483,6 +483,23 @@ def stage_upload(
     return out
 
 
+def check_finite_weights(run_dir: str | Path) -> None:
+    """Refuse a model whose saved weights hold NaN/inf (a diverged run) before anything is staged."""
+    import torch
+    from safetensors import safe_open
+
+    for path in sorted(Path(run_dir).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                tensor = f.get_tensor(name)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise ValueError(
+                        f"{path}: tensor `{name}` holds NaN/inf values, so the run diverged; refusing to "
+                        "upload it. Retrain (alignkit train stops at the first non-finite step), or pass "
+                        "--force to upload anyway."
+                    )
+
+
 def _merge_adapter(run_dir: Path, out: Path) -> None:
     from peft import AutoPeftModelForCausalLM
 
@@ -517,10 +534,13 @@ def push_run(
     results: list[EvalSource] | None = None,
     dry_run: str | Path | None = None,
     commit_message: str | None = None,
+    force: bool = False,
 ) -> dict:
     """Stage the upload folder; with ``dry_run`` keep it there, else create the repo and upload it."""
     if not re.match(r"^[\w.-]+/[\w.-]+$", repo_id or ""):
         raise ValueError(f"--repo-id must look like USER/NAME, got {repo_id!r}.")
+    if not force:
+        check_finite_weights(run_dir)
     if dry_run is not None:
         folder = stage_upload(run_dir, dry_run, repo_id=repo_id, merge=merge, results=results)
         return {"folder": str(folder), "uploaded": False, "repo_id": repo_id}

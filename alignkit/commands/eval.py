@@ -139,6 +139,31 @@ def print_tofu_table(result, console) -> None:
         console.print(f"[yellow]{meta['forget_quality_note']}[/]")
 
 
+def warn_non_finite(console, logs: dict) -> None:
+    """NaN/inf metrics mean a broken model (a diverged run); say so where nobody can miss it.
+
+    The logs keep a non-finite value as null (strict JSON), so a metric without a value counts too,
+    except the ones that are legitimately absent without a retain reference (FQ, PrivLeak).
+    """
+    import math
+
+    from alignkit.eval.logs import agg_values
+
+    optional = ("forget_quality", "privleak")
+    bad = sorted(
+        k
+        for k, v in agg_values(logs).items()
+        if (v is None and not any(o in k.lower() for o in optional))
+        or (isinstance(v, float) and not math.isfinite(v))
+    )
+    if bad:
+        console.print(
+            f"[bold red]WARNING: {len(bad)} metric(s) are not finite ({', '.join(bad)}). The model's "
+            "outputs hold NaN/inf (did its training diverge?); these results are meaningless.[/]",
+            soft_wrap=True,
+        )
+
+
 def check_eval_args(args) -> None:
     """Flags every benchmark shares, checked before any model is loaded (each error is one line)."""
     from alignkit.errors import MissingFileError, UserError
@@ -188,6 +213,7 @@ def run_tofu(args) -> int:
         dtype=args.dtype,
     )
     print_tofu_table(result, console)
+    warn_non_finite(console, result.logs)
     console.print(f"logs and report written to {output_dir}")
     return 0
 
@@ -285,6 +311,7 @@ def run_muse_command(args) -> int:
     for name, value in result.summary.items():
         table.add_row(name, format_metric(value), METRIC_HELP.get(name, ""))
     Console().print(table)
+    warn_non_finite(console, result.logs)
     console.print(f"PrivLeak reference: {result.meta['privleak_reference']['source']}")
     console.print(f"Wrote {output_dir / 'MUSE_EVAL.json'}, MUSE_SUMMARY.json and MUSE_REPORT.md")
     return 0

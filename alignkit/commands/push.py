@@ -55,6 +55,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="DIR",
         help="write exactly the folder that would be uploaded to DIR (must be new or empty) and stop",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="upload even if the weights hold NaN/inf values (refused otherwise: the run diverged)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -78,6 +83,7 @@ def run(args) -> int:
             merge=args.merge,
             results=results,
             dry_run=args.dry_run,
+            force=args.force,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         err.print(f"[bold red]error:[/] {hub.scrub(str(e))}")

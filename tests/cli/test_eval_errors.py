@@ -65,3 +65,21 @@ def test_split_without_its_perturbed_file(cli, tiny_model_dir, tofu_dir, tmp_pat
     )  # fmt: skip
     assert code == 2
     assert one_line(out).startswith("error: forget split 'forget02' has no perturbed eval file")
+
+
+def test_eval_warns_loudly_on_non_finite_metrics(cli, tiny_model_dir, tofu_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.fill_(float("nan"))  # what a diverged run saves
+    model.save_pretrained(tmp_path / "nan_model")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "nan_model")
+    code, out = cli(
+        "eval", "tofu", "--model", tmp_path / "nan_model", "--data", tofu_dir, "--forget-split", "forget01",
+        "--max-examples", "2", "--no-progress", "--output-dir", tmp_path / "e",
+    )  # fmt: skip
+    assert code == 0, out
+    warning = [line for line in out.splitlines() if line.startswith("WARNING:")]
+    assert len(warning) == 1 and "metric(s) are not finite" in warning[0] and "forget_Q_A_Prob" in warning[0]

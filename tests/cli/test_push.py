@@ -234,3 +234,26 @@ def test_muse_results_reach_the_card_under_readable_names(tmp_path):
     assert not raw, f"MUSE metrics without a readable card name: {raw}"
     assert names["privleak"] == "PrivLeak (%)" and names["forget_verbmem_ROUGE"].startswith("VerbMem")
     assert {e.metric_value for e in entries} == set(values.values())
+
+
+def test_push_refuses_non_finite_weights_unless_forced(full_run, cli, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "diverged"
+    shutil.copytree(full_run, run)
+    weights = load_file(run / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = weights[name].clone()
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, run / "model.safetensors", metadata={"format": "pt"})
+    code, out = cli("push", run, "--repo-id", "someone/model", "--dry-run", tmp_path / "up")
+    assert code == 2 and not (tmp_path / "up").exists()
+    assert [line for line in out.splitlines() if line.strip()] == [
+        f"error: {run / 'model.safetensors'}: tensor `{name}` holds NaN/inf values, so the run diverged; "
+        "refusing to upload it. Retrain (alignkit train stops at the first non-finite step), or pass --force "
+        "to upload anyway."
+    ]
+    code, out = cli("push", run, "--repo-id", "someone/model", "--dry-run", tmp_path / "up", "--force")
+    assert code == 0, out
