@@ -26,6 +26,7 @@ from alignkit.launch.sources import (
     load_source,
     local_files,
 )
+from alignkit.models.source import check_pretrained_source
 from alignkit.trainers.run_info import RESOLVED_RECIPE, RUN_INFO, derived_numbers, hyperparameters
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,14 @@ def build(recipe: Recipe, callbacks=None) -> Built:
     if model_path.startswith("synthetic:"):
         corpus = [t for rows in raw.values() for t in dataset_texts(rows)]
         model_path = str(build_synthetic_model(model_path, corpus))
+    else:
+        check_pretrained_source(model_path)
+    if s.tokenizer_name_or_path:
+        check_pretrained_source(s.tokenizer_name_or_path, what="tokenizer", flag="tokenizer_name_or_path")
+    else:
+        check_pretrained_source(model_path, what="tokenizer")
+    if s.ref_model_name_or_path:
+        check_pretrained_source(s.ref_model_name_or_path, flag="ref_model_name_or_path")
     tokenizer = AutoTokenizer.from_pretrained(
         s.tokenizer_name_or_path or model_path,
         revision=m.model_revision if not s.tokenizer_name_or_path else None,

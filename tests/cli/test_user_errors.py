@@ -82,3 +82,28 @@ def test_rerunning_into_a_used_output_dir_is_refused_unless_asked(cli, recipe_fi
     code, out = cli("train", recipe_file, "--learning_rate", "1e-2", "--overwrite_output_dir", "true")
     assert code == 0, out
     assert (tmp_path / "run" / "model.safetensors").read_bytes() != first
+
+
+def test_model_folder_without_config_is_one_line(cli, recipe_file, tmp_path):
+    folder = tmp_path / "just_weights"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text("{}")
+    code, out = cli("train", recipe_file, "--model_name_or_path", folder)
+    assert code == 2
+    assert one_error_line(out) == (
+        f"error: {recipe_file}: `model_name_or_path`: the folder {folder} has no config.json, so it is not "
+        "a saved model; point it at a folder written by save_pretrained (e.g. a run's output_dir) or a Hub id."
+    )
+
+
+def test_offline_hub_model_is_one_line(cli, recipe_file, tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    code, out = cli("train", recipe_file, "--model_name_or_path", "meta-llama/Not-Cached-1B")
+    assert code == 2
+    assert one_error_line(out) == (
+        f"error: {recipe_file}: `model_name_or_path`: 'meta-llama/Not-Cached-1B' is neither a local folder "
+        "nor in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it; download it first "
+        "(`hf download meta-llama/Not-Cached-1B`) or give a local folder."
+    )
