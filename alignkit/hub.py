@@ -317,7 +317,8 @@ def build_model_card(
             "role": role,
             "source": d.get("source"),
             "config": d.get("config") or "–",
-            "rows": d.get("rows", "–"),
+            "rows": f"{d.get('rows', '–')}"
+            + (f" ({d['rows_skipped']} invalid skipped)" if d.get("rows_skipped") else ""),
         }
         for role, d in datasets_info.items()
     ]

@@ -434,6 +434,7 @@ def muse_recipes() -> dict[str, str]:
 
 def generated_recipes() -> dict[str, str]:
     out = {}
+    general = "+real_authors+world_facts"  # the general facts too: Model Utility reads them (quickstart)
     for name, split, what in (
         ("finetune_full", "full", "the target model: a tiny Llama trained on all 20 generated people"),
         ("finetune_retain90", "retain90", "the forget10 oracle: trained without the last 2 people"),
@@ -448,13 +449,14 @@ def generated_recipes() -> dict[str, str]:
             ),
             (
                 "train_dataset",
-                f"{GEN_DATA}&split={split}",
-                f"{200 if split == 'full' else 180} generated QA rows",
+                f"{GEN_DATA}&split={split}{general}",
+                f"{200 if split == 'full' else 180} generated QA rows + 48 general facts (Model Utility's "
+                "Real Authors / World Facts: a tiny model has no pretraining to know them)",
             ),
             ("output_dir", f"runs/generated_tofu/{name}", "the unlearning recipes start from finetune_full"),
             ("learning_rate", 3.0e-3, "tiny random model: memorising in minutes needs a large rate"),
             ("num_train_epochs", 30, "enough for the tiny model to memorise the answers"),
-            ("logging_steps", 25, "one line per epoch"),
+            ("logging_steps", 31, "one line per epoch"),
             ("save_strategy", "no", "minutes-long run: no checkpoints"),
         ]
         header = [
@@ -464,7 +466,7 @@ def generated_recipes() -> dict[str, str]:
             f"Evaluate: alignkit eval tofu --model runs/generated_tofu/{name} --data FOLDER --output-dir ...",
             "          (FOLDER: the generated benchmark, run_info.json datasets.train.files; the run prints the line)",
             "",
-            "Expected (measured): 750 steps, 1.5-10 minutes on 2 CPU cores depending on load; the NLL per",
+            "Expected (measured): 930 steps, 2-12 minutes on 2 CPU cores depending on load; the NLL per",
             "answer token falls from 4.9 (first-epoch average) to ~0.02 (epoch 30) on the full set.",
         ]
         out[path] = _file(header, body)

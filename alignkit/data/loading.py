@@ -32,6 +32,8 @@ def load_rows(source: str | Path, config: str | None = None, split: str = "train
     if path.is_dir():
         if config is None:
             raise ValueError(f"{path} is a folder: name the file to read with `config` (e.g. 'forget10').")
+        if "+" in config:
+            return join_configs(path, config.split("+"))
         for suffix in (".json", ".jsonl"):
             candidate = path / f"{config}{suffix}"
             if candidate.is_file():
@@ -40,6 +42,20 @@ def load_rows(source: str | Path, config: str | None = None, split: str = "train
     if str(source).startswith(("/", "./", "../")):
         raise MissingFileError(f"{source} does not exist")
     return datasets.load_dataset(str(source), config, split=split)
+
+
+def join_configs(folder: Path, configs: list[str]) -> datasets.Dataset:
+    """``config="full+real_authors"``: the rows of several files of a folder, one after the other.
+
+    Only the fields every file has are kept (the general-facts files add option columns the
+    question/answer rows lack); what is dropped is logged.
+    """
+    parts = [load_rows(folder, name) for name in configs]
+    common = [c for c in parts[0].column_names if all(c in p.column_names for p in parts)]
+    dropped = sorted({c for p in parts for c in p.column_names} - set(common))
+    if dropped:
+        logger.info("%s: joining %s keeps the shared fields %s; dropped %s", folder, configs, common, dropped)
+    return datasets.concatenate_datasets([p.select_columns(common) for p in parts])
 
 
 def load_json_file(path: Path) -> datasets.Dataset:

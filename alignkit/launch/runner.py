@@ -162,12 +162,15 @@ def build(recipe: Recipe, callbacks=None) -> Built:
     )
     info = {}
     for role, rows in raw.items():
+        skipped = getattr(trainer, "rows_skipped", {}).get(f"{role}_dataset", 0)
         info[role] = {
             "source": getattr(s, f"{role}_dataset"),
             "config": getattr(s, f"{role}_dataset_config"),
             "split": getattr(s, f"{role}_dataset_split"),
-            "rows": len(rows),
+            "rows": len(rows) - skipped,  # the rows that train (after on_invalid="skip")
         }
+        if skipped:
+            info[role]["rows_skipped"] = skipped
         files = local_files(info[role]["source"])
         if files and files != info[role]["source"]:
             info[role]["files"] = (

@@ -221,13 +221,14 @@ def load_source(text: str, config: str | None = None, split: str = "train") -> d
                 raise SourceError(f"{text!r} names split={file!r} but the dataset config is {config!r}.")
             file = file or config or "full"
             directory = synthetic_tofu_dir(source.params)
-            if not (directory / f"{file}.json").is_file():
-                names = sorted(p.stem for p in directory.glob("*.json"))
-                close = difflib.get_close_matches(file, names, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise SourceError(
-                    f"{text!r}: the generated benchmark has no split {file!r}.{hint} Splits: {names}."
-                )
+            for part in file.split("+"):  # `full+real_authors+world_facts`: the files one after the other
+                if not (directory / f"{part}.json").is_file():
+                    names = sorted(p.stem for p in directory.glob("*.json"))
+                    close = difflib.get_close_matches(part, names, n=1)
+                    hint = f" Did you mean {close[0]!r}?" if close else ""
+                    raise SourceError(
+                        f"{text!r}: the generated benchmark has no split {part!r}.{hint} Splits: {names}."
+                    )
             return load_rows(directory, file)
         if config:
             raise SourceError(f"{text!r} takes no dataset config (got {config!r}).")

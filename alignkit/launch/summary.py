@@ -20,7 +20,8 @@ def _datasets_lines(datasets: dict[str, dict]) -> str:
     lines = []
     for role, d in datasets.items():
         where = d["source"] + (f" [{d['config']}]" if d.get("config") else "")
-        lines.append(f"{role}: {where} ({d['rows']} rows)")
+        skipped = f", {d['rows_skipped']} invalid skipped" if d.get("rows_skipped") else ""
+        lines.append(f"{role}: {where} ({d['rows']} rows{skipped})")
     return "\n".join(lines)
 
 

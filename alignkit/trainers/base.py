@@ -290,9 +290,12 @@ class AlignKitTrainer(Trainer):
         return row
 
     def _encode(self, data, name: str, args, transform=None) -> datasets.Dataset:
-        return prepare_dataset(
+        encoded = prepare_dataset(
             data, self.collator, name=name, on_invalid=args.on_invalid, transform=transform
         )
+        # Rows dropped by on_invalid="skip", per dataset: the plan, run_info and the card report them.
+        self.__dict__.setdefault("rows_skipped", {})[name] = len(data) - len(encoded)
+        return encoded
 
     def _precompute(self, encoded, model, ref_model, args):
         reference = ref_model if ref_model is not None else model

@@ -107,3 +107,22 @@ def test_offline_hub_model_is_one_line(cli, recipe_file, tmp_path, monkeypatch):
         "nor in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it; download it first "
         "(`hf download meta-llama/Not-Cached-1B`) or give a local folder."
     )
+
+
+def test_skipped_rows_are_counted_in_plan_run_info_and_card(cli, recipe_file, tmp_path):
+    import json
+
+    rows = [{"question": f"Who is person {i}?", "answer": f"Person {i} is a writer."} for i in range(10)]
+    rows[3]["answer"] = ""
+    rows[7] = {"question": "Where?", "answer": "Here.", "choosen": "x"}
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out = cli("train", recipe_file, "--train_dataset", data, "--on_invalid", "skip")
+    assert code == 0, out
+    assert "(8 rows, 2 invalid skipped)" in out.replace("\n", " ")
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["datasets"]["train"]["rows"] == 8 and info["datasets"]["train"]["rows_skipped"] == 2
+    assert info["derived"]["train_rows"] == 8
+    code, out = cli("push", tmp_path / "run", "--repo-id", "someone/m", "--dry-run", tmp_path / "up")
+    assert code == 0, out
+    assert f"| `{data}` | – | 8 (2 invalid skipped) |" in (tmp_path / "up" / "README.md").read_text()
