@@ -214,18 +214,66 @@ def _launch_text(distributed: str | None, world: int) -> str:
     return f"{world} processes ({ {'MULTI_GPU': 'DDP', 'MULTI_CPU': 'DDP on CPU', 'DEEPSPEED': 'DeepSpeed', 'FSDP': 'FSDP'}.get(distributed or '', distributed) })"
 
 
-def _quickstart(repo: str, kind: str) -> str:
+QUESTION = "Who wrote the book?"
+
+
+def _quickstart(repo: str, kind: str, fmt: dict | None = None) -> str:
+    """Load the model and ask one question, prompted the way it was trained (``run_info.prompt_format``)."""
     if kind == "lora":
-        return (
+        load = (
             "from peft import AutoPeftModelForCausalLM\n"
             "from transformers import AutoTokenizer\n\n"
             f'model = AutoPeftModelForCausalLM.from_pretrained("{repo}")  # loads the base model, then this adapter\n'
-            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")'
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
+        )
+    else:
+        load = (
+            "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f'model = AutoModelForCausalLM.from_pretrained("{repo}")\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
+        )
+    fmt = fmt or {}
+    if fmt.get("mode") == "chat":
+        messages = [{"role": "user", "content": QUESTION}]
+        if fmt.get("system_prompt"):
+            messages.insert(0, {"role": "system", "content": fmt["system_prompt"]})
+        prompt = (
+            "# trained with the chat template: prompt with it\n"
+            f"messages = {messages!r}\n"
+            'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
+            "return_dict=True)\n"
+        )
+    else:
+        text = (
+            f"{fmt.get('system_prefix', '')}{fmt.get('user_start', 'Question: ')}{QUESTION}"
+            f"{fmt.get('user_end', chr(10))}{fmt.get('asst_start', 'Answer: ')}"
+        )
+        prompt = (
+            f'# the prompt format it was trained with\ninputs = tokenizer({text!r}, return_tensors="pt")\n'
         )
     return (
-        "from transformers import pipeline\n\n"
-        f'generator = pipeline("text-generation", model="{repo}")\n'
-        'print(generator("Question: Who wrote the book?\\nAnswer:", max_new_tokens=32)[0]["generated_text"])'
+        load
+        + prompt
+        + "output = model.generate(**inputs, max_new_tokens=32)\n"
+        + 'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))'
+    )
+
+
+def _citation(paper: dict) -> str | None:
+    """The method's BibTeX: the paper's own, else one built from its title and arXiv id."""
+    if paper.get("citation"):
+        return paper["citation"]
+    arxiv = paper.get("id")
+    if not arxiv or not paper.get("title"):
+        return None
+    year = f"20{arxiv[:2]}" if arxiv[:2].isdigit() else ""
+    return (
+        f"@article{{arxiv{arxiv.replace('.', '_')},\n"
+        f"  title   = {{{{{paper['title']}}}}},\n"
+        f"  journal = {{arXiv preprint arXiv:{arxiv}}},\n"
+        f"  year    = {{{year}}},\n"
+        f"  url     = {{https://arxiv.org/abs/{arxiv}}}\n"
+        "}"
     )
 
 
@@ -347,7 +395,7 @@ def build_model_card(
         template_str=CARD_TEMPLATE,
         model_name=model_name,
         summary=summary,
-        quickstart=_quickstart(repo, kind),
+        quickstart=_quickstart(repo, kind, info.get("prompt_format")),
         method_line=method_line,
         setup=setup,
         datasets=datasets_rows,
@@ -356,7 +404,7 @@ def build_model_card(
         evaluations=evaluations,
         plots=list(plots),
         versions=versions,
-        citation=paper.get("citation"),
+        citation=_citation(paper),
         paper_title=paper.get("title"),
     )
 

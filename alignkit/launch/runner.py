@@ -27,7 +27,13 @@ from alignkit.launch.sources import (
     local_files,
 )
 from alignkit.models.source import check_pretrained_source
-from alignkit.trainers.run_info import RESOLVED_RECIPE, RUN_INFO, derived_numbers, hyperparameters
+from alignkit.trainers.run_info import (
+    RESOLVED_RECIPE,
+    RUN_INFO,
+    derived_numbers,
+    hyperparameters,
+    prompt_format,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +228,7 @@ def run_info(recipe: Recipe, built: Built, train_metrics: dict | None = None) ->
         "reference": {"mode": trainer.ref_mode, "model": recipe.script.ref_model_name_or_path},
         "datasets": built.datasets,
         "hyperparameters": hyperparameters(args),
+        "prompt_format": prompt_format(trainer),
         "derived": derived_numbers(trainer),
         "distributed": str(trainer.accelerator.distributed_type).split(".")[-1],
         "recipe": str(recipe.path) if recipe.path else None,

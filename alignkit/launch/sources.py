@@ -221,7 +221,11 @@ def load_source(text: str, config: str | None = None, split: str = "train") -> d
                 raise SourceError(f"{text!r} names split={file!r} but the dataset config is {config!r}.")
             file = file or config or "full"
             directory = synthetic_tofu_dir(source.params)
-            for part in file.split("+"):  # `full+real_authors+world_facts`: the files one after the other
+            # `split=full+real_authors+world_facts`: the files one after the other (a query string
+            # decodes "+" as a space, so both join).
+            parts = file.replace("+", " ").split()
+            file = "+".join(parts)
+            for part in parts:
                 if not (directory / f"{part}.json").is_file():
                     names = sorted(p.stem for p in directory.glob("*.json"))
                     close = difflib.get_close_matches(part, names, n=1)

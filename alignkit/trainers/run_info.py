@@ -85,6 +85,12 @@ def derived_numbers(trainer) -> dict[str, Any]:
     }
 
 
+def prompt_format(trainer) -> dict | None:
+    """How prompts were rendered in training (the card's quick start prompts the same way)."""
+    fmt = getattr(getattr(trainer, "collator", None), "prompt_format", None)
+    return fmt.to_dict() if fmt is not None else None
+
+
 def run_info_from_trainer(trainer) -> dict:
     """What a card needs, from a live trainer (runs not started by ``alignkit train``)."""
     model = (
@@ -111,6 +117,7 @@ def run_info_from_trainer(trainer) -> dict:
         "reference": {"mode": getattr(trainer, "ref_mode", None), "model": None},
         "datasets": data,
         "hyperparameters": hyperparameters(args),
+        "prompt_format": prompt_format(trainer),
         "derived": {"world_size": args.world_size},
         "distributed": str(trainer.accelerator.distributed_type).split(".")[-1],
         "train": {"global_step": trainer.state.global_step},

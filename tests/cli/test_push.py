@@ -257,3 +257,31 @@ def test_push_refuses_non_finite_weights_unless_forced(full_run, cli, tmp_path):
     ]
     code, out = cli("push", run, "--repo-id", "someone/model", "--dry-run", tmp_path / "up", "--force")
     assert code == 0, out
+
+
+def _quickstart_code(card_text: str) -> str:
+    start = card_text.index("## Quick start")
+    block = card_text[start:].split("```python\n", 1)[1].split("```", 1)[0]
+    return block
+
+
+def test_card_quickstart_prompts_as_training_did_and_cites_the_paper(full_run, cli, tmp_path):
+    """The quick start is run as written (the repo id pointed at the folder); its prompt tokens are the
+    prompt tokens training used for the same question."""
+    from transformers import AutoTokenizer
+
+    from alignkit.data import PreferenceCollator
+
+    out = tmp_path / "upload"
+    assert cli("push", full_run, "--repo-id", "me/tiny-npo", "--dry-run", out)[0] == 0
+    text = (out / "README.md").read_text()
+    code = _quickstart_code(text)
+    assert "apply_chat_template" in code  # the tiny tokenizer has a chat template, so training used it
+    scope: dict = {}
+    exec(code.replace('"me/tiny-npo"', repr(str(out))), scope)  # noqa: S102 - the card's own example
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    trained = PreferenceCollator(tokenizer).encode({"question": "Who wrote the book?", "answer": "x"})
+    assert scope["inputs"]["input_ids"][0].tolist() == trained["prompt_ids"][0]
+    # The method's paper is cited, not only TRL.
+    assert "journal = {arXiv preprint arXiv:2404.05868}" in text
+    assert "Negative Preference Optimization" in text.split("## Citations", 1)[1]
