@@ -26,36 +26,13 @@ def _card_for_trainer(trainer, **kwargs):
 
 _wiring.card_renderer = _card_for_trainer
 
-__all__ = [
-    "METHODS",
-    "AlignKitConfig",
-    "AlignKitTrainer",
-    "CATNIPConfig",
-    "CATNIPTrainer",
-    "DiPOConfig",
-    "DiPOTrainer",
-    "FinetuneConfig",
-    "FinetuneTrainer",
-    "GAConfig",
-    "GATrainer",
-    "GradDiffConfig",
-    "GradDiffTrainer",
-    "IdkDPOConfig",
-    "IdkDPOTrainer",
-    "NPOConfig",
-    "NPOTrainer",
-    "SimNPOConfig",
-    "SimNPOTrainer",
-    "UnlearnConfig",
-    "__version__",
-    "get_method",
-]
-
 
 def __getattr__(name: str) -> Any:
-    if name.startswith("__"):
+    if name.startswith("__") and name != "__all__":
         raise AttributeError(name)
     trainers = importlib.import_module("alignkit.trainers")
+    if name == "__all__":  # the public names are the trainers' (one list, in alignkit.trainers)
+        return [*trainers.__all__, "__version__"]
     try:
         value = getattr(trainers, name)
     except AttributeError:
@@ -65,4 +42,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__getattr__("__all__")))
