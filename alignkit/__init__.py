@@ -1,55 +1,14 @@
 """alignkit: preference alignment and machine unlearning for Hugging Face models, TRL-style.
 
 from alignkit import NPOConfig, NPOTrainer
+from alignkit import SoftmaxDPOConfig, SoftmaxDPOTrainer
+
+Every registered method's Config and Trainer is exported (the list comes from the registry).
 """
 
-from alignkit.trainers import (
-    METHODS,
-    AlignKitConfig,
-    AlignKitTrainer,
-    CATNIPConfig,
-    CATNIPTrainer,
-    DiPOConfig,
-    DiPOTrainer,
-    FinetuneConfig,
-    FinetuneTrainer,
-    GAConfig,
-    GATrainer,
-    GradDiffConfig,
-    GradDiffTrainer,
-    IdkDPOConfig,
-    IdkDPOTrainer,
-    NPOConfig,
-    NPOTrainer,
-    SimNPOConfig,
-    SimNPOTrainer,
-    UnlearnConfig,
-    get_method,
-)
+from alignkit import trainers as _trainers
+from alignkit.trainers import *  # noqa: F403  (the names are listed in alignkit.trainers.__all__)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "METHODS",
-    "AlignKitConfig",
-    "AlignKitTrainer",
-    "CATNIPConfig",
-    "CATNIPTrainer",
-    "DiPOConfig",
-    "DiPOTrainer",
-    "FinetuneConfig",
-    "FinetuneTrainer",
-    "GAConfig",
-    "GATrainer",
-    "GradDiffConfig",
-    "GradDiffTrainer",
-    "IdkDPOConfig",
-    "IdkDPOTrainer",
-    "NPOConfig",
-    "NPOTrainer",
-    "SimNPOConfig",
-    "SimNPOTrainer",
-    "UnlearnConfig",
-    "__version__",
-    "get_method",
-]
+__all__ = [*_trainers.__all__, "__version__"]

@@ -39,7 +39,12 @@ class DiPOConfig(UnlearnConfig):
             raise ValueError(f"`beta` and `alpha` must be > 0, got {self.beta} and {self.alpha}.")
 
 
-@register("dipo", summary="distribution preference optimization (reconstruction)")
+@register(
+    "dipo",
+    family="unlearning",
+    data="single",
+    summary="distribution preference optimization (reconstruction)",
+)
 class DiPOTrainer(AlignKitTrainer):
     config_class = DiPOConfig
     needs = Needs(reference="logits", logits=True)

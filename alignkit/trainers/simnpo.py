@@ -32,7 +32,7 @@ class SimNPOConfig(UnlearnConfig):
             raise ValueError(f"`beta` must be > 0, got {self.beta}.")
 
 
-@register("simnpo", summary="reference-free length-normalised NPO")
+@register("simnpo", family="unlearning", data="single", summary="reference-free length-normalised NPO")
 class SimNPOTrainer(AlignKitTrainer):
     config_class = SimNPOConfig
     needs = Needs(reference="none")
