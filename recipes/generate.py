@@ -258,8 +258,12 @@ ALIGN_COMMON: list[Row] = [
         "a tiny Llama; its tokenizer is trained on this data",
     ),
     ("learning_rate", 1.0e-3, "a tiny model tolerates a large rate; the effect shows within a few epochs"),
-    ("num_train_epochs", 3, "S-DPO's scripts run 3 epochs"),
-    ("per_device_train_batch_size", 8, "25 steps per epoch on 200 prompts"),
+    ("num_train_epochs", None, "num_train_epochs: 3 is the default and what S-DPO's scripts run"),
+    (
+        "per_device_train_batch_size",
+        None,
+        "per_device_train_batch_size: 8 is the default (25 steps per epoch)",
+    ),
     ("logging_steps", 25, "one line per epoch"),
     ("save_strategy", "no", "minutes-long run: no checkpoints"),
 ]
@@ -268,7 +272,13 @@ ALIGN_COMMON: list[Row] = [
 ALIGN_METHODS: dict[tuple[str, str], tuple[str, list[Row], str]] = {
     ("softmax_dpo", "recommendation"): (
         "S-DPO: 1 liked title vs 3 sampled negatives",
-        [("num_negatives", 3, "S-DPO's --neg_num 3 (drawn once per prompt from the 4 in the data)")],
+        [
+            (
+                "num_negatives",
+                None,
+                "num_negatives: 3 is the default, S-DPO's --neg_num (drawn once per prompt of the 4)",
+            )
+        ],
         "rewards/accuracies and rewards/margins rise epoch over epoch; compare HitRatio@1 with "
         "`alignkit eval preference`",
     ),
