@@ -61,23 +61,14 @@ class AlignmentContext:
     data: dict = field(default_factory=dict)  # task name -> (train PreferenceTask rows, eval PreferenceTask)
 
 
-def split_task(task: sp.PreferenceTask, n_train: int) -> tuple[sp.PreferenceTask, sp.PreferenceTask]:
-    """First ``n_train`` prompts for training, the rest held out (same catalogue / generator state)."""
-
-    def part(sl):
-        return sp.PreferenceTask(task.name, task.kind, task.records[sl], task.meta[sl], task.scorer)
-
-    return part(slice(0, n_train)), part(slice(n_train, None))
-
-
 def make_tasks(s: AlignmentSettings) -> dict[str, tuple[sp.PreferenceTask, sp.PreferenceTask]]:
     n = s.train_prompts + s.eval_prompts
     return {
-        "recommendation": split_task(
-            sp.recommendation_task(num_users=n, num_negatives=s.num_negatives, seed=s.seed), s.train_prompts
-        ),
-        "graded_list": split_task(
-            sp.graded_list_task(num_prompts=n, num_completions=s.list_size, seed=s.seed), s.train_prompts
+        "recommendation": sp.recommendation_task(
+            num_users=n, num_negatives=s.num_negatives, seed=s.seed
+        ).split(s.train_prompts),
+        "graded_list": sp.graded_list_task(num_prompts=n, num_completions=s.list_size, seed=s.seed).split(
+            s.train_prompts
         ),
     }
 

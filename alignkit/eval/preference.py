@@ -256,7 +256,9 @@ def _aggregate(records, rows, policy, reference, generations, task, beta) -> Pre
         w, l_, al = torch.tensor(lp_w), torch.tensor(lp_l), torch.tensor(alphas, dtype=torch.float64)
         summary["ranking_accuracy"] = float(ranking_accuracy(w, l_, al).mean())
         summary["ranking_accuracy_length_normalized"] = float(
-            ranking_accuracy(w / torch.tensor(n_w), l_ / torch.tensor(n_l)).mean()  # no tie rule (spec vectors)
+            ranking_accuracy(
+                w / torch.tensor(n_w), l_ / torch.tensor(n_l)
+            ).mean()  # no tie rule (spec vectors)
         )
         untied = al != 0.5
         if bool((~untied).any()) and bool(untied.any()):

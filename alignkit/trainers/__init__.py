@@ -18,7 +18,7 @@ from alignkit.trainers.forward import Needs as Needs
 from alignkit.trainers.registry import METHODS as METHODS
 from alignkit.trainers.registry import get_method as get_method
 
-_CORE = ("base", "config", "forward", "ref_cache", "registry")
+_CORE = ("base", "config", "forward", "ref_cache", "registry", "run_info")
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _CORE and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")

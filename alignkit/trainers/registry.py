@@ -106,8 +106,8 @@ def register(
 
 
 def get_method(name: str) -> MethodSpec:
-    import alignkit.trainers  # noqa: F401  (registers every method)
-
+    # Every method is registered by then: importing this module runs ``alignkit/trainers/__init__``
+    # first, which imports each trainer file.
     name = ALIASES.get(name, name)
     if name not in METHODS:
         import difflib

@@ -159,3 +159,20 @@ def test_evaluate_preference_on_the_synthetic_tasks(pref_model, tmp_path):
     saved = json.loads(paths["log"].read_text())
     assert saved["summary"]["ndcg"] == listed.summary["ndcg"] and len(saved["rows"]) == 6
     assert paths["plot"].is_file()
+
+
+def test_eval_preference_command(pref_model, tmp_path, capsys):
+    from alignkit.cli import main
+
+    path, _, _ = pref_model
+    out = tmp_path / "cli"
+    code = main(
+        ["eval", "preference", "--model", str(path), "--ref-model", str(path), "--task", "graded_list",
+         "--num-prompts", "4", "--skip", "2", "--output-dir", str(out), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "PREFERENCE_SUMMARY.json").read_text())
+    assert summary["num_rows"] == 4 and "ndcg" in summary and summary["reward_accuracy"] == 0.0
+    assert "ranking_accuracy" in capsys.readouterr().err
+    bad = main(["eval", "preference", "--model", str(path), "--data", str(tmp_path / "missing.jsonl")])
+    assert bad == 2 and "--data:" in capsys.readouterr().err

@@ -74,6 +74,14 @@ class PreferenceTask:
             raise ValueError(f"expected {len(self.records)} outputs, got {len(outputs)}")
         return sum(self.score(i, o) for i, o in enumerate(outputs)) / max(1, len(outputs))
 
+    def split(self, n: int) -> tuple[PreferenceTask, PreferenceTask]:
+        """The first ``n`` prompts and the rest, as two tasks (same catalogue and scorer: held-out data)."""
+
+        def part(sl: slice) -> PreferenceTask:
+            return PreferenceTask(self.name, self.kind, self.records[sl], self.meta[sl], self.scorer)
+
+        return part(slice(0, n)), part(slice(n, None))
+
     def pairwise(self, mode: str = "all") -> list[dict]:
         """Pairwise view; negatives-only records pair each flagged completion with the safe one."""
         if self.kind == "negatives_only":
