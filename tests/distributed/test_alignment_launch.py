@@ -8,11 +8,10 @@ which the metric gathering must survive). Launch lines and tolerances as in ``te
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import pytest
-from test_launch import CONFIGS, assert_parity, free_port, launched, single
+from test_launch import CONFIGS, assert_parity, free_port, launch_env, launched, single
 
 pytestmark = pytest.mark.distributed
 
@@ -20,14 +19,7 @@ pytestmark = pytest.mark.distributed
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("launch_sdpo")
-    env = {
-        **os.environ,
-        "ALIGNKIT_CACHE": str(root / "cache"),
-        "HF_HUB_OFFLINE": "1",
-        "TRL_EXPERIMENTAL_SILENCE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = launch_env(root)
     data = root / "one_vs_n.jsonl"
     from alignkit.data.synthetic.preference import recommendation_task
 
