@@ -16,7 +16,9 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/alignment_seeds")
     args = parser.parse_args(argv)
@@ -51,7 +53,9 @@ def main(argv=None) -> int:
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "seeds.json").write_text(json.dumps({"per_seed": per_seed, "wall_s": walls}, indent=1, default=str))
+    (out / "seeds.json").write_text(
+        json.dumps({"per_seed": per_seed, "wall_s": walls}, indent=1, default=str)
+    )
     (out / "seeds.md").write_text(table + "\n")
     return 0
 
