@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 from alignkit import _wiring
-from alignkit._version import __version__
+from alignkit._version import __version__ as __version__
 
 
 def _card_for_trainer(trainer, **kwargs):

@@ -55,7 +55,7 @@ AMBIGUOUS = {
     ),
     "scores_and_ranks": (
         {"prompt": "p", "completions": ["a", "b"], "scores": [1, 2], "ranks": [2, 1]},
-        "`scores/ranks`: give either `scores` (higher is better) or `ranks` (1 = best), not both",
+        "`ranks`: conflicts with `scores`: give one of `scores`, `ranks` or `labels`",
     ),
     "scores_without_completions": (
         {"prompt": "p", "chosen": "a", "rejected": "b", "scores": [1, 2]},
