@@ -225,7 +225,8 @@ def _aggregate(records, rows, policy, reference, generations, task, beta) -> Pre
     for i, record in enumerate(records):
         lps, lengths = policy[i]
         pairs = _pairs(record)
-        alpha = float(rows[i].get("alpha", 1.0) or 1.0)
+        alpha = rows[i].get("alpha")
+        alpha = 1.0 if alpha is None else float(alpha)  # single-rater data: every rater agrees
         entry = {"index": i, "logps": lps, "lengths": lengths}
         for a, b in pairs:
             lp_w.append(lps[a]), lp_l.append(lps[b]), n_w.append(lengths[a]), n_l.append(lengths[b])
