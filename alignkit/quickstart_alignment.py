@@ -147,6 +147,7 @@ COLUMNS = {
     "recommendation": [
         ("hit_ratio_at_1", "HitRatio@1 ↑"),
         ("hit_ratio_at_1_by_likelihood", "HR@1 by likelihood ↑"),
+        ("valid_ratio", "valid ↑"),
         ("ranking_accuracy", "ranking acc ↑"),
         ("reward_accuracy", "reward acc ↑"),
     ],

@@ -73,7 +73,7 @@ def test_alignment_half_compares_the_methods_on_held_out_prompts(quick_alignment
             assert summary["num_rows"] == 8
             if name != "sft":
                 assert summary["reward_margin"] != 0.0
-    for key in ("hit_ratio_at_1", "hit_ratio_at_1_by_likelihood"):
+    for key in ("hit_ratio_at_1", "hit_ratio_at_1_by_likelihood", "valid_ratio"):
         assert all(0.0 <= m[key] <= 1.0 for m in results["recommendation"].values())
     assert all(0.0 < m["ndcg"] <= 1.0 for m in results["graded_list"].values())
     assert quick_alignment.rows == {}  # the unlearning half did not run
