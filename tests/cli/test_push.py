@@ -285,3 +285,18 @@ def test_card_quickstart_prompts_as_training_did_and_cites_the_paper(full_run, c
     # The method's paper is cited, not only TRL.
     assert "journal = {arXiv preprint arXiv:2404.05868}" in text
     assert "Negative Preference Optimization" in text.split("## Citations", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "method,family_tag,absent",
+    [("npo", "unlearning", "alignment"), ("softmax_dpo", "alignment", "unlearning"), ("s_dpo", "alignment", "unlearning"),
+     ("dpo", "alignment", "unlearning"), ("lipo", "alignment", "unlearning"), ("finetune", None, "unlearning")],
+)  # fmt: skip
+def test_card_tags_come_from_the_registry(method, family_tag, absent):
+    from alignkit.hub import build_model_card
+    from alignkit.trainers import get_method
+
+    tags = build_model_card({"method": method, "model_kind": "full"}).data.tags
+    assert method in tags and absent not in tags
+    assert family_tag is None or family_tag in tags
+    assert set(get_method(method).card_tags) <= set(tags)
