@@ -61,7 +61,12 @@ def join_configs(folder: Path, configs: list[str]) -> datasets.Dataset:
 def load_json_file(path: Path) -> datasets.Dataset:
     """A local JSON/JSONL file as rows, after ``check_json_file`` (errors name the file and line)."""
     check_json_file(path)
-    return datasets.load_dataset("json", data_files=str(path), split="train")
+    try:
+        return datasets.load_dataset("json", data_files=str(path), split="train")
+    except (ValueError, TypeError, datasets.exceptions.DatasetGenerationError) as err:
+        # What the line-by-line check does not foresee still names the file, not a parser frame.
+        cause = err.__cause__ or err
+        raise DataFileError(f"{path}: could not be read as rows ({type(cause).__name__}: {cause}).") from err
 
 
 def check_json_file(path: Path) -> None:
@@ -104,6 +109,8 @@ def check_json_file(path: Path) -> None:
         return  # one row, or a mapping of columns: `datasets` reads both
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
+            if line.strip("\r"):  # `datasets` reads an empty line but fails on one holding spaces
+                raise DataFileError(f"{path}, line {number}: holds only whitespace; delete the line.")
             continue
         try:
             value = json.loads(line)

@@ -24,6 +24,11 @@ BAD_FILES = {
         GOOD + b'{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n',
         ", line 2: byte 0xe9 at column 16 is not valid UTF-8; re-save the file as UTF-8.",
     ),
+    "line_of_spaces": (
+        "data.jsonl",
+        GOOD + b"   \n" + GOOD,
+        ", line 2: holds only whitespace; delete the line.",
+    ),
     "bare_strings": (
         "data.jsonl",
         b'"first"\n"second"\n',
