@@ -2,6 +2,7 @@
 
 from alignkit.trainers.base import AlignKitTrainer
 from alignkit.trainers.catnip import CATNIPConfig, CATNIPTrainer
+from alignkit.trainers.ceu import CEUConfig, CEUTrainer
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
 from alignkit.trainers.dipo import DiPOConfig, DiPOTrainer
 from alignkit.trainers.forward import ForwardOutput, Needs
@@ -9,8 +10,12 @@ from alignkit.trainers.ga import GAConfig, GATrainer, GradDiffConfig, GradDiffTr
 from alignkit.trainers.idk_dpo import IdkDPOConfig, IdkDPOTrainer
 from alignkit.trainers.npo import NPOConfig, NPOTrainer
 from alignkit.trainers.registry import METHODS, get_method
+from alignkit.trainers.rmu import RMUConfig, RMUTrainer
+from alignkit.trainers.satimp import SatImpConfig, SatImpTrainer
 from alignkit.trainers.sft import FinetuneConfig, FinetuneTrainer
 from alignkit.trainers.simnpo import SimNPOConfig, SimNPOTrainer
+from alignkit.trainers.undial import UNDIALConfig, UNDIALTrainer
+from alignkit.trainers.wga import WGAConfig, WGATrainer
 
 __all__ = [
     "METHODS",
@@ -18,6 +23,8 @@ __all__ = [
     "AlignKitTrainer",
     "CATNIPConfig",
     "CATNIPTrainer",
+    "CEUConfig",
+    "CEUTrainer",
     "DiPOConfig",
     "DiPOTrainer",
     "FinetuneConfig",
@@ -32,8 +39,16 @@ __all__ = [
     "NPOConfig",
     "NPOTrainer",
     "Needs",
+    "RMUConfig",
+    "RMUTrainer",
+    "SatImpConfig",
+    "SatImpTrainer",
     "SimNPOConfig",
     "SimNPOTrainer",
+    "UNDIALConfig",
+    "UNDIALTrainer",
     "UnlearnConfig",
+    "WGAConfig",
+    "WGATrainer",
     "get_method",
 ]
