@@ -26,6 +26,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 ROBUSTNESS_FILE = "ROBUSTNESS.json"
 FORGET_METRICS = ("forget_prob", "forget_rouge")  # higher = more knowledge
 AUTHOR_ROWS = 20  # TOFU forget sets hold 20 questions per fictitious author, in author order
@@ -47,19 +49,22 @@ def control_normalised_recovery(m_attack: float, m_control_attack: float, m_targ
     return recovery(m_attack, m_control_attack, m_target)
 
 
-def tofu_attack_split(n_rows: int, *, k: int = 2, seed: int = 0) -> tuple[list[int], list[int]]:
-    """``(A, E)`` row indices of a TOFU forget set: ``k`` rows per author block of 20, drawn with
-    ``random.Random(seed).sample(range(20), k)`` in author order; ``E`` is every other row."""
-    if n_rows % AUTHOR_ROWS:
+def tofu_attack_split(
+    n_rows: int, *, k: int = 2, seed: int = 0, rows_per_author: int = AUTHOR_ROWS
+) -> tuple[list[int], list[int]]:
+    """``(A, E)`` row indices of a TOFU forget set: ``k`` rows per author block of ``rows_per_author`` (20 in
+    TOFU), drawn with ``random.Random(seed).sample(range(20), k)`` in author order; ``E`` is every other row."""
+    if n_rows % rows_per_author:
         raise ValueError(
-            f"a TOFU forget set has 20 rows per author; got {n_rows} rows (not a multiple of 20)"
+            f"the forget set has {n_rows} rows, not a multiple of {rows_per_author} rows per author; "
+            "set --rows-per-author to the questions per person"
         )
-    if not 1 <= k < AUTHOR_ROWS:
-        raise ValueError(f"--attack-k must be in 1..19 rows per author, got {k}")
+    if not 1 <= k < rows_per_author:
+        raise ValueError(f"--attack-k must be in 1..{rows_per_author - 1} rows per author, got {k}")
     rng = random.Random(seed)
     attack = []
-    for start in range(0, n_rows, AUTHOR_ROWS):
-        attack += sorted(start + i for i in rng.sample(range(AUTHOR_ROWS), k))
+    for start in range(0, n_rows, rows_per_author):
+        attack += sorted(start + i for i in rng.sample(range(rows_per_author), k))
     chosen = set(attack)
     return attack, [i for i in range(n_rows) if i not in chosen]
 
@@ -73,6 +78,7 @@ class RelearnSettings:
     batch_size: int = 8
     k: int = 2
     seed: int = 0
+    rows_per_author: int = AUTHOR_ROWS
 
 
 def relearn(model_path, rows: list[dict], out: Path, s: RelearnSettings, *, use_cpu: bool = False) -> Path:
@@ -250,7 +256,9 @@ def evaluate_robustness(
         )
     forget_rows = load_rows(data, forget_split)
     if attack_rows is None:
-        attack_idx, eval_idx = tofu_attack_split(len(forget_rows), k=s.k, seed=s.seed)
+        attack_idx, eval_idx = tofu_attack_split(
+            len(forget_rows), k=s.k, seed=s.seed, rows_per_author=s.rows_per_author
+        )
         attack_rows = [
             {"question": forget_rows[i]["question"], "answer": forget_rows[i]["answer"]} for i in attack_idx
         ]
@@ -340,3 +348,51 @@ def evaluate_robustness(
     return RobustnessResult(
         rows=rows, recovery=recov, settings=settings, diagnostics=diagnostics, timings=timings
     )
+
+
+def headline(result: RobustnessResult, name: str = "unlearned") -> dict[str, float | None]:
+    """Flat ``{"robustness/<attack>_recovery": R}`` on forget Prob, for logs, sweeps and the model card."""
+    out = {}
+    for key, entry in result.recovery.items():
+        model, _, attack = key.partition("@")
+        if model == name:
+            out[f"robustness/{attack}_recovery"] = entry.get("forget_prob", {}).get("recovery")
+    return out
+
+
+class RobustnessCallback(TrainerCallback):
+    """A ``TrainerCallback`` for sweeps: at the end of training, attack the trained model and log recovery.
+
+    The model is saved to ``<output_dir>/robustness_model``, :func:`evaluate_robustness` runs against the given
+    target and retain models, ``ROBUSTNESS.json`` lands in ``<output_dir>/eval/robustness`` (next to the TOFU
+    logs) and the headline recoveries are appended to the trainer's log history.
+    """
+
+    def __init__(self, *, target, retain, data, forget_split: str = "forget10", **kwargs):
+        self.target, self.retain, self.data, self.forget_split, self.kwargs = (
+            target,
+            retain,
+            data,
+            forget_split,
+            kwargs,
+        )
+
+    def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if not state.is_world_process_zero or model is None:
+            return
+        out = Path(args.output_dir)
+        saved = out / "robustness_model"
+        model.save_pretrained(saved)
+        if processing_class is not None:
+            processing_class.save_pretrained(saved)
+        result = evaluate_robustness(
+            {"unlearned": saved},
+            target=self.target,
+            retain=self.retain,
+            data=self.data,
+            forget_split=self.forget_split,
+            use_cpu=args.use_cpu,
+            **self.kwargs,
+        )
+        result.save(out / "eval" / "robustness")
+        state.log_history.append({"step": state.global_step, **headline(result)})

@@ -46,7 +46,7 @@ def test_attack_split_spec(seed):
 
 
 def test_attack_split_errors_are_one_line():
-    with pytest.raises(ValueError, match="20 rows per author"):
+    with pytest.raises(ValueError, match="not a multiple of 20 rows per author"):
         tofu_attack_split(30)
     with pytest.raises(ValueError, match="--attack-k"):
         tofu_attack_split(40, k=20)
@@ -252,3 +252,58 @@ def test_code_agreement_of_unlearned_vs_target(models):
     assert 0 < int8["rel_weight_change"] < 1
     assert int4["code_agreement"] > int8["code_agreement"]  # coarser buckets: more codes shared
     assert code_agreement(t, t, "rtn_int8")["code_agreement"] == 1.0
+
+
+@pytest.mark.slow
+def test_evaluate_robustness_end_to_end_on_generated_tofu(tmp_path):
+    """The whole evaluation on the generated benchmark: retain first (FQ reference), both attacks, the log."""
+    from alignkit.data.synthetic.tofu import generate_tofu_benchmark, tofu_texts
+    from alignkit.eval.robustness import evaluate_robustness
+    from alignkit.models import build_tiny_model
+
+    data = generate_tofu_benchmark(tmp_path / "data", num_people=20, questions_per_person=10, seed=0)
+    base = build_tiny_model(tofu_texts(data), tmp_path / "base", vocab_size=400, seed=0)
+    from alignkit.data import load_rows
+
+    def rows(split):
+        return [{"question": r["question"], "answer": r["answer"]} for r in load_rows(data, split)]
+
+    target = _train("finetune", base, rows("full"), tmp_path / "target", 150, 5e-3)
+    retain = _train("finetune", base, rows("retain90"), tmp_path / "retain", 150, 5e-3)
+    unlearned = _train("ga", target, rows("forget10"), tmp_path / "ga", 10, 1e-3)
+    result = evaluate_robustness(
+        {"ga": unlearned},
+        target=target,
+        retain=retain,
+        data=data,
+        relearn_settings=RelearnSettings(steps=5, learning_rate=1e-3, batch_size=4, rows_per_author=10),
+        quantizers=("rtn_int8", "rtn_int4"),
+        group_size=32,
+        batch_size=16,
+        use_cpu=True,
+    )
+    assert result.settings["eval_rows"] == 16 and result.settings["attack_rows"] == 4
+    assert set(result.rows) >= {
+        "retain",
+        "target",
+        "ga",
+        "ga@relearn",
+        "retain@relearn",
+        "ga@rtn_int8",
+        "ga@rtn_int4",
+    }
+    assert result.rows["retain"]["forget_quality"] == pytest.approx(1.0)
+    assert result.rows["ga"]["forget_prob"] < result.rows["target"]["forget_prob"]
+    assert result.rows["ga@relearn"]["forget_prob"] > result.rows["ga"]["forget_prob"]
+    entry = result.recovery["ga@relearn"]["forget_prob"]
+    assert entry["recovery"] == pytest.approx(
+        recovery(
+            result.rows["ga@relearn"]["forget_prob"],
+            result.rows["ga"]["forget_prob"],
+            result.rows["target"]["forget_prob"],
+        )
+    )
+    assert "control_normalised" in entry
+    assert 0 <= result.diagnostics["ga@rtn_int4"]["code_agreement"] <= 1
+    path = result.save(tmp_path / "eval" / "robustness")
+    assert RobustnessResult.load(path).rows.keys() == result.rows.keys()
