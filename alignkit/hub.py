@@ -89,7 +89,9 @@ def eval_results_metadata(sources: list[EvalSource], info: dict) -> list[EvalRes
             results.append(
                 EvalResult(
                     task_type="text-generation",
-                    task_name="Machine unlearning" if src.benchmark in ("tofu", "muse") else "Evaluation",
+                    task_name="Machine unlearning"
+                    if src.benchmark in ("tofu", "muse", "robustness")
+                    else "Evaluation",
                     dataset_type=dataset_type,
                     dataset_name=dataset_name,
                     dataset_config=config,
@@ -251,7 +253,10 @@ def build_model_card(
         if src.dataset_type and is_hub_id(src.dataset_type) and src.dataset_type not in hub_datasets:
             hub_datasets.append(src.dataset_type)
     tags = ["alignkit", "trl", method]
-    if any(k in method for k in ("ga", "npo", "dipo", "catnip", "idk")) or method == "graddiff":
+    if (
+        any(k in method for k in ("ga", "npo", "dipo", "catnip", "idk", "rmu", "undial", "satimp", "ceu"))
+        or method == "graddiff"
+    ):
         tags.append("unlearning")
     if kind == "lora":
         tags += ["lora", "peft"]

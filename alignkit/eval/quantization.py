@@ -69,7 +69,7 @@ def _rtn(name: str, w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Te
 
 def block_linears(model) -> dict[str, torch.nn.Linear]:
     """``{qualified name: module}`` of every ``nn.Linear`` inside the decoder blocks (not ``lm_head``)."""
-    from alignkit.trainers.forward import decoder_layers
+    from alignkit.models import decoder_layers
 
     layers = decoder_layers(model)
     found = {}
@@ -124,7 +124,7 @@ def code_agreement(unlearned, target, quantizer: str, group_size: int = DEFAULT_
     }
 
 
-def _torchao():
+def torchao_quantization():
     try:
         import torchao.quantization as q
         from torchao.quantization.granularity import PerGroup
@@ -147,7 +147,7 @@ def quantize_model_(model, quantizer: str, *, group_size: int = DEFAULT_GROUP_SI
         for name, mod in linears.items():
             mod.weight.copy_(_rtn(quantizer, mod.weight.detach(), groups[name])[0])
     else:
-        ao, per_group = _torchao()
+        ao, per_group = torchao_quantization()
         logging.getLogger("torchao").setLevel(logging.ERROR)
         chosen = {id(m) for m in linears.values()}
         if quantizer == "torchao_int8":

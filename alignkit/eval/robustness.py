@@ -240,13 +240,18 @@ def evaluate_robustness(
     from transformers import AutoModelForCausalLM
 
     from alignkit.data import load_rows
-    from alignkit.eval.quantization import code_agreement, quantize_model_
+    from alignkit.eval.quantization import QUANTIZERS, code_agreement, quantize_model_, torchao_quantization
     from alignkit.eval.tofu import evaluate_tofu
 
     say = on_step or (lambda _m: None)
     unknown = set(attacks) - {"relearn", "quantize"}
     if unknown:
         raise ValueError(f"unknown attack {sorted(unknown)[0]!r}; choose relearn and/or quantize")
+    bad = [q for q in quantizers if q not in QUANTIZERS] if "quantize" in attacks else []
+    if bad:
+        raise ValueError(f"unknown quantizer {bad[0]!r}; choose from {', '.join(QUANTIZERS)}")
+    if "quantize" in attacks and any(q.startswith("torchao") for q in quantizers):
+        torchao_quantization()  # a missing optional dependency fails now, not after the relearning runs
     models = dict(unlearned) if isinstance(unlearned, dict) else {"unlearned": unlearned}
     s = relearn_settings or RelearnSettings()
     data = Path(data)

@@ -30,8 +30,9 @@ from alignkit import _trl_compat as trl_compat
 from alignkit.data import ForgetRetainDataset, PreferenceCollator, PromptFormat, prepare_dataset
 from alignkit.data.records import ROLES
 from alignkit.losses import LossOutput, nll_loss, retain_kl_loss
+from alignkit.models import decoder_layers
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
-from alignkit.trainers.forward import ForwardOutput, Needs, decoder_layers, row_outputs
+from alignkit.trainers.forward import ForwardOutput, Needs, row_outputs
 from alignkit.trainers.ref_cache import with_ref_logps
 
 logger = logging.getLogger(__name__)

@@ -19,9 +19,10 @@ import re
 from dataclasses import dataclass, field
 
 from alignkit.losses import RMU_REDUCTIONS, LossOutput, control_vector, embed_diff_loss, rmu_forget_loss
+from alignkit.models import decoder_layers
 from alignkit.trainers.base import AlignKitTrainer, _is_peft
 from alignkit.trainers.config import RETAIN_LOSSES, UnlearnConfig
-from alignkit.trainers.forward import ForwardOutput, Needs, decoder_layers
+from alignkit.trainers.forward import ForwardOutput, Needs
 from alignkit.trainers.registry import register
 
 logger = logging.getLogger(__name__)

@@ -32,8 +32,6 @@ class UNDIALConfig(UnlearnConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.beta <= 0:
-            raise ValueError(f"`beta` must be > 0, got {self.beta}.")
         if self.undial_positions not in ("all", "labels"):
             raise ValueError(f"`undial_positions` must be 'all' or 'labels', got {self.undial_positions!r}.")
 

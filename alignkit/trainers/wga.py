@@ -18,14 +18,10 @@ from alignkit.trainers.registry import register
 @dataclass
 class WGAConfig(UnlearnConfig):
     beta: float = field(
-        default=1.0, metadata={"help": "β, confidence exponent (1.0: open-unlearning WGA.yaml, paper)."}
+        default=1.0,
+        metadata={"help": "β > 0, confidence exponent (1.0: open-unlearning WGA.yaml, paper; β → 0 is GA)."},
     )
     retain_loss: str = field(default="nll", metadata={"help": "Retain term; WGA uses nll (open-unlearning)."})
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.beta < 0:
-            raise ValueError(f"`beta` must be >= 0, got {self.beta}.")
 
 
 @register("wga", summary="weighted gradient ascent (confidence-weighted GA) + retain NLL")

@@ -307,3 +307,31 @@ def test_evaluate_robustness_end_to_end_on_generated_tofu(tmp_path):
     assert 0 <= result.diagnostics["ga@rtn_int4"]["code_agreement"] <= 1
     path = result.save(tmp_path / "eval" / "robustness")
     assert RobustnessResult.load(path).rows.keys() == result.rows.keys()
+
+
+def test_report_and_card_read_the_robustness_log(tmp_path):
+    """ROBUSTNESS.json beside the TOFU log: `alignkit report` columns and the card's eval results."""
+    import json
+
+    from alignkit.eval.logs import find_eval_results
+    from alignkit.eval.report import comparison_rows, load_run
+
+    run = tmp_path / "npo"
+    (run / "eval" / "tofu").mkdir(parents=True)
+    tofu_log = {"forget_quality": {"agg_value": 0.01}, "model_utility": {"agg_value": 0.4}, "alignkit": {}}
+    (run / "eval" / "tofu" / "TOFU_EVAL.json").write_text(json.dumps(tofu_log))
+    RobustnessResult(
+        rows={},
+        recovery={
+            "npo@relearn": {"forget_prob": {"recovery": 0.25}},
+            "npo@torchao_int4": {"forget_prob": {"recovery": 0.5}},
+            "retain@relearn": {"forget_prob": {"recovery": 0.9}},  # the control: not the model's figure
+        },
+        settings={"forget_split": "forget10"},
+    ).save(run / "eval" / "robustness")
+
+    header, rows = comparison_rows([load_run(run / "eval" / "tofu")])
+    assert rows[0][header.index("relearn R")] == "0.2500" and rows[0][header.index("int4 R")] == "0.5000"
+    sources = {s.benchmark: s for s in find_eval_results(run)}
+    assert sources["robustness"].metrics == {"relearn_recovery": 0.25, "torchao_int4_recovery": 0.5}
+    assert sources["robustness"].dataset_config == "forget10"
