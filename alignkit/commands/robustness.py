@@ -139,7 +139,9 @@ def run_robustness(args) -> int:
             on_step=lambda msg: console.print(f"[dim]{msg}[/]"),
         )
     except (ValueError, FileNotFoundError, ImportError) as err:
-        console.print(f"[bold red]error:[/] {err}")
+        from rich.markup import escape
+
+        console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
         return 2
     print_robustness_table(result, console)
     path = result.save(out)

@@ -250,8 +250,6 @@ def evaluate_robustness(
     bad = [q for q in quantizers if q not in QUANTIZERS] if "quantize" in attacks else []
     if bad:
         raise ValueError(f"unknown quantizer {bad[0]!r}; choose from {', '.join(QUANTIZERS)}")
-    if "quantize" in attacks and any(q.startswith("torchao") for q in quantizers):
-        torchao_quantization()  # a missing optional dependency fails now, not after the relearning runs
     models = dict(unlearned) if isinstance(unlearned, dict) else {"unlearned": unlearned}
     s = relearn_settings or RelearnSettings()
     data = Path(data)
@@ -259,6 +257,8 @@ def evaluate_robustness(
         raise ValueError(
             f"--data {data}: the robustness evaluation needs a local TOFU folder (it writes an eval subset)"
         )
+    if "quantize" in attacks and any(q.startswith("torchao") for q in quantizers):
+        torchao_quantization()  # a missing optional dependency fails now, not after the relearning runs
     forget_rows = load_rows(data, forget_split)
     if attack_rows is None:
         attack_idx, eval_idx = tofu_attack_split(

@@ -335,3 +335,18 @@ def test_report_and_card_read_the_robustness_log(tmp_path):
     sources = {s.benchmark: s for s in find_eval_results(run)}
     assert sources["robustness"].metrics == {"relearn_recovery": 0.25, "torchao_int4_recovery": 0.5}
     assert sources["robustness"].dataset_config == "forget10"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--data", "/no/such/folder"], "needs a local TOFU folder"),
+        (["--data", ".", "--quantizers", "int3"], "unknown quantizer 'int3'"),
+    ],
+)
+def test_cli_mistakes_are_one_line(extra, message, tmp_path, capsys):
+    from alignkit.cli import main
+
+    code = main(["eval", "robustness", "--model", "m", "--target-model", "t", "--retain-model", "r", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
