@@ -131,8 +131,8 @@ TOFU_METHODS: dict[str, tuple[str, list[Row], dict[str, list[Row]], str]] = {
         {},
         "no published numbers reproduced; treat as exploratory",
     ),
-    "catnip": (
-        "CATNIP (RECONSTRUCTED loss: the paper's formula was not available)",
+    "catnip_reconstructed": (
+        "CATNIP (RECONSTRUCTED loss: the paper's formula was not available; alias `catnip`)",
         [],
         {},
         "no published numbers reproduced; treat as exploratory (the paper evaluates on MUSE and WMDP)",
@@ -257,7 +257,7 @@ MUSE_METHODS: dict[str, tuple[str, list[Row], str]] = {
         [("retain_loss", "nll", "retain NLL as for NPO+RT (suggestion)")],
         "exploratory",
     ),
-    "catnip": ("CATNIP (RECONSTRUCTED loss)", [], "exploratory; the paper evaluates on MUSE"),
+    "catnip_reconstructed": ("CATNIP (RECONSTRUCTED loss)", [], "exploratory; the paper evaluates on MUSE"),
     "rmu": (
         "RMU (block 7, c = 2, EMBED_DIFF retain: open-unlearning's MUSE settings)",
         [],
@@ -304,7 +304,7 @@ GEN_ROWS: dict[str, list[Row]] = {
 # first and last epoch averages of the logged core metrics, and the wall time. Re-measure after a
 # change to a method or to the tables above.
 GEN_EXPECTED = {
-    "catnip": "forget logps/answer -0.24 -> -181 in 50 steps (~30 s)",
+    "catnip_reconstructed": "forget logps/answer -0.24 -> -181 in 50 steps (~30 s)",
     "dipo": "forget logps/answer -0.23 -> -58, retain/logps -0.020 -> -0.033 (~20-55 s)",
     "ga": "forget logps/answer -0.24 -> -250: unbounded, as GA is (~10-40 s)",
     "ga_kl": "forget logps/answer -0.15 -> -25, retain/logps -0.016 -> -0.049 (~25-50 s)",

@@ -36,7 +36,7 @@ class CATNIPConfig(UnlearnConfig):
 @register(
     "catnip_reconstructed",
     summary="calibrated token-level negative preference (RECONSTRUCTION: the paper's formula was not read)",
-    variants={"catnip": {}},
+    aliases=("catnip",),
 )
 class CATNIPTrainer(AlignKitTrainer):
     """CATNIP, RECONSTRUCTION of the loss (spec §8): token-level NPO against a fixed anchor, see the module docstring."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 METHODS: dict[str, MethodSpec] = {}
+ALIASES: dict[str, str] = {}  # old name -> registered name (kept so existing recipes and runs still work)
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,21 @@ class MethodSpec:
         return self.config_cls(**{**self.overrides, **kwargs})
 
 
-def register(name: str, *, summary: str = "", variants: dict[str, dict[str, Any]] | None = None):
-    """Class decorator: register a trainer under ``name`` (and each ``variant: overrides``)."""
+def register(
+    name: str,
+    *,
+    summary: str = "",
+    variants: dict[str, dict[str, Any]] | None = None,
+    aliases: tuple[str, ...] = (),
+):
+    """Class decorator: register a trainer under ``name`` (and each ``variant: overrides``).
+
+    ``aliases``: other names :func:`get_method` accepts for it (not listed in ``METHODS``).
+    """
 
     def wrap(cls):
         cls.method_name = name
+        ALIASES.update(dict.fromkeys(aliases, name))
         METHODS[name] = MethodSpec(name, cls, {}, summary)
         for variant, overrides in (variants or {}).items():
             METHODS[variant] = MethodSpec(variant, cls, overrides, f"{summary} ({overrides})")
