@@ -35,6 +35,8 @@ class CATNIPConfig(UnlearnConfig):
 # formula is checked); `catnip` stays as an alias so existing recipes and runs keep working.
 @register(
     "catnip_reconstructed",
+    family="unlearning",
+    data="single",
     summary="calibrated token-level negative preference (RECONSTRUCTION: the paper's formula was not read)",
     aliases=("catnip",),
 )

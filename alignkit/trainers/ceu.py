@@ -32,7 +32,12 @@ class CEUConfig(UnlearnConfig):
             )
 
 
-@register("ceu", summary="cross-entropy unlearning (true token removed from the target)")
+@register(
+    "ceu",
+    family="unlearning",
+    data="single",
+    summary="cross-entropy unlearning (true token removed from the target)",
+)
 class CEUTrainer(AlignKitTrainer):
     config_class = CEUConfig
     needs = Needs(reference="none", logits=True, retain="never")

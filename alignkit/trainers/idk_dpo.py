@@ -72,7 +72,9 @@ def read_idk_file(path: str) -> tuple[str, ...]:
     return tuple(answers)
 
 
-@register("idk_dpo", summary="DPO with an 'I don't know' answer as chosen")
+@register(
+    "idk_dpo", family="unlearning", data="single", summary="DPO with an 'I don't know' answer as chosen"
+)
 class IdkDPOTrainer(AlignKitTrainer):
     config_class = IdkDPOConfig
     needs = Needs(reference="seq")

@@ -97,6 +97,8 @@ def rmu_lora_targets(layer: int, preset: str) -> dict:
 
 @register(
     "rmu",
+    family="unlearning",
+    data="single",
     summary="representation misdirection: steer block-L activations of forget tokens to a random vector",
 )
 class RMUTrainer(AlignKitTrainer):

@@ -35,7 +35,12 @@ class SatImpConfig(UnlearnConfig):
             raise ValueError(f"`beta1` and `beta2` must be >= 0, got {self.beta1} and {self.beta2}.")
 
 
-@register("satimp", summary="saturation x importance re-weighted gradient ascent + retain NLL")
+@register(
+    "satimp",
+    family="unlearning",
+    data="single",
+    summary="saturation x importance re-weighted gradient ascent + retain NLL",
+)
 class SatImpTrainer(AlignKitTrainer):
     config_class = SatImpConfig
     needs = Needs(reference="none")

@@ -36,7 +36,12 @@ class UNDIALConfig(UnlearnConfig):
             raise ValueError(f"`undial_positions` must be 'all' or 'labels', got {self.undial_positions!r}.")
 
 
-@register("undial", summary="self-distillation towards the teacher with the true token's logit lowered")
+@register(
+    "undial",
+    family="unlearning",
+    data="single",
+    summary="self-distillation towards the teacher with the true token's logit lowered",
+)
 class UNDIALTrainer(AlignKitTrainer):
     config_class = UNDIALConfig
     needs = Needs(reference="logits", logits=True)

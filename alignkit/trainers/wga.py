@@ -24,7 +24,12 @@ class WGAConfig(UnlearnConfig):
     retain_loss: str = field(default="nll", metadata={"help": "Retain term; WGA uses nll (open-unlearning)."})
 
 
-@register("wga", summary="weighted gradient ascent (confidence-weighted GA) + retain NLL")
+@register(
+    "wga",
+    family="unlearning",
+    data="single",
+    summary="weighted gradient ascent (confidence-weighted GA) + retain NLL",
+)
 class WGATrainer(AlignKitTrainer):
     config_class = WGAConfig
     needs = Needs(reference="none")
