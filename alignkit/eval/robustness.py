@@ -293,6 +293,7 @@ def evaluate_robustness(
             max_examples=max_examples,
             progress=progress,
             dtype="float32" if use_cpu else "auto",
+            holdout=None,  # recovery reads Prob and ROUGE; the MIA would only add holdout scoring per model
         )
         timings[f"eval {name}"] = time.perf_counter() - start
         reference = reference or result.logs
