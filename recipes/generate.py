@@ -316,6 +316,12 @@ GEN_EXPECTED = {
     "npo_rt": "forget logps/answer -0.24 -> -85, retain/logps -0.020 -> -0.048 (~40 s)",
     "simnpo": "forget logps/answer -0.14 -> -13.9, retain/logps -0.018 -> -0.028 (~35 s)",
     "simnpo_lora": "forget logps/answer -0.15 -> -9.3, retain/logps -0.017 -> -0.021 (~25 s)",
+    # Added with the methods of design spec2; not yet re-measured with this recipe's target (the shared
+    # CPU was saturated when they landed). The tiny-model runs in docs/results.md show their direction.
+    **{
+        m: "not measured with this recipe yet; see docs/results.md (generated benchmark) for this method's run"
+        for m in ("rmu", "undial", "wga", "satimp", "ceu")
+    },
 }
 
 # ------------------------------------------------------------- preference alignment, synthetic tasks

@@ -308,6 +308,44 @@ def test_evaluate_robustness_end_to_end_on_generated_tofu(tmp_path):
     path = result.save(tmp_path / "eval" / "robustness")
     assert RobustnessResult.load(path).rows.keys() == result.rows.keys()
 
+    # The sweep callback: after training, the trained model is attacked and the recovery logged.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignkit import get_method
+    from alignkit.eval.robustness import RobustnessCallback
+
+    spec = get_method("ga")
+    args = spec.make_config(
+        output_dir=str(tmp_path / "sweep"),
+        max_steps=3,
+        learning_rate=1e-3,
+        per_device_train_batch_size=4,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    trainer = spec.trainer_cls(
+        model=AutoModelForCausalLM.from_pretrained(target),
+        args=args,
+        train_dataset=rows("forget10"),
+        processing_class=AutoTokenizer.from_pretrained(target),
+        callbacks=[
+            RobustnessCallback(
+                target=target,
+                retain=retain,
+                data=data,
+                attacks=("quantize",),
+                quantizers=("rtn_int4",),
+                group_size=32,
+                relearn_settings=RelearnSettings(rows_per_author=10),
+            )
+        ],
+    )
+    trainer.train()
+    assert (tmp_path / "sweep" / "eval" / "robustness" / "ROBUSTNESS.json").is_file()
+    assert "robustness/rtn_int4_recovery" in trainer.state.log_history[-1]
+
 
 def test_report_and_card_read_the_robustness_log(tmp_path):
     """ROBUSTNESS.json beside the TOFU log: `alignkit report` columns and the card's eval results."""
