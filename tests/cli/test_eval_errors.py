@@ -78,7 +78,7 @@ def test_eval_warns_loudly_on_non_finite_metrics(cli, tiny_model_dir, tofu_dir, 
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "nan_model")
     code, out = cli(
         "eval", "tofu", "--model", tmp_path / "nan_model", "--data", tofu_dir, "--forget-split", "forget01",
-        "--max-examples", "2", "--no-progress", "--output-dir", tmp_path / "e",
+        "--max-examples", "2", "--no-progress", "--output-dir", tmp_path / "e", "--holdout", "none",
     )  # fmt: skip
     assert code == 0, out
     warning = [line for line in out.splitlines() if line.startswith("WARNING:")]
