@@ -2,6 +2,7 @@
 
 from alignkit.losses.constraints import DualState, dual_ascent_step, lagrangian
 from alignkit.losses.core import LossOutput, masked_rows, sequence_logps, token_mean
+from alignkit.losses.d2o import d2o_loss
 from alignkit.losses.unlearning import (
     IDK_ANSWERS,
     catnip_loss,
@@ -20,6 +21,7 @@ __all__ = [
     "DualState",
     "LossOutput",
     "catnip_loss",
+    "d2o_loss",
     "dipo_loss",
     "dpo_loss",
     "dual_ascent_step",
