@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from trl.data_utils import is_conversational
 from trl.models import prepare_deepspeed, prepare_fsdp
-from trl.models.utils import disable_gradient_checkpointing
+from trl.models.utils import disable_gradient_checkpointing, unwrap_model_for_generation
+from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import (
     disable_dropout_in_model,
     generate_model_card,
@@ -23,7 +24,14 @@ try:  # the fused head arrived with the DPO refactor; fall back to full logits w
 except ImportError:  # pragma: no cover - depends on the installed TRL
     add_fused_lm_head = None
 
+
+def copy_into_reference(model, ref_model) -> None:
+    """Copy the policy's weights into the reference (handles ZeRO-3 gathers: TRL's TR-DPO sync at alpha=1)."""
+    SyncRefModelCallback.sync_target_model(model, ref_model, alpha=1.0)
+
+
 __all__ = [
+    "copy_into_reference",
     "add_fused_lm_head",
     "disable_dropout_in_model",
     "disable_gradient_checkpointing",
@@ -34,5 +42,6 @@ __all__ = [
     "prepare_deepspeed",
     "prepare_fsdp",
     "selective_log_softmax",
+    "unwrap_model_for_generation",
     "use_adapter",
 ]

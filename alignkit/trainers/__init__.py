@@ -3,6 +3,7 @@
 from alignkit.trainers.base import AlignKitTrainer
 from alignkit.trainers.catnip import CATNIPConfig, CATNIPTrainer
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
+from alignkit.trainers.d2o import D2OConfig, D2OTrainer
 from alignkit.trainers.dipo import DiPOConfig, DiPOTrainer
 from alignkit.trainers.forward import ForwardOutput, Needs
 from alignkit.trainers.ga import GAConfig, GATrainer, GradDiffConfig, GradDiffTrainer
@@ -18,6 +19,8 @@ __all__ = [
     "AlignKitTrainer",
     "CATNIPConfig",
     "CATNIPTrainer",
+    "D2OConfig",
+    "D2OTrainer",
     "DiPOConfig",
     "DiPOTrainer",
     "FinetuneConfig",
