@@ -243,14 +243,19 @@ def sample_prompts(
 
     backend = backend if backend is not None else GenerateBackend()
     mine = list(range(process_index, len(prompt_ids), num_processes))
+    # Every rank makes the same number of `generate` calls: under ZeRO-3 `generate` runs with
+    # `synced_gpus` (ranks step together), so an uneven shard is padded with repeats of its last
+    # prompt, whose draw is identical (seeded per prompt) and counted once.
+    per_rank = math.ceil(len(prompt_ids) / num_processes)
+    padded = mine + [mine[-1] if mine else 0] * (per_rank - len(mine))
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     start, calls, new_tokens, local = time.perf_counter(), 0, 0, {}
-    bar = tqdm(total=len(mine), desc=desc, unit="prompt", disable=not show_progress, leave=False)
+    bar = tqdm(total=per_rank, desc=desc, unit="prompt", disable=not show_progress, leave=False)
     try:
-        for first in range(0, len(mine), settings.batch_size):
-            chunk = mine[first : first + settings.batch_size]
+        for first in range(0, per_rank, settings.batch_size):
+            chunk = padded[first : first + settings.batch_size]
             texts, count = backend(
                 model, tokenizer, [prompt_ids[i] for i in chunk], chunk, settings, round_index
             )

@@ -325,7 +325,7 @@ class AlignKitTrainer(Trainer):
             scores=inputs["scores"],
             retain=rows.rows(slice(n, None)) if rows.mask.shape[0] > n else None,
         )
-        if self.ref_mode == "precomputed":
+        if "ref_logps" in inputs:  # precomputed, or computed with a draw of samples (D2O)
             out.ref_seq_logps = inputs["ref_logps"]
         elif self.ref_mode in ("model", "adapter_off"):
             ref_logits = self.needs.reference == "logits" or retain_kl

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import datasets
@@ -141,6 +142,17 @@ class D2OConfig(AlignKitConfig):
         )
 
 
+def _gathered(module):
+    """Whole parameters under DeepSpeed ZeRO-3 (a collective: every rank enters), else nothing to do."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(module.parameters()))
+
+
 def _index_batch(features: list[dict]) -> dict:
     return {"example_index": torch.tensor([f["example_index"] for f in features], dtype=torch.long)}
 
@@ -164,6 +176,7 @@ class D2OTrainer(AlignKitTrainer):
         processing_class=None,
         ref_model=None,
         ref_plus_model=None,
+        retain_dataset=None,
         peft_config=None,
         callbacks=None,
         optimizers=(None, None),
@@ -181,6 +194,7 @@ class D2OTrainer(AlignKitTrainer):
             args,
             train_dataset=train_dataset,
             processing_class=processing_class,
+            retain_dataset=retain_dataset,
             ref_model=ref_model,
             peft_config=peft_config,
             callbacks=callbacks,
@@ -188,7 +202,7 @@ class D2OTrainer(AlignKitTrainer):
         )
         args = self.args
         online = args.sample_refresh_every or args.ref_update_every
-        if self._sample_ref_mode == "adapter_off" and args.ref_update_every:
+        if self.ref_mode == "adapter_off" and args.ref_update_every:
             raise ValueError(
                 "D2OTrainer: `ref_update_every` copies the policy into the reference, but with PEFT the reference "
                 "is the base model with adapters off; use ref_mode='model' or ref_update_every=0."
@@ -210,9 +224,9 @@ class D2OTrainer(AlignKitTrainer):
             ref_plus_model = self._prepare_reference(ref_plus_model)
         self.ref_plus_model = ref_plus_model
         self.samples = SampleState()
+        # Rows are built when a step runs, from the current draw; they carry their reference log-probs
+        # (π_r⁻ for the samples, π_r⁺ for the negative), so the step runs no reference forward.
         self.data_collator = _index_batch
-        # Reference log-probs travel with the rows, computed at each draw (two references, refreshed).
-        self.ref_mode = "precomputed"
 
     # ------------------------------------------------------------------ data
     def _encode(self, data, name: str, args, transform=None) -> datasets.Dataset:
@@ -222,11 +236,6 @@ class D2OTrainer(AlignKitTrainer):
             data, self.collator, instruction_prefix=args.sample_instruction_prefix, on_invalid=args.on_invalid
         )
         return datasets.Dataset.from_dict({"example_index": list(range(len(self.sample_data)))})
-
-    def _resolve_ref_mode(self, args, has_peft: bool, ref_model) -> str:
-        mode = super()._resolve_ref_mode(args, has_peft, ref_model)
-        self._sample_ref_mode = mode
-        return mode
 
     def _rows(self, examples) -> list[dict]:
         """Encoded ``[negative, samples...]`` rows of ``examples`` from the current draw, with reference log-probs."""
@@ -282,7 +291,7 @@ class D2OTrainer(AlignKitTrainer):
         args, state = self.args, self.samples
         key = self._cache_key(model)
         directory = args.sample_cache_dir or default_sample_cache_dir()
-        stored = load_samples(directory, key) if key else None
+        stored = load_samples(directory, key)
         if stored is not None:
             state.completions, state.ref_logps, meta = stored
             state.drops = meta.get("drops", {})
@@ -292,7 +301,7 @@ class D2OTrainer(AlignKitTrainer):
             return
         self._draw(model)
         state.ref_logps = self._reference_logps(model)
-        if key and self.accelerator.is_main_process:
+        if self.accelerator.is_main_process:
             save_samples(
                 directory,
                 key,
@@ -301,14 +310,15 @@ class D2OTrainer(AlignKitTrainer):
                 {"drops": state.drops, "seconds": state.sampling_seconds},
             )
 
-    def _cache_key(self, model) -> str | None:
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
-        if is_deepspeed_zero3_enabled():  # sharded weights cannot be hashed without a gather: draw afresh
-            return None
-        models = [model_fingerprint(self.accelerator.unwrap_model(model))]
-        for ref in (self.ref_model, self.ref_plus_model):
-            models.append(model_fingerprint(self.accelerator.unwrap_model(ref)) if ref is not None else "")
+    def _cache_key(self, model) -> str:
+        models = []
+        for module in (model, self.ref_model, self.ref_plus_model):
+            if module is None:
+                models.append("")
+                continue
+            unwrapped = self.accelerator.unwrap_model(module)
+            with _gathered(unwrapped):  # ZeRO-3 shards: hash the whole weights, on every rank alike
+                models.append(model_fingerprint(unwrapped))
         a = self.args
         data = self.sample_data
         negatives = [n if isinstance(n, str) else json.dumps(n) for n in data.example_negative]
@@ -317,7 +327,7 @@ class D2OTrainer(AlignKitTrainer):
         )
         extra = {
             "sample_from": a.sample_from,
-            "ref_mode": self._sample_ref_mode,
+            "ref_mode": self.ref_mode,
             "encoding": [
                 a.max_length,
                 a.max_prompt_length,
@@ -338,11 +348,11 @@ class D2OTrainer(AlignKitTrainer):
     def _draw(self, model) -> None:
         """Sample K completions per prompt (sharded over ranks), filter them, and log the time and drops."""
         args, state = self.args, self.samples
-        if args.sample_from == "reference" and self._sample_ref_mode == "model":
+        if args.sample_from == "reference" and self.ref_mode == "model":
             source = self.ref_model
         else:
             source = model
-        adapters_off = args.sample_from == "reference" and self._sample_ref_mode == "adapter_off"
+        adapters_off = args.sample_from == "reference" and self.ref_mode == "adapter_off"
         generation = trl_compat.unwrap_model_for_generation(source, self.accelerator)
         with generation as unwrapped, self._reference_context(unwrapped if adapters_off else None):
             result = sample_prompts(
