@@ -45,7 +45,7 @@ def common_args(out: Path, seed: int, **kwargs) -> dict:
     )
 
 
-def train(method: str, model_path, rows, out: Path, seed: int, **kwargs) -> Path:
+def train(method: str, model_path, rows, out: Path, seed: int, trainer_kwargs=None, **kwargs) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = get_method(method)
@@ -55,7 +55,14 @@ def train(method: str, model_path, rows, out: Path, seed: int, **kwargs) -> Path
         args=spec.make_config(**common_args(out, seed, **kwargs)),
         train_dataset=rows,
         processing_class=tokenizer,
+        **(trainer_kwargs or {}),
     )
+    if method == "d2o":  # keep the SFT model's draw, to score the self-samples after training
+        trainer.prepare_samples()
+        data, completions = trainer.sample_data, trainer.samples.completions
+        draw = [(data.prompts[i], s) for i, row in enumerate(completions) for s in row]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "draw.json").write_text(json.dumps(draw))
     result = trainer.train()
     trainer.save_model(str(out))
     tokenizer.save_pretrained(out)
@@ -65,7 +72,7 @@ def train(method: str, model_path, rows, out: Path, seed: int, **kwargs) -> Path
 
 
 @torch.no_grad()
-def evaluate(model_path, test: sp.PreferenceTask, max_new_tokens: int) -> dict:
+def evaluate(model_path, test: sp.PreferenceTask, max_new_tokens: int, draw: list) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from alignkit.data import PreferenceCollator
@@ -76,18 +83,25 @@ def evaluate(model_path, test: sp.PreferenceTask, max_new_tokens: int) -> dict:
     outputs = generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=32)
     collator = PreferenceCollator(tokenizer)
 
-    def per_token(completions: list[str]) -> float:
-        batch = collator([{"prompt": p, "completion": c} for p, c in zip(prompts, completions)])
+    def per_token(completions: list[str], on: list[str] = prompts) -> float:
+        if not completions:
+            return float("nan")
+        batch = collator([{"prompt": p, "completion": c} for p, c in zip(on, completions)])
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         token = torch.log_softmax(logits.float(), -1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
         mask = batch["completion_mask"][:, 1:].float()
         return float((token * mask).sum() / mask.sum())
 
+    safe = [(p, c) for p, c in draw if not sp.is_flagged(c)]
+    flagged = [(p, c) for p, c in draw if sp.is_flagged(c)]
     negatives = [r["rejected"] if isinstance(r["rejected"], str) else r["rejected"][0] for r in test.records]
     return {
         "flagged_rate": sp.flagged_rate(outputs),
         "safe_logp_per_token": per_token([m["safe"] for m in test.meta]),
         "negative_logp_per_token": per_token(negatives),
+        # The SFT model's own samples (training prompts), split by the exact scorer.
+        "safe_sample_logp_per_token": per_token([c for _, c in safe], [p for p, _ in safe]),
+        "flagged_sample_logp_per_token": per_token([c for _, c in flagged], [p for p, _ in flagged]),
         "on_topic_rate": sum(m["subject"].lower() in o.lower() for m, o in zip(test.meta, outputs))
         / len(outputs),
         "examples": outputs[:3],
@@ -120,17 +134,24 @@ def run_seed(seed: int, out: Path, a) -> dict:
         sample_max_new_tokens=a.max_new_tokens, sample_cache_dir=str(out / "samples"),
     )  # fmt: skip
     models = {"sft": sft}
-    for name, k in (("dpo_self_sample", 1), ("d2o", a.k)):
+    runs = {
+        "dpo_self_sample": (1, None),  # K=1, alpha=beta: DPO with one self-sample as chosen
+        "d2o": (a.k, None),
+        # A user filter (the exact scorer standing in for a safety classifier) drops flagged samples.
+        "d2o_filtered": (a.k, lambda prompt, negatives, sample: not sp.is_flagged(sample)),
+    }
+    for name, (k, keep) in runs.items():
         start = time.perf_counter()
-        # Same sequences per step for both: batch x (1 + K) rows.
+        # Same sequences per step for every run: batch x (1 + K) rows.
         batch = max(1, a.rows_per_step // (1 + k))
         models[name] = train(
-            "d2o", sft, train_records, out / name, seed, num_samples=k, alpha=a.beta,
-            per_device_train_batch_size=batch, **common,
+            "d2o", sft, train_records, out / name, seed, trainer_kwargs={"sample_filter": keep},
+            num_samples=k, alpha=a.beta, per_device_train_batch_size=batch, **common,
         )  # fmt: skip
         timings[name] = time.perf_counter() - start
-    rows = {name: evaluate(path, test, a.max_new_tokens) for name, path in models.items()}
-    for name in ("dpo_self_sample", "d2o"):
+    draw = json.loads((out / "d2o" / "draw.json").read_text())
+    rows = {name: evaluate(path, test, a.max_new_tokens, draw) for name, path in models.items()}
+    for name in runs:
         log = json.loads((out / name / "train_log.json").read_text())
         first, last = log["history"][0], log["history"][-1]
         rows[name]["train"] = {
@@ -143,11 +164,15 @@ def run_seed(seed: int, out: Path, a) -> dict:
 
 def table(results: list[dict]) -> str:
     names = list(results[0]["rows"])
-    keys = ("flagged_rate", "safe_logp_per_token", "negative_logp_per_token", "on_topic_rate")
+    keys = (
+        "flagged_rate", "on_topic_rate", "safe_logp_per_token", "negative_logp_per_token",
+        "safe_sample_logp_per_token", "flagged_sample_logp_per_token",
+    )  # fmt: skip
     lines = [
-        "| model | flagged rate ↓ | safe reply log-prob/token ↑ | negative log-prob/token ↓ | on-topic rate ↑ |"
+        "| model | flagged rate ↓ | on-topic rate ↑ | safe reply lp/tok ↑ | negative lp/tok ↓ "
+        "| safe self-sample lp/tok | flagged self-sample lp/tok |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines.append("|---|---|---|---|---|")
     for name in names:
         cells = []
         for k in keys:

@@ -249,7 +249,7 @@ class D2OTrainer(AlignKitTrainer):
         return rows
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self._ensure_samples(model)
+        self.prepare_samples(model)
         batch = self._prepare_inputs(self.collator(self._rows(inputs["example_index"].tolist())))
         return super().compute_loss(model, batch, return_outputs, num_items_in_batch)
 
@@ -267,8 +267,13 @@ class D2OTrainer(AlignKitTrainer):
         )
 
     # ------------------------------------------------------------------ sampling schedule
-    def _ensure_samples(self, model) -> None:
-        """Apply the sampling schedule for the current step (once per step, before its first micro-batch)."""
+    def prepare_samples(self, model=None) -> None:
+        """Draw (or load) the samples the current step trains on: the first draw, then the schedule.
+
+        Runs by itself before each step's first micro-batch; call it before ``train()`` to inspect
+        ``self.samples`` (the draw is then reused, not drawn again). ``model``: the wrapped policy.
+        """
+        model = model if model is not None else self.model_wrapped
         state, args, step = self.samples, self.args, self.state.global_step
         if state.completions is None:
             self._first_draw(model)

@@ -93,19 +93,19 @@ def test_cached_run_does_not_generate_again(tiny_model_dir, tokenizer, tmp_path)
 
 def test_other_settings_or_weights_miss_the_cache(tiny_model_dir, tokenizer, tmp_path):
     base, counted = d2o_trainer(tiny_model_dir, tokenizer, d2o_args(tmp_path, "a", max_steps=0))
-    base._ensure_samples(base.model)
+    base.prepare_samples()
     assert counted.calls == 1
     hotter, counted = d2o_trainer(tiny_model_dir, tokenizer, d2o_args(tmp_path, "b", sample_temperature=0.7))
-    hotter._ensure_samples(hotter.model)
+    hotter.prepare_samples()
     assert counted.calls == 1
     other, counted = d2o_trainer(tiny_model_dir, tokenizer, d2o_args(tmp_path, "c"))
     with torch.no_grad():
         other.model.lm_head.weight.mul_(1.01)
-    other._ensure_samples(other.model)
+    other.prepare_samples()
     assert counted.calls == 1
     assert len(list((tmp_path / "cache").glob("*.json"))) == 3
     again, counted = d2o_trainer(tiny_model_dir, tokenizer, d2o_args(tmp_path, "d"))
-    again._ensure_samples(again.model)
+    again.prepare_samples()
     assert counted.calls == 0
 
 
