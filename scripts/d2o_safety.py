@@ -183,6 +183,31 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def throughput(model_dir: Path, prompts: list[str], k: int, max_new_tokens: int) -> dict:
+    """Sampling throughput of ``sample_prompts`` on ``model_dir``, one prompt per call vs batched."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignkit.sampling import SamplingSettings, sample_prompts
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    out = {}
+    for batch in (1, 16, 64):
+        settings = SamplingSettings(num_samples=k, max_new_tokens=max_new_tokens, batch_size=batch)
+        result = sample_prompts(model, tokenizer, ids, settings, show_progress=False)
+        out[batch] = {
+            "seconds": result.seconds,
+            "completions_per_second": len(ids) * k / result.seconds,
+            "tokens_per_second": result.stats["tokens_per_second"],
+            "generate_calls": result.generate_calls,
+        }
+        out.setdefault("same_samples", True)
+        out["same_samples"] &= result.completions == out.setdefault("_first", result.completions)
+    out.pop("_first")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -196,8 +221,13 @@ def main() -> None:
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--rows-per-step", type=int, default=40)
     p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--throughput", type=Path, help="only measure sampling throughput on this model folder")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.throughput:
+        prompts = [r["prompt"] for r in sp.safety_task(64, seed=0).records]
+        print(json.dumps(throughput(a.throughput, prompts, a.k, a.max_new_tokens), indent=1))
+        return
     out = Path(a.out)
     results = [run_seed(seed, out / f"seed{seed}", a) for seed in a.seeds]
     (out / "results.json").write_text(json.dumps({"settings": vars(a), "results": results}, indent=1))

@@ -207,6 +207,14 @@ class D2OTrainer(AlignKitTrainer):
                 "D2OTrainer: `ref_update_every` copies the policy into the reference, but with PEFT the reference "
                 "is the base model with adapters off; use ref_mode='model' or ref_update_every=0."
             )
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if args.ref_update_every and is_deepspeed_zero3_enabled():
+            # Checkpointing the updated reference would need its sharded weights gathered: not built.
+            raise ValueError(
+                "D2OTrainer: `ref_update_every` is not supported under DeepSpeed ZeRO-3 yet; use ZeRO-2 / DDP or "
+                "ref_update_every=0 (sample_refresh_every works under ZeRO-3)."
+            )
         if args.sampling_backend == "vllm" and self._backend is None:
             if online:
                 raise ValueError(

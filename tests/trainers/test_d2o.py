@@ -257,3 +257,17 @@ def test_d2o_moves_negative_down_and_keeps_samples(tiny_model_dir, tokenizer, tm
     assert last["logratio/rejected"] < -1.0, last
     assert last["logratio/sample"] > 0.0, last
     assert last["loss"] < logs[0]["loss"]
+
+
+def test_vllm_backend_without_vllm_is_one_line(tiny_model_dir, tokenizer, tmp_path):
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vllm is installed: this checks the message shown without it")
+    except ImportError:
+        pass
+    with pytest.raises(
+        ImportError, match=r"sampling_backend='vllm' needs the optional `vllm` package"
+    ) as info:
+        d2o_trainer(tiny_model_dir, tokenizer, d2o_args(tmp_path, sampling_backend="vllm"))
+    assert "\n" not in str(info.value)
