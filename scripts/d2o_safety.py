@@ -216,7 +216,7 @@ def main() -> None:
     p.add_argument("--test", type=int, default=80)
     p.add_argument("--sft-epochs", type=float, default=6.0)
     p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--rows-per-step", type=int, default=40)
