@@ -6,13 +6,11 @@ imports here means a TRL upgrade breaks one file, not every trainer. Pinned: trl
 
 from __future__ import annotations
 
-from trl.data_utils import is_conversational
 from trl.models import prepare_deepspeed, prepare_fsdp
-from trl.models.utils import disable_gradient_checkpointing, unwrap_model_for_generation
+from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import (
     disable_dropout_in_model,
-    generate_model_card,
     global_then_local_main_first,
     hash_module,
     selective_log_softmax,
@@ -31,14 +29,11 @@ def copy_into_reference(model, ref_model) -> None:
 
 
 __all__ = [
-    "copy_into_reference",
     "add_fused_lm_head",
+    "copy_into_reference",
     "disable_dropout_in_model",
-    "disable_gradient_checkpointing",
-    "generate_model_card",
     "global_then_local_main_first",
     "hash_module",
-    "is_conversational",
     "prepare_deepspeed",
     "prepare_fsdp",
     "selective_log_softmax",

@@ -38,6 +38,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from alignkit import _trl_compat as trl_compat
 from alignkit.data.collator import to_dense
+from alignkit.data.records import ROLE_IDS
 from alignkit.losses import LossOutput, d2o_loss
 from alignkit.sampling import (
     GenerateBackend,
@@ -105,8 +106,6 @@ class D2OConfig(AlignKitConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.beta <= 0:
-            raise ValueError(f"`beta` must be > 0, got {self.beta}.")
         if self.alpha < 0:
             raise ValueError(f"`alpha` must be >= 0, got {self.alpha}.")
         if self.num_samples < 1:
@@ -157,7 +156,13 @@ def _index_batch(features: list[dict]) -> dict:
     return {"example_index": torch.tensor([f["example_index"] for f in features], dtype=torch.long)}
 
 
-@register("d2o", summary="distributional dispreference optimization (human negatives + self-samples)")
+@register(
+    "d2o",
+    family="alignment",
+    data="negatives",
+    tags=("d2o",),
+    summary="distributional dispreference optimization (human negatives + self-samples)",
+)
 class D2OTrainer(AlignKitTrainer):
     config_class = D2OConfig
     needs = Needs(reference="seq", retain="never")
@@ -243,7 +248,11 @@ class D2OTrainer(AlignKitTrainer):
         self.sample_data = SelfSampleData.build(
             data, self.collator, instruction_prefix=args.sample_instruction_prefix, on_invalid=args.on_invalid
         )
-        return datasets.Dataset.from_dict({"example_index": list(range(len(self.sample_data)))})
+        n = len(self.sample_data)
+        # The rows themselves are built per step from the current draw (see self_samples); `roles` says
+        # what each holds: the human negative, then its prompt's samples.
+        roles = [ROLE_IDS["rejected"], ROLE_IDS["sample"]]
+        return datasets.Dataset.from_dict({"example_index": list(range(n)), "roles": [roles] * n})
 
     def _rows(self, examples) -> list[dict]:
         """Encoded ``[negative, samples...]`` rows of ``examples`` from the current draw, with reference log-probs."""
