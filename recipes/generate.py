@@ -309,7 +309,7 @@ ALIGN_METHODS: dict[tuple[str, str], tuple[str, list[Row], str]] = {
             ("learning_rate", 5.0e-4, "the docs/results.md setting; 1e-3 also lowers the safe replies"),
             ("max_steps", 40, "the docs/results.md budget: 40 steps of 8 negatives (with their samples)"),
             ("num_train_epochs", None, "num_train_epochs: max_steps decides"),
-            ("logging_steps", 10, "four lines over the 40 steps"),
+            ("logging_steps", None, "logging_steps: 10 is the default (four lines over the 40 steps)"),
             (
                 "per_device_train_batch_size",
                 None,
