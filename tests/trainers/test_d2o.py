@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from trainer_helpers import snapshot, train_args
-from transformers import AutoModelForCausalLM, TrainerCallback
+from trainer_helpers import StopAt, snapshot, train_args
+from transformers import AutoModelForCausalLM
 
 from alignkit import get_method
 from alignkit.data.records import RecordError
@@ -179,16 +179,6 @@ def test_bad_settings_name_the_field(tmp_path):
             d2o_args(tmp_path, **{field: value})
     with pytest.raises(ValueError, match="ref_mode='precomputed'"):
         d2o_args(tmp_path, ref_mode="precomputed")
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-        return control
 
 
 def online_trainer(model_dir, tokenizer, tmp_path, name, callbacks=None):
