@@ -316,12 +316,11 @@ GEN_EXPECTED = {
     "npo_rt": "forget logps/answer -0.24 -> -85, retain/logps -0.020 -> -0.048 (~40 s)",
     "simnpo": "forget logps/answer -0.14 -> -13.9, retain/logps -0.018 -> -0.028 (~35 s)",
     "simnpo_lora": "forget logps/answer -0.15 -> -9.3, retain/logps -0.017 -> -0.021 (~25 s)",
-    # Added with the methods of design spec2; not yet re-measured with this recipe's target (the shared
-    # CPU was saturated when they landed). The tiny-model runs in docs/results.md show their direction.
-    **{
-        m: "not measured with this recipe yet; see docs/results.md (generated benchmark) for this method's run"
-        for m in ("rmu", "undial", "wga", "satimp", "ceu")
-    },
+    "rmu": "forget logps/answer -0.18 -> -32.9, retain/logps -0.035 -> -0.038 (~80 s; measured on a saturated shared CPU)",
+    "undial": "forget logps/answer -0.21 -> -14 (~110 s; measured on a saturated shared CPU)",
+    "wga": "forget logps/answer -0.17 -> -57.7, retain/logps -0.020 -> -0.074 (~110 s; measured on a saturated shared CPU)",
+    "satimp": "forget logps/answer -0.15 -> -16.4, retain/logps -0.019 -> -0.027 (~50 s; measured on a saturated shared CPU)",
+    "ceu": "forget logps/answer -0.64 -> -108 (~40 s; measured on a saturated shared CPU)",
 }
 
 # ------------------------------------------------------------- preference alignment, synthetic tasks
