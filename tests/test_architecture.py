@@ -27,7 +27,7 @@ LAYERS = (
         ),
     ),
     ("losses/data", ("alignkit.losses", "alignkit.data", "alignkit.models")),
-    ("trainers", ("alignkit.trainers", "alignkit._trl_compat")),
+    ("trainers", ("alignkit.trainers", "alignkit._trl_compat", "alignkit.sampling")),
     (
         "launch/hub/eval",
         (
