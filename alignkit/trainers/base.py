@@ -31,7 +31,7 @@ from alignkit.data import ForgetRetainDataset, PreferenceCollator, PromptFormat,
 from alignkit.data.records import ROLES
 from alignkit.losses import LossOutput, nll_loss, retain_kl_loss
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
-from alignkit.trainers.forward import ForwardOutput, Needs, row_outputs
+from alignkit.trainers.forward import ForwardOutput, Needs, resolve_fused_lm_head, row_outputs
 from alignkit.trainers.ref_cache import with_ref_logps
 
 logger = logging.getLogger(__name__)
@@ -105,11 +105,18 @@ class AlignKitTrainer(Trainer):
             model = get_peft_model(model, peft_config)
         if args.activation_checkpointing and hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()  # PEFT + checkpointing needs grads on the inputs
-        self._fused = trl_compat.add_fused_lm_head is not None
+        # Which LM head path ran is recorded (run_info, model card): it changes speed and memory, not results.
+        self.fused_lm_head, self.lm_head_path = resolve_fused_lm_head(
+            args.fused_lm_head,
+            device_type=args.device.type,
+            vocab_size=model.get_output_embeddings().weight.shape[0],
+            available=trl_compat.add_fused_lm_head is not None,
+        )
+        logger.info("%s: fused LM head %s", type(self).__name__, self.lm_head_path)
         for m in (model.get_base_model() if _is_peft(model) else model, ref_model):
             if m is None:
                 continue
-            if self._fused:
+            if self.fused_lm_head:
                 trl_compat.add_fused_lm_head(m)
             if args.disable_dropout:
                 trl_compat.disable_dropout_in_model(m)
@@ -136,7 +143,9 @@ class AlignKitTrainer(Trainer):
         retain = self._encode(retain_dataset, "retain_dataset", args) if retain_dataset is not None else None
         self.retain_encoded = retain
         if retain is not None and self._uses_retain(args):
-            train = ForgetRetainDataset(train, retain, seed=args.seed)
+            train = ForgetRetainDataset(
+                train, retain, seed=args.seed, pairing=getattr(args, "retain_pairing", "random")
+            )
         evaluation = (
             self._encode(eval_dataset, "eval_dataset", args, transform=self.transform_row)
             if eval_dataset is not None
@@ -281,7 +290,7 @@ class AlignKitTrainer(Trainer):
 
         def forward(batch):
             with self._reference_context(model if ref_model is None else None):
-                return row_outputs(reference, batch, want_logits=False, fused=self._fused)
+                return row_outputs(reference, batch, want_logits=False, fused=self.fused_lm_head)
 
         reference.to(device)
         with (
@@ -317,7 +326,7 @@ class AlignKitTrainer(Trainer):
         args = self.args
         retain_kl = _retain_kl(args)
         want_logits = self.needs.logits or retain_kl
-        rows = row_outputs(model, inputs, want_logits=want_logits, fused=self._fused)
+        rows = row_outputs(model, inputs, want_logits=want_logits, fused=self.fused_lm_head)
         out = ForwardOutput(
             policy=rows.rows(slice(0, n)),
             group_sizes=inputs["group_sizes"],
@@ -338,7 +347,7 @@ class AlignKitTrainer(Trainer):
                 torch.no_grad(),
                 self._reference_context(unwrapped if self.ref_mode == "adapter_off" else None),
             ):
-                ref = row_outputs(reference, ref_inputs, want_logits=ref_logits, fused=self._fused)
+                ref = row_outputs(reference, ref_inputs, want_logits=ref_logits, fused=self.fused_lm_head)
             out.ref = ref.rows(slice(0, n))
             out.ref_seq_logps = out.ref.seq_logps
             if retain_kl:

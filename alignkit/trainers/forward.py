@@ -8,6 +8,37 @@ import torch
 
 from alignkit._trl_compat import selective_log_softmax
 
+# The `auto` rule of `fused_lm_head`. On CPU TRL's kernel scores every position in tiles (its compact,
+# valid-positions-only path needs Triton), and it measured slower than the plain head at every vocabulary
+# tried (tiny Llama, hidden 256, 8 x 128 tokens, fwd+bwd: 1.14x at 1k, 1.85x at 32k, 1.30x at 128k; see
+# `scripts/bench_npo_step.py`). On CUDA/XPU it skips the [rows, length, vocab] logits, which dominate
+# activation memory once the vocabulary is large (8 x 512 tokens x 128k vocab = 2.1 GB in fp32, twice
+# with the log-softmax); TRL's own DPOTrainer always uses it there.
+FUSED_HEAD_DEVICES = ("cuda", "xpu")
+FUSED_HEAD_MIN_VOCAB = 32000
+
+
+def resolve_fused_lm_head(
+    setting: str, *, device_type: str, vocab_size: int, available: bool
+) -> tuple[bool, str]:
+    """Whether TRL's fused LM head runs (``setting`` is ``auto``, ``on`` or ``off``), and why, in words."""
+    if setting == "on":
+        if not available:
+            raise ValueError(
+                "`fused_lm_head='on'` needs TRL's fused LM head (trl >= 1.16), which this TRL lacks; "
+                "set fused_lm_head='auto' or 'off'."
+            )
+        return True, "on (fused_lm_head='on')"
+    if setting == "off":
+        return False, "off (fused_lm_head='off')"
+    if not available:
+        return False, "off (auto: this TRL has no fused LM head)"
+    if device_type not in FUSED_HEAD_DEVICES:
+        return False, f"off (auto: device {device_type}, the fused head is slower off CUDA/XPU)"
+    if vocab_size < FUSED_HEAD_MIN_VOCAB:
+        return False, f"off (auto: vocabulary {vocab_size} < {FUSED_HEAD_MIN_VOCAB})"
+    return True, f"on (auto: device {device_type}, vocabulary {vocab_size} >= {FUSED_HEAD_MIN_VOCAB})"
+
 
 @dataclass
 class Needs:
