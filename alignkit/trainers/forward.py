@@ -5,15 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from alignkit._trl_compat import selective_log_softmax
 
 # The `auto` rule of `fused_lm_head`. On CPU TRL's kernel scores every position in tiles (its compact,
-# valid-positions-only path needs Triton), and it measured slower than the plain head at every vocabulary
-# tried (tiny Llama, hidden 256, 8 x 128 tokens, fwd+bwd: 1.14x at 1k, 1.85x at 32k, 1.30x at 128k; see
-# `scripts/bench_npo_step.py`). On CUDA/XPU it skips the [rows, length, vocab] logits, which dominate
-# activation memory once the vocabulary is large (8 x 512 tokens x 128k vocab = 2.1 GB in fp32, twice
-# with the log-softmax); TRL's own DPOTrainer always uses it there.
+# valid-positions-only path needs Triton) and measured slower than alignkit's compact head (below) at every
+# vocabulary tried: tiny Llama, hidden 256, 4 layers, 8 x 128 tokens of which half completion, fwd+bwd,
+# 1 thread: 1.4x at vocab 1k, 2.7x at 32k, 3.9x at 128k (and 1.7x for a whole NPO step at 4k, see
+# `scripts/bench_npo_step.py`). On CUDA/XPU it never builds the [rows, length, vocab] logits, which
+# dominate activation memory once the vocabulary is large (8 x 512 tokens x 128k vocab = 2.1 GB in fp32);
+# TRL's own DPOTrainer always uses it there. Not measured on a GPU in this repository (none available).
 FUSED_HEAD_DEVICES = ("cuda", "xpu")
 FUSED_HEAD_MIN_VOCAB = 32000
 
@@ -96,21 +98,82 @@ class ForwardOutput:
     retain_ref: RowOutputs | None = None
 
 
+def _innermost(model):
+    """The model under DDP/DeepSpeed wrappers (a PEFT model stays: it forwards attribute lookups)."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+@torch.no_grad()
+def _compact_head_exact(model, ids: torch.Tensor, att: torch.Tensor) -> bool:
+    """Whether ``lm_head(hidden_states[-1])`` reproduces the model's own logits, checked once per model.
+
+    True for plain causal LMs (Llama, Qwen, Mistral, ...). Models that scale, soft-cap or otherwise
+    transform the logits after the LM head, that do not accept ``logits_to_keep`` or whose last hidden
+    state is not the one fed to the head fail the check and keep the full-logits path.
+    """
+    inner = _innermost(model)
+    cached = getattr(inner, "_alignkit_compact_head", None)
+    if cached is None:
+        try:
+            out = model(
+                input_ids=ids[:1],
+                attention_mask=att[:1],
+                use_cache=False,
+                output_hidden_states=True,
+                logits_to_keep=1,
+            )
+            head = inner.get_output_embeddings()
+            cached = bool(
+                out.hidden_states is not None
+                and out.logits.shape[1] == 1
+                and torch.allclose(head(out.hidden_states[-1][:, -1:]), out.logits, rtol=1e-4, atol=1e-5)
+            )
+        except (TypeError, ValueError, AttributeError):
+            cached = False
+        inner._alignkit_compact_head = cached
+    return cached
+
+
 def row_outputs(model, batch: dict, *, want_logits: bool, fused: bool) -> RowOutputs:
     """Forward every row of ``batch`` through ``model`` (the wrapped one, so DDP/ZeRO hooks run).
 
-    With ``fused`` and no logits wanted, TRL's fused LM head returns per-token log-probs without
-    materialising the ``[N, L, V]`` logits; otherwise logits are built and log-probs gathered.
+    With ``want_logits`` the full ``[N, L-1, V]`` logits are built. Otherwise only the completion
+    positions go through the LM head: TRL's fused head (``fused``; on CUDA it projects only those
+    positions, in tiles) or, by default, a compact head: the model runs with ``logits_to_keep=1`` and
+    ``output_hidden_states``, and the LM head is applied to the last hidden state at the completion
+    positions only, which skips the prompt and padding positions' share of the head's matmul and
+    log-softmax (``_compact_head_exact`` checks once that this reproduces the model's logits). Columns
+    that are padding in every row are cut first (a subset of a batch, such as the rows sent through the
+    reference, is often narrower). The outputs keep the batch's shape.
     """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     mask = batch["completion_mask"][:, 1:].bool()
     labels = input_ids[:, 1:]
-    if fused and not want_logits:
-        fused_labels = input_ids.masked_fill(batch["completion_mask"] == 0, -100)
+    if want_logits:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+        token_logps = selective_log_softmax(logits.float(), labels).masked_fill(~mask, 0.0)
+        return RowOutputs(token_logps, mask, labels, logits)
+    # Right padding (the collator's): nothing after the longest row can be scored.
+    width = max(int(attention_mask.sum(-1).max()), 2)
+    ids, att, scored = input_ids[:, :width], attention_mask[:, :width], mask[:, : width - 1]
+    if fused:
+        fused_labels = ids.masked_fill(batch["completion_mask"][:, :width] == 0, -100)
+        token_logps = model(
+            input_ids=ids, attention_mask=att, labels=fused_labels, fused_lm_head=True
+        ).log_probs
+    elif _compact_head_exact(model, ids, att):
         out = model(
-            input_ids=input_ids, attention_mask=attention_mask, labels=fused_labels, fused_lm_head=True
+            input_ids=ids, attention_mask=att, use_cache=False, output_hidden_states=True, logits_to_keep=1
         )
-        return RowOutputs(out.log_probs.masked_fill(~mask, 0.0), mask, labels)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-    token_logps = selective_log_softmax(logits.float(), labels).masked_fill(~mask, 0.0)
-    return RowOutputs(token_logps, mask, labels, logits if want_logits else None)
+        logits = _innermost(model).get_output_embeddings()(out.hidden_states[-1][:, :-1][scored])  # [T, V]
+        # As one [1, T, V] row: TRL's selective_log_softmax loops over the first dimension to save memory.
+        logps = selective_log_softmax(logits.float()[None], labels[:, : width - 1][scored][None])[0]
+        # masked_scatter keeps the graph even when no position is scored (a zero, not an error, in backward)
+        token_logps = logps.new_zeros(scored.shape).masked_scatter(scored, logps)
+    else:
+        logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1]
+        token_logps = selective_log_softmax(logits.float(), labels[:, : width - 1])
+    token_logps = F.pad(token_logps, (0, mask.shape[1] - token_logps.shape[1]))
+    return RowOutputs(token_logps.masked_fill(~mask, 0.0), mask, labels)

@@ -82,3 +82,54 @@ def test_bad_setting_is_refused(tmp_path):
     spec = get_method("npo")
     with pytest.raises(ValueError, match="`fused_lm_head` must be one of"):
         train_args(spec, tmp_path, fused_lm_head="yes")
+
+
+def _batch(tokenizer):
+    from alignkit.data import PreferenceCollator
+
+    collator = PreferenceCollator(tokenizer, boundary="joint")
+    rows = [collator.encode(r) for r in FORGET[:3] + RETAIN[:2]]
+    return collator(rows)
+
+
+def _logps_and_grads(model, batch, **kwargs):
+    from alignkit.trainers.forward import row_outputs
+
+    model.zero_grad()
+    out = row_outputs(model, batch, **kwargs)
+    out.seq_logps.sum().backward()
+    return out.token_logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_compact_head_matches_full_logits(unlearn_model_dir, unlearn_tokenizer):
+    """The default CPU path (LM head on completion positions only) gives the full-logits values and gradients."""
+    model = AutoModelForCausalLM.from_pretrained(unlearn_model_dir)
+    batch = _batch(unlearn_tokenizer)
+    compact, g_compact = _logps_and_grads(model, batch, want_logits=False, fused=False)
+    assert model._alignkit_compact_head is True
+    full, g_full = _logps_and_grads(model, batch, want_logits=True, fused=False)
+    assert compact.shape == full.shape
+    torch.testing.assert_close(compact, full, rtol=1e-5, atol=1e-6)
+    for name in g_full:
+        torch.testing.assert_close(g_compact[name], g_full[name], rtol=1e-4, atol=1e-6, msg=name)
+    # A subset of rows is narrower than the batch: cut, then padded back to the batch's shape.
+    rows = {k: batch[k][3:] for k in ("input_ids", "attention_mask", "completion_mask")}
+    sub, _ = _logps_and_grads(model, rows, want_logits=False, fused=False)
+    torch.testing.assert_close(sub, full[3:], rtol=1e-5, atol=1e-6)
+
+
+def test_compact_head_is_refused_for_a_model_that_transforms_its_logits(unlearn_model_dir, unlearn_tokenizer):
+    from transformers import LlamaForCausalLM
+
+    class ScaledLogits(LlamaForCausalLM):  # as Cohere/Granite-style models scale after the head
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 2.0
+            return out
+
+    model = ScaledLogits.from_pretrained(unlearn_model_dir)
+    batch = _batch(unlearn_tokenizer)
+    compact, _ = _logps_and_grads(model, batch, want_logits=False, fused=False)
+    assert model._alignkit_compact_head is False
+    full, _ = _logps_and_grads(model, batch, want_logits=True, fused=False)
+    torch.testing.assert_close(compact, full, rtol=1e-5, atol=1e-6)
