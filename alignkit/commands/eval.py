@@ -1,9 +1,8 @@
-"""``alignkit eval``: benchmark evaluations (``tofu`` here; ``muse`` from :mod:`alignkit.eval.muse`)."""
+"""``alignkit eval``: benchmark evaluations (``tofu``, ``muse``) and preference evaluation (``preference``)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
 TOFU_DESCRIPTION = """\
@@ -110,21 +109,14 @@ def add_tofu_parser(subparsers) -> None:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="Evaluate a model on an unlearning benchmark (tofu, muse).",
-        description="Evaluate a model on an unlearning benchmark. See `alignkit eval tofu --help`.",
+        help="Evaluate a model: unlearning benchmarks (tofu, muse) or preference data (preference).",
+        description="Evaluate a model on an unlearning benchmark or on preference data. See "
+        "`alignkit eval tofu --help` and `alignkit eval preference --help`.",
     )
     sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     add_tofu_parser(sub)
-    # MUSE registers itself when its module is in this checkout (it owns its own parser).
-    try:
-        muse = importlib.import_module("alignkit.eval.muse")
-    except ModuleNotFoundError as err:
-        if err.name != "alignkit.eval.muse":
-            raise
-        muse = None
-    hook = getattr(muse, "add_muse_parser", None)
-    if hook is not None:
-        hook(sub)
+    add_muse_parser(sub)
+    add_preference_parser(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -179,4 +171,221 @@ def run_tofu(args) -> int:
     )
     print_tofu_table(result, console)
     console.print(f"logs and report written to {output_dir}")
+    return 0
+
+
+def add_muse_parser(subparsers) -> None:
+    """Register ``muse`` under ``alignkit eval``."""
+    from alignkit.eval.muse_data import DEFAULT_DATA
+    from alignkit.eval.muse_protocols import MUSE_PROTOCOLS
+
+    p = subparsers.add_parser(
+        "muse",
+        help="MUSE-News: VerbMem, KnowMem, PrivLeak and MIAs.",
+        description=(
+            "Evaluate a causal LM on MUSE-News (Shi et al. 2024, arXiv:2407.06460): VerbMem, KnowMem on "
+            "forget and retain, PrivLeak (Min-40% AUC relative to the retrained model) and the MIAs "
+            "LOSS, ZLib, Min-K%, Min-K%++. Writes MUSE_EVAL.json, MUSE_SUMMARY.json and MUSE_REPORT.md."
+        ),
+    )
+    p.add_argument("--model", required=True, help="Model to evaluate: a local folder or Hub id.")
+    ref = p.add_mutually_exclusive_group()
+    ref.add_argument("--retain-model", help="The retrained (oracle) model, for PrivLeak's reference AUC.")
+    ref.add_argument(
+        "--retain-logs", help="MUSE_EVAL.json of the retrained model (alignkit's or open-unlearning's)."
+    )
+    p.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help=f"Hub dataset id or local folder in the muse_bench layout (default {DEFAULT_DATA}).",
+    )
+    p.add_argument("--output-dir", help="Where to write the logs (default runs/eval/muse/<model name>).")
+    p.add_argument(
+        "--protocol",
+        default="open-unlearning",
+        choices=sorted(MUSE_PROTOCOLS),
+        help="open-unlearning (default): ROUGE with stemming, its label-text references (full verbmem gt; "
+        "knowmem answer as decoded labels, 512-token prompt limit), PrivLeak on the first 2048 tokens with "
+        "the last dropped, max(1, floor(k n)) tokens, usual AUC. muse-orig: no stemming, answer string and "
+        "gt cut to 128 tokens as references, whole PrivLeak windows, floor(k n), AUC in MUSE's convention "
+        "(1 - usual). PrivLeak is comparable only between runs of the same protocol.",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="Batch size for generation and scoring (default 8)."
+    )
+    p.add_argument("--max-examples", type=int, help="Keep the first N items of each set (development runs).")
+    p.add_argument(
+        "--gradnorm", action="store_true", help="Also run the GradNorm MIA (one backward per text; slow)."
+    )
+    p.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="Model dtype; auto = bfloat16 on GPU, float32 on CPU (default auto).",
+    )
+    p.set_defaults(func=run_muse_command)
+
+
+def run_muse_command(args) -> int:
+    """``alignkit eval muse``: load, evaluate with a progress bar, print a table, save the logs."""
+    import warnings
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from alignkit.eval.muse import METRIC_HELP, evaluate_muse, format_metric
+
+    console = Console(stderr=True)
+    output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/muse") / Path(args.model).name
+    if args.retain_model is None and args.retain_logs is None:
+        console.print(
+            "[bold red]Warning:[/] no --retain-model or --retain-logs: PrivLeak will use 0.5 as the retrained "
+            "model's AUC (open-unlearning's fallback), which is generally not its true value."
+        )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PrivLeak: no retrained model")  # shown above, in red
+        result = evaluate_muse(
+            args.model,
+            None,
+            data=args.data,
+            retain_model=args.retain_model,
+            retain_logs=args.retain_logs,
+            protocol=args.protocol,
+            batch_size=args.batch_size,
+            max_examples=args.max_examples,
+            output_dir=output_dir,
+            progress=not args.no_progress,
+            gradnorm=args.gradnorm,
+            dtype=args.dtype,
+        )
+    table = Table(title=f"MUSE ({result.protocol.name}) - {args.model}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("meaning")
+    for name, value in result.summary.items():
+        table.add_row(name, format_metric(value), METRIC_HELP.get(name, ""))
+    Console().print(table)
+    console.print(f"PrivLeak reference: {result.meta['privleak_reference']['source']}")
+    console.print(f"Wrote {output_dir / 'MUSE_EVAL.json'}, MUSE_SUMMARY.json and MUSE_REPORT.md")
+    return 0
+
+
+PREFERENCE_DESCRIPTION = """\
+Evaluate a causal LM on preference data of any shape the collator accepts (pairwise, 1-vs-N, ranked
+or graded lists), as shared/design/methods-alignment.md section 6.1 defines it:
+
+  ranking accuracy     mean 1[lp(chosen) >= lp(rejected)] over every strictly ordered pair, from the
+                       policy's own likelihood (also length-normalised, and list exact match)
+  idealized ranking    what a perfectly optimised DPO would reach given the reference and the rater
+  accuracy             share `alpha` of each row (min/median/max over beta 0.01..10; needs --ref-model)
+  reward accuracy      1[beta*r_w > beta*r_l] and the mean reward margin (needs --ref-model)
+
+With --task (a synthetic task with an exact scorer): HitRatio@1 of greedy recommendations
+(recommendation), NDCG and Kendall tau of the likelihood order against the graded labels
+(graded_list), flagged rate of greedy replies (safety). Writes PREFERENCE_EVAL.json (per-row
+values), PREFERENCE_SUMMARY.json and ranking_accuracy.png into --output-dir.
+"""
+
+TASKS = ("recommendation", "graded_list", "safety")
+
+
+def add_preference_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "preference",
+        help="Preference data: ranking accuracy, idealized ranking accuracy, reward accuracy, task scores.",
+        description=PREFERENCE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="Model to evaluate: a local folder or Hub id.")
+    p.add_argument(
+        "--ref-model", help="Reference model (usually the SFT model) for reward and idealized metrics."
+    )
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument(
+        "--data",
+        help="Preference rows: a JSON/JSONL file, a folder, a Hub id or a synthetic:NAME?... source.",
+    )
+    data.add_argument("--task", choices=TASKS, help="Generate a synthetic task with an exact scorer.")
+    p.add_argument("--data-config", help="Dataset config (Hub datasets, or a folder's <config>.json).")
+    p.add_argument(
+        "--num-prompts", type=int, default=50, help="Prompts of the generated --task (default 50)."
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Seed of the generated --task (default 0: the recipes' catalogue; its first prompts are "
+        "the training rows, so use --skip to hold some out).",
+    )
+    p.add_argument(
+        "--skip", type=int, default=0, help="Skip the first N generated prompts (held-out evaluation)."
+    )
+    p.add_argument(
+        "--beta", type=float, default=0.1, help="β of the reward metrics (default 0.1, TRL's DPO)."
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="Batch size for scoring and generation.")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=24, help="Greedy generation length for task metrics."
+    )
+    p.add_argument(
+        "--output-dir", help="Where to write the logs (default runs/eval/preference/<model name>)."
+    )
+    p.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
+    p.set_defaults(func=run_preference)
+
+
+def run_preference(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from alignkit.eval.preference import evaluate_preference
+
+    console = Console(stderr=True)
+    if args.beta <= 0:
+        console.print(f"[bold red]error:[/] --beta must be > 0, got {args.beta}.")
+        return 2
+    task = None
+    if args.task:
+        from alignkit.data.synthetic import preference as sp
+
+        make = {"recommendation": sp.recommendation_task, "graded_list": sp.graded_list_task}
+        make["safety"] = sp.safety_task
+        size = {"recommendation": "num_users", "graded_list": "num_prompts", "safety": "num_prompts"}[
+            args.task
+        ]
+        full = make[args.task](**{size: args.skip + args.num_prompts, "seed": args.seed})
+        task = full.split(args.skip)[1]
+        rows = task.records
+    else:
+        from alignkit.launch.sources import SourceError, load_source
+
+        try:
+            rows = list(load_source(args.data, args.data_config))
+        except SourceError as err:
+            console.print(f"[bold red]error:[/] --data: {err}")
+            return 2
+    output_dir = Path(args.output_dir or Path("runs/eval/preference") / Path(args.model).name)
+    result = evaluate_preference(
+        args.model,
+        rows,
+        ref_model=args.ref_model,
+        beta=args.beta,
+        task=task,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        progress=not args.no_progress,
+    )
+    paths = result.save(output_dir)
+    table = Table(title=f"Preference evaluation - {args.model}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.summary.items():
+        if isinstance(value, dict):
+            value = f"{value['min']:.3f} / {value['median']:.3f} / {value['max']:.3f} (min/median/max)"
+        elif isinstance(value, float):
+            value = f"{value:.4f}"
+        table.add_row(key, str(value))
+    console.print(table)
+    console.print(f"logs written to {', '.join(str(p) for p in paths.values())}")
     return 0

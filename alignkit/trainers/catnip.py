@@ -25,13 +25,16 @@ class CATNIPConfig(UnlearnConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.beta <= 0:
-            raise ValueError(f"`beta` must be > 0, got {self.beta}.")
         if self.anchor not in ("one", "ref"):
             raise ValueError(f"`anchor` must be 'one' or 'ref', got {self.anchor!r}.")
 
 
-@register("catnip", summary="calibrated token-level negative preference (reconstruction)")
+@register(
+    "catnip",
+    family="unlearning",
+    data="single",
+    summary="calibrated token-level negative preference (reconstruction)",
+)
 class CATNIPTrainer(AlignKitTrainer):
     config_class = CATNIPConfig
     needs = Needs(reference="none")

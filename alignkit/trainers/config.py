@@ -103,6 +103,10 @@ class AlignKitConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        # β > 0 for every method config that has one: checked here once, not in each subclass.
+        beta = getattr(self, "beta", None)
+        if beta is not None and not beta > 0:
+            raise ValueError(f"`beta` must be > 0, got {beta}.")
         if self.ref_mode not in REF_MODES:
             raise ValueError(f"`ref_mode` must be one of {REF_MODES}, got {self.ref_mode!r}.")
         if self.fused_lm_head not in FUSED_LM_HEAD:
@@ -121,7 +125,13 @@ class AlignKitConfig(TrainingArguments):
 class UnlearnConfig(AlignKitConfig):
     """Total loss = ``forget_weight * L_forget + retain_weight * L_retain`` (open-unlearning's gamma/alpha)."""
 
-    forget_weight: float = field(default=1.0, metadata={"help": "γ, weight of the forget loss."})
+    forget_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the forget loss (open-unlearning's γ, its `gamma`); not SimNPO's margin "
+            "γ (SimNPOConfig.gamma)."
+        },
+    )
     retain_loss: str = field(
         default="none",
         metadata={
@@ -129,7 +139,13 @@ class UnlearnConfig(AlignKitConfig):
             "(KL(π_ref || π_θ) on retain positions, '+KL')."
         },
     )
-    retain_weight: float = field(default=1.0, metadata={"help": "α, weight of the retain loss."})
+    retain_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the retain loss (open-unlearning's α, its `alpha`); not DiPO's logit "
+            "shift α (DiPOConfig.alpha)."
+        },
+    )
     retain_pairing: str = field(
         default="random",
         metadata={
@@ -159,3 +175,21 @@ class UnlearnConfig(AlignKitConfig):
             raise ValueError(
                 f"`forget_weight` and `retain_weight` must be >= 0, got {self.forget_weight} and {self.retain_weight}."
             )
+
+
+@dataclass
+class AlignConfig(AlignKitConfig):
+    """Settings every preference-alignment method shares (S-DPO, DPO, LiPO, ...)."""
+
+    max_completions: int | None = field(
+        default=None,
+        metadata={
+            "help": "Largest K (completions per prompt) accepted; a longer row is an error naming it "
+            "(memory grows as B·K sequences per step). None: no limit."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_completions is not None and self.max_completions < 2:
+            raise ValueError(f"`max_completions` must be >= 2 or None, got {self.max_completions}.")

@@ -28,13 +28,13 @@ class IdkDPOConfig(UnlearnConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.beta <= 0:
-            raise ValueError(f"`beta` must be > 0, got {self.beta}.")
         if self.scale not in ("2/beta", "1"):
             raise ValueError(f"`scale` must be '2/beta' or '1', got {self.scale!r}.")
 
 
-@register("idk_dpo", summary="DPO with an 'I don't know' answer as chosen")
+@register(
+    "idk_dpo", family="unlearning", data="single", summary="DPO with an 'I don't know' answer as chosen"
+)
 class IdkDPOTrainer(AlignKitTrainer):
     config_class = IdkDPOConfig
     needs = Needs(reference="seq")

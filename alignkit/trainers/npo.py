@@ -21,14 +21,11 @@ class NPOConfig(UnlearnConfig):
         default=0.1, metadata={"help": "β, inverse temperature (0.1: NPO paper App. E.1.4, TOFU)."}
     )
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.beta <= 0:
-            raise ValueError(f"`beta` must be > 0, got {self.beta}.")
-
 
 @register(
     "npo",
+    family="unlearning",
+    data="single",
     summary="negative preference optimization",
     variants={"npo_rt": {"retain_loss": "nll"}, "npo_kl": {"retain_loss": "kl"}},
 )
