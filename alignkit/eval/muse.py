@@ -12,9 +12,10 @@ Metrics (names and log layout as open-unlearning writes ``MUSE_EVAL.json``):
   output_i)``; the prompt is 10 few-shot pairs in the plain format
   ``Question: {q}\\nAnswer: {a}\\n\\n`` followed by ``Question: {q}\\nAnswer: ``; 32 new tokens; the
   output is cut before ``"\\n\\n"``, then ``"\\nQuestion"``, then ``"Question:"``.
-  Under open-unlearning the reference is OU's decoded label text, which loses the answer's first
-  token when the prompt's trailing space merges into it (spec §1.1 item 5; see
-  :attr:`MuseProtocol.knowmem_reference`); under muse-orig it is the answer string.
+  Under open-unlearning the reference is the decoded prompt + answer with the decoded prompt
+  removed, i.e. the whole answer: OU's output keeps the first answer token even when the prompt's
+  trailing space merges into it (see :attr:`MuseProtocol.knowmem_reference`); under muse-orig it
+  is the answer string.
 * ``mia_min_k`` (and ``mia_loss``, ``mia_zlib``, ``mia_min_k_plus_plus``, optional ``mia_gradnorm``):
   MIA AUCs of ``privleak/forget`` (members) vs ``privleak/holdout`` (non-members), see
   :mod:`alignkit.eval.mia`.
@@ -60,6 +61,7 @@ from alignkit.eval.muse_metrics import (
     joint_label_reference,
     knowmem_prompt,
     knowmem_reference,
+    prompt_removed_reference,
     retain_auc_from_logs,
     rouge_log,
     verbmem_reference,
@@ -87,6 +89,7 @@ __all__ = [
     "knowmem_prompt",
     "knowmem_reference",
     "load_muse_data",
+    "prompt_removed_reference",
     "retain_auc_from_logs",
     "rouge_log",
     "verbmem_reference",

@@ -48,3 +48,11 @@ def test_arithmetic_mean_in_the_epsilon_form():
 def test_unknown_form_is_refused():
     with pytest.raises(ValueError, match="`truth_ratio_form` must be one of"):
         M.truth_ratio_value(1.0, [1.0], form="ou")
+
+
+def test_protocols_pick_their_form():
+    from alignkit.eval.protocols import OPEN_UNLEARNING, TOFU_ORIG, TofuProtocol
+
+    assert (OPEN_UNLEARNING.truth_ratio_form, TOFU_ORIG.truth_ratio_form) == ("ou_epsilon", "exact")
+    with pytest.raises(ValueError, match="`truth_ratio_form` must be"):
+        TofuProtocol(name="x", truth_ratio_form="eps")
