@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from alignkit.eval.metrics import register_metric
+from alignkit.eval.scoring import ScoredText
 
 ES_FLOORS = ("ou", "strict")
 
@@ -89,3 +90,20 @@ def extraction_strength(items: Mapping[Any, tuple[Tokens, Tokens]], *, floor: st
     out = _log({idx: extraction_strength_value(p, t, floor=floor) for idx, (p, t) in items.items()})
     out["es_floor"] = floor
     return out
+
+
+def memorization_logs(scored: Mapping[Any, ScoredText], *, floor: str = "ou") -> dict[str, dict]:
+    """``extraction_strength`` and ``exact_memorization`` log entries from teacher-forced scores.
+
+    ``scored[idx]`` holds the target ids and argmax predictions of one item (from
+    :func:`alignkit.eval.scoring.score_token_ids`); ``T'`` drops the last scored token. An item
+    with no target token counts as empty (ES 0 under OU's floor, EM ``None``).
+    """
+    items = {
+        idx: token_set(s.argmax_ids, s.target_ids) if s.valid and s.argmax_ids is not None else ([], [])
+        for idx, s in scored.items()
+    }
+    return {
+        "extraction_strength": extraction_strength(items, floor=floor),
+        "exact_memorization": exact_memorization(items),
+    }

@@ -28,6 +28,8 @@ METRIC_ORDER = (
     "mia_loss",
     "mia_zlib",
     "mia_gradnorm",
+    "extraction_strength",
+    "exact_memorization",
 )
 # What a good value looks like, for the report (spec §3.1).
 METRIC_HELP = {
@@ -40,6 +42,8 @@ METRIC_HELP = {
     "mia_loss": "LOSS attack AUC, forget vs holdout",
     "mia_zlib": "ZLib attack AUC, forget vs holdout",
     "mia_gradnorm": "GradNorm attack AUC, forget vs holdout",
+    "extraction_strength": "Extraction Strength of the VerbMem forget texts (teacher-forced); low after unlearning",
+    "exact_memorization": "Exact Memorization of the VerbMem forget texts (teacher-forced); low after unlearning",
 }
 
 
@@ -114,6 +118,17 @@ def verbmem_reference(tokenizer, prompt: str, gt: str, protocol: MuseProtocol) -
             len(tokenizer(prompt, add_special_tokens=True)["input_ids"]) + protocol.verbmem_max_length
         )
     return joint_label_reference(tokenizer, prompt, " " + gt, max_length=max_length)
+
+
+def verbmem_token_pair(
+    tokenizer, prompt: str, gt: str, *, max_tokens: int | None
+) -> tuple[list[int], list[int]]:
+    """``(prompt_ids, gt_ids)`` teacher-forced for ES/EM, as OU's ``MUSE_forget_verbmem`` set: ``prompt``
+    and ``gt`` joined with one space and tokenised together (BOS, no EOS), ``gt`` cut to ``max_tokens``."""
+    prompt_ids, gt_ids = encode_prompt_completion(
+        tokenizer, prompt, " " + gt, boundary="joint", add_eos=False, add_special_tokens=True
+    )
+    return prompt_ids, gt_ids[:max_tokens] if max_tokens is not None else gt_ids
 
 
 def rouge_log(

@@ -79,6 +79,10 @@ class MuseProtocol:
     near 0 for the target model. PrivLeak is the same number either way."""
     privleak_eps: float = 1e-10
     """Added to PrivLeak's denominator: OU 1e-10, MUSE-orig 0."""
+    es_floor: Literal["ou", "strict"] = "ou"
+    """Extraction Strength (on the VerbMem forget texts, teacher-forced) when no suffix is predicted:
+    OU's ``1/n`` or ``strict`` 0 (:mod:`alignkit.eval.memorization`). MUSE-orig has no ES/EM; alignkit
+    logs them under both protocols with this floor."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -50,6 +50,9 @@ class TofuProtocol:
             ``truth_ratio`` does; it saturates near ``p̄_w·1e10`` when the correct answer's probability
             collapses below ~1e-9, which is where unlearning ends up. ``"exact"`` (tofu-orig, which
             computes ``exp(L_c - mean L_w)``): log space, no epsilon.
+        es_floor: Extraction Strength when no suffix of the forget answer is predicted: ``"ou"``
+            (open-unlearning's ``1/n``; an answer with no scored token counts as 0) or ``"strict"``
+            (0; such an answer is left out). See :mod:`alignkit.eval.memorization`.
         forget_tr_aggregator: aggregate of the forget truth ratio: ``"closer_to_1_better"``
             (``mean min(R, 1/R)``, both references' default) or ``"prob_mean"`` (open-unlearning's
             opt-in ``mean 1/(1+R)``). It does not change Forget Quality.
@@ -74,8 +77,11 @@ class TofuProtocol:
     mu_truth_ratio_mean: Literal["geometric", "arithmetic"] = "geometric"
     forget_tr_aggregator: Literal["closer_to_1_better", "prob_mean"] = "closer_to_1_better"
     truth_ratio_form: Literal["ou_epsilon", "exact"] = "ou_epsilon"
+    es_floor: Literal["ou", "strict"] = "ou"
 
     def __post_init__(self):
+        if self.es_floor not in ("ou", "strict"):
+            raise ValueError(f"`es_floor` must be 'ou' or 'strict', got {self.es_floor!r}")
         if self.truth_ratio_form not in ("ou_epsilon", "exact"):
             raise ValueError(
                 f"`truth_ratio_form` must be 'ou_epsilon' or 'exact', got {self.truth_ratio_form!r}"

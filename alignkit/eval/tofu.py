@@ -27,6 +27,7 @@ from alignkit.eval.logs import META_KEY, agg_values, read_eval_log, summarize
 from alignkit.eval.logs import TOFU_EVAL_FILE as EVAL_FILE
 from alignkit.eval.logs import TOFU_REPORT_FILE as REPORT_FILE
 from alignkit.eval.logs import TOFU_SUMMARY_FILE as SUMMARY_FILE
+from alignkit.eval.memorization import memorization_logs
 from alignkit.eval.progress import StageProgress
 from alignkit.eval.protocols import TofuProtocol, get_protocol
 from alignkit.eval.report import tofu_markdown
@@ -594,6 +595,8 @@ def _evaluate_task(
     timings[f"{key}:score"] = time.perf_counter() - t
     t = time.perf_counter()
     _prob_and_tr_metrics(logs, task, losses, proto)
+    if key == "forget":
+        logs.update(_memorization_metrics(task, cache, proto))
     timings[f"{key}:metrics"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -696,6 +699,19 @@ def _prob_and_tr_metrics(logs: dict, task: TofuTask, losses: dict, proto: TofuPr
             wrong_mean=proto.mu_truth_ratio_mean,
             form=proto.truth_ratio_form,
         )
+
+
+def _memorization_metrics(task: TofuTask, cache: ScoreCache, proto: TofuProtocol) -> dict:
+    """Extraction Strength and Exact Memorisation of the forget answers (OU: ``forget{XX}_perturbed``'s
+    ``answer``), from the argmax predictions of the answer scores already in the cache."""
+    enc = cache.encoder
+    scored = {
+        str(it.index): cache.store[
+            (task.spec.key, enc.score_prompt(it.question), enc.score_target(it.question, it.answer))
+        ]
+        for it in task.items
+    }
+    return memorization_logs(scored, floor=proto.es_floor)
 
 
 def _invalid_counts(logs: dict) -> dict:

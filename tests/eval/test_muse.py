@@ -44,6 +44,8 @@ SUMMARY_KEYS = {
     "mia_min_k_plus_plus",
     "mia_loss",
     "mia_zlib",
+    "extraction_strength",
+    "exact_memorization",
 }
 
 
@@ -362,6 +364,20 @@ def test_evaluate_muse_end_to_end(sample, tiny, tmp_path):
         assert item["ground_truth"] == knowmem_reference(tok, item["input"], row["answer"], proto)
         assert "\n\n" not in item["generation"] and "Question:" not in item["generation"]
     assert set(logs["mia_min_k"]["forget"]["value_by_index"]) == {"0", "1", "2"}
+    # ES/EM: an independent teacher-forced pass over prompt + " " + gt (OU's MUSE_forget_verbmem).
+    for i, row in enumerate(ds.verbmem_forget):
+        n_prompt = len(tok(row["prompt"])["input_ids"])
+        ids = tok(row["prompt"] + " " + row["gt"], return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            preds = model(input_ids=ids).logits[0].argmax(-1)
+        # T': labels at positions n_prompt .. L-2 (the last gt token is not counted), predicted at -1.
+        labels, pred = ids[0, n_prompt:-1].tolist(), preds[n_prompt - 1 : -2].tolist()
+        matched = next((len(labels) - k for k in range(len(labels)) if pred[k:] == labels[k:]), 0)
+        assert logs["extraction_strength"]["value_by_index"][str(i)]["score"] == pytest.approx(
+            max(matched, 1) / len(labels)
+        )
+        em = sum(a == b for a, b in zip(pred, labels)) / len(labels)
+        assert logs["exact_memorization"]["value_by_index"][str(i)]["score"] == pytest.approx(em)
     assert logs["privleak"]["ref_source"] == "retain_model"
     assert (
         logs["alignkit"]["protocol"]["name"] == "ou-short"
