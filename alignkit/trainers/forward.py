@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -51,11 +52,15 @@ class Needs:
     ``logits``: the policy's full logits on the main rows (otherwise TRL's fused head gives
     log-probs without materialising ``[N, L, V]``).
     ``retain``: ``optional``, ``required`` or ``never``.
+    ``hidden``: the output of one decoder block (the trainer's ``hidden_layer()`` names it), captured by a
+    forward hook during the shared forward; with ``reference="hidden"`` the reference's activations at
+    the same block are computed on the retain rows.
     """
 
     reference: str = "none"
     logits: bool = False
     retain: str = "optional"
+    hidden: bool = False
 
 
 @dataclass
@@ -66,6 +71,8 @@ class RowOutputs:
     mask: torch.Tensor  # [N, L-1] bool, 1 on completion tokens
     labels: torch.Tensor  # [N, L-1] next-token ids
     logits: torch.Tensor | None = None  # [N, L-1, V] only when asked for
+    hidden: torch.Tensor | None = None  # [N, L, d] a decoder block's output (unshifted), when asked for
+    hidden_mask: torch.Tensor | None = None  # [N, L] bool, the completion tokens (unshifted)
 
     @property
     def seq_logps(self) -> torch.Tensor:  # [N]
@@ -76,12 +83,22 @@ class RowOutputs:
         return self.mask.sum(-1)
 
     def rows(self, sl: slice) -> RowOutputs:
+        return RowOutputs(*(None if t is None else t[sl] for t in self._tensors()))
+
+    def truncate(self, length: int) -> RowOutputs:
+        """The first ``length`` tokens of every row (shifted tensors get ``length - 1`` positions).
+
+        Rows of one batch are padded to the longest row of the whole forward (forget + retain); a term
+        that averages over "all positions" must see only the padding its own rows would have alone.
+        """
+        shifted = (self.token_logps, self.mask, self.labels, self.logits)
         return RowOutputs(
-            self.token_logps[sl],
-            self.mask[sl],
-            self.labels[sl],
-            None if self.logits is None else self.logits[sl],
+            *(None if t is None else t[:, : length - 1] for t in shifted),
+            *(None if t is None else t[:, :length] for t in (self.hidden, self.hidden_mask)),
         )
+
+    def _tensors(self):
+        return (self.token_logps, self.mask, self.labels, self.logits, self.hidden, self.hidden_mask)
 
 
 @dataclass
@@ -96,6 +113,23 @@ class ForwardOutput:
     ref_seq_logps: torch.Tensor | None = None  # [N_main]; from `ref` or the precomputed cache
     retain: RowOutputs | None = None
     retain_ref: RowOutputs | None = None
+
+
+@contextmanager
+def capture_output(module: torch.nn.Module):
+    """Store ``module``'s forward output (first element of a tuple) in the yielded dict under ``"out"``."""
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_module, _inputs, output):
+        # Recomputation under activation checkpointing calls the hook again; the first value is the one
+        # the loss reads (the recomputed one is identical).
+        store.setdefault("out", output[0] if isinstance(output, tuple) else output)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
 
 
 def _innermost(model):
@@ -136,7 +170,9 @@ def _compact_head_exact(model, ids: torch.Tensor, att: torch.Tensor) -> bool:
     return cached
 
 
-def row_outputs(model, batch: dict, *, want_logits: bool, fused: bool) -> RowOutputs:
+def row_outputs(
+    model, batch: dict, *, want_logits: bool, fused: bool, hidden_module: torch.nn.Module | None = None
+) -> RowOutputs:
     """Forward every row of ``batch`` through ``model`` (the wrapped one, so DDP/ZeRO hooks run).
 
     With ``want_logits`` the full ``[N, L-1, V]`` logits are built. Otherwise only the completion
@@ -147,33 +183,57 @@ def row_outputs(model, batch: dict, *, want_logits: bool, fused: bool) -> RowOut
     log-softmax (``_compact_head_exact`` checks once that this reproduces the model's logits). Columns
     that are padding in every row are cut first (a subset of a batch, such as the rows sent through the
     reference, is often narrower). The outputs keep the batch's shape.
+    ``hidden_module``: also return that module's output from the same forward (a hook, no second pass).
     """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     mask = batch["completion_mask"][:, 1:].bool()
     labels = input_ids[:, 1:]
-    if want_logits:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-        token_logps = selective_log_softmax(logits.float(), labels).masked_fill(~mask, 0.0)
-        return RowOutputs(token_logps, mask, labels, logits)
-    # Right padding (the collator's): nothing after the longest row can be scored.
-    width = max(int(attention_mask.sum(-1).max()), 2)
+    # Right padding (the collator's): nothing after the longest row can be scored. Kept whole when logits
+    # or a block's activations are returned: terms over "all positions" (retain KL) read the padding too.
+    whole = want_logits or hidden_module is not None
+    width = input_ids.shape[1] if whole else max(int(attention_mask.sum(-1).max()), 2)
     ids, att, scored = input_ids[:, :width], attention_mask[:, :width], mask[:, : width - 1]
-    if fused:
-        fused_labels = ids.masked_fill(batch["completion_mask"][:, :width] == 0, -100)
-        token_logps = model(
-            input_ids=ids, attention_mask=att, labels=fused_labels, fused_lm_head=True
-        ).log_probs
-    elif _compact_head_exact(model, ids, att):
-        out = model(
-            input_ids=ids, attention_mask=att, use_cache=False, output_hidden_states=True, logits_to_keep=1
-        )
-        logits = _innermost(model).get_output_embeddings()(out.hidden_states[-1][:, :-1][scored])  # [T, V]
-        # As one [1, T, V] row: TRL's selective_log_softmax loops over the first dimension to save memory.
-        logps = selective_log_softmax(logits.float()[None], labels[:, : width - 1][scored][None])[0]
-        # masked_scatter keeps the graph even when no position is scored (a zero, not an error, in backward)
-        token_logps = logps.new_zeros(scored.shape).masked_scatter(scored, logps)
-    else:
-        logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1]
-        token_logps = selective_log_softmax(logits.float(), labels[:, : width - 1])
-    token_logps = F.pad(token_logps, (0, mask.shape[1] - token_logps.shape[1]))
-    return RowOutputs(token_logps.masked_fill(~mask, 0.0), mask, labels)
+    logits = None
+    with capture_output(hidden_module) if hidden_module is not None else _no_capture() as captured:
+        if want_logits:
+            logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1]
+            token_logps = selective_log_softmax(logits.float(), labels[:, : width - 1])
+        elif fused:
+            fused_labels = ids.masked_fill(batch["completion_mask"][:, :width] == 0, -100)
+            token_logps = model(
+                input_ids=ids, attention_mask=att, labels=fused_labels, fused_lm_head=True
+            ).log_probs
+        elif _compact_head_exact(model, ids, att):
+            out = model(
+                input_ids=ids,
+                attention_mask=att,
+                use_cache=False,
+                output_hidden_states=True,
+                logits_to_keep=1,
+            )
+            head = _innermost(model).get_output_embeddings()
+            # As one [1, T, V] row: TRL's selective_log_softmax loops over the first dimension to save memory.
+            logps = selective_log_softmax(
+                head(out.hidden_states[-1][:, :-1][scored]).float()[None],
+                labels[:, : width - 1][scored][None],
+            )[0]
+            # masked_scatter keeps the graph even when no position is scored (a zero, not an error, in backward)
+            token_logps = logps.new_zeros(scored.shape).masked_scatter(scored, logps)
+        else:
+            full = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1]
+            token_logps = selective_log_softmax(full.float(), labels[:, : width - 1])
+    token_logps = F.pad(token_logps, (0, mask.shape[1] - token_logps.shape[1])).masked_fill(~mask, 0.0)
+    hidden = captured.get("out")
+    return RowOutputs(
+        token_logps,
+        mask,
+        labels,
+        logits,
+        hidden,
+        batch["completion_mask"].bool() if hidden is not None else None,
+    )
+
+
+@contextmanager
+def _no_capture():
+    yield {}
