@@ -194,6 +194,8 @@ def row_outputs(
     width = input_ids.shape[1] if whole else max(int(attention_mask.sum(-1).max()), 2)
     ids, att, scored = input_ids[:, :width], attention_mask[:, :width], mask[:, : width - 1]
     logits = None
+    # Decided before the capture starts: the one-time check runs a forward of its own.
+    compact = not (want_logits or fused) and _compact_head_exact(model, ids, att)
     with capture_output(hidden_module) if hidden_module is not None else _no_capture() as captured:
         if want_logits:
             logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1]
@@ -203,7 +205,7 @@ def row_outputs(
             token_logps = model(
                 input_ids=ids, attention_mask=att, labels=fused_labels, fused_lm_head=True
             ).log_probs
-        elif _compact_head_exact(model, ids, att):
+        elif compact:
             out = model(
                 input_ids=ids,
                 attention_mask=att,
