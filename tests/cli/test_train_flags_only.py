@@ -40,6 +40,7 @@ def test_a_recipe_given_only_as_flags_trains(cli, tmp_path):
     info = json.loads((run / "run_info.json").read_text())
     assert info["method"] == "npo" and info["hyperparameters"]["beta"] == 0.2
     assert info["datasets"]["train"]["rows"] == 20
+    assert info["lm_head"] == "off (auto: device cpu, the fused head is slower off CUDA/XPU)"  # which path ran
     assert info["train"]["loss_curve"][0][1] == pytest.approx(2 / 0.2 * math.log(2), rel=1e-5)  # NPO at init
     resolved = load_recipe(run / RESOLVED_RECIPE)  # the flags became a recipe that re-runs the same run
     assert resolved.script.train_dataset == FORGET and resolved.training.beta == 0.2
