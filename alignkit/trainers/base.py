@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from collections import defaultdict
 from contextlib import nullcontext
 from typing import Any, ClassVar
@@ -30,6 +31,7 @@ from alignkit import _trl_compat as trl_compat
 from alignkit.data import ForgetRetainDataset, PreferenceCollator, PromptFormat, prepare_dataset
 from alignkit.data.records import ROLES
 from alignkit.losses import LossOutput, nll_loss, retain_kl_loss
+from alignkit.trainers import checkpoints
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
 from alignkit.trainers.forward import ForwardOutput, Needs, row_outputs
 from alignkit.trainers.ref_cache import with_ref_logps
@@ -313,6 +315,37 @@ class AlignKitTrainer(Trainer):
         if peft_model is not None and _is_peft(peft_model):
             return trl_compat.use_adapter(peft_model, adapter_name=None)
         return nullcontext()
+
+    # ------------------------------------------------------------------ checkpoints
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        """``Trainer.train``, resuming only from a complete checkpoint (see ``checkpoints``)."""
+        resume_from_checkpoint, note = checkpoints.resolve_resume(
+            resume_from_checkpoint, self.args.output_dir
+        )
+        if note and self.is_world_process_zero():
+            logger.warning(note)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """``Trainer._save_checkpoint``, then the completion marker once every rank has written its
+        part, then the rotation (``save_total_limit``): an old complete checkpoint is never deleted
+        before the new one is complete."""
+        from transformers.trainer_utils import rotate_checkpoints
+
+        run_dir = self._get_output_dir(trial)
+        folder = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
+        if self.args.should_save:
+            checkpoints.discard_incomplete(folder)  # leftovers of a killed save of this same step
+        self.accelerator.wait_for_everyone()
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            checkpoints.mark_complete(folder, self.state.global_step)
+            rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
 
     # ------------------------------------------------------------------ forward
     def forward(self, model, inputs: dict[str, Any]) -> ForwardOutput:
