@@ -294,7 +294,9 @@ class AlignKitTrainer(Trainer):
 
         def forward(batch):
             with self._reference_context(model if ref_model is None else None):
-                return row_outputs(reference, batch, want_logits=False, fused=self._fused)
+                return row_outputs(
+                    reference, batch, want_logits=False, fused=self._fused, share_prompt=args.share_prompt
+                )
 
         reference.to(device)
         with (
@@ -361,7 +363,9 @@ class AlignKitTrainer(Trainer):
         args = self.args
         retain_kl = _retain_kl(args)
         want_logits = self.needs.logits or retain_kl
-        rows = row_outputs(model, inputs, want_logits=want_logits, fused=self._fused)
+        rows = row_outputs(
+            model, inputs, want_logits=want_logits, fused=self._fused, share_prompt=args.share_prompt
+        )
         out = ForwardOutput(
             policy=rows.rows(slice(0, n)),
             group_sizes=inputs["group_sizes"],
@@ -382,7 +386,13 @@ class AlignKitTrainer(Trainer):
                 torch.no_grad(),
                 self._reference_context(unwrapped if self.ref_mode == "adapter_off" else None),
             ):
-                ref = row_outputs(reference, ref_inputs, want_logits=ref_logits, fused=self._fused)
+                ref = row_outputs(
+                    reference,
+                    ref_inputs,
+                    want_logits=ref_logits,
+                    fused=self._fused,
+                    share_prompt=args.share_prompt,
+                )
             out.ref = ref.rows(slice(0, n))
             out.ref_seq_logps = out.ref.seq_logps
             if retain_kl:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from alignkit._trl_compat import selective_log_softmax
+from alignkit.trainers import shared_prompt
 
 
 @dataclass
@@ -65,15 +66,38 @@ class ForwardOutput:
     retain_ref: RowOutputs | None = None
 
 
-def row_outputs(model, batch: dict, *, want_logits: bool, fused: bool) -> RowOutputs:
+def row_outputs(
+    model, batch: dict, *, want_logits: bool, fused: bool, share_prompt: bool = False
+) -> RowOutputs:
     """Forward every row of ``batch`` through ``model`` (the wrapped one, so DDP/ZeRO hooks run).
 
     With ``fused`` and no logits wanted, TRL's fused LM head returns per-token log-probs without
     materialising the ``[N, L, V]`` logits; otherwise logits are built and log-probs gathered.
+    ``share_prompt``: rows of one prompt go through as one packed row (``shared_prompt``), when
+    no logits are wanted and the batch has a list of two or more.
     """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     mask = batch["completion_mask"][:, 1:].bool()
     labels = input_ids[:, 1:]
+    implementation = shared_prompt.attention_implementation(model)
+    packed = (
+        shared_prompt.pack(batch)
+        if share_prompt and not want_logits and implementation in shared_prompt.MASKABLE
+        else None
+    )
+    if packed is not None:
+        dtype = next(model.parameters()).dtype
+        kwargs = dict(
+            input_ids=packed.input_ids,
+            attention_mask=packed.attention_mask(implementation, dtype),
+            position_ids=packed.position_ids,
+        )
+        if fused:
+            per_position = model(**kwargs, shift_labels=packed.labels, fused_lm_head=True).log_probs
+        else:
+            logits = model(**kwargs, use_cache=False).logits.float()
+            per_position = selective_log_softmax(logits, packed.labels.clamp(min=0))
+        return RowOutputs(packed.unpack(per_position, tuple(mask.shape)), mask, labels)
     if fused and not want_logits:
         fused_labels = input_ids.masked_fill(batch["completion_mask"] == 0, -100)
         out = model(
