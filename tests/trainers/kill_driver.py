@@ -2,7 +2,7 @@
 
     python kill_driver.py MODEL_DIR OUTPUT_DIR --method npo_rt [--hold step|save --at N] [--resume]
 
-6 forget rows at 2 rows per step (1 per device under 2 processes) give 3 steps per epoch;
+6 rows (forget rows, or preference rows of the method's data shape) at 2 rows per step (1 per device under 2 processes) give 3 steps per epoch;
 checkpoints every 2 steps (the newest 2 kept), 6 steps in all. ``--hold step --at N`` stops (sleeps) after step N;
 ``--hold save --at N`` stops inside the save of checkpoint-N, after the weights and the optimizer
 are written and before the RNG states, trainer_state.json and the completion marker. Either way the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # trainer_helpers
 
-from trainer_helpers import FORGET, RETAIN, train_args  # noqa: E402
+from trainer_helpers import FORGET, RETAIN, preference_rows, train_args  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 
 from alignkit import get_method  # noqa: E402
@@ -77,12 +77,14 @@ def main() -> None:
         save_strategy="steps",
         save_steps=2,
         save_total_limit=2,  # rotation runs only after the new checkpoint is marked complete
+        **({"share_prompt": True} if spec.data != "single" else {}),  # lists: the packed forward too
     )
+    rows = FORGET[:6] if spec.data == "single" else preference_rows(spec.data)[:6]
     callbacks = [HoldAfterStep(opts.at, opts.output_dir)] if opts.hold == "step" else []
     trainer = spec.trainer_cls(
         model=AutoModelForCausalLM.from_pretrained(opts.model_dir),
         args=args,
-        train_dataset=FORGET[:6],
+        train_dataset=rows,
         retain_dataset=RETAIN if getattr(args, "retain_loss", "none") != "none" else None,
         processing_class=AutoTokenizer.from_pretrained(opts.model_dir),
         callbacks=callbacks,

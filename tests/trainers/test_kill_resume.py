@@ -151,7 +151,7 @@ def straight_runs(tiny_model_dir, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("where,step", [("step", 5), ("save", 4)])
-@pytest.mark.parametrize("method", ["npo_rt"])
+@pytest.mark.parametrize("method", ["npo_rt", "lipo"])  # unlearning with a retain term; a list method
 def test_killed_run_resumes_to_the_uninterrupted_weights(
     tiny_model_dir, tmp_path, straight_runs, method, where, step
 ):
