@@ -409,7 +409,18 @@ def markdown(res: dict, meta: dict) -> str:
         ]
         for s in r["forward"]:
             out.append(f"| {s['prompt_tokens']} | {s['completion_tokens']} | {fmt_ratio(s)} |")
-        out.append("")
+        losing = [f"{s['prompt_tokens']}:{s['completion_tokens']}" for s in r["forward"] if s["ratio"] < 1.0]
+        out += [
+            "",
+            "Packed, a list of K costs `P + K(C+1) - 1` token positions instead of `K(P + C)` (plus the",
+            "padding of each to the longest in the batch), so the saving grows with P/C and K. It does not",
+            "pay where completions are as long as prompts or longer: there the tokens saved are few and the",
+            "block mask makes attention run over the whole packed row (quadratic in `P + KC`) with a dense",
+            "mask instead of the causal kernel"
+            + (f" (slower here at prompt:completion {', '.join(losing)})." if losing else ".")
+            + " Unlearning rows (one completion per prompt) are never packed. The switch stays off by default.",
+            "",
+        ]
     if "reference" in res:
         out += reference_md(res["reference"])
     if "tofu" in res:
@@ -428,7 +439,22 @@ def markdown(res: dict, meta: dict) -> str:
         out += [
             f"| `{e['op']}` | {e['self_ms']:.1f} | {100 * e['share']:.1f}% | {e['calls']} |" for e in p["top"]
         ]
-        out.append("")
+        matmul = sum(
+            e["share"]
+            for e in p["top"]
+            if e["op"] in ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm")
+        )
+        out += [
+            "",
+            f"Matrix multiplies take {100 * matmul:.0f}% of the operator time: the step is compute-bound in the",
+            "model's own layers, not in alignkit's Python (collation, loss, metrics do not appear among the top",
+            "operators). The compute that can go is the repeated prompt: each of the K rows of a list runs",
+            "the prompt through every layer again, in the policy and in the reference. That is what",
+            "`share_prompt=True` removes (table above). On a CPU TRL's fused LM head also scores every",
+            "position, prompt positions included (it drops masked positions only on Triton devices); with",
+            "this model's vocabulary (1024) that is a small share and was left as is.",
+            "",
+        ]
     return "\n".join(out) + "\n"
 
 
