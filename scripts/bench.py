@@ -46,6 +46,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
+import bench_alignment  # noqa: E402  (scripts/: the whole-run DPO/LiPO benchmark; its settings)
 import bench_reference  # noqa: E402  (scripts/: the NPO reference and memory benchmark)
 import torch  # noqa: E402
 
@@ -107,18 +108,8 @@ def fmt_ratio(r: dict) -> str:
 
 
 def train_args(out, batch: int, steps: int) -> dict:
-    return dict(
-        output_dir=str(out),
-        max_steps=steps,
-        per_device_train_batch_size=batch,
-        learning_rate=1e-5,
-        logging_steps=10_000,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-    )
+    """``bench_alignment``'s settings (no saving, no logging, CPU, seed 0)."""
+    return bench_alignment.common_args(str(out), steps, batch)
 
 
 def ours(method: str, model_dir, rows, out, batch: int, steps: int, **overrides) -> Stepper:
@@ -371,6 +362,7 @@ def markdown(res: dict, meta: dict) -> str:
         f"* model: {meta['model']}",
         "* GPU part of the issue (MFU of a 1B model in bf16, fused LM head on/off step time, ZeRO-3 / FSDP2 on",
         "  a GPU): **not measured, no GPU was lent to this task.**",
+        *([f"* not measured: {meta['missing']}"] if meta.get("missing") else []),
         "",
     ]
     if "dpo" in res or "lipo" in res:
@@ -569,6 +561,12 @@ def main(argv=None) -> int:
         "versions": versions(),
         "model": f"Llama, hidden {size['hidden_size']}, {size['num_hidden_layers']} layers, vocab {size['vocab_size']}, float32, CPU",
     }
+    from alignkit.trainers.registry import METHODS
+
+    if "d2o" not in METHODS:
+        meta["missing"] = (
+            "D²O sampling throughput with and without batching (no sampler/D²O in this checkout)."
+        )
     doc = markdown(results, meta)
     args.out.write_text(doc)
     if args.json:
