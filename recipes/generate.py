@@ -131,12 +131,71 @@ TOFU_METHODS: dict[str, tuple[str, list[Row], dict[str, list[Row]], str]] = {
         {},
         "no published numbers reproduced; treat as exploratory",
     ),
-    "catnip": (
-        "CATNIP (RECONSTRUCTED loss: the paper's formula was not available)",
+    "catnip_reconstructed": (
+        "CATNIP (RECONSTRUCTED loss: the paper's formula was not available; alias `catnip`)",
         [],
         {},
         "no published numbers reproduced; treat as exploratory (the paper evaluates on MUSE and WMDP)",
     ),
+    "rmu": (
+        "RMU: steer block-7 activations of forget answers to a random vector, keep retain activations",
+        [
+            (
+                "layer",
+                None,
+                "layer: 7 is the default (open-unlearning TOFU/MUSE/WMDP; mid-network of the 16-block 1B)",
+            ),
+            (
+                "steering_coeff",
+                None,
+                "steering_coeff: 2 is the default (open-unlearning RMU.yaml; WMDP's code used 6.5 on 7B)",
+            ),
+        ],
+        {},
+        "open-unlearning reports RMU untuned and warns it 'can be significantly improved with careful tuning'; "
+        "tune steering_coeff against the logged forget/act_norm",
+    ),
+    "undial": (
+        "UNDIAL: self-distillation with the true token's teacher logit lowered by beta",
+        [
+            (
+                "learning_rate",
+                None,
+                "learning_rate: 1e-5, as the TOFU experiment resets UNDIAL.yaml's 1e-4 (design spec2 1)",
+            )
+        ],
+        {},
+        "slow, bounded forgetting with utility close to the target's (the UNDIAL paper's claim; not reproduced here)",
+    ),
+    "wga": (
+        "WGA: weighted gradient ascent (token weight p^beta) + retain NLL",
+        [],
+        {},
+        "GA-like forgetting that stops pushing tokens already forgotten; less collapse than GradDiff",
+    ),
+    "satimp": (
+        "SatImp: saturation x importance re-weighted gradient ascent + retain NLL",
+        [],
+        {},
+        "weak forget gradient at beta1=5 (token weights 1e-6..5e-2): the retain term dominates; forgetting is gentle",
+    ),
+    "ceu": (
+        "CE-U: cross-entropy towards the model's own distribution without the true token",
+        [],
+        {},
+        "bounded gradients at every confidence: steady forgetting without GA's explosion (no retain term)",
+    ),
+}
+
+# Rows only the LoRA variant of a method needs.
+TOFU_LORA_ROWS: dict[str, list[Row]] = {
+    "rmu": [
+        (
+            "rmu_lora_preset",
+            "ou",
+            "adapters on every linear module of blocks 0..7 only: blocks after the steered one get no gradient",
+        )
+    ],
 }
 
 TOFU_EXPECTED_SCALE = (
@@ -198,7 +257,24 @@ MUSE_METHODS: dict[str, tuple[str, list[Row], str]] = {
         [("retain_loss", "nll", "retain NLL as for NPO+RT (suggestion)")],
         "exploratory",
     ),
-    "catnip": ("CATNIP (RECONSTRUCTED loss)", [], "exploratory; the paper evaluates on MUSE"),
+    "catnip_reconstructed": ("CATNIP (RECONSTRUCTED loss)", [], "exploratory; the paper evaluates on MUSE"),
+    "rmu": (
+        "RMU (block 7, c = 2, EMBED_DIFF retain: open-unlearning's MUSE settings)",
+        [],
+        "untuned, as open-unlearning runs it; full-length chunks make the three RMU reductions agree",
+    ),
+    "undial": ("UNDIAL", [], "no published MUSE settings: UNDIAL.yaml defaults, untuned (design spec2 1)"),
+    "wga": (
+        "WGA + retain NLL",
+        [],
+        "no published MUSE settings: WGA.yaml defaults, untuned (design spec2 1)",
+    ),
+    "satimp": (
+        "SatImp + retain NLL",
+        [],
+        "no published MUSE settings: paper defaults, untuned (design spec2 1)",
+    ),
+    "ceu": ("CE-U", [], "no published MUSE settings: CEU.yaml defaults, untuned (design spec2 1)"),
 }
 
 # ------------------------------------------------------------------------ the generated benchmark
@@ -219,11 +295,16 @@ GEN_COMMON: list[Row] = [
 ]
 
 
+# Rows only the generated benchmark's tiny model needs.
+GEN_ROWS: dict[str, list[Row]] = {
+    "rmu": [("layer", 1, "the tiny model has 2 blocks: steer the output of the last one")],
+}
+
 # Measured with these files (the target from finetune_full.yaml, seed 42, 2 shared CPU cores): the
 # first and last epoch averages of the logged core metrics, and the wall time. Re-measure after a
 # change to a method or to the tables above.
 GEN_EXPECTED = {
-    "catnip": "forget logps/answer -0.24 -> -181 in 50 steps (~30 s)",
+    "catnip_reconstructed": "forget logps/answer -0.24 -> -181 in 50 steps (~30 s)",
     "dipo": "forget logps/answer -0.23 -> -58, retain/logps -0.020 -> -0.033 (~20-55 s)",
     "ga": "forget logps/answer -0.24 -> -250: unbounded, as GA is (~10-40 s)",
     "ga_kl": "forget logps/answer -0.15 -> -25, retain/logps -0.016 -> -0.049 (~25-50 s)",
@@ -235,6 +316,12 @@ GEN_EXPECTED = {
     "npo_rt": "forget logps/answer -0.24 -> -85, retain/logps -0.020 -> -0.048 (~40 s)",
     "simnpo": "forget logps/answer -0.14 -> -13.9, retain/logps -0.018 -> -0.028 (~35 s)",
     "simnpo_lora": "forget logps/answer -0.15 -> -9.3, retain/logps -0.017 -> -0.021 (~25 s)",
+    # Added with the methods of design spec2; not yet re-measured with this recipe's target (the shared
+    # CPU was saturated when they landed). The tiny-model runs in docs/results.md show their direction.
+    **{
+        m: "not measured with this recipe yet; see docs/results.md (generated benchmark) for this method's run"
+        for m in ("rmu", "undial", "wga", "satimp", "ceu")
+    },
 }
 
 # ------------------------------------------------------------- preference alignment, synthetic tasks
@@ -434,6 +521,7 @@ def tofu_recipes() -> dict[str, str]:
                     TOFU_COMMON[1:],
                     TOFU_LORA if variant == "lora" else TOFU_FULL,
                     method_rows,
+                    TOFU_LORA_ROWS.get(method, []) if variant == "lora" else [],
                 )
                 if variant == "lora":
                     launch = [
@@ -573,7 +661,11 @@ def generated_recipes() -> dict[str, str]:
         for variant in ("full", "lora") if method in ("npo", "simnpo") else ("full",):
             suffix = "" if variant == "full" else "_lora"
             path = f"generated_tofu/{method}{suffix}.yaml"
-            method_rows = rows + [r for r in per_split.get("forget10", []) if r[1] is not None]
+            method_rows = (
+                rows
+                + [r for r in per_split.get("forget10", []) if r[1] is not None]
+                + GEN_ROWS.get(method, [])
+            )
             body = _merge(
                 [("method", method, f"alignkit train --method {method} --help lists its keys")],
                 GEN_COMMON,

@@ -11,6 +11,14 @@ from alignkit.losses.alignment import (
 )
 from alignkit.losses.constraints import DualState, dual_ascent_step, lagrangian
 from alignkit.losses.core import LossOutput, masked_rows, sequence_logps, token_mean
+from alignkit.losses.rmu import (
+    RMU_REDUCTIONS,
+    activation_distance,
+    control_vector,
+    embed_diff_loss,
+    rmu_forget_loss,
+)
+from alignkit.losses.token_unlearning import ceu_loss, satimp_loss, undial_loss, wga_loss
 from alignkit.losses.unlearning import (
     IDK_ANSWERS,
     catnip_loss,
@@ -27,6 +35,15 @@ from alignkit.losses.unlearning import (
 __all__ = [
     "IDK_ANSWERS",
     "LIPO_LOSS_TYPES",
+    "RMU_REDUCTIONS",
+    "activation_distance",
+    "ceu_loss",
+    "control_vector",
+    "embed_diff_loss",
+    "rmu_forget_loss",
+    "satimp_loss",
+    "undial_loss",
+    "wga_loss",
     "DualState",
     "LossOutput",
     "catnip_loss",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -33,8 +34,13 @@ RETAIN = [
 ]
 
 
+# Settings a 2-block tiny model needs where a method's default assumes a real LLM (RMU steers block 7).
+TINY_MODEL_SETTINGS = {"layer": 1}
+
+
 def train_args(spec, output_dir, **overrides):
     """A method's config for a short CPU run: no saving, no reporting, log every step."""
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
     kwargs = dict(
         output_dir=str(output_dir),
         max_steps=5,
@@ -47,6 +53,7 @@ def train_args(spec, output_dir, **overrides):
         disable_tqdm=True,
         seed=0,
     )
+    kwargs.update({k: v for k, v in TINY_MODEL_SETTINGS.items() if k in fields})
     kwargs.update(overrides)
     return spec.make_config(**kwargs)
 
