@@ -316,12 +316,11 @@ GEN_EXPECTED = {
     "npo_rt": "forget logps/answer -0.24 -> -85, retain/logps -0.020 -> -0.048 (~40 s)",
     "simnpo": "forget logps/answer -0.14 -> -13.9, retain/logps -0.018 -> -0.028 (~35 s)",
     "simnpo_lora": "forget logps/answer -0.15 -> -9.3, retain/logps -0.017 -> -0.021 (~25 s)",
-    # Added with the methods of design spec2; not yet re-measured with this recipe's target (the shared
-    # CPU was saturated when they landed). The tiny-model runs in docs/results.md show their direction.
-    **{
-        m: "not measured with this recipe yet; see docs/results.md (generated benchmark) for this method's run"
-        for m in ("rmu", "undial", "wga", "satimp", "ceu")
-    },
+    "rmu": "forget logps/answer -0.18 -> -32.9, retain/logps -0.035 -> -0.038 (~80 s; measured on a saturated shared CPU)",
+    "undial": "forget logps/answer -0.21 -> -14 (~110 s; measured on a saturated shared CPU)",
+    "wga": "forget logps/answer -0.17 -> -57.7, retain/logps -0.020 -> -0.074 (~110 s; measured on a saturated shared CPU)",
+    "satimp": "forget logps/answer -0.15 -> -16.4, retain/logps -0.019 -> -0.027 (~50 s; measured on a saturated shared CPU)",
+    "ceu": "forget logps/answer -0.64 -> -108 (~40 s; measured on a saturated shared CPU)",
 }
 
 # ------------------------------------------------------------- preference alignment, synthetic tasks
@@ -336,6 +335,10 @@ ALIGN_TASKS = {
     "graded_list": (
         "synthetic:graded_list?num_prompts=200&num_completions=4",
         "200 prompts with 4 constraint-graded sentences each (scores = fraction of constraints met)",
+    ),
+    "safety": (
+        "synthetic:safety?num_prompts=200&negatives_per_prompt=2",
+        "200 prompts, each with 2 flagged replies (insults; exact scorer is_flagged) and no positive",
     ),
 }
 ALIGN_COMMON: list[Row] = [
@@ -383,6 +386,24 @@ ALIGN_METHODS: dict[tuple[str, str], tuple[str, list[Row], str]] = {
         "LiPO-lambda on the graded lists",
         [("score_to_label", "identity", "the task's scores are already fractions in [0, 1]")],
         "rewards/pair_accuracy rises; the LiPO paper's ordering is LiPO-lambda >= DPO",
+    ),
+    ("d2o", "safety"): (
+        "D2O, the model's own samples preferred over the human negatives",
+        [
+            ("num_samples", 4, "K=4 self-samples per prompt (default 11): a CPU-sized draw"),
+            ("sample_max_new_tokens", 24, "the task's replies are shorter than 24 tokens"),
+            ("learning_rate", 5.0e-4, "the docs/results.md setting; 1e-3 also lowers the safe replies"),
+            ("max_steps", 40, "the docs/results.md budget: 40 steps of 8 negatives (with their samples)"),
+            ("num_train_epochs", None, "num_train_epochs: max_steps decides"),
+            ("logging_steps", None, "logging_steps: 10 is the default (four lines over the 40 steps)"),
+            (
+                "per_device_train_batch_size",
+                None,
+                "per_device_train_batch_size: 8 is the default (50 steps per epoch: 2 negatives a prompt)",
+            ),
+        ],
+        "logratio/rejected falls well below logratio/sample; start from an SFT model "
+        "(model_name_or_path) to see the flagged rate fall: 0.82 -> 0.00 in docs/results.md",
     ),
 }
 

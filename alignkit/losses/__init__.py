@@ -11,6 +11,7 @@ from alignkit.losses.alignment import (
 )
 from alignkit.losses.constraints import DualState, dual_ascent_step, lagrangian
 from alignkit.losses.core import LossOutput, masked_rows, sequence_logps, token_mean
+from alignkit.losses.d2o import d2o_loss
 from alignkit.losses.rmu import (
     RMU_REDUCTIONS,
     activation_distance,
@@ -47,6 +48,7 @@ __all__ = [
     "DualState",
     "LossOutput",
     "catnip_loss",
+    "d2o_loss",
     "dipo_loss",
     "dpo_loss",
     "dual_ascent_step",

@@ -400,7 +400,7 @@ class AlignKitTrainer(Trainer):
             scores=inputs["scores"],
             retain=rows.rows(retain_rows).truncate(own["retain"]) if has_retain else None,
         )
-        if self.ref_mode == "precomputed":
+        if "ref_logps" in inputs:  # precomputed, or computed with a draw of samples (D2O)
             out.ref_seq_logps = inputs["ref_logps"]
             return out
         if self.ref_mode not in ("model", "adapter_off"):

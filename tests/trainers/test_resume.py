@@ -18,8 +18,8 @@ import shutil
 
 import pytest
 import torch
-from trainer_helpers import FORGET, RETAIN, train_args
-from transformers import AutoModelForCausalLM, TrainerCallback
+from trainer_helpers import FORGET, RETAIN, StopAt, train_args
+from transformers import AutoModelForCausalLM
 
 from alignkit import get_method
 from alignkit.trainers.checkpoints import MARKER
@@ -33,16 +33,6 @@ COMPARED = (
     "logps/answer",
     "logratio/answer",
 )
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-        return control
 
 
 class RecordingCollator:

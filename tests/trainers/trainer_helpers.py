@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from alignkit.data import PreferenceCollator
 
@@ -136,3 +137,14 @@ def preference_quality(model, tokenizer, rows: list[dict], shape: str) -> float:
         else:
             values += [-x for x in lp]
     return sum(values) / len(values)
+
+
+# A run "killed" after `step`: the Trainer stops as a killed job would, after its last checkpoint.
+class StopAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+        return control
