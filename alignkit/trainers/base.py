@@ -34,7 +34,7 @@ from alignkit.losses import LossOutput, nll_loss, retain_kl_loss
 from alignkit.models import decoder_layers
 from alignkit.trainers import checkpoints
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
-from alignkit.trainers.forward import ForwardOutput, Needs, row_outputs
+from alignkit.trainers.forward import ForwardOutput, Needs, resolve_fused_lm_head, row_outputs
 from alignkit.trainers.ref_cache import with_ref_logps
 
 logger = logging.getLogger(__name__)
@@ -114,11 +114,18 @@ class AlignKitTrainer(Trainer):
             model = get_peft_model(model, peft_config)
         if args.activation_checkpointing and hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()  # PEFT + checkpointing needs grads on the inputs
-        self._fused = trl_compat.add_fused_lm_head is not None
+        # Which LM head path ran is recorded (run_info, model card): it changes speed and memory, not results.
+        self.fused_lm_head, self.lm_head_path = resolve_fused_lm_head(
+            args.fused_lm_head,
+            device_type=args.device.type,
+            vocab_size=model.get_output_embeddings().weight.shape[0],
+            available=trl_compat.add_fused_lm_head is not None,
+        )
+        logger.info("%s: fused LM head %s", type(self).__name__, self.lm_head_path)
         for m in (model.get_base_model() if _is_peft(model) else model, ref_model):
             if m is None:
                 continue
-            if self._fused:
+            if self.fused_lm_head:
                 trl_compat.add_fused_lm_head(m)
             if args.disable_dropout:
                 trl_compat.disable_dropout_in_model(m)
@@ -145,7 +152,7 @@ class AlignKitTrainer(Trainer):
         train = self.training_view(train, args)
         retain = self._encode(retain_dataset, "retain_dataset", args) if retain_dataset is not None else None
         self.retain_encoded = retain
-        train = self._with_retain(train, args)
+        train = self._with_retain(train, args, pairing=getattr(args, "retain_pairing", "random"))
         evaluation = (
             self._encode(eval_dataset, "eval_dataset", args, transform=self.transform_row)
             if eval_dataset is not None
@@ -212,11 +219,14 @@ class AlignKitTrainer(Trainer):
             )
         return cls._load_model(source, args)
 
-    def _with_retain(self, encoded, args):
-        """Pair forget rows with retain rows (training and evaluation alike, so eval_loss is the objective)."""
+    def _with_retain(self, encoded, args, pairing: str = "random"):
+        """Pair forget rows with retain rows (training and evaluation alike, so eval_loss is the objective).
+
+        ``pairing="aligned"`` (``retain_pairing``, a replayed pairing file) applies to the training rows only.
+        """
         if encoded is None or self.retain_encoded is None or not self._uses_retain(args):
             return encoded
-        return ForgetRetainDataset(encoded, self.retain_encoded, seed=args.seed)
+        return ForgetRetainDataset(encoded, self.retain_encoded, seed=args.seed, pairing=pairing)
 
     def _uses_retain(self, args) -> bool:
         return (
@@ -304,7 +314,11 @@ class AlignKitTrainer(Trainer):
         def forward(batch):
             with self._reference_context(model if ref_model is None else None):
                 return row_outputs(
-                    reference, batch, want_logits=False, fused=self._fused, share_prompt=args.share_prompt
+                    reference,
+                    batch,
+                    want_logits=False,
+                    fused=self.fused_lm_head,
+                    share_prompt=args.share_prompt,
                 )
 
         reference.to(device)
@@ -382,7 +396,7 @@ class AlignKitTrainer(Trainer):
             model,
             inputs,
             want_logits=want_logits,
-            fused=self._fused,
+            fused=self.fused_lm_head,
             hidden_module=hidden,
             share_prompt=args.share_prompt,
         )
@@ -428,7 +442,7 @@ class AlignKitTrainer(Trainer):
                 reference,
                 ref_inputs,
                 want_logits=self.needs.reference == "logits" or retain_kl,
-                fused=self._fused,
+                fused=self.fused_lm_head,
                 hidden_module=ref_hidden,
                 share_prompt=args.share_prompt,
             )
