@@ -72,13 +72,21 @@ def loss_and_grads(name, model_dir, tmp_path, rows, share_prompt, attn, **overri
 
 
 @pytest.mark.parametrize(
-    "name,shape,attn",
-    [("lipo", "ranked", "sdpa"), ("softmax_dpo", "one_vs_n", "sdpa"), ("lipo", "ranked", "eager")],
+    "name,shape,attn,head",
+    [
+        ("lipo", "ranked", "sdpa", "off"),
+        ("lipo", "ranked", "sdpa", "on"),  # TRL's fused LM head, labels per packed position
+        ("softmax_dpo", "one_vs_n", "sdpa", "off"),
+        ("lipo", "ranked", "eager", "off"),
+    ],
 )
-def test_shared_prompt_matches_the_flat_forward(tiny_model_dir, tmp_path, name, shape, attn):
+def test_shared_prompt_matches_the_flat_forward(tiny_model_dir, tmp_path, name, shape, attn, head):
     rows = preference_rows(shape)
-    flat_loss, flat_grads = loss_and_grads(name, tiny_model_dir, tmp_path / "flat", rows, False, attn)
-    shared_loss, shared_grads = loss_and_grads(name, tiny_model_dir, tmp_path / "shared", rows, True, attn)
+    kw = dict(fused_lm_head=head)
+    flat_loss, flat_grads = loss_and_grads(name, tiny_model_dir, tmp_path / "flat", rows, False, attn, **kw)
+    shared_loss, shared_grads = loss_and_grads(
+        name, tiny_model_dir, tmp_path / "shared", rows, True, attn, **kw
+    )
     assert flat_loss.item() != 0
     torch.testing.assert_close(shared_loss, flat_loss, atol=1e-10 if attn == "sdpa" else 1e-6, rtol=0)
     for n, g in flat_grads.items():
