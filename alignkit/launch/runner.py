@@ -253,15 +253,15 @@ def resume_value(value: str | None, output_dir: str | None = None):
     if str(value).lower() in ("false", "no", "0", "none", ""):
         return None
     if str(value).lower() in ("true", "last", "latest", "1", "yes"):
-        from transformers.trainer_utils import get_last_checkpoint
+        from alignkit.trainers.checkpoints import newest_complete
 
-        found = get_last_checkpoint(output_dir) if output_dir and Path(output_dir).is_dir() else None
+        found = newest_complete(output_dir)[0] if output_dir and Path(output_dir).is_dir() else None
         if found is None:
             raise RecipeError(
-                f"`resume_from_checkpoint: {value}`: {output_dir} holds no checkpoint-* folder to resume "
-                "from (save_strategy 'no' saves none); give a checkpoint folder, or drop the flag to start over."
+                f"`resume_from_checkpoint: {value}`: {output_dir} holds no complete checkpoint-* folder to "
+                "resume from (save_strategy 'no' saves none); give a checkpoint folder, or drop the flag to start over."
             )
-        return found
+        return True  # the trainer picks the same newest complete checkpoint and logs which
     if not Path(value).is_dir():
         raise RecipeError(f"`resume_from_checkpoint`: {value} is not a checkpoint folder (or use `true`).")
     return value
@@ -354,12 +354,19 @@ def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
     if show:
         summary.print_plan(console, recipe, built)
     write_run_info_early(recipe, built)
+    resumed_from = None  # the checkpoint this run continues (chosen before training adds newer ones)
+    if resume is True:
+        from alignkit.trainers.checkpoints import newest_complete
+
+        resumed_from = newest_complete(recipe.training.output_dir)[0]
+    elif resume:
+        resumed_from = Path(resume)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(result.metrics)
-    if resume:
-        metrics["resumed_from"] = str(resume)
-        metrics["resumed_at_step"] = int(Path(resume).name.rpartition("-")[2] or 0)
+    if resumed_from is not None:
+        metrics["resumed_from"] = str(resumed_from)
+        metrics["resumed_at_step"] = int(resumed_from.name.rpartition("-")[2] or 0)
         metrics["train_loss"] = whole_run_loss(trainer.state.log_history)
     metrics["global_step"] = trainer.state.global_step
     metrics["wall_seconds"] = round(time.perf_counter() - start, 3)

@@ -62,8 +62,8 @@ def test_resume_without_a_checkpoint_is_one_line(cli, recipe_file, tmp_path):
     code, out = cli("train", recipe_file, "--resume_from_checkpoint", "true")
     assert code == 2
     assert one_error_line(out) == (
-        f"error: `resume_from_checkpoint: true`: {tmp_path / 'run'} holds no checkpoint-* folder to resume "
-        "from (save_strategy 'no' saves none); give a checkpoint folder, or drop the flag to start over."
+        f"error: `resume_from_checkpoint: true`: {tmp_path / 'run'} holds no complete checkpoint-* folder to "
+        "resume from (save_strategy 'no' saves none); give a checkpoint folder, or drop the flag to start over."
     )
 
 
