@@ -1,6 +1,13 @@
 """Pure loss functions: tensors in, :class:`LossOutput` (loss + detached metrics) out."""
 
-from alignkit.losses.constraints import DualState, dual_ascent_step, lagrangian
+from alignkit.losses.constraints import (
+    DualState,
+    chosen_logp_floor,
+    dual_ascent_step,
+    lagrangian,
+    logratio_budget,
+    rejected_logp_ceiling,
+)
 from alignkit.losses.core import LossOutput, masked_rows, sequence_logps, token_mean
 from alignkit.losses.unlearning import (
     IDK_ANSWERS,
@@ -20,15 +27,18 @@ __all__ = [
     "DualState",
     "LossOutput",
     "catnip_loss",
+    "chosen_logp_floor",
     "dipo_loss",
     "dpo_loss",
     "dual_ascent_step",
     "ga_loss",
     "idk_dpo_loss",
     "lagrangian",
+    "logratio_budget",
     "masked_rows",
     "nll_loss",
     "npo_loss",
+    "rejected_logp_ceiling",
     "retain_kl_loss",
     "sequence_logps",
     "simnpo_loss",
