@@ -326,7 +326,7 @@ class ConstraintSet:
                     v + c.eps,
                     c.eps,
                 )
-            elif v > dual.bounds[0] if c.kind == "ineq" else abs(v - dual.bounds[0]) > 1e-12:
+            elif c.kind == "ineq" and v > dual.bounds[0]:
                 logger.warning(
                     "constraint %r is violated at step 0: starting value %.6g vs eps %.6g; its multiplier will "
                     "climb (towards lam_max %g) until it holds. Pick eps relative to the starting value.",
