@@ -27,6 +27,7 @@ from alignkit.data import load_rows
 from alignkit.data.synthetic.tofu import generate_tofu_benchmark, tofu_texts
 from alignkit.models import build_tiny_model
 from alignkit.trainers import get_method
+from alignkit.trainers.constraints import config_reads
 
 DEFAULT_METHODS = ("ga", "npo", "simnpo", "dipo", "catnip")
 GENERAL_SPLITS = ("real_authors", "world_facts")
@@ -53,6 +54,7 @@ class QuickstartSettings:
     unlearn_epochs: float = 5.0
     unlearn_lr: float = 1e-3
     unlearn_batch_size: int = 4
+    # method (or label) -> config overrides; a "method" key makes the label run that registry method.
     method_overrides: dict[str, dict] = field(default_factory=dict)
     eval_batch_size: int = 32
     max_eval_examples: int | None = None
@@ -106,8 +108,9 @@ def _train(
     overrides: dict | None = None,
     progress=None,
 ) -> Path:
-    spec = get_method(method)
-    args = spec.make_config(
+    overrides = dict(overrides or {})
+    spec = get_method(overrides.pop("method", method))  # a label (e.g. npo_eps0.1) may name its method
+    settings = dict(
         output_dir=str(out),
         num_train_epochs=epochs,
         learning_rate=lr,
@@ -120,15 +123,15 @@ def _train(
         use_cpu=True,
         seed=seed,
         disable_tqdm=True,
-        **(overrides or {}),
     )
+    args = spec.make_config(**{**settings, **overrides})
     splits = [train_split] if isinstance(train_split, str) else list(train_split)
     train = datasets.concatenate_datasets(
         [load_rows(data_dir, name).select_columns(["question", "answer"]) for name in splits]
     )
     retain = (
         load_rows(data_dir, retain_split)
-        if retain_split and getattr(args, "retain_loss", "none") != "none"
+        if retain_split and (getattr(args, "retain_loss", "none") != "none" or config_reads(args, "retain"))
         else None
     )
     trainer = spec.trainer_cls(
