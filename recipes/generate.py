@@ -150,8 +150,8 @@ TOFU_METHODS: dict[str, tuple[str, list[Row], dict[str, list[Row]], str]] = {
             )
         ],
         {},
-        "constraint/retain/lambda stays at 100 for 5 epochs, then tracks the retain NLL against 0.3; "
-        "the PDU paper reports forget quality near the retain model's with utility kept (Llama-3.2 1B)",
+        "constraint/retain/lambda stays at 100 for 5 epochs, then tracks the retain NLL against 0.3 "
+        "(the end-of-run report says whether it held); no published numbers reproduced here",
     ),
     "hamu": (
         "HAMU-Q: per-step constrained update (guaranteed forget gain B = 0.5 lr, least retain damage)",
