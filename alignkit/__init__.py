@@ -3,6 +3,7 @@
 from alignkit import NPOConfig, NPOTrainer
 """
 
+from alignkit._version import __version__
 from alignkit.trainers import (
     METHODS,
     AlignKitConfig,
@@ -27,7 +28,17 @@ from alignkit.trainers import (
     get_method,
 )
 
-__version__ = "0.1.0"
+
+def _card_for_trainer(trainer, **kwargs):
+    # Wiring, at the one place that sees every layer: a trainer's own model card is the card of
+    # `alignkit push` (run_info.json, eval logs, model-index); trainers never import hub themselves.
+    # Imported on use: hub reads eval logs, and `import alignkit` should not load the evaluation.
+    from alignkit.hub import card_for_trainer
+
+    return card_for_trainer(trainer, **kwargs)
+
+
+AlignKitTrainer.card_renderer = staticmethod(_card_for_trainer)
 
 __all__ = [
     "METHODS",

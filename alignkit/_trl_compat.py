@@ -6,12 +6,9 @@ imports here means a TRL upgrade breaks one file, not every trainer. Pinned: trl
 
 from __future__ import annotations
 
-from trl.data_utils import is_conversational
 from trl.models import prepare_deepspeed, prepare_fsdp
-from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import (
     disable_dropout_in_model,
-    generate_model_card,
     global_then_local_main_first,
     hash_module,
     selective_log_softmax,
@@ -26,11 +23,8 @@ except ImportError:  # pragma: no cover - depends on the installed TRL
 __all__ = [
     "add_fused_lm_head",
     "disable_dropout_in_model",
-    "disable_gradient_checkpointing",
-    "generate_model_card",
     "global_then_local_main_first",
     "hash_module",
-    "is_conversational",
     "prepare_deepspeed",
     "prepare_fsdp",
     "selective_log_softmax",

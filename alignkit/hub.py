@@ -14,20 +14,25 @@ never reads, takes or prints one, and scrubs any token value from the errors it 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-RUN_INFO = "run_info.json"
-RESOLVED_RECIPE = "alignkit_recipe.yaml"
+from alignkit.eval.logs import (
+    METRIC_NAMES,
+    EvalSource,
+    find_eval_results,
+    is_hub_id,
+)
+from alignkit.formatting import format_number
+from alignkit.trainers.run_info import RESOLVED_RECIPE, RUN_INFO, run_info_from_trainer
+
 ALIGNKIT_URL = "https://github.com/alignkit/alignkit"
 
 # Files of a saved model / adapter and of its tokenizer that an upload carries (run folder top level).
@@ -50,135 +55,7 @@ TOKENIZER_FILES = (
 )
 # Never uploaded: pickles (training_args.bin holds hub_token when one was passed), optimizer state.
 NEVER = ("*.bin", "*.pt", "*.pth", "*.pkl", "checkpoint-*")
-EVAL_FILES = (
-    "TOFU_SUMMARY.json",
-    "TOFU_EVAL.json",
-    "TOFU_REPORT.md",
-    "MUSE_SUMMARY.json",
-    "MUSE_EVAL.json",
-    "MUSE_REPORT.md",
-)
-
-# Readable names of the metrics alignkit's evaluations write (open-unlearning names on the left).
-METRIC_NAMES = {
-    "forget_quality": "Forget Quality",
-    "model_utility": "Model Utility",
-    "forget_truth_ratio": "Forget Truth Ratio",
-    "forget_rouge": "Forget ROUGE-L recall",
-    "forget_Q_A_ROUGE": "Forget ROUGE-L recall",
-    "forget_prob": "Forget Probability",
-    "forget_Q_A_Prob": "Forget Probability",
-    "verbmem_forget": "VerbMem (forget)",
-    "knowmem_forget": "KnowMem (forget)",
-    "knowmem_retain": "KnowMem (retain)",
-    "privleak": "PrivLeak",
-}
-BENCHMARK_DATASETS = {"tofu": ("locuslab/TOFU", "TOFU"), "muse": ("muse-bench/MUSE-News", "MUSE-News")}
-
-
 # --------------------------------------------------------------------------------------- results
-
-
-@dataclass
-class EvalSource:
-    """Metrics of one evaluation: ``benchmark`` (tofu, muse or custom), where they came from."""
-
-    benchmark: str
-    metrics: dict[str, float]
-    path: str
-    dataset_type: str | None = None
-    dataset_name: str | None = None
-    dataset_config: str | None = None
-    extra_files: list[Path] = field(default_factory=list)
-
-
-def _numbers(d: dict) -> dict[str, float]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            continue
-        if isinstance(v, float) and not math.isfinite(v):
-            continue
-        out[str(k)] = float(v) if isinstance(v, float) else v
-    return out
-
-
-def _agg_values(logs: dict) -> dict[str, float]:
-    return _numbers(
-        {k: v.get("agg_value") for k, v in logs.items() if isinstance(v, dict) and "agg_value" in v}
-    )
-
-
-def read_results(path: str | Path) -> list[EvalSource]:
-    """Evaluation results from a file (flat ``{metric: value}``, or an alignkit eval log) or a folder."""
-    p = Path(path)
-    if p.is_dir():
-        found = find_eval_results(p)
-        if not found:
-            raise FileNotFoundError(f"{p} holds no evaluation results ({', '.join(EVAL_FILES[::3])} ...).")
-        return found
-    if not p.is_file():
-        raise FileNotFoundError(f"results file {p} does not exist.")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{p} is not valid JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{p} must hold a JSON object {{metric: value}}, got {type(data).__name__}.")
-    name = p.name.upper()
-    if name.startswith("TOFU_EVAL"):
-        meta = data.get("alignkit", {}) if isinstance(data.get("alignkit"), dict) else {}
-        return [_tofu_source(_agg_values(data), p, meta)]
-    if name.startswith("MUSE_EVAL"):
-        return [EvalSource("muse", _agg_values(data), str(p), *BENCHMARK_DATASETS["muse"])]
-    metrics = _numbers(data)
-    if not metrics:
-        raise ValueError(f"{p} has no numeric metrics; expected a flat {{metric: value}} object.")
-    if name.startswith("TOFU_SUMMARY"):
-        return [_tofu_source(metrics, p, _sibling_meta(p))]
-    if name.startswith("MUSE_SUMMARY"):
-        return [EvalSource("muse", metrics, str(p), *BENCHMARK_DATASETS["muse"])]
-    return [EvalSource("custom", metrics, str(p))]
-
-
-def _sibling_meta(summary: Path) -> dict:
-    log = summary.with_name("TOFU_EVAL.json")
-    if log.is_file():
-        try:
-            meta = json.loads(log.read_text(encoding="utf-8")).get("alignkit", {})
-            return meta if isinstance(meta, dict) else {}
-        except (json.JSONDecodeError, AttributeError):
-            return {}
-    return {}
-
-
-def _tofu_source(metrics: dict, path: Path, meta: dict) -> EvalSource:
-    """TOFU results; the dataset is the Hub id the log names, else left to the run's own data."""
-    data = str(meta.get("data") or "")
-    if _is_hub_id(data):
-        return EvalSource("tofu", metrics, str(path), data, "TOFU", meta.get("forget_split"))
-    name = f"TOFU-format ({Path(data).name})" if data else None
-    return EvalSource("tofu", metrics, str(path), None, name, meta.get("forget_split"))
-
-
-def find_eval_results(run_dir: str | Path) -> list[EvalSource]:
-    """Every evaluation log under ``run_dir`` (checkpoints skipped); a summary wins over its full log."""
-    root = Path(run_dir)
-    out: list[EvalSource] = []
-    for folder in sorted({p.parent for name in EVAL_FILES for p in root.rglob(name)}):
-        if any(part.startswith("checkpoint-") for part in folder.relative_to(root).parts):
-            continue
-        for bench in ("TOFU", "MUSE"):
-            summary, log = folder / f"{bench}_SUMMARY.json", folder / f"{bench}_EVAL.json"
-            chosen = summary if summary.is_file() else log if log.is_file() else None
-            if chosen is None:
-                continue
-            for source in read_results(chosen):
-                source.extra_files = [
-                    folder / n for n in EVAL_FILES if n.startswith(bench) and (folder / n).is_file()
-                ]
-                out.append(source)
-    return out
 
 
 def find_plots(run_dir: str | Path) -> list[Path]:
@@ -202,7 +79,7 @@ def eval_results_metadata(sources: list[EvalSource], info: dict) -> list[EvalRes
     for src in sources:
         if src.dataset_type:
             dataset_type, dataset_name = src.dataset_type, src.dataset_name or src.dataset_type
-        elif _is_hub_id(train_source):
+        elif is_hub_id(train_source):
             dataset_type, dataset_name = train_source, src.dataset_name or train_source
         else:  # local or generated data: a plain name, never a made-up Hub id
             dataset_type = src.benchmark if src.benchmark != "custom" else "custom"
@@ -226,12 +103,6 @@ def eval_results_metadata(sources: list[EvalSource], info: dict) -> list[EvalRes
 
 # ------------------------------------------------------------------------------------------- card
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def _is_hub_id(value: Any) -> bool:
-    return isinstance(value, str) and bool(_HUB_ID.match(value)) and not Path(value).exists()
-
 
 def _v(package: str) -> str:
     try:
@@ -240,14 +111,8 @@ def _v(package: str) -> str:
         return "not installed"
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.3e}"
-        return f"{value:.4g}"
-    if value is None:
-        return "–"
-    return str(value)
+def _fmt_card(value: Any) -> str:
+    return format_number(value, spec=".4g", large=1e5, missing="–")
 
 
 CARD_TEMPLATE = """\
@@ -381,9 +246,9 @@ def build_model_card(
     model_name = repo_id.split("/")[-1] if repo_id else f"alignkit-{method}"
     repo = repo_id or "USER/MODEL"
     datasets_info = info.get("datasets") or {}
-    hub_datasets = sorted({d["source"] for d in datasets_info.values() if _is_hub_id(d.get("source"))})
+    hub_datasets = sorted({d["source"] for d in datasets_info.values() if is_hub_id(d.get("source"))})
     for src in results:
-        if src.dataset_type and _is_hub_id(src.dataset_type) and src.dataset_type not in hub_datasets:
+        if src.dataset_type and is_hub_id(src.dataset_type) and src.dataset_type not in hub_datasets:
             hub_datasets.append(src.dataset_type)
     tags = ["alignkit", "trl", method]
     if any(k in method for k in ("ga", "npo", "dipo", "catnip", "idk")) or method == "graddiff":
@@ -392,7 +257,7 @@ def build_model_card(
         tags += ["lora", "peft"]
     eval_meta = eval_results_metadata(list(results), info)
     card_data = ModelCardData(
-        base_model=base if _is_hub_id(base) else None,
+        base_model=base if is_hub_id(base) else None,
         datasets=hub_datasets or None,
         library_name="peft" if kind == "lora" else "transformers",
         model_name=model_name,
@@ -404,7 +269,7 @@ def build_model_card(
     what = {"full": "A fine-tuned", "lora": "A LoRA adapter for", "merged": "A LoRA-merged fine-tune of"}[
         kind
     ]
-    if _is_hub_id(base):
+    if is_hub_id(base):
         base_text = f"[{base}](https://huggingface.co/{base})"
     elif isinstance(base, str) and base.startswith("synthetic:"):
         base_text = f"a tiny randomly initialised Llama built by alignkit (`{base}`)"
@@ -413,7 +278,7 @@ def build_model_card(
     summary = (
         f"{what} version of {base_text}" if kind != "lora" else f"{what} {base_text}"
     ) + f", trained with [alignkit]({ALIGNKIT_URL}) (built on [TRL](https://github.com/huggingface/trl))."
-    if kind == "lora" and not _is_hub_id(base):
+    if kind == "lora" and not is_hub_id(base):
         summary += " The adapter's `base_model_name_or_path` is a local path: load it where that path exists."
     if paper.get("id"):
         method_line = (
@@ -440,8 +305,8 @@ def build_model_card(
         ),
         ("reference", f"{ref.get('mode', '–')}" + (f" (`{ref['model']}`)" if ref.get("model") else "")),
         ("launch", _launch_text(info.get("distributed"), derived.get("world_size", 1))),
-        ("global batch", _fmt(derived.get("global_batch_size"))),
-        ("steps", _fmt((info.get("train") or {}).get("global_step", derived.get("total_steps")))),
+        ("global batch", _fmt_card(derived.get("global_batch_size"))),
+        ("steps", _fmt_card((info.get("train") or {}).get("global_step", derived.get("total_steps")))),
     ]
     if info.get("quantization"):
         setup.append(("quantization", info["quantization"]))
@@ -454,15 +319,17 @@ def build_model_card(
         }
         for role, d in datasets_info.items()
     ]
-    hyper = sorted((k, _fmt(v)) for k, v in (info.get("hyperparameters") or {}).items())
+    hyper = sorted((k, _fmt_card(v)) for k, v in (info.get("hyperparameters") or {}).items())
     train = info.get("train") or {}
-    train_rows = [(k, _fmt(train[k])) for k in ("train_loss", "global_step", "train_runtime") if k in train]
+    train_rows = [
+        (k, _fmt_card(train[k])) for k in ("train_loss", "global_step", "train_runtime") if k in train
+    ]
     evaluations = [
         {
             "title": {"tofu": "TOFU", "muse": "MUSE"}.get(src.benchmark, "Results")
             + (f" ({src.dataset_config})" if src.dataset_config else ""),
             "path": Path(src.path).name,
-            "rows": [(METRIC_NAMES.get(k, k), _fmt(v)) for k, v in src.metrics.items()],
+            "rows": [(METRIC_NAMES.get(k, k), _fmt_card(v)) for k, v in src.metrics.items()],
         }
         for src in results
     ]
@@ -497,45 +364,6 @@ def load_run_info(run_dir: str | Path) -> dict | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def run_info_from_trainer(trainer) -> dict:
-    """What a card needs, from a live trainer (runs not started by ``alignkit train``)."""
-    import alignkit
-
-    model = (
-        trainer.accelerator.unwrap_model(trainer.model) if hasattr(trainer, "accelerator") else trainer.model
-    )
-    is_lora = hasattr(model, "peft_config")
-    config = getattr(model, "config", None)
-    base = getattr(config, "_name_or_path", None) if config is not None else None
-    if is_lora:
-        peft_cfg = next(iter(model.peft_config.values()))
-        base = getattr(peft_cfg, "base_model_name_or_path", base)
-    args = trainer.args
-    from alignkit.launch.runner import TRAINING_KEYS, _config_fields, _plain_value
-
-    hyper = {k: _plain_value(getattr(args, k, None)) for k in TRAINING_KEYS if hasattr(args, k)}
-    hyper.update(_config_fields(args))
-    hyper.pop("model_init_kwargs", None)
-    data = {}
-    if trainer.train_dataset is not None:
-        data["train"] = {"source": "in-memory dataset", "config": None, "rows": len(trainer.train_dataset)}
-    return {
-        "alignkit_version": alignkit.__version__,
-        "method": trainer.method_name,
-        "method_summary": "",
-        "trainer": type(trainer).__name__,
-        "paper": dict(type(trainer).paper or {}),
-        "base_model": base,
-        "model_kind": "lora" if is_lora else "full",
-        "reference": {"mode": getattr(trainer, "ref_mode", None), "model": None},
-        "datasets": data,
-        "hyperparameters": hyper,
-        "derived": {"world_size": args.world_size},
-        "distributed": str(trainer.accelerator.distributed_type).split(".")[-1],
-        "train": {"global_step": trainer.state.global_step},
-    }
 
 
 def card_for_run(

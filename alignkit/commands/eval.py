@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
 TOFU_DESCRIPTION = """\
@@ -115,16 +114,7 @@ def add_parser(subparsers) -> None:
     )
     sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     add_tofu_parser(sub)
-    # MUSE registers itself when its module is in this checkout (it owns its own parser).
-    try:
-        muse = importlib.import_module("alignkit.eval.muse")
-    except ModuleNotFoundError as err:
-        if err.name != "alignkit.eval.muse":
-            raise
-        muse = None
-    hook = getattr(muse, "add_muse_parser", None)
-    if hook is not None:
-        hook(sub)
+    add_muse_parser(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -179,4 +169,101 @@ def run_tofu(args) -> int:
     )
     print_tofu_table(result, console)
     console.print(f"logs and report written to {output_dir}")
+    return 0
+
+
+def add_muse_parser(subparsers) -> None:
+    """Register ``muse`` under ``alignkit eval``."""
+    from alignkit.eval.muse_data import DEFAULT_DATA
+    from alignkit.eval.muse_protocols import MUSE_PROTOCOLS
+
+    p = subparsers.add_parser(
+        "muse",
+        help="MUSE-News: VerbMem, KnowMem, PrivLeak and MIAs.",
+        description=(
+            "Evaluate a causal LM on MUSE-News (Shi et al. 2024, arXiv:2407.06460): VerbMem, KnowMem on "
+            "forget and retain, PrivLeak (Min-40% AUC relative to the retrained model) and the MIAs "
+            "LOSS, ZLib, Min-K%, Min-K%++. Writes MUSE_EVAL.json, MUSE_SUMMARY.json and MUSE_REPORT.md."
+        ),
+    )
+    p.add_argument("--model", required=True, help="Model to evaluate: a local folder or Hub id.")
+    ref = p.add_mutually_exclusive_group()
+    ref.add_argument("--retain-model", help="The retrained (oracle) model, for PrivLeak's reference AUC.")
+    ref.add_argument(
+        "--retain-logs", help="MUSE_EVAL.json of the retrained model (alignkit's or open-unlearning's)."
+    )
+    p.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help=f"Hub dataset id or local folder in the muse_bench layout (default {DEFAULT_DATA}).",
+    )
+    p.add_argument("--output-dir", help="Where to write the logs (default runs/eval/muse/<model name>).")
+    p.add_argument(
+        "--protocol",
+        default="open-unlearning",
+        choices=sorted(MUSE_PROTOCOLS),
+        help="open-unlearning (default): ROUGE with stemming, its label-text references (full verbmem gt; "
+        "knowmem answer as decoded labels, 512-token prompt limit), PrivLeak on the first 2048 tokens with "
+        "the last dropped, max(1, floor(k n)) tokens, usual AUC. muse-orig: no stemming, answer string and "
+        "gt cut to 128 tokens as references, whole PrivLeak windows, floor(k n), AUC in MUSE's convention "
+        "(1 - usual). PrivLeak is comparable only between runs of the same protocol.",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="Batch size for generation and scoring (default 8)."
+    )
+    p.add_argument("--max-examples", type=int, help="Keep the first N items of each set (development runs).")
+    p.add_argument(
+        "--gradnorm", action="store_true", help="Also run the GradNorm MIA (one backward per text; slow)."
+    )
+    p.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="Model dtype; auto = bfloat16 on GPU, float32 on CPU (default auto).",
+    )
+    p.set_defaults(func=run_muse_command)
+
+
+def run_muse_command(args) -> int:
+    """``alignkit eval muse``: load, evaluate with a progress bar, print a table, save the logs."""
+    import warnings
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from alignkit.eval.muse import METRIC_HELP, evaluate_muse, format_metric
+
+    console = Console(stderr=True)
+    output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/muse") / Path(args.model).name
+    if args.retain_model is None and args.retain_logs is None:
+        console.print(
+            "[bold red]Warning:[/] no --retain-model or --retain-logs: PrivLeak will use 0.5 as the retrained "
+            "model's AUC (open-unlearning's fallback), which is generally not its true value."
+        )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PrivLeak: no retrained model")  # shown above, in red
+        result = evaluate_muse(
+            args.model,
+            None,
+            data=args.data,
+            retain_model=args.retain_model,
+            retain_logs=args.retain_logs,
+            protocol=args.protocol,
+            batch_size=args.batch_size,
+            max_examples=args.max_examples,
+            output_dir=output_dir,
+            progress=not args.no_progress,
+            gradnorm=args.gradnorm,
+            dtype=args.dtype,
+        )
+    table = Table(title=f"MUSE ({result.protocol.name}) - {args.model}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("meaning")
+    for name, value in result.summary.items():
+        table.add_row(name, format_metric(value), METRIC_HELP.get(name, ""))
+    Console().print(table)
+    console.print(f"PrivLeak reference: {result.meta['privleak_reference']['source']}")
+    console.print(f"Wrote {output_dir / 'MUSE_EVAL.json'}, MUSE_SUMMARY.json and MUSE_REPORT.md")
     return 0

@@ -64,12 +64,13 @@ def run(args) -> int:
     from rich.table import Table
 
     from alignkit import hub
+    from alignkit.eval.logs import read_results
 
     out, err = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         results = None
         if args.results:
-            results = [src for path in args.results for src in hub.read_results(path)]
+            results = [src for path in args.results for src in read_results(path)]
         report = hub.push_run(
             args.run_dir,
             args.repo_id,

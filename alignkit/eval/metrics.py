@@ -21,6 +21,8 @@ import numpy as np
 from rouge_score import rouge_scorer
 from scipy.stats import ks_2samp
 
+from alignkit.eval.logs import MODEL_UTILITY_COMPONENTS
+
 METRICS: dict[str, Callable[..., dict]] = {}
 
 Loss = float | None
@@ -250,19 +252,6 @@ def harmonic_mean(values: Sequence[float]) -> float:
     if any(v == 0 for v in vals):
         return 0.0
     return len(vals) / sum(1 / v for v in vals)
-
-
-MODEL_UTILITY_COMPONENTS = (
-    "retain_Q_A_Prob",
-    "retain_Q_A_ROUGE",
-    "retain_Truth_Ratio",
-    "ra_Q_A_Prob_normalised",
-    "ra_Q_A_ROUGE",
-    "ra_Truth_Ratio",
-    "wf_Q_A_Prob_normalised",
-    "wf_Q_A_ROUGE",
-    "wf_Truth_Ratio",
-)
 
 
 @register_metric("hm_aggregate")

@@ -30,479 +30,67 @@ tables) and ``muse-orig`` (the original ``jaechan-repo/muse_bench`` scripts); ev
 documented field of :class:`MuseProtocol`. Not reproduced: MUSE-orig ran VerbMem/KnowMem with the
 model quantised to 8 bits (LLM.int8) and one prompt at a time; here the model runs in whatever
 precision it was loaded in, with batched left-padded greedy decoding.
+
+Layout (the same shape as TOFU): :mod:`~alignkit.eval.muse_data` reads the sets,
+:mod:`~alignkit.eval.muse_protocols` holds the protocols, :mod:`~alignkit.eval.muse_metrics` the
+prompts, references and logs, this module runs them; the CLI is ``alignkit.commands.eval``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from alignkit.data.prompt_format import PromptFormat
-from alignkit.data.tokenize import encode_prompt_completion
 from alignkit.eval import mia
 from alignkit.eval.loading import load_model, load_tokenizer, model_name
-from alignkit.eval.progress import StageProgress
-
-DEFAULT_DATA = "muse-bench/MUSE-News"
-EVAL_FILE, SUMMARY_FILE, REPORT_FILE = "MUSE_EVAL.json", "MUSE_SUMMARY.json", "MUSE_REPORT.md"  # OU's names
-META_KEY = "alignkit"  # run metadata inside MUSE_EVAL.json; not a metric, open-unlearning ignores it
-KNOWMEM_STOP_STRINGS = ("\n\n", "\nQuestion", "Question:")
-METRIC_ORDER = (
-    "forget_knowmem_ROUGE",
-    "forget_verbmem_ROUGE",
-    "retain_knowmem_ROUGE",
-    "privleak",
-    "mia_min_k",
-    "mia_min_k_plus_plus",
-    "mia_loss",
-    "mia_zlib",
-    "mia_gradnorm",
+from alignkit.eval.logs import META_KEY
+from alignkit.eval.logs import MUSE_EVAL_FILE as EVAL_FILE
+from alignkit.eval.logs import MUSE_REPORT_FILE as REPORT_FILE
+from alignkit.eval.logs import MUSE_SUMMARY_FILE as SUMMARY_FILE
+from alignkit.eval.muse_data import DEFAULT_DATA, MuseData, _first_items, load_muse_data
+from alignkit.eval.muse_metrics import (
+    METRIC_HELP,
+    METRIC_ORDER,
+    _convert_auc,
+    joint_label_reference,
+    knowmem_prompt,
+    knowmem_reference,
+    retain_auc_from_logs,
+    rouge_log,
+    verbmem_reference,
 )
-# What a good value looks like, for the report (spec §3.1).
-METRIC_HELP = {
-    "forget_knowmem_ROUGE": "ROUGE-L F1 of few-shot QA on forget_qa (C2); low, near the retrained model",
-    "forget_verbmem_ROUGE": "ROUGE-L F1 of 128-token continuations of forget text (C1); low, near the retrained model",
-    "retain_knowmem_ROUGE": "ROUGE-L F1 of few-shot QA on retain_qa (C4); high, near the target model",
-    "privleak": "relative Min-K% AUC gap to the retrained model, % (C3); ~0, negative = under-unlearned",
-    "mia_min_k": "Min-K% Prob AUC, forget vs holdout",
-    "mia_min_k_plus_plus": "Min-K%++ AUC, forget vs holdout",
-    "mia_loss": "LOSS attack AUC, forget vs holdout",
-    "mia_zlib": "ZLib attack AUC, forget vs holdout",
-    "mia_gradnorm": "GradNorm attack AUC, forget vs holdout",
-}
+from alignkit.eval.muse_protocols import KNOWMEM_STOP_STRINGS, MUSE_PROTOCOLS, MuseProtocol, get_muse_protocol
+from alignkit.eval.progress import StageProgress
+from alignkit.formatting import format_number
 
-
-# --------------------------------------------------------------------------------------------------
-# Protocols
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MuseProtocol:
-    """Every setting on which open-unlearning (OU) and the original MUSE code (MUSE-orig) differ.
-
-    Spec §3.4. Build a variant with ``dataclasses.replace(MUSE_PROTOCOLS["open-unlearning"], ...)``
-    (results are then comparable with neither reference; the log records every field).
-
-    The retrained model's AUC for PrivLeak is an input, not a protocol setting: MUSE-orig computed
-    it, OU reads it from the retrained model's logs and falls back to 0.5. Both ways are offered
-    (``retain_model`` / ``retain_logs``); the 0.5 fallback always warns.
-    """
-
-    name: str
-    use_stemmer: bool
-    """ROUGE Porter stemmer (``rouge_score`` ``use_stemmer``): OU on, MUSE-orig off."""
-    rouge_key: Literal["rougeL_f1"] = "rougeL_f1"
-    """The per-item value averaged into the ROUGE metrics. ROUGE-L **F1** in both protocols (OU
-    ``rougeL_f1``, MUSE-orig ``mean_rougeL``); only TOFU reports recall."""
-    knowmem_max_new_tokens: int = 32
-    """Greedy budget for KnowMem answers (both: 32)."""
-    knowmem_stop_strings: tuple[str, ...] = KNOWMEM_STOP_STRINGS
-    """Output cut before the first occurrence of each, in order (both; OU also stops decoding there)."""
-    knowmem_max_length: int | None = 512
-    """Token limit of the KnowMem prompt (+ answer, for the reference): OU's tag-mode truncation 512;
-    MUSE-orig none."""
-    knowmem_reference: Literal["joint_labels", "answer"] = "joint_labels"
-    """KnowMem reference text. ``joint_labels`` (OU): tokenize ``prompt + answer`` jointly, mask the
-    first ``len(tokenize(prompt))`` ids, decode the rest and ``strip()``. With BPE or SentencePiece
-    tokenizers the prompt's trailing space merges into the first answer token, which is then
-    missing from the reference (spec §1.1 item 5, the "joint" boundary). ``answer`` (MUSE-orig):
-    the answer string as stored."""
-    verbmem_max_new_tokens: int = 128
-    """Greedy budget for VerbMem continuations (both: 128)."""
-    verbmem_reference: Literal["joint_labels", "gt_truncated"] = "joint_labels"
-    """VerbMem reference text. ``joint_labels`` (OU): the full ``gt``, taken as the decoded ids of
-    ``prompt + " " + gt`` after ``len(tokenize(prompt))`` (``insert_space: True``), at most
-    ``verbmem_max_length`` tokens, stripped. ``gt_truncated`` (MUSE-orig):
-    ``decode(tokenize(gt, add_special_tokens=True)[:verbmem_max_new_tokens])``, i.e. 127 gt tokens
-    when the tokenizer adds a BOS."""
-    verbmem_max_length: int | None = 2048
-    """OU's cap on the reference tokens (``max_length: 2048``); unused by ``gt_truncated``."""
-    privleak_k: float = 0.4
-    """Min-K% fraction ("Min-40%"; both MUSE and OU's MUSE configs; the Min-K% paper's usual 0.2 is
-    *not* what MUSE uses)."""
-    privleak_max_tokens: int | None = 2048
-    """Text tokens scored per PrivLeak window after the BOS: OU 2048, MUSE-orig the whole window."""
-    drop_last_token: bool = True
-    """OU's token-wise log-prob helper drops the last scored token (it assumes EOS, which raw text
-    lacks, so a real token is lost; §5 item 10). Applies to Min-K% and Min-K%++. MUSE-orig: False."""
-    min_k_count: mia.MinKCount = "at_least_one"
-    """``at_least_one`` (OU): ``max(1, floor(k n))`` tokens; ``floor`` (MUSE-orig): ``floor(k n)``."""
-    auc_convention: Literal["usual", "muse"] = "usual"
-    """How MIA AUCs are reported. ``usual`` (OU): forget = members = recognised -> AUC near 1 for the
-    target model. ``muse`` (MUSE-orig): ``1 - usual`` (forget labelled 0, holdout 1, score MinK),
-    near 0 for the target model. PrivLeak is the same number either way."""
-    privleak_eps: float = 1e-10
-    """Added to PrivLeak's denominator: OU 1e-10, MUSE-orig 0."""
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-MUSE_PROTOCOLS: dict[str, MuseProtocol] = {
-    "open-unlearning": MuseProtocol(name="open-unlearning", use_stemmer=True),
-    "muse-orig": MuseProtocol(
-        name="muse-orig",
-        use_stemmer=False,
-        knowmem_max_length=None,
-        knowmem_reference="answer",
-        verbmem_reference="gt_truncated",
-        verbmem_max_length=None,
-        privleak_max_tokens=None,
-        drop_last_token=False,
-        min_k_count="floor",
-        auc_convention="muse",
-        privleak_eps=0.0,
-    ),
-}
-_PROTOCOL_ALIASES = {
-    "open_unlearning": "open-unlearning",
-    "ou": "open-unlearning",
-    "muse_orig": "muse-orig",
-    "muse-original": "muse-orig",
-    "muse_original": "muse-orig",
-}
-
-
-def get_muse_protocol(protocol: str | MuseProtocol) -> MuseProtocol:
-    """A :class:`MuseProtocol` by name (``open-unlearning`` or ``muse-orig``) or as given."""
-    if isinstance(protocol, MuseProtocol):
-        return protocol
-    key = _PROTOCOL_ALIASES.get(protocol, protocol)
-    if key not in MUSE_PROTOCOLS:
-        raise ValueError(f"Unknown MUSE protocol {protocol!r}; choose one of {', '.join(MUSE_PROTOCOLS)}.")
-    return MUSE_PROTOCOLS[key]
-
-
-# --------------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------------
-
-# name -> (HF subset, HF split, local files tried in order, required fields; None = a plain string)
-_SPLITS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...] | None]] = {
-    "knowmem_forget": ("knowmem", "forget_qa", ("knowmem/forget_qa.json",), ("question", "answer")),
-    "knowmem_forget_icl": (
-        "knowmem",
-        "forget_qa_icl",
-        ("knowmem/forget_qa_icl.json",),
-        ("question", "answer"),
-    ),
-    # HF calls the retain QA files retain_qa(_icl); the GitHub snapshot calls them retain2_qa(_icl).
-    "knowmem_retain": (
-        "knowmem",
-        "retain_qa",
-        ("knowmem/retain_qa.json", "knowmem/retain2_qa.json"),
-        ("question", "answer"),
-    ),
-    "knowmem_retain_icl": (
-        "knowmem",
-        "retain_qa_icl",
-        ("knowmem/retain_qa_icl.json", "knowmem/retain2_qa_icl.json"),
-        ("question", "answer"),
-    ),
-    "verbmem_forget": ("verbmem", "forget", ("verbmem/forget.json",), ("prompt", "gt")),
-    "privleak_forget": ("privleak", "forget", ("privleak/forget.json",), None),
-    "privleak_holdout": ("privleak", "holdout", ("privleak/holdout.json",), None),
-}
-_FEWSHOT_SPLITS = ("knowmem_forget_icl", "knowmem_retain_icl")
-
-
-@dataclass
-class MuseData:
-    """The MUSE evaluation sets, read and checked; ``sources`` says where each came from."""
-
-    knowmem_forget: list[dict]
-    knowmem_forget_icl: list[dict]
-    knowmem_retain: list[dict]
-    knowmem_retain_icl: list[dict]
-    verbmem_forget: list[dict]
-    privleak_forget: list[str]
-    privleak_holdout: list[str]
-    sources: dict[str, str] = field(default_factory=dict)
-
-    def sizes(self) -> dict[str, int]:
-        return {name: len(getattr(self, name)) for name in _SPLITS}
-
-
-def _read_json_rows(path: Path) -> list:
-    text = path.read_text(encoding="utf-8")
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError:
-        # JSON Lines (one object per line) is accepted too.
-        try:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not JSON nor JSON Lines ({err}).") from None
-    if not isinstance(rows, list):
-        raise ValueError(f"{path}: expected a JSON array of rows, got a {type(rows).__name__}.")
-    return rows
-
-
-def _check_rows(rows: list, fields: tuple[str, ...] | None, where: str) -> list:
-    """Validate rows; ``fields=None`` means plain strings (a ``{"text": ...}`` row is unwrapped)."""
-    if not rows:
-        raise ValueError(f"{where}: no rows.")
-    out = []
-    for i, row in enumerate(rows):
-        if fields is None:
-            if isinstance(row, dict) and "text" in row:
-                row = row["text"]
-            if not isinstance(row, str):
-                raise ValueError(
-                    f"{where} row {i}: expected a string (or an object with a 'text' field), got {type(row).__name__}."
-                )
-            out.append(row)
-            continue
-        if not isinstance(row, dict):
-            raise ValueError(
-                f"{where} row {i}: expected an object with fields {list(fields)}, got {type(row).__name__}."
-            )
-        for name in fields:
-            if name not in row:
-                raise ValueError(f"{where} row {i}: missing field {name!r} (has {sorted(row)}).")
-            if not isinstance(row[name], str):
-                raise ValueError(
-                    f"{where} row {i}: field {name!r} must be a string, got {type(row[name]).__name__}."
-                )
-        out.append({name: row[name] for name in fields})
-    return out
-
-
-def _load_local(root: Path, candidates: tuple[str, ...]) -> tuple[list, str]:
-    for rel in candidates:
-        path = root / rel
-        if path.is_file():
-            return _read_json_rows(path), str(path)
-    tried = ", ".join(str(root / rel) for rel in candidates)
-    raise FileNotFoundError(
-        f"MUSE data folder {root} lacks a required file; tried: {tried}. The folder must follow the "
-        "muse_bench layout (knowmem/forget_qa.json, knowmem/forget_qa_icl.json, knowmem/retain_qa.json or "
-        "retain2_qa.json and their _icl files, verbmem/forget.json, privleak/forget.json, privleak/holdout.json)."
-    )
-
-
-def _load_hub(repo_id: str, subset: str, split: str) -> tuple[list, str]:
-    try:
-        from datasets import load_dataset
-
-        ds = load_dataset(repo_id, subset, split=split)
-    except Exception as err:  # the datasets library raises many types (offline, missing config, ...)
-        raise FileNotFoundError(
-            f"Could not load MUSE split {subset}/{split} of the Hugging Face dataset {repo_id!r}: "
-            f"{type(err).__name__}: {err}. Pass a local folder in the muse_bench layout instead "
-            "(`data=` / `--data`), or allow Hub access."
-        ) from err
-    return ds.to_list(), f"hf://{repo_id}/{subset}/{split}"
-
-
-def _first_items(ds: MuseData, n: int) -> MuseData:
-    if n < 1:
-        raise ValueError(f"`max_examples` must be >= 1 or None, got {n}.")
-    kept = {name: getattr(ds, name) if name in _FEWSHOT_SPLITS else getattr(ds, name)[:n] for name in _SPLITS}
-    return MuseData(**kept, sources=ds.sources)
-
-
-def load_muse_data(data: str | Path = DEFAULT_DATA, *, max_examples: int | None = None) -> MuseData:
-    """Read the MUSE eval sets from a local folder (GitHub ``data/bbc/`` layout) or a Hub dataset id.
-
-    Both sources go through the same row checks. ``max_examples`` keeps the first N rows of each
-    evaluated set (never of the few-shot sets, which are the prompt).
-    """
-    if max_examples is not None and max_examples < 1:
-        raise ValueError(f"`max_examples` must be >= 1 or None, got {max_examples}.")
-    root = Path(data)
-    local = root.is_dir()
-    if not local and (root.exists() or str(data).startswith((".", "/", "~"))):
-        raise FileNotFoundError(
-            f"MUSE data {data!r} is not a folder. Pass a folder in the muse_bench layout or a Hub id."
-        )
-    values: dict[str, list] = {}
-    sources: dict[str, str] = {}
-    for name, (subset, split, files, fields) in _SPLITS.items():
-        rows, source = _load_local(root, files) if local else _load_hub(str(data), subset, split)
-        rows = _check_rows(rows, fields, source)
-        if max_examples is not None and name not in _FEWSHOT_SPLITS:
-            rows = rows[:max_examples]
-        values[name], sources[name] = rows, source
-    return MuseData(**values, sources=sources)
-
-
-# --------------------------------------------------------------------------------------------------
-# Prompts, references, ROUGE
-# --------------------------------------------------------------------------------------------------
-
-
-def knowmem_prompt(tokenizer, question: str, fewshot: Sequence[dict]) -> str:
-    """The KnowMem prompt: always the plain format (``Question: {q}\\nAnswer: {a}\\n\\n`` per shot)."""
-    return PromptFormat.preset("plain").render_prompt(
-        tokenizer, question, fewshot=[(s["question"], s["answer"]) for s in fewshot]
-    )
-
-
-def _decode(tokenizer, ids: Sequence[int]) -> str:
-    # Both references decode with clean_up_tokenization_spaces=True; transformers 5 ignores it for
-    # BPE tokenizers (with a warning), and it only moves spaces around punctuation, which ROUGE's
-    # tokenizer drops anyway, so the tokenizer's own default is used.
-    return tokenizer.decode(list(ids), skip_special_tokens=True)
-
-
-def joint_label_reference(tokenizer, prompt: str, completion: str, *, max_length: int | None) -> str:
-    """OU's reference text: decoded labels of the jointly tokenized ``prompt + completion``.
-
-    ``ids(prompt + completion)[len(ids(prompt)):]``, truncated so the whole sequence has at most
-    ``max_length`` ids, decoded without special tokens; OU then removes the decoded prompt text if
-    it occurs and strips (``eval_text_similarity``).
-    """
-    prompt_ids, completion_ids = encode_prompt_completion(
-        tokenizer, prompt, completion, boundary="joint", add_eos=False, add_special_tokens=True
-    )
-    if max_length is not None:
-        completion_ids = completion_ids[: max(max_length - len(prompt_ids), 0)]
-    return _decode(tokenizer, completion_ids).replace(_decode(tokenizer, prompt_ids), "").strip()
-
-
-def knowmem_reference(tokenizer, prompt: str, answer: str, protocol: MuseProtocol) -> str:
-    """KnowMem reference under ``protocol.knowmem_reference`` (see :class:`MuseProtocol`)."""
-    if protocol.knowmem_reference == "answer":
-        return answer
-    return joint_label_reference(tokenizer, prompt, answer, max_length=protocol.knowmem_max_length)
-
-
-def verbmem_reference(tokenizer, prompt: str, gt: str, protocol: MuseProtocol) -> str:
-    """VerbMem reference under ``protocol.verbmem_reference`` (see :class:`MuseProtocol`)."""
-    if protocol.verbmem_reference == "gt_truncated":
-        ids = tokenizer(gt, add_special_tokens=True)["input_ids"][: protocol.verbmem_max_new_tokens]
-        return _decode(tokenizer, ids)
-    if protocol.verbmem_max_length is None:
-        max_length = None
-    else:  # OU caps the *content* at max_length tokens after the prompt ids.
-        max_length = (
-            len(tokenizer(prompt, add_special_tokens=True)["input_ids"]) + protocol.verbmem_max_length
-        )
-    return joint_label_reference(tokenizer, prompt, " " + gt, max_length=max_length)
-
-
-def rouge_scores(reference: str, generation: str, *, use_stemmer: bool, scorer=None) -> dict[str, float]:
-    """ROUGE of one generation, called as ``RougeScorer.score(target=reference, prediction=generation)``.
-
-    Returns OU's per-item fields: ``rouge1_recall``, ``rougeL_f1``, ``rougeL_recall`` (ROUGE-L is
-    the sentence-level LCS: recall = LCS/|ref|, precision = LCS/|gen|, F1 = 2PR/(P+R)).
-    """
-    if scorer is None:
-        from rouge_score import rouge_scorer
-
-        scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=use_stemmer)
-    s = scorer.score(reference, generation)
-    return {
-        "rouge1_recall": s["rouge1"].recall,
-        "rougeL_f1": s["rougeL"].fmeasure,
-        "rougeL_recall": s["rougeL"].recall,
-    }
-
-
-def rouge_log(
-    references: Sequence[str],
-    generations: Sequence[str],
-    inputs: Sequence[str],
-    *,
-    use_stemmer: bool,
-    key: str = "rougeL_f1",
-) -> dict:
-    """OU's ROUGE metric entry: ``agg_value = mean_i value_i[key]`` plus per-item values and texts."""
-    from rouge_score import rouge_scorer
-
-    if not len(references) == len(generations) == len(inputs):
-        raise ValueError(
-            f"rouge_log: {len(references)} references, {len(generations)} generations, {len(inputs)} inputs."
-        )
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=use_stemmer)
-    by_index = {}
-    for i, (ref, gen, inp) in enumerate(zip(references, generations, inputs)):
-        scores = rouge_scores(ref, gen, use_stemmer=use_stemmer, scorer=scorer)
-        by_index[str(i)] = {**scores, "input": inp, "ground_truth": ref, "generation": gen}
-    values = [v[key] for v in by_index.values()]
-    return {"agg_value": sum(values) / len(values) if values else None, "value_by_index": by_index}
-
-
-# --------------------------------------------------------------------------------------------------
-# Retain-model reference for PrivLeak
-# --------------------------------------------------------------------------------------------------
-
-
-def _convert_auc(auc_value: float, convention: str) -> float:
-    """Usual <-> MUSE AUC convention (``AUC_MUSE = 1 - AUC``, its own inverse); identity for usual."""
-    return 1.0 - auc_value if convention == "muse" else auc_value
-
-
-def retain_auc_from_logs(
-    retain_logs: str | Path | dict, *, n_forget: int, n_holdout: int, protocol: MuseProtocol
-) -> float:
-    """The retrained model's Min-K% AUC (usual convention) from its eval log, after checks.
-
-    Reads ``mia_min_k.agg_value`` from alignkit's or open-unlearning's ``MUSE_EVAL.json`` (a path, the
-    run folder holding it, or the loaded dict). Refuses a
-    log whose ``forget``/``holdout`` item counts differ from this run (e.g. a full 100-item log
-    against a ``max_examples`` run) or whose recorded ``k``/protocol differ.
-    """
-    where = "retain_logs"
-    if not isinstance(retain_logs, dict):
-        path = Path(retain_logs)
-        if path.is_dir():
-            path = path / EVAL_FILE
-        where = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Retain-model log {path} does not exist.")
-        try:
-            retain_logs = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"Retain-model log {path} is not valid JSON ({err}).") from None
-    if not isinstance(retain_logs, dict):
-        raise ValueError(f"{where}: expected a JSON object of metrics, got a {type(retain_logs).__name__}.")
-    entry = retain_logs.get("mia_min_k")
-    if not isinstance(entry, dict) or not isinstance(entry.get("agg_value"), (int, float)):
-        raise ValueError(
-            f"{where}: no numeric 'mia_min_k.agg_value' (top-level keys: {sorted(retain_logs)[:12]}). PrivLeak "
-            "needs the retrained model's Min-K% AUC: pass the MUSE_EVAL.json written by `alignkit eval muse` "
-            "or open-unlearning for that model, or pass `retain_model`."
-        )
-    value = float(entry["agg_value"])
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{where}: mia_min_k.agg_value = {value} is not an AUC in [0, 1].")
-    for split, n in (("forget", n_forget), ("holdout", n_holdout)):
-        items = entry.get(split, {}).get("value_by_index") if isinstance(entry.get(split), dict) else None
-        if items is None:
-            warnings.warn(
-                f"{where}: mia_min_k has no per-item {split} scores; cannot check it covers the same {n} items.",
-                stacklevel=3,
-            )
-        elif len(items) != n:
-            raise ValueError(
-                f"{where}: mia_min_k.{split} has {len(items)} items but this run scores {n} privleak/{split} "
-                "texts. The retrained model's AUC must come from the same items: rerun it with the same "
-                "data and --max-examples."
-            )
-    if "k" in entry and not math.isclose(float(entry["k"]), protocol.privleak_k):
-        raise ValueError(
-            f"{where}: mia_min_k was computed with k={entry['k']}, this run uses k={protocol.privleak_k}."
-        )
-    meta = retain_logs.get(META_KEY)
-    if isinstance(meta, dict) and isinstance(meta.get("protocol"), dict):
-        theirs = meta["protocol"]
-        mine = protocol.to_dict()
-        keys = ("privleak_k", "privleak_max_tokens", "drop_last_token", "min_k_count")
-        diff = {k: (theirs.get(k), mine[k]) for k in keys if k in theirs and theirs[k] != mine[k]}
-        if diff:
-            raise ValueError(
-                f"{where}: computed under different PrivLeak settings (theirs, this run): {diff}."
-            )
-    return _convert_auc(value, entry.get("auc_convention", "usual"))
+__all__ = [
+    "DEFAULT_DATA",
+    "EVAL_FILE",
+    "KNOWMEM_STOP_STRINGS",
+    "METRIC_HELP",
+    "METRIC_ORDER",
+    "MUSE_PROTOCOLS",
+    "REPORT_FILE",
+    "SUMMARY_FILE",
+    "MuseData",
+    "MuseProtocol",
+    "MuseResult",
+    "evaluate_muse",
+    "format_metric",
+    "get_muse_protocol",
+    "joint_label_reference",
+    "knowmem_prompt",
+    "knowmem_reference",
+    "load_muse_data",
+    "retain_auc_from_logs",
+    "rouge_log",
+    "verbmem_reference",
+]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -536,7 +124,7 @@ class MuseResult:
                 else ""
             ),
             f"- PrivLeak reference: {meta.get('privleak_reference', {}).get('source')}"
-            f" (retrained-model AUC {_fmt(meta.get('privleak_reference', {}).get('auc'))}, usual convention)",
+            f" (retrained-model AUC {format_metric(meta.get('privleak_reference', {}).get('auc'))}, usual convention)",
             f"- Min-K% k = {self.protocol.privleak_k}; AUC convention: {self.protocol.auc_convention} "
             + (
                 "(MUSE's: 1 - usual, ~0 when the forget set is recognised); "
@@ -549,7 +137,7 @@ class MuseResult:
             "|---|---|---|",
         ]
         for name, value in self.summary.items():
-            lines.append(f"| {name} | {_fmt(value)} | {METRIC_HELP.get(name, '')} |")
+            lines.append(f"| {name} | {format_metric(value)} | {METRIC_HELP.get(name, '')} |")
         return "\n".join(lines) + "\n"
 
     def save(self, output_dir: str | Path) -> Path:
@@ -562,12 +150,9 @@ class MuseResult:
         return out
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+def format_metric(value) -> str:
+    """MUSE reports' convention: 4 decimals, n/a when missing."""
+    return format_number(value, small=None, missing="n/a")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -782,98 +367,3 @@ def _run(
     }
     logs["_privleak_reference"] = {"source": source, "auc": auc_ret, "auc_convention": "usual"}
     return logs
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI: ``alignkit eval muse``
-# --------------------------------------------------------------------------------------------------
-
-
-def add_muse_parser(subparsers) -> None:
-    """Register ``muse`` under ``alignkit eval`` (called by ``alignkit.commands.eval``)."""
-    p = subparsers.add_parser(
-        "muse",
-        help="MUSE-News: VerbMem, KnowMem, PrivLeak and MIAs.",
-        description=(
-            "Evaluate a causal LM on MUSE-News (Shi et al. 2024, arXiv:2407.06460): VerbMem, KnowMem on "
-            "forget and retain, PrivLeak (Min-40% AUC relative to the retrained model) and the MIAs "
-            "LOSS, ZLib, Min-K%, Min-K%++. Writes MUSE_EVAL.json, MUSE_SUMMARY.json and MUSE_REPORT.md."
-        ),
-    )
-    p.add_argument("--model", required=True, help="Model to evaluate: a local folder or Hub id.")
-    ref = p.add_mutually_exclusive_group()
-    ref.add_argument("--retain-model", help="The retrained (oracle) model, for PrivLeak's reference AUC.")
-    ref.add_argument(
-        "--retain-logs", help="MUSE_EVAL.json of the retrained model (alignkit's or open-unlearning's)."
-    )
-    p.add_argument(
-        "--data",
-        default=DEFAULT_DATA,
-        help=f"Hub dataset id or local folder in the muse_bench layout (default {DEFAULT_DATA}).",
-    )
-    p.add_argument("--output-dir", help="Where to write the logs (default runs/eval/muse/<model name>).")
-    p.add_argument(
-        "--protocol",
-        default="open-unlearning",
-        choices=sorted(MUSE_PROTOCOLS),
-        help="open-unlearning (default): ROUGE with stemming, its label-text references (full verbmem gt; "
-        "knowmem answer as decoded labels, 512-token prompt limit), PrivLeak on the first 2048 tokens with "
-        "the last dropped, max(1, floor(k n)) tokens, usual AUC. muse-orig: no stemming, answer string and "
-        "gt cut to 128 tokens as references, whole PrivLeak windows, floor(k n), AUC in MUSE's convention "
-        "(1 - usual). PrivLeak is comparable only between runs of the same protocol.",
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=8, help="Batch size for generation and scoring (default 8)."
-    )
-    p.add_argument("--max-examples", type=int, help="Keep the first N items of each set (development runs).")
-    p.add_argument(
-        "--gradnorm", action="store_true", help="Also run the GradNorm MIA (one backward per text; slow)."
-    )
-    p.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
-    p.add_argument(
-        "--dtype",
-        default="auto",
-        choices=("auto", "float32", "bfloat16", "float16"),
-        help="Model dtype; auto = bfloat16 on GPU, float32 on CPU (default auto).",
-    )
-    p.set_defaults(func=run_muse_command)
-
-
-def run_muse_command(args) -> int:
-    """``alignkit eval muse``: load, evaluate with a progress bar, print a table, save the logs."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(stderr=True)
-    output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/muse") / Path(args.model).name
-    if args.retain_model is None and args.retain_logs is None:
-        console.print(
-            "[bold red]Warning:[/] no --retain-model or --retain-logs: PrivLeak will use 0.5 as the retrained "
-            "model's AUC (open-unlearning's fallback), which is generally not its true value."
-        )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="PrivLeak: no retrained model")  # shown above, in red
-        result = evaluate_muse(
-            args.model,
-            None,
-            data=args.data,
-            retain_model=args.retain_model,
-            retain_logs=args.retain_logs,
-            protocol=args.protocol,
-            batch_size=args.batch_size,
-            max_examples=args.max_examples,
-            output_dir=output_dir,
-            progress=not args.no_progress,
-            gradnorm=args.gradnorm,
-            dtype=args.dtype,
-        )
-    table = Table(title=f"MUSE ({result.protocol.name}) - {args.model}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("meaning")
-    for name, value in result.summary.items():
-        table.add_row(name, _fmt(value), METRIC_HELP.get(name, ""))
-    Console().print(table)
-    console.print(f"PrivLeak reference: {result.meta['privleak_reference']['source']}")
-    console.print(f"Wrote {output_dir / 'MUSE_EVAL.json'}, MUSE_SUMMARY.json and MUSE_REPORT.md")
-    return 0

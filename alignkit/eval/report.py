@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alignkit.eval.logs import META_KEY, agg_value, read_eval_log, summarize
+from alignkit.formatting import format_number
+
 TASK_ROWS = (
     ("forget", "Forget", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio"),
     ("retain", "Retain", "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio"),
@@ -24,18 +27,8 @@ _FORGET_TR_LABEL = {"closer_to_1_better": "mean min(R, 1/R)", "prob_mean": "mean
 
 
 def fmt_value(v, *, sci: bool = False) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        if sci or (v != 0 and abs(v) < 1e-3):
-            return f"{v:.3e}"
-        return f"{v:.4f}"
-    return str(v)
-
-
-def _agg(logs: dict, name: str):
-    entry = logs.get(name)
-    return entry.get("agg_value") if isinstance(entry, dict) else None
+    """Reports' convention: 4 decimals, scientific below 1e-3 (Forget Quality always), — when missing."""
+    return format_number(v, sci=sci)
 
 
 def tofu_markdown(result) -> str:
@@ -100,8 +93,8 @@ def tofu_markdown(result) -> str:
     ]
     for key, title, prob, rouge, tr in TASK_ROWS:
         lines.append(
-            f"| {title} | {n.get(key, '—')} | {fmt_value(_agg(logs, prob))} | {fmt_value(_agg(logs, rouge))} | "
-            f"{fmt_value(_agg(logs, tr))} |"
+            f"| {title} | {n.get(key, '—')} | {fmt_value(agg_value(logs, prob))} | {fmt_value(agg_value(logs, rouge))} | "
+            f"{fmt_value(agg_value(logs, tr))} |"
         )
     lines += [
         "",
@@ -136,8 +129,6 @@ def tofu_markdown(result) -> str:
 
 def load_run(run_dir: str | Path) -> dict:
     """``{"name", "dir", "summary", "meta"}`` from a run folder (TOFU_EVAL.json) or the file itself."""
-    from alignkit.eval.tofu import META_KEY, read_eval_log, summarize
-
     p = Path(run_dir)
     logs = read_eval_log(p)
     folder = p if p.is_dir() else p.parent

@@ -23,8 +23,13 @@ from pathlib import Path
 from alignkit.data.prompt_format import PromptFormat
 from alignkit.eval import metrics as M
 from alignkit.eval.loading import load_model, load_tokenizer, model_name
+from alignkit.eval.logs import META_KEY, agg_values, read_eval_log, summarize
+from alignkit.eval.logs import TOFU_EVAL_FILE as EVAL_FILE
+from alignkit.eval.logs import TOFU_REPORT_FILE as REPORT_FILE
+from alignkit.eval.logs import TOFU_SUMMARY_FILE as SUMMARY_FILE
 from alignkit.eval.progress import StageProgress
 from alignkit.eval.protocols import TofuProtocol, get_protocol
+from alignkit.eval.report import tofu_markdown
 from alignkit.eval.scoring import (
     ScoredText,
     decode_generations,
@@ -36,10 +41,6 @@ from alignkit.eval.tofu_data import DEFAULT_DATA, TofuTask, load_task, task_spec
 
 logger = logging.getLogger(__name__)
 
-EVAL_FILE = "TOFU_EVAL.json"  # open-unlearning's file names
-SUMMARY_FILE = "TOFU_SUMMARY.json"
-REPORT_FILE = "TOFU_REPORT.md"
-META_KEY = "alignkit"  # run metadata inside TOFU_EVAL.json; not a metric, open-unlearning ignores it
 
 # open-unlearning's system prompt and pinned date for chat models (configs/model/*.yaml, §1.4).
 OU_CHAT_FORMAT = PromptFormat(
@@ -82,15 +83,10 @@ class TofuResult:
 
     def save(self, output_dir: str | Path) -> Path:
         """Write ``TOFU_EVAL.json``, ``TOFU_SUMMARY.json`` (metric → agg_value) and ``TOFU_REPORT.md``."""
-        from alignkit.eval.report import tofu_markdown
-
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / EVAL_FILE).write_text(json.dumps(_jsonable(self.logs), indent=2, sort_keys=False))
-        ou_summary = {
-            k: v["agg_value"] for k, v in self.logs.items() if isinstance(v, dict) and "agg_value" in v
-        }
-        (out / SUMMARY_FILE).write_text(json.dumps(_jsonable(ou_summary), indent=2))
+        (out / SUMMARY_FILE).write_text(json.dumps(_jsonable(agg_values(self.logs)), indent=2))
         (out / REPORT_FILE).write_text(tofu_markdown(self))
         return out
 
@@ -112,41 +108,6 @@ def _jsonable(x):
     if hasattr(x, "item") and not isinstance(x, (str, bytes)):
         return _jsonable(x.item())
     return x
-
-
-def read_eval_log(path: str | Path) -> dict:
-    """A ``TOFU_EVAL.json`` (alignkit's or open-unlearning's), or the run folder holding it."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / EVAL_FILE
-    if not p.is_file():
-        raise FileNotFoundError(f"TOFU eval log not found: {p}")
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{p} is not valid JSON ({err}); expected a TOFU_EVAL.json log.") from err
-
-
-# Summary names of the forget metrics, and where they come from in the logs.
-_SUMMARY_FORGET = {
-    "forget_quality": "forget_quality",
-    "forget_rouge": "forget_Q_A_ROUGE",
-    "forget_prob": "forget_Q_A_Prob",
-    "forget_truth_ratio": "forget_truth_ratio",
-}
-
-
-def summarize(logs: dict) -> dict:
-    """The flat summary of a log: the forget metrics, Model Utility and its 9 components."""
-
-    def agg(name):
-        entry = logs.get(name)
-        return entry.get("agg_value") if isinstance(entry, dict) else None
-
-    out = {short: agg(name) for short, name in _SUMMARY_FORGET.items()}
-    out["model_utility"] = agg("model_utility")
-    out.update({name: agg(name) for name in M.MODEL_UTILITY_COMPONENTS})
-    return out
 
 
 # ------------------------------------------------------------------------------------ encodings
@@ -473,6 +434,80 @@ def evaluate_tofu(
         dtype: dtype when loading from a path (``auto``: bfloat16 on GPU, float32 on CPU).
     """
     proto = get_protocol(protocol)
+    _check_arguments(retain_model, retain_logs, max_examples, batch_size)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    setup = _prepare(
+        model, tokenizer, data, forget_split, retain_model, retain_logs, proto, prompt_format, max_examples
+    )
+    timings["load"] = time.perf_counter() - t0
+
+    same_path = isinstance(retain_model, (str, Path)) and isinstance(model, (str, Path))
+    same_model = retain_model is not None and (
+        retain_model is model or (same_path and Path(retain_model) == Path(model))
+    )
+    if retain_model is not None and not same_model:
+        t = time.perf_counter()
+        setup.reference = _retain_model_reference(retain_model, setup, proto, batch_size, progress, dtype)
+        timings["retain_reference"] = time.perf_counter() - t
+    if retain_model is not None:
+        setup.ref_source, setup.ref_kind = model_name(retain_model) or "retain model", "model"
+
+    t = time.perf_counter()
+    model_obj = load_model(model, dtype)
+    timings["load"] += time.perf_counter() - t
+    enc = _Encoder(setup.tokenizer, setup.fmt, proto)
+    cache = ScoreCache(model_obj, enc, batch_size=batch_size)
+    gen_stats: dict = {}
+    logs: dict = {}
+    was_training = model_obj.training
+    model_obj.eval()
+    try:
+        with StageProgress(progress) as bars:
+            for task in setup.tasks.values():
+                _evaluate_task(logs, task, model_obj, cache, proto, batch_size, bars, timings, gen_stats)
+            if same_model:
+                t = time.perf_counter()
+                setup.reference = _forget_truth_ratios(
+                    setup.tasks["forget"], cache, proto, bars
+                )  # cache hits
+                timings["retain_reference"] = time.perf_counter() - t
+    finally:
+        if was_training:
+            model_obj.train()
+
+    t = time.perf_counter()
+    _aggregate(logs, setup.reference)
+    timings["aggregate"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+
+    stats = {**{f"score_{k}": v for k, v in cache.stats.items()}, **gen_stats}
+    logs[META_KEY] = _run_metadata(
+        logs, setup, proto, model, data, forget_split, max_examples, timings, stats
+    )
+    result = TofuResult(logs=_jsonable(logs), summary=summarize(logs), timings=timings, stats=stats)
+    if output_dir is not None:
+        result.save(output_dir)
+    return result
+
+
+# ---------------------------------------------------------------------------- evaluate_tofu stages
+
+
+@dataclass
+class _Setup:
+    """What :func:`_prepare` resolved before any model runs."""
+
+    tokenizer: object
+    fmt: PromptFormat
+    tasks: dict[str, TofuTask]
+    retain_tok: object = None
+    reference: dict | None = None  # the retain model's forget truth ratios (Forget Quality's reference)
+    ref_source: str | None = None
+    ref_kind: str | None = None
+
+
+def _check_arguments(retain_model, retain_logs, max_examples, batch_size) -> None:
     if retain_model is not None and retain_logs is not None:
         raise ValueError(
             "Pass either `retain_model` or `retain_logs` (the Forget Quality reference), not both."
@@ -481,9 +516,12 @@ def evaluate_tofu(
         raise ValueError(f"`max_examples` must be >= 1, got {max_examples}")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
 
+
+def _prepare(
+    model, tokenizer, data, forget_split, retain_model, retain_logs, proto, prompt_format, max_examples
+) -> _Setup:
+    """Tokenizer, prompt format, the eval tasks and a logged reference: every check that needs no model."""
     tokenizer = load_tokenizer(tokenizer, model, who="evaluate_tofu")
     fmt = resolve_prompt_format(prompt_format, tokenizer)
     _check_format(fmt, tokenizer, model_name(model) or "the model")
@@ -491,141 +529,120 @@ def evaluate_tofu(
     caps = [c for c in (proto.max_eval_rows, max_examples) if c is not None]
     cap = min(caps) if caps else None
     tasks = {spec.key: load_task(data, spec, max_rows=cap) for spec in task_specs(forget_split)}
-    reference, ref_source, ref_kind = None, None, None
+    setup = _Setup(tokenizer=tokenizer, fmt=fmt, tasks=tasks)
     if retain_logs is not None:
-        reference, ref_source = load_retain_reference(
+        setup.reference, setup.ref_source = load_retain_reference(
             retain_logs,
             forget_task=tasks["forget"],
             forget_split=forget_split,
             protocol=proto,
             prompt_format=fmt,
         )
-        ref_kind = "logs"
-    retain_tok = None
+        setup.ref_kind = "logs"
     if retain_model is not None:
-        retain_tok = (
+        setup.retain_tok = (
             tokenizer
             if not isinstance(retain_model, (str, Path))
             else load_tokenizer(None, retain_model, who="evaluate_tofu")
         )
-        _check_format(fmt, retain_tok, model_name(retain_model) or "the retain model")
+        _check_format(fmt, setup.retain_tok, model_name(retain_model) or "the retain model")
+    return setup
 
-    timings["load"] = time.perf_counter() - t0
-    same_path = isinstance(retain_model, (str, Path)) and isinstance(model, (str, Path))
-    same_model = retain_model is not None and (
-        retain_model is model or (same_path and Path(retain_model) == Path(model))
+
+def _retain_model_reference(retain_model, setup: _Setup, proto, batch_size, progress, dtype) -> dict:
+    """The retain model's forget truth ratios. It runs first: a bad path fails before the long run,
+    and the two models are never in memory together."""
+    ref_obj = load_model(retain_model, dtype)
+    ref_was_training = ref_obj.training
+    ref_cache = ScoreCache(
+        ref_obj.eval(), _Encoder(setup.retain_tok, setup.fmt, proto), batch_size=batch_size
     )
-    if retain_model is not None and not same_model:
-        # The retain model goes first: a bad path fails before the long run, and the two models are
-        # never in memory together.
-        t = time.perf_counter()
-        ref_obj = load_model(retain_model, dtype)
-        ref_was_training = ref_obj.training
-        ref_cache = ScoreCache(ref_obj.eval(), _Encoder(retain_tok, fmt, proto), batch_size=batch_size)
-        try:
-            with StageProgress(progress) as bars:
-                reference = _forget_truth_ratios(tasks["forget"], ref_cache, proto, bars)
-        finally:
-            if ref_was_training:
-                ref_obj.train()
-        del ref_obj, ref_cache
-        timings["retain_reference"] = time.perf_counter() - t
-    if retain_model is not None:
-        ref_source, ref_kind = model_name(retain_model) or "retain model", "model"
-
-    t = time.perf_counter()
-    model_obj = load_model(model, dtype)
-    timings["load"] += time.perf_counter() - t
-    enc = _Encoder(tokenizer, fmt, proto)
-    cache = ScoreCache(model_obj, enc, batch_size=batch_size)
-    gen_stats: dict = {}
-    logs: dict = {}
-    was_training = model_obj.training
-    model_obj.eval()
     try:
         with StageProgress(progress) as bars:
-            for key, task in tasks.items():
-                t = time.perf_counter()
-                losses = _task_losses(
-                    task,
-                    cache,
-                    enc,
-                    what=("answer", "correct", "wrong"),
-                    progress=bars.stage(f"{key}: scoring answers", _n_scored_keys(task)),
-                )
-                timings[f"{key}:score"] = time.perf_counter() - t
-                t = time.perf_counter()
-                _prob_and_tr_metrics(logs, task, losses, proto)
-                timings[f"{key}:metrics"] = time.perf_counter() - t
-
-                t = time.perf_counter()
-                prompts = [enc.generation_prompt_ids(it.question) for it in task.items]
-                new_ids = generate_token_ids(
-                    model_obj,
-                    tokenizer,
-                    prompts,
-                    max_new_tokens=proto.max_new_tokens,
-                    max_total_length=proto.generation_max_length,
-                    batch_size=batch_size,
-                    progress=bars.stage(f"{key}: generating", len(prompts)),
-                    stats=gen_stats,
-                )
-                gens = decode_generations(tokenizer, new_ids)
-                timings[f"{key}:generate"] = time.perf_counter() - t
-                t = time.perf_counter()
-                idx = [str(it.index) for it in task.items]
-                logs[f"{key}_Q_A_ROUGE"] = M.rouge(
-                    dict(zip(idx, gens)),
-                    {str(it.index): enc.rouge_reference(it.question, it.answer) for it in task.items},
-                    rouge_type="rougeL_recall",
-                    use_stemmer=proto.rouge_use_stemmer,
-                    inputs={str(it.index): enc.score_prompt(it.question) for it in task.items},
-                )
-                timings[f"{key}:rouge"] = time.perf_counter() - t
-
-            if same_model:
-                t = time.perf_counter()
-                reference = _forget_truth_ratios(tasks["forget"], cache, proto, bars)  # all cache hits
-                timings["retain_reference"] = time.perf_counter() - t
+            return _forget_truth_ratios(setup.tasks["forget"], ref_cache, proto, bars)
     finally:
-        if was_training:
-            model_obj.train()
+        if ref_was_training:
+            ref_obj.train()
+
+
+def _evaluate_task(
+    logs, task: TofuTask, model, cache: ScoreCache, proto, batch_size, bars, timings, gen_stats
+):
+    """One eval file: answer/paraphrase/perturbed losses -> Prob and Truth Ratio, then greedy answers -> ROUGE."""
+    key, enc, tokenizer = task.spec.key, cache.encoder, cache.encoder.tokenizer
+    t = time.perf_counter()
+    losses = _task_losses(
+        task,
+        cache,
+        enc,
+        what=("answer", "correct", "wrong"),
+        progress=bars.stage(f"{key}: scoring answers", _n_scored_keys(task)),
+    )
+    timings[f"{key}:score"] = time.perf_counter() - t
+    t = time.perf_counter()
+    _prob_and_tr_metrics(logs, task, losses, proto)
+    timings[f"{key}:metrics"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    prompts = [enc.generation_prompt_ids(it.question) for it in task.items]
+    new_ids = generate_token_ids(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=proto.max_new_tokens,
+        max_total_length=proto.generation_max_length,
+        batch_size=batch_size,
+        progress=bars.stage(f"{key}: generating", len(prompts)),
+        stats=gen_stats,
+    )
+    gens = decode_generations(tokenizer, new_ids)
+    timings[f"{key}:generate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    idx = [str(it.index) for it in task.items]
+    logs[f"{key}_Q_A_ROUGE"] = M.rouge(
+        dict(zip(idx, gens)),
+        {str(it.index): enc.rouge_reference(it.question, it.answer) for it in task.items},
+        rouge_type="rougeL_recall",
+        use_stemmer=proto.rouge_use_stemmer,
+        inputs={str(it.index): enc.score_prompt(it.question) for it in task.items},
+    )
+    timings[f"{key}:rouge"] = time.perf_counter() - t
+
+
+def _aggregate(logs: dict, reference: dict | None) -> None:
+    """Forget Quality (KS test against the reference) and Model Utility (harmonic mean of 9)."""
     logs["forget_quality"] = M.forget_quality(logs["forget_truth_ratio"], reference)
     logs["model_utility"] = M.model_utility({k: logs[k]["agg_value"] for k in M.MODEL_UTILITY_COMPONENTS})
-    timings["aggregate"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
 
+
+def _run_metadata(
+    logs, setup: _Setup, proto, model, data, forget_split, max_examples, timings, stats
+) -> dict:
+    """What the log records under ``"alignkit"``: protocol, format, sizes, reference, timings."""
     fq_note = None
-    if reference is None:
+    if setup.reference is None:
         fq_note = (
             "Forget Quality not computed: it needs the retain model's truth ratios on the same forget items "
             "(pass --retain-model PATH or --retain-logs TOFU_EVAL.json)."
         )
-    stats = {**{f"score_{k}": v for k, v in cache.stats.items()}, **gen_stats}
-    logs[META_KEY] = {
+    return {
         "benchmark": "tofu",
         "forget_split": forget_split,
         "protocol": proto.to_dict(),
-        "prompt_format": fmt.to_dict(),
+        "prompt_format": setup.fmt.to_dict(),
         "boundary": proto.boundary,
         "data": str(data),
         "model": model_name(model),
-        "tokenizer": model_name(tokenizer),
-        "n": {k: len(t.items) for k, t in tasks.items()},
-        "rows_in_file": {k: t.total_rows for k, t in tasks.items()},
+        "tokenizer": model_name(setup.tokenizer),
+        "n": {k: len(t.items) for k, t in setup.tasks.items()},
+        "rows_in_file": {k: t.total_rows for k, t in setup.tasks.items()},
         "max_examples": max_examples,
-        "retain_reference": {"kind": ref_kind, "source": ref_source},
+        "retain_reference": {"kind": setup.ref_kind, "source": setup.ref_source},
         "forget_quality_note": fq_note,
         "invalid_items": _invalid_counts(logs),
         "timings": timings,
         "stats": stats,
     }
-    result = TofuResult(logs=_jsonable(logs), summary=summarize(logs), timings=timings, stats=stats)
-    if output_dir is not None:
-        result.save(output_dir)
-    return result
 
 
 def _forget_truth_ratios(task: TofuTask, cache: ScoreCache, proto: TofuProtocol, bars: StageProgress) -> dict:

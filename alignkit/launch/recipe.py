@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +25,11 @@ from trl import ModelConfig
 from trl.scripts.utils import TrlParser
 
 from alignkit.launch.sources import SourceError, parse_source
+from alignkit.trainers.run_info import RESOLVED_RECIPE, plain
+
+__all__ = ["RESOLVED_RECIPE", "Recipe", "RecipeArguments", "RecipeError", "load_recipe", "validate"]
 
 RESERVED_KEYS = ("env",)  # TrlParser's: a mapping exported to os.environ
-RESOLVED_RECIPE = "alignkit_recipe.yaml"
 
 
 class RecipeError(ValueError):
@@ -201,19 +202,6 @@ def _check_yaml_value(key: str, value, action, where: str) -> Any:
     return value
 
 
-def _plain(value):
-    """A YAML-safe copy of a parsed value (enums by value, tuples as lists)."""
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
 @dataclass
 class Recipe:
     """A parsed, validated recipe."""
@@ -357,7 +345,7 @@ def load_recipe(
             continue
         for obj in objects:
             if hasattr(obj, key) and any(f.name == key for f in dataclasses.fields(obj)):
-                settings[key] = _plain(getattr(obj, key))
+                settings[key] = plain(getattr(obj, key))
                 break
     if env:
         settings["env"] = {str(k): str(v) for k, v in env.items()}

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit.launch.recipe import RESOLVED_RECIPE, Recipe, RecipeError
+from alignkit._version import __version__
+from alignkit.launch import summary
+from alignkit.launch.recipe import Recipe, RecipeError
 from alignkit.launch.sources import (
     build_synthetic_model,
     chunk_text_rows,
@@ -24,29 +25,9 @@ from alignkit.launch.sources import (
     load_source,
     local_files,
 )
+from alignkit.trainers.run_info import RESOLVED_RECIPE, RUN_INFO, derived_numbers, hyperparameters
 
 logger = logging.getLogger(__name__)
-
-RUN_INFO = "run_info.json"
-# Training arguments worth recording in run_info.json and the model card (besides the method's own).
-TRAINING_KEYS = (
-    "learning_rate",
-    "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "lr_scheduler_type",
-    "warmup_ratio",
-    "warmup_steps",
-    "weight_decay",
-    "optim",
-    "max_grad_norm",
-    "seed",
-    "bf16",
-    "fp16",
-    "activation_checkpointing",
-    "gradient_checkpointing",
-)
 
 
 @dataclass
@@ -197,40 +178,8 @@ def build(recipe: Recipe, callbacks=None) -> Built:
 # --------------------------------------------------------------------------------------- run_info
 
 
-def _config_fields(config) -> dict[str, Any]:
-    """The method's own hyperparameters: fields its config adds on top of ``TrainingArguments``."""
-    from transformers import TrainingArguments
-
-    base = {f.name for f in fields(TrainingArguments)}
-    from alignkit.launch.recipe import _plain
-
-    return {f.name: _plain(getattr(config, f.name)) for f in fields(config) if f.name not in base}
-
-
-def derived_numbers(trainer) -> dict[str, Any]:
-    """Global batch and step counts, printed before training (nanoGPT habit) and kept in run_info."""
-    a = trainer.args
-    world = max(1, a.world_size)
-    rows = len(trainer.train_dataset) if trainer.train_dataset is not None else 0
-    per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * world
-    micro_batches = math.ceil(rows / (a.per_device_train_batch_size * world)) if rows else 0
-    steps_per_epoch = max(1, micro_batches // a.gradient_accumulation_steps) if rows else 0
-    total = (
-        a.max_steps if a.max_steps and a.max_steps > 0 else math.ceil(a.num_train_epochs * steps_per_epoch)
-    )
-    return {
-        "world_size": world,
-        "global_batch_size": per_step,
-        "train_rows": rows,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total,
-    }
-
-
 def run_info(recipe: Recipe, built: Built, train_metrics: dict | None = None) -> dict[str, Any]:
     """What ``alignkit push`` builds the model card from (``run_info.json`` in the output dir)."""
-    import alignkit
-
     trainer, m = built.trainer, recipe.model
     spec = recipe.spec
     args = trainer.args
@@ -244,11 +193,8 @@ def run_info(recipe: Recipe, built: Built, train_metrics: dict | None = None) ->
             "use_rslora": m.use_rslora,
             "use_dora": m.use_dora,
         }
-    hyper = {k: _plain_value(getattr(args, k, None)) for k in TRAINING_KEYS if hasattr(args, k)}
-    hyper.update(_config_fields(args))
-    hyper.pop("model_init_kwargs", None)
     info = {
-        "alignkit_version": alignkit.__version__,
+        "alignkit_version": __version__,
         "method": spec.name,
         "method_summary": spec.summary,
         "trainer": type(trainer).__name__,
@@ -262,19 +208,13 @@ def run_info(recipe: Recipe, built: Built, train_metrics: dict | None = None) ->
         "peft": peft,
         "reference": {"mode": trainer.ref_mode, "model": recipe.script.ref_model_name_or_path},
         "datasets": built.datasets,
-        "hyperparameters": hyper,
+        "hyperparameters": hyperparameters(args),
         "derived": derived_numbers(trainer),
         "distributed": str(trainer.accelerator.distributed_type).split(".")[-1],
         "recipe": str(recipe.path) if recipe.path else None,
         "train": train_metrics or {},
     }
     return info
-
-
-def _plain_value(value):
-    from alignkit.launch.recipe import _plain
-
-    return _plain(value)
 
 
 def last_logged(trainer) -> dict[str, float]:
@@ -328,7 +268,6 @@ def write_run_info_early(recipe: Recipe, built: Built) -> None:
 
 def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
     """Build, train, save; returns run_info (with the training metrics)."""
-    from alignkit.launch import summary
 
     try:
         built = build(recipe, callbacks=callbacks)

@@ -7,13 +7,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from alignkit.formatting import format_number
 from alignkit.launch.recipe import Recipe
+from alignkit.trainers.run_info import derived_numbers
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return format_number(value, spec=".4g", small=None, missing="None")
 
 
 def _datasets_lines(datasets: dict[str, dict]) -> str:
@@ -26,8 +26,6 @@ def _datasets_lines(datasets: dict[str, dict]) -> str:
 
 def print_plan(console: Console, recipe: Recipe, built) -> None:
     """Everything that decides the run, with the derived numbers (global batch, steps)."""
-    from alignkit.launch.runner import derived_numbers
-
     trainer, m, args = built.trainer, recipe.model, built.trainer.args
     spec = recipe.spec
     d = derived_numbers(trainer)

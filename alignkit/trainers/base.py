@@ -66,6 +66,10 @@ class AlignKitTrainer(Trainer):
     needs: ClassVar[Needs] = Needs()
     paper: ClassVar[dict[str, str] | None] = None  # title, id (arXiv), citation (bibtex)
     _tag_names: ClassVar[list[str]] = ["alignkit"]
+    # Renders this trainer's model card: ``(trainer, *, model_name, dataset_name, tags) -> ModelCard``.
+    # Passed in from above (the ``alignkit`` package sets ``hub.card_for_trainer``, the card of
+    # ``alignkit push``) because publishing sits above the trainers: trainers never import ``hub``.
+    card_renderer: ClassVar[Any] = None
 
     def __init__(
         self,
@@ -462,7 +466,10 @@ class AlignKitTrainer(Trainer):
     ) -> None:
         if not self.is_world_process_zero():
             return
-        from alignkit import hub  # the same card as `alignkit push` (run_info.json, eval logs, model-index)
-
-        card = hub.card_for_trainer(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if type(self).card_renderer is None:  # no renderer wired in: transformers' own card
+            return super().create_model_card(
+                model_name=model_name, dataset_name=dataset_name, tags=tags, **kwargs
+            )
+        render = type(self).card_renderer
+        card = render(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
         card.save(f"{self.args.output_dir}/README.md")

@@ -25,8 +25,6 @@ class CATNIPConfig(UnlearnConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.beta <= 0:
-            raise ValueError(f"`beta` must be > 0, got {self.beta}.")
         if self.anchor not in ("one", "ref"):
             raise ValueError(f"`anchor` must be 'one' or 'ref', got {self.anchor!r}.")
 

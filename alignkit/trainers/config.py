@@ -110,6 +110,10 @@ class AlignKitConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        # β > 0 for every method config that has one: checked here once, not in each subclass.
+        beta = getattr(self, "beta", None)
+        if beta is not None and not beta > 0:
+            raise ValueError(f"`beta` must be > 0, got {beta}.")
         if self.ref_mode not in REF_MODES:
             raise ValueError(f"`ref_mode` must be one of {REF_MODES}, got {self.ref_mode!r}.")
         if self.boundary not in ("separate", "joint"):
@@ -130,7 +134,13 @@ class AlignKitConfig(TrainingArguments):
 class UnlearnConfig(AlignKitConfig):
     """Total loss = ``forget_weight * L_forget + retain_weight * L_retain`` (open-unlearning's gamma/alpha)."""
 
-    forget_weight: float = field(default=1.0, metadata={"help": "γ, weight of the forget loss."})
+    forget_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the forget loss (open-unlearning's γ, its `gamma`); not SimNPO's margin "
+            "γ (SimNPOConfig.gamma)."
+        },
+    )
     retain_loss: str = field(
         default="none",
         metadata={
@@ -138,7 +148,13 @@ class UnlearnConfig(AlignKitConfig):
             "(KL(π_ref || π_θ) on retain positions, '+KL')."
         },
     )
-    retain_weight: float = field(default=1.0, metadata={"help": "α, weight of the retain loss."})
+    retain_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the retain loss (open-unlearning's α, its `alpha`); not DiPO's logit "
+            "shift α (DiPOConfig.alpha)."
+        },
+    )
     kl_positions: str = field(
         default="all",
         metadata={

@@ -22,7 +22,13 @@ class DiPOConfig(UnlearnConfig):
     beta: float = field(
         default=0.1, metadata={"help": "β of the Bradley-Terry sigmoid (spec suggestion, not the authors')."}
     )
-    alpha: float = field(default=3.0, metadata={"help": "Logit shift that builds q± (spec suggests 2-5)."})
+    alpha: float = field(
+        default=3.0,
+        metadata={
+            "help": "DiPO's α: the logit shift that builds q± (spec suggests 2-5); not the retain "
+            "loss weight (that is `retain_weight`)."
+        },
+    )
     k: int = field(default=1, metadata={"help": "Top-k selected tokens when select=topk."})
     select: str = field(
         default="topk", metadata={"help": "Selected tokens: topk, label or prob>=tau (reconstruction)."}
@@ -35,8 +41,8 @@ class DiPOConfig(UnlearnConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.beta <= 0 or self.alpha <= 0:
-            raise ValueError(f"`beta` and `alpha` must be > 0, got {self.beta} and {self.alpha}.")
+        if self.alpha <= 0:
+            raise ValueError(f"`alpha` must be > 0, got {self.alpha}.")
 
 
 @register("dipo", summary="distribution preference optimization (reconstruction)")

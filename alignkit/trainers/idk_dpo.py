@@ -28,8 +28,6 @@ class IdkDPOConfig(UnlearnConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.beta <= 0:
-            raise ValueError(f"`beta` must be > 0, got {self.beta}.")
         if self.scale not in ("2/beta", "1"):
             raise ValueError(f"`scale` must be '2/beta' or '1', got {self.scale!r}.")
 

@@ -21,11 +21,6 @@ class NPOConfig(UnlearnConfig):
         default=0.1, metadata={"help": "β, inverse temperature (0.1: NPO paper App. E.1.4, TOFU)."}
     )
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.beta <= 0:
-            raise ValueError(f"`beta` must be > 0, got {self.beta}.")
-
 
 @register(
     "npo",

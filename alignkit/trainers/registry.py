@@ -41,8 +41,8 @@ def register(name: str, *, summary: str = "", variants: dict[str, dict[str, Any]
 
 
 def get_method(name: str) -> MethodSpec:
-    import alignkit.trainers  # noqa: F401  (registers every method)
-
+    # Every method is registered by then: importing this module runs ``alignkit/trainers/__init__``
+    # first, which imports each trainer file.
     if name not in METHODS:
         import difflib
 

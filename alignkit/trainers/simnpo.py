@@ -19,17 +19,17 @@ from alignkit.trainers.registry import register
 class SimNPOConfig(UnlearnConfig):
     beta: float = field(default=4.5, metadata={"help": "β (4.5: official TOFU forget10 runs)."})
     gamma: float = field(
-        default=0.0, metadata={"help": "γ, reward margin in paper units (0 in all published runs)."}
+        default=0.0,
+        metadata={
+            "help": "SimNPO's γ: the reward margin in paper units (0 in all published runs); not the "
+            "forget loss weight (that is `forget_weight`)."
+        },
     )
     forget_weight: float = field(
-        default=0.125, metadata={"help": "Weight of the SimNPO term (0.125: TOFU forget10)."}
+        default=0.125,
+        metadata={"help": "Weight of the SimNPO term (open-unlearning's γ `gamma`; 0.125: TOFU forget10)."},
     )
     retain_loss: str = field(default="nll", metadata={"help": "Retain term (nll in the official runs)."})
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.beta <= 0:
-            raise ValueError(f"`beta` must be > 0, got {self.beta}.")
 
 
 @register("simnpo", summary="reference-free length-normalised NPO")

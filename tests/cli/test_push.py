@@ -215,3 +215,22 @@ def test_scrub_removes_token_values(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     assert scrub(f"401 for Bearer {FAKE_TOKEN}") == "401 for Bearer ***"
     assert "hf_***" in scrub("token hf_abcdefghijklmnopqrstuvwxyz0123")
+
+
+def test_muse_results_reach_the_card_under_readable_names(tmp_path):
+    """Every metric `alignkit eval muse` writes has a readable name in the card's model-index."""
+    from alignkit.eval.logs import find_eval_results
+    from alignkit.eval.muse import METRIC_ORDER
+    from alignkit.hub import eval_results_metadata
+
+    folder = tmp_path / "eval" / "muse"
+    folder.mkdir(parents=True)
+    values = {name: 0.25 + i / 100 for i, name in enumerate(METRIC_ORDER)}
+    (folder / "MUSE_SUMMARY.json").write_text(json.dumps(values))
+    entries = eval_results_metadata(find_eval_results(tmp_path), info={})
+    names = {e.metric_type: e.metric_name for e in entries}
+    assert set(names) == set(METRIC_ORDER)
+    raw = [key for key, readable in names.items() if readable == key]
+    assert not raw, f"MUSE metrics without a readable card name: {raw}"
+    assert names["privleak"] == "PrivLeak (%)" and names["forget_verbmem_ROUGE"].startswith("VerbMem")
+    assert {e.metric_value for e in entries} == set(values.values())

@@ -112,14 +112,6 @@ def test_retain_kl_spec():
     assert abs(reverse.item() - 0.0517695749) < 1e-9  # direction is pinned: swapping args changes the value
 
 
-def test_graddiff_and_ga_kl_totals_spec():
-    """§3e with gamma = alpha = 1: GradDiff = -0.76 + 0.6 = -0.16; GA+KL = -0.76 + 0.0584546742."""
-    lp, _, mask = forget_inputs()
-    ga = ga_loss(lp, mask).loss
-    close(ga + nll_loss(*retain_inputs()).loss, -0.16)
-    close(ga + retain_kl_loss(KL_CUR, KL_REF).loss, -0.7015453258)
-
-
 def test_npo_spec():
     """§4e: r = S - S_ref = [-0.1, -0.4]; L = mean (2/b) softplus(b r).
 
@@ -131,8 +123,6 @@ def test_npo_spec():
     close(out.metrics["forget/logratio"], -0.25)
     close(out.metrics["forget/npo_weight"], (0.9950000417 + 0.9800026662) / 2)
     close(npo_loss(S, S_REF, beta=1.0).loss, 1.1574119125)
-    close(out.loss + nll_loss(*retain_inputs()).loss, 14.2150684774)
-    close(out.loss + retain_kl_loss(KL_CUR, KL_REF).loss, 13.6735231516)
 
 
 def test_simnpo_spec():
@@ -147,7 +137,6 @@ def test_simnpo_spec():
     close(out.metrics["forget/avg_logp"], (-1.7 / 3 - 2.1 / 2) / 2)
     close(simnpo_loss(S, LENGTHS, beta=2.5, gamma=0.5).loss, 0.1796748479)
     close(simnpo_loss(S, LENGTHS, beta=2.5, gamma=2.5 * 0.5).loss, 0.3354778839)  # code delta 0.5
-    close(0.125 * out.loss + nll_loss(*retain_inputs()).loss, 0.6023337452)
 
 
 def test_idk_dpo_spec():
@@ -157,7 +146,6 @@ def test_idk_dpo_spec():
     """
     out = idk_dpo_loss(S_W, S, S_W_REF, S_REF, beta=0.1)
     close(out.loss, 13.5651935268)
-    close(out.loss + nll_loss(*retain_inputs()).loss, 14.1651935268)
     close(out.metrics["rewards/margins"], 0.03)
     close(out.metrics["rewards/accuracies"], 1.0)
     close(idk_dpo_loss(S_W, S, S_W_REF, S_REF, beta=0.1, scale="1").loss, 0.6782596763)
