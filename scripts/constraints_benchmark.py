@@ -5,8 +5,8 @@
 
 The quickstart pipeline (``alignkit.quickstart``: generated benchmark, tiny target and oracle models,
 TOFU evaluation, comparison table and FQ-vs-MU plot) with the same budget for every method: the
-quickstart's 5 epochs at batch 4 on forget10. Adam at lr 1e-3 for NPO and PDU; HAMU is an SGD method
-whose step is ``lr·||g_r||`` (a guarantee that Adam would rescale away), so it gets SGD at lr 0.05 and
+quickstart's 5 epochs at batch 4 on forget10 (25 steps). Adam at lr 1e-3 for NPO and PDU, dual_lr 10; HAMU is an SGD method
+whose step is ``lr·||g_r||`` (a guarantee that Adam would rescale away), so it gets SGD at lr 0.5 and
 the official continue-on-infeasible fallback. Writes ``tofu_comparison.md``, ``fq_vs_mu.png`` and, per
 constrained run, the constraint's final report (``models/<label>/constraints_report.json``).
 """
@@ -26,18 +26,21 @@ from rich.console import Console  # noqa: E402
 from alignkit.quickstart import QuickstartSettings, run_quickstart  # noqa: E402
 
 
-def settings(eps: list[float], seed: int) -> QuickstartSettings:
+def settings(eps: list[float], seed: int, dual_lr: float, hamu_lr: float) -> QuickstartSettings:
     overrides: dict[str, dict] = {
-        f"npo_eps{e:g}": {"method": "npo", "constraints": [{"fn": "retain_nll", "eps": e, "dual_lr": 2.0}]}
+        f"npo_eps{e:g}": {
+            "method": "npo",
+            "constraints": [{"fn": "retain_nll", "eps": e, "dual_lr": dual_lr}],
+        }
         for e in eps
     }
     overrides["pdu"] = {
         "retain_weight": 1.0,
         "retain_eps": min(eps),
-        "dual_lr": 2.0,
+        "dual_lr": dual_lr,
         "dual_warmup_epochs": 1.0,
     }
-    overrides["hamu"] = {"learning_rate": 0.05, "continue_on_failed_feasibility": True}
+    overrides["hamu"] = {"learning_rate": hamu_lr, "continue_on_failed_feasibility": True}
     return QuickstartSettings(methods=("npo", *overrides), method_overrides=overrides, seed=seed)
 
 
@@ -48,12 +51,14 @@ def main() -> None:
     parser.add_argument("--output-dir", default="runs/constraints_benchmark")
     parser.add_argument("--eps", type=float, nargs="+", default=[0.05, 0.2, 0.5])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dual-lr", type=float, default=10.0, help="dual step size of every constraint")
+    parser.add_argument("--hamu-lr", type=float, default=0.5, help="HAMU's SGD rate (its radius scale)")
     args = parser.parse_args()
     console = Console()
     start = time.perf_counter()
     result = run_quickstart(
         args.output_dir,
-        settings(args.eps, args.seed),
+        settings(args.eps, args.seed, args.dual_lr, args.hamu_lr),
         on_step=lambda m: console.print(f"[cyan]•[/] {m} [dim]({time.perf_counter() - start:.0f}s)[/]"),
     )
     console.print(result.report["markdown"].read_text())

@@ -249,6 +249,10 @@ class ConstraintSet:
         lengths = out.policy.lengths[sel].float() if c.per_token else None
         return fns[c.fn](out.policy.seq_logps[sel], out.ref_seq_logps[sel], lengths)
 
+    def set_aux_rows(self, c: Constraint, rows, trainer) -> None:
+        """Encode ``rows`` once as the second dataloader of ``c`` (an ``aux_loss`` constraint)."""
+        self.aux[c.name] = trainer._encode(rows, f"constraint {c.name!r} aux_dataset", trainer.args)
+
     def _aux_loss(self, c: Constraint, trainer) -> torch.Tensor:
         """NLL of the answers of ``aux_batch_size`` rows of ``c.aux_dataset`` (a second dataloader).
 
@@ -258,9 +262,12 @@ class ConstraintSet:
         from alignkit.trainers.forward import row_outputs
 
         if c.name not in self.aux:
-            self.aux[c.name] = trainer._encode(
-                c.aux_dataset, f"constraint {c.name!r} aux_dataset", trainer.args
-            )
+            if isinstance(c.aux_dataset, str):
+                raise ValueError(
+                    f"constraint {c.name!r}: `aux_dataset: {c.aux_dataset}` is a source that `alignkit train` "
+                    "resolves; from Python pass the rows (a list of dicts or a datasets.Dataset)."
+                )
+            self.set_aux_rows(c, c.aux_dataset, trainer)
         rows = self.aux[c.name]
         key = f"{trainer.args.seed}-{c.name}-{trainer.state.global_step}-{self._count}-{trainer.args.process_index}"
         picked = random.Random(key).sample(range(len(rows)), min(c.aux_batch_size, len(rows)))
