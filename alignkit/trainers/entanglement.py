@@ -54,8 +54,8 @@ class EntanglementMonitor(TrainerCallback):
     def _completions(self, pair) -> tuple[dict, dict]:
         """Two single-row batches: (w, l)."""
         if isinstance(pair, (tuple, list)):
-            w, l = (self.collator([row]) for row in pair)
-            return w, l
+            chosen, rejected = (self.collator([row]) for row in pair)
+            return chosen, rejected
         batch = self.collator([pair])
         rows = {int(r): i for i, r in enumerate(batch["roles"])}
         pick = lambda i: {k: batch[k][i : i + 1] for k in ("input_ids", "attention_mask", "completion_mask")}  # noqa: E731
