@@ -1,32 +1,15 @@
 """alignkit: preference alignment and machine unlearning for Hugging Face models, TRL-style.
 
 from alignkit import NPOConfig, NPOTrainer
+from alignkit import SoftmaxDPOConfig, SoftmaxDPOTrainer
+
+Every registered method's Config and Trainer is exported (the list comes from the registry).
 """
 
+from alignkit import trainers as _trainers
 from alignkit._version import __version__
-from alignkit.trainers import (
-    METHODS,
-    AlignKitConfig,
-    AlignKitTrainer,
-    CATNIPConfig,
-    CATNIPTrainer,
-    DiPOConfig,
-    DiPOTrainer,
-    FinetuneConfig,
-    FinetuneTrainer,
-    GAConfig,
-    GATrainer,
-    GradDiffConfig,
-    GradDiffTrainer,
-    IdkDPOConfig,
-    IdkDPOTrainer,
-    NPOConfig,
-    NPOTrainer,
-    SimNPOConfig,
-    SimNPOTrainer,
-    UnlearnConfig,
-    get_method,
-)
+from alignkit.trainers import *  # noqa: F403  (the names are listed in alignkit.trainers.__all__)
+from alignkit.trainers import AlignKitTrainer
 
 
 def _card_for_trainer(trainer, **kwargs):
@@ -40,27 +23,4 @@ def _card_for_trainer(trainer, **kwargs):
 
 AlignKitTrainer.card_renderer = staticmethod(_card_for_trainer)
 
-__all__ = [
-    "METHODS",
-    "AlignKitConfig",
-    "AlignKitTrainer",
-    "CATNIPConfig",
-    "CATNIPTrainer",
-    "DiPOConfig",
-    "DiPOTrainer",
-    "FinetuneConfig",
-    "FinetuneTrainer",
-    "GAConfig",
-    "GATrainer",
-    "GradDiffConfig",
-    "GradDiffTrainer",
-    "IdkDPOConfig",
-    "IdkDPOTrainer",
-    "NPOConfig",
-    "NPOTrainer",
-    "SimNPOConfig",
-    "SimNPOTrainer",
-    "UnlearnConfig",
-    "__version__",
-    "get_method",
-]
+__all__ = [*_trainers.__all__, "__version__"]

@@ -31,6 +31,7 @@ from alignkit.eval.logs import (
     is_hub_id,
 )
 from alignkit.formatting import format_number
+from alignkit.trainers.registry import ALIASES, METHODS
 from alignkit.trainers.run_info import RESOLVED_RECIPE, RUN_INFO, run_info_from_trainer
 
 ALIGNKIT_URL = "https://github.com/alignkit/alignkit"
@@ -250,9 +251,8 @@ def build_model_card(
     for src in results:
         if src.dataset_type and is_hub_id(src.dataset_type) and src.dataset_type not in hub_datasets:
             hub_datasets.append(src.dataset_type)
-    tags = ["alignkit", "trl", method]
-    if any(k in method for k in ("ga", "npo", "dipo", "catnip", "idk")) or method == "graddiff":
-        tags.append("unlearning")
+    spec = METHODS.get(ALIASES.get(method, method))
+    tags = ["alignkit", "trl", method, *(spec.card_tags if spec else [])]  # family + tags from @register
     if kind == "lora":
         tags += ["lora", "peft"]
     eval_meta = eval_results_metadata(list(results), info)

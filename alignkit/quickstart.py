@@ -1,10 +1,12 @@
-"""The embedded default: the whole unlearning pipeline offline, on a laptop CPU, in minutes.
+"""The embedded default: unlearning and alignment pipelines offline, on a laptop CPU, in minutes.
 
 1. generate a TOFU-format benchmark of fictitious people (``alignkit.data.synthetic.tofu``);
 2. build a tiny Llama-shaped model with a tokenizer trained on that text;
 3. fine-tune a *target* model on ``full`` and a *retain* model on ``retainXX`` (the oracle);
 4. unlearn ``forgetXX`` from the target with each method;
-5. evaluate target, retain and every unlearned model with the TOFU metrics, against the oracle.
+5. evaluate target, retain and every unlearned model with the TOFU metrics, against the oracle;
+6. the alignment half (:mod:`alignkit.quickstart_alignment`): SFT, then DPO vs S-DPO and DPO vs
+   LiPO-λ on the synthetic preference tasks, with HitRatio@1 / ranking accuracy / NDCG.
 
 It runs through the same public API users call (registry, trainers, ``evaluate_tofu``).
 """
@@ -15,7 +17,7 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import datasets
@@ -26,11 +28,13 @@ from transformers.utils import logging as hf_logging
 from alignkit.data import load_rows
 from alignkit.data.synthetic.tofu import generate_tofu_benchmark, tofu_texts
 from alignkit.models import build_tiny_model
+from alignkit.quickstart_alignment import AlignmentSettings
 from alignkit.trainers import get_method
 from alignkit.trainers.constraints import config_reads
 
 DEFAULT_METHODS = ("ga", "npo", "simnpo", "dipo", "catnip")
 GENERAL_SPLITS = ("real_authors", "world_facts")
+PARTS = ("both", "unlearning", "alignment")
 
 
 @dataclass
@@ -54,13 +58,14 @@ class QuickstartSettings:
     unlearn_epochs: float = 5.0
     unlearn_lr: float = 1e-3
     unlearn_batch_size: int = 4
-    # method (or label) -> config overrides; a "method" key makes the label run that registry method.
     method_overrides: dict[str, dict] = field(default_factory=dict)
     eval_batch_size: int = 32
     max_eval_examples: int | None = None
     # Models this small gain nothing from intra-op threads, and on a busy 2-core machine a second
     # thread made the whole run ~3x slower (74 s vs 25 s measured side by side).
     torch_threads: int = 1
+    # The alignment half (its seed follows `seed`).
+    alignment: AlignmentSettings = field(default_factory=AlignmentSettings)
 
     def retain_split(self) -> str:
         return "retain" + str(100 - int(self.forget_split.removeprefix("forget"))).zfill(2)
@@ -69,9 +74,10 @@ class QuickstartSettings:
 @dataclass
 class QuickstartResult:
     output_dir: Path
-    rows: dict[str, dict]  # model name -> TOFU summary
+    rows: dict[str, dict]  # model name -> TOFU summary (empty for --part alignment)
     timings: dict[str, float]
     report: dict
+    alignment: dict | None = None  # task -> model -> preference summary (None for --part unlearning)
 
 
 Step = Callable[[str], None]
@@ -93,6 +99,34 @@ class _RichSteps(TrainerCallback):
         self.progress.remove_task(self.task)
 
 
+def _fit(
+    method: str, model_path, train, out: Path, *, seed: int, retain=None, progress=None, **config
+) -> Path:
+    """Train ``method`` from ``model_path`` on ``train`` rows, save to ``out``; ``config``: its settings
+    (a ``method`` key makes a label such as ``npo_eps0.1`` run that registry method)."""
+    spec = get_method(config.pop("method", method))
+    defaults = dict(
+        output_dir=str(out), logging_steps=5, save_strategy="no", report_to="none", use_cpu=True, seed=seed,
+        disable_tqdm=True,
+    )  # fmt: skip
+    args = spec.make_config(**{**defaults, **config})
+    uses_retain = getattr(args, "retain_loss", "none") != "none" or config_reads(args, "retain")
+    trainer = spec.trainer_cls(
+        model=AutoModelForCausalLM.from_pretrained(model_path),
+        args=args,
+        train_dataset=train,
+        retain_dataset=retain if uses_retain else None,
+        processing_class=AutoTokenizer.from_pretrained(model_path),
+    )
+    if progress is not None:
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(_RichSteps(progress, f"{method} → {Path(out).name}"))
+    trainer.train()
+    trainer.save_model(str(out))
+    (Path(out) / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    return Path(out)
+
+
 def _train(
     method: str,
     model_path,
@@ -108,46 +142,28 @@ def _train(
     overrides: dict | None = None,
     progress=None,
 ) -> Path:
-    overrides = dict(overrides or {})
-    spec = get_method(overrides.pop("method", method))  # a label (e.g. npo_eps0.1) may name its method
-    settings = dict(
-        output_dir=str(out),
+    splits = [train_split] if isinstance(train_split, str) else list(train_split)
+    train = datasets.concatenate_datasets(
+        [load_rows(data_dir, name).select_columns(["question", "answer"]) for name in splits]
+    )
+    retain = load_rows(data_dir, retain_split) if retain_split else None
+    config = dict(
         num_train_epochs=epochs,
         learning_rate=lr,
         per_device_train_batch_size=batch_size,
         lr_scheduler_type="cosine" if method == "finetune" else "constant",
         warmup_steps=10 if method == "finetune" else 0,
-        logging_steps=5,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
+    )
+    return _fit(
+        method,
+        model_path,
+        train,
+        out,
         seed=seed,
-        disable_tqdm=True,
+        retain=retain,
+        progress=progress,
+        **{**config, **(overrides or {})},
     )
-    args = spec.make_config(**{**settings, **overrides})
-    splits = [train_split] if isinstance(train_split, str) else list(train_split)
-    train = datasets.concatenate_datasets(
-        [load_rows(data_dir, name).select_columns(["question", "answer"]) for name in splits]
-    )
-    retain = (
-        load_rows(data_dir, retain_split)
-        if retain_split and (getattr(args, "retain_loss", "none") != "none" or config_reads(args, "retain"))
-        else None
-    )
-    trainer = spec.trainer_cls(
-        model=AutoModelForCausalLM.from_pretrained(model_path),
-        args=args,
-        train_dataset=train,
-        retain_dataset=retain,
-        processing_class=AutoTokenizer.from_pretrained(model_path),
-    )
-    if progress is not None:
-        trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(_RichSteps(progress, f"{method} on {'+'.join(splits)}"))
-    trainer.train()
-    trainer.save_model(str(out))
-    (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-    return out
 
 
 def _progress():
@@ -168,12 +184,17 @@ def run_quickstart(
     on_step: Step | None = None,
     progress=True,
     data: str | Path | None = None,
+    part: str = "both",
 ) -> QuickstartResult:
     """Run the whole pipeline; returns every model's TOFU summary. ``on_step`` gets a line per stage.
+
+    ``part``: ``both`` (default), ``unlearning`` or ``alignment`` (:mod:`alignkit.quickstart_alignment`).
 
     ``data``: a local folder of real TOFU files to use instead of generating a benchmark
     (``scripts/tofu_tiny.py`` runs the same pipeline on the real data this way).
     """
+    if part not in PARTS:
+        raise ValueError(f"`part` must be one of {PARTS}, got {part!r}.")
     s = settings or QuickstartSettings()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -182,13 +203,14 @@ def run_quickstart(
     threads = torch.get_num_threads()
     torch.set_num_threads(s.torch_threads)
     try:
-        return _run(s, out, say, timings, progress, data)
+        return _run(s, out, say, timings, progress, data, part)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(s: QuickstartSettings, out: Path, say: Step, timings: dict, progress, data) -> QuickstartResult:
-    from alignkit.eval import evaluate_tofu
+def _run(
+    s: QuickstartSettings, out: Path, say: Step, timings: dict, progress, data, part
+) -> QuickstartResult:
     from alignkit.eval.report import write_comparison
 
     torch.manual_seed(s.seed)
@@ -204,118 +226,142 @@ def _run(s: QuickstartSettings, out: Path, say: Step, timings: dict, progress, d
         timings[name] = time.perf_counter() - start
         return result
 
+    rows, run_dirs, alignment = {}, [], None
     with bar if bar is not None else nullcontext():
-        if data is None:
-            say(f"Generating a TOFU-format benchmark of {s.num_people} fictitious people")
-            data = timed(
-                "generate",
-                lambda: generate_tofu_benchmark(
-                    out / "data",
-                    num_people=s.num_people,
-                    questions_per_person=s.questions_per_person,
-                    seed=s.seed,
-                ),
+        if part != "alignment":
+            rows, run_dirs = _run_unlearning(s, out, say, timed, bar, data)
+        if part != "unlearning":
+            from alignkit.quickstart_alignment import run_alignment
+
+            def fit(method, model_path, rows_, out_dir, **config):
+                return _fit(method, model_path, rows_, out_dir, seed=s.seed, progress=bar, **config)
+
+            alignment = run_alignment(
+                out / "alignment", replace(s.alignment, seed=s.seed), say, timed, fit, bar
             )
-        data = Path(data)
-        say("Building a tiny Llama-shaped model with a tokenizer trained on the benchmark")
-        base = timed(
-            "build_model",
-            lambda: build_tiny_model(
-                tofu_texts(data),
-                out / "models" / "base",
-                vocab_size=s.vocab_size,
-                hidden_size=s.hidden_size,
-                intermediate_size=2 * s.hidden_size,
-                num_hidden_layers=s.num_layers,
+    report = write_comparison(run_dirs, out) if run_dirs else {}
+    if alignment is not None:
+        from alignkit.quickstart_alignment import write_alignment_report
+
+        report["alignment"] = write_alignment_report(alignment, out)
+    results = {"results": rows, "alignment": alignment}
+    (out / "quickstart.json").write_text(
+        json.dumps({"settings": asdict(s), "timings": timings, **results}, indent=2, default=str)
+    )
+    return QuickstartResult(out, rows, timings, report, alignment)
+
+
+def _run_unlearning(s: QuickstartSettings, out: Path, say: Step, timed, bar, data) -> tuple[dict, list[Path]]:
+    """The unlearning half: benchmark, target/retain fine-tunes, each method, TOFU evaluation."""
+    from alignkit.eval import evaluate_tofu
+
+    if data is None:
+        say(f"Generating a TOFU-format benchmark of {s.num_people} fictitious people")
+        data = timed(
+            "generate",
+            lambda: generate_tofu_benchmark(
+                out / "data",
+                num_people=s.num_people,
+                questions_per_person=s.questions_per_person,
                 seed=s.seed,
             ),
         )
-        retain_split = s.retain_split()
-        finetune = dict(
-            epochs=s.finetune_epochs,
-            lr=s.finetune_lr,
-            batch_size=s.finetune_batch_size,
+    data = Path(data)
+    say("Building a tiny Llama-shaped model with a tokenizer trained on the benchmark")
+    base = timed(
+        "build_model",
+        lambda: build_tiny_model(
+            tofu_texts(data),
+            out / "models" / "base",
+            vocab_size=s.vocab_size,
+            hidden_size=s.hidden_size,
+            intermediate_size=2 * s.hidden_size,
+            num_hidden_layers=s.num_layers,
             seed=s.seed,
-            retain_split=None,
-            progress=bar,
-        )
-        # The tiny model starts from nothing, so both fine-tunes also teach it the held-fixed general
-        # facts (the role pretraining plays for real authors / world facts in real TOFU).
-        say(f"Fine-tuning the target model on `full` + general facts ({s.finetune_epochs:g} epochs)")
-        target = timed(
-            "finetune_target",
-            lambda: _train(
-                "finetune",
-                base,
-                data,
-                out / "models" / "target",
-                train_split=["full", *GENERAL_SPLITS],
-                **finetune,
-            ),
-        )
-        say(f"Fine-tuning the retain (oracle) model on `{retain_split}` + general facts")
-        retain = timed(
-            "finetune_retain",
-            lambda: _train(
-                "finetune",
-                base,
-                data,
-                out / "models" / "retain",
-                train_split=[retain_split, *GENERAL_SPLITS],
-                **finetune,
-            ),
-        )
-        models = {"target": target, "retain": retain}
-        for method in s.methods:
-            say(f"Unlearning `{s.forget_split}` with {method}")
-            models[method] = timed(
-                f"unlearn_{method}",
-                lambda m=method: _train(
-                    m,
-                    target,
-                    data,
-                    out / "models" / m,
-                    train_split=s.forget_split,
-                    retain_split=retain_split,
-                    epochs=s.unlearn_epochs,
-                    lr=s.unlearn_lr,
-                    batch_size=s.unlearn_batch_size,
-                    seed=s.seed,
-                    overrides=s.method_overrides.get(m),
-                    progress=bar,
-                ),
-            )
-
-        rows: dict[str, dict] = {}
-        run_dirs = []
-        reference = None  # the retain model's own log: its truth ratios are computed once, not per model
-        for name in ["retain", *(k for k in models if k != "retain")]:
-            say(f"Evaluating {name} on TOFU ({s.forget_split}, against the retain model)")
-            result = timed(
-                f"eval_{name}",
-                lambda p=models[name], r=reference: evaluate_tofu(
-                    p,
-                    data=data,
-                    forget_split=s.forget_split,
-                    retain_model=retain if r is None else None,
-                    retain_logs=r,
-                    batch_size=s.eval_batch_size,
-                    max_examples=s.max_eval_examples,
-                    progress=bar or False,
-                ),
-            )
-            reference = reference or result.logs
-            run_dir = out / "eval" / name
-            result.save(run_dir)
-            run_dirs.append(run_dir)
-            rows[name] = result.summary
-        rows = {name: rows[name] for name in models}  # table order: target, retain, then the methods
-        run_dirs.sort(key=lambda d: list(models).index(d.name))
-    report = write_comparison(run_dirs, out)
-    (out / "quickstart.json").write_text(
-        json.dumps({"settings": asdict(s), "timings": timings, "results": rows}, indent=2, default=str)
+        ),
     )
-    return QuickstartResult(out, rows, timings, report)
+    retain_split = s.retain_split()
+    finetune = dict(
+        epochs=s.finetune_epochs,
+        lr=s.finetune_lr,
+        batch_size=s.finetune_batch_size,
+        seed=s.seed,
+        retain_split=None,
+        progress=bar,
+    )
+    # The tiny model starts from nothing, so both fine-tunes also teach it the held-fixed general
+    # facts (the role pretraining plays for real authors / world facts in real TOFU).
+    say(f"Fine-tuning the target model on `full` + general facts ({s.finetune_epochs:g} epochs)")
+    target = timed(
+        "finetune_target",
+        lambda: _train(
+            "finetune",
+            base,
+            data,
+            out / "models" / "target",
+            train_split=["full", *GENERAL_SPLITS],
+            **finetune,
+        ),
+    )
+    say(f"Fine-tuning the retain (oracle) model on `{retain_split}` + general facts")
+    retain = timed(
+        "finetune_retain",
+        lambda: _train(
+            "finetune",
+            base,
+            data,
+            out / "models" / "retain",
+            train_split=[retain_split, *GENERAL_SPLITS],
+            **finetune,
+        ),
+    )
+    models = {"target": target, "retain": retain}
+    for method in s.methods:
+        say(f"Unlearning `{s.forget_split}` with {method}")
+        models[method] = timed(
+            f"unlearn_{method}",
+            lambda m=method: _train(
+                m,
+                target,
+                data,
+                out / "models" / m,
+                train_split=s.forget_split,
+                retain_split=retain_split,
+                epochs=s.unlearn_epochs,
+                lr=s.unlearn_lr,
+                batch_size=s.unlearn_batch_size,
+                seed=s.seed,
+                overrides=s.method_overrides.get(m),
+                progress=bar,
+            ),
+        )
+
+    rows: dict[str, dict] = {}
+    run_dirs = []
+    reference = None  # the retain model's own log: its truth ratios are computed once, not per model
+    for name in ["retain", *(k for k in models if k != "retain")]:
+        say(f"Evaluating {name} on TOFU ({s.forget_split}, against the retain model)")
+        result = timed(
+            f"eval_{name}",
+            lambda p=models[name], r=reference: evaluate_tofu(
+                p,
+                data=data,
+                forget_split=s.forget_split,
+                retain_model=retain if r is None else None,
+                retain_logs=r,
+                batch_size=s.eval_batch_size,
+                max_examples=s.max_eval_examples,
+                progress=bar or False,
+            ),
+        )
+        reference = reference or result.logs
+        run_dir = out / "eval" / name
+        result.save(run_dir)
+        run_dirs.append(run_dir)
+        rows[name] = result.summary
+    rows = {name: rows[name] for name in models}  # table order: target, retain, then the methods
+    run_dirs.sort(key=lambda d: list(models).index(d.name))
+    return rows, run_dirs
 
 
 def verdict(rows: dict[str, dict]) -> list[str]:

@@ -8,9 +8,9 @@ are what users read and run. Hand-written recipes (``recipes/templates/``) are n
     python recipes/generate.py          # rewrite the generated recipes
     python recipes/generate.py --check  # exit 1 if a generated file is stale (tests/cli/test_recipes.py)
 
-A method added to the registry gets recipes by adding a row to ``TOFU_METHODS`` (and
-``MUSE_METHODS`` where it applies); tests/cli/test_recipes.py fails until every registered method
-appears in some recipe.
+A method added to the registry gets recipes by adding a row to the table of its family:
+``TOFU_METHODS`` (and ``MUSE_METHODS`` where it applies) for unlearning, ``ALIGN_METHODS`` for
+alignment; tests/cli/test_recipes.py fails until every registered method appears in some recipe.
 """
 
 from __future__ import annotations
@@ -323,6 +323,107 @@ GEN_EXPECTED = {
     "npo_retain_constraint": "NPOC_EXPECTED",
 }
 
+# ------------------------------------------------------------- preference alignment, synthetic tasks
+
+# The synthetic tasks with an exact scorer (alignkit.data.synthetic.preference); the tiny model's
+# tokenizer is trained on the task's own text.
+ALIGN_TASKS = {
+    "recommendation": (
+        "synthetic:recommendation?num_users=200&num_negatives=4",
+        "200 users: 1 liked title vs 4 other candidates each (S-DPO's 1-vs-N shape)",
+    ),
+    "graded_list": (
+        "synthetic:graded_list?num_prompts=200&num_completions=4",
+        "200 prompts with 4 constraint-graded sentences each (scores = fraction of constraints met)",
+    ),
+}
+ALIGN_COMMON: list[Row] = [
+    (
+        "model_name_or_path",
+        "synthetic:tiny?vocab_size=512",
+        "a tiny Llama; its tokenizer is trained on this data",
+    ),
+    ("learning_rate", 1.0e-3, "a tiny model tolerates a large rate; the effect shows within a few epochs"),
+    ("num_train_epochs", None, "num_train_epochs: 3 is the default and what S-DPO's scripts run"),
+    (
+        "per_device_train_batch_size",
+        None,
+        "per_device_train_batch_size: 8 is the default (25 steps per epoch)",
+    ),
+    ("logging_steps", 25, "one line per epoch"),
+    ("save_strategy", "no", "minutes-long run: no checkpoints"),
+]
+# (method, task) -> (title, rows, expected). Every alignment-family method of the registry needs a row
+# (alignment_recipes() refuses to run otherwise).
+ALIGN_METHODS: dict[tuple[str, str], tuple[str, list[Row], str]] = {
+    ("softmax_dpo", "recommendation"): (
+        "S-DPO: 1 liked title vs 3 sampled negatives",
+        [
+            (
+                "num_negatives",
+                None,
+                "num_negatives: 3 is the default, S-DPO's --neg_num (drawn once per prompt of the 4)",
+            )
+        ],
+        "rewards/accuracies and rewards/margins rise epoch over epoch; compare HitRatio@1 with "
+        "`alignkit eval preference`",
+    ),
+    ("dpo", "recommendation"): (
+        "DPO baseline of S-DPO: the same path with one negative",
+        [],
+        "the S-DPO paper's ordering is S-DPO >= DPO in HitRatio@1 at the same budget",
+    ),
+    ("dpo", "graded_list"): (
+        "DPO on every strictly ordered pair of the lists (LiPO's DPO_BT baseline)",
+        [],
+        "pair accuracy rises; LiPO-lambda uses the graded labels DPO ignores",
+    ),
+    ("lipo", "graded_list"): (
+        "LiPO-lambda on the graded lists",
+        [("score_to_label", "identity", "the task's scores are already fractions in [0, 1]")],
+        "rewards/pair_accuracy rises; the LiPO paper's ordering is LiPO-lambda >= DPO",
+    ),
+}
+
+
+def alignment_recipes() -> dict[str, str]:
+    from alignkit.trainers import METHODS
+
+    missing = sorted(
+        n
+        for n, spec in METHODS.items()
+        if spec.family == "alignment" and n not in {m for m, _ in ALIGN_METHODS}
+    )
+    if missing:
+        raise SystemExit(f"alignment methods without a row in ALIGN_METHODS: {missing}")
+    out = {}
+    for (method, task), (title, rows, expected) in ALIGN_METHODS.items():
+        data, what = ALIGN_TASKS[task]
+        if METHODS[method].data == "pairwise" and "view=" not in data:
+            data += "&view=pairwise"
+            what += "; as chosen/rejected pairs"
+        path = f"synthetic_alignment/{task}_{method}.yaml"
+        out_dir = f"runs/synthetic_alignment/{task}_{method}"
+        body = _merge(
+            [("method", method, f"alignkit train --method {method} --help lists its keys")],
+            [("train_dataset", data, what)],
+            ALIGN_COMMON,
+            rows,
+            [("output_dir", out_dir, "where the run lands")],
+        )
+        header = [
+            f"Synthetic {task} task (offline, CPU): {title}.",
+            "",
+            f"Run:      alignkit train recipes/{path}",
+            f"Evaluate: alignkit eval preference --model {out_dir} --task {task}",
+            "Compare:  alignkit quickstart --part alignment (SFT first, then DPO vs S-DPO / LiPO, 3 seeds in docs/results.md)",
+            "",
+            f"Expected: {expected}.",
+        ]
+        out[path] = _file(header, body)
+    return out
+
+
 # -------------------------------------------------------------------------------------- rendering
 
 
@@ -622,7 +723,7 @@ def generated_recipes() -> dict[str, str]:
 
 def render_all() -> dict[str, str]:
     """``{path relative to recipes/: text}`` of every generated recipe."""
-    return {**tofu_recipes(), **muse_recipes(), **generated_recipes()}
+    return {**tofu_recipes(), **muse_recipes(), **generated_recipes(), **alignment_recipes()}
 
 
 def generated_paths() -> list[Path]:

@@ -15,7 +15,7 @@ def quick(tmp_path_factory):
         num_people=10, questions_per_person=6, finetune_epochs=25, methods=("ga", "npo"), unlearn_epochs=3
     )
     out = tmp_path_factory.mktemp("quickstart")
-    return run_quickstart(out, settings, progress=False)
+    return run_quickstart(out, settings, progress=False, part="unlearning")
 
 
 def test_target_learned_the_forget_set_and_retain_did_not(quick):
@@ -47,3 +47,46 @@ def test_report_files_written(quick):
         assert (out / "eval" / name / "TOFU_EVAL.json").is_file()
         assert (out / "models" / name / "model.safetensors").is_file()
     assert "learned the forget set" in " ".join(verdict(quick.rows))
+
+
+@pytest.fixture(scope="module")
+def quick_alignment(tmp_path_factory):
+    from alignkit.quickstart_alignment import AlignmentSettings
+
+    small = AlignmentSettings(
+        train_prompts=24, eval_prompts=8, sft_epochs=3, align_steps=6, sequences_per_step=8
+    )
+    out = tmp_path_factory.mktemp("quickstart_alignment")
+    return run_quickstart(out, QuickstartSettings(alignment=small), progress=False, part="alignment")
+
+
+def test_alignment_half_compares_the_methods_on_held_out_prompts(quick_alignment):
+    results = quick_alignment.alignment
+    assert set(results) == {"recommendation", "graded_list"}
+    assert set(results["recommendation"]) == {"sft", "dpo", "s_dpo"}
+    assert set(results["graded_list"]) == {"sft", "dpo", "lipo"}
+    for models in results.values():
+        # The SFT model is the reference: its reward margins are exactly 0 (strict accuracy 0); the
+        # aligned models moved away from it on the held-out prompts.
+        assert models["sft"]["reward_accuracy"] == 0.0
+        for name, summary in models.items():
+            assert summary["num_rows"] == 8
+            if name != "sft":
+                assert summary["reward_margin"] != 0.0
+    for key in ("hit_ratio_at_1", "hit_ratio_at_1_by_likelihood"):
+        assert all(0.0 <= m[key] <= 1.0 for m in results["recommendation"].values())
+    assert all(0.0 < m["ndcg"] <= 1.0 for m in results["graded_list"].values())
+    assert quick_alignment.rows == {}  # the unlearning half did not run
+
+
+def test_alignment_report_files_written(quick_alignment):
+    out = quick_alignment.output_dir
+    for name in ("alignment_comparison.md", "alignment.png", "quickstart.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 100, name
+    logged = json.loads((out / "quickstart.json").read_text())
+    assert (
+        logged["alignment"]["graded_list"]["lipo"]["ndcg"]
+        == quick_alignment.alignment["graded_list"]["lipo"]["ndcg"]
+    )
+    assert "HitRatio@1" in (out / "alignment_comparison.md").read_text()
+    assert (out / "alignment" / "eval" / "recommendation_s_dpo" / "PREFERENCE_EVAL.json").is_file()

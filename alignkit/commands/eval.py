@@ -1,4 +1,4 @@
-"""``alignkit eval``: benchmark evaluations (``tofu`` here; ``muse`` from :mod:`alignkit.eval.muse`)."""
+"""``alignkit eval``: benchmark evaluations (``tofu``, ``muse``) and preference evaluation (``preference``)."""
 
 from __future__ import annotations
 
@@ -109,12 +109,14 @@ def add_tofu_parser(subparsers) -> None:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="Evaluate a model on an unlearning benchmark (tofu, muse).",
-        description="Evaluate a model on an unlearning benchmark. See `alignkit eval tofu --help`.",
+        help="Evaluate a model: unlearning benchmarks (tofu, muse) or preference data (preference).",
+        description="Evaluate a model on an unlearning benchmark or on preference data. See "
+        "`alignkit eval tofu --help` and `alignkit eval preference --help`.",
     )
     sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     add_tofu_parser(sub)
     add_muse_parser(sub)
+    add_preference_parser(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -266,4 +268,124 @@ def run_muse_command(args) -> int:
     Console().print(table)
     console.print(f"PrivLeak reference: {result.meta['privleak_reference']['source']}")
     console.print(f"Wrote {output_dir / 'MUSE_EVAL.json'}, MUSE_SUMMARY.json and MUSE_REPORT.md")
+    return 0
+
+
+PREFERENCE_DESCRIPTION = """\
+Evaluate a causal LM on preference data of any shape the collator accepts (pairwise, 1-vs-N, ranked
+or graded lists), as shared/design/methods-alignment.md section 6.1 defines it:
+
+  ranking accuracy     mean 1[lp(chosen) >= lp(rejected)] over every strictly ordered pair, from the
+                       policy's own likelihood (also length-normalised, and list exact match)
+  idealized ranking    what a perfectly optimised DPO would reach given the reference and the rater
+  accuracy             share `alpha` of each row (min/median/max over beta 0.01..10; needs --ref-model)
+  reward accuracy      1[beta*r_w > beta*r_l] and the mean reward margin (needs --ref-model)
+
+With --task (a synthetic task with an exact scorer): HitRatio@1 of greedy recommendations
+(recommendation), NDCG and Kendall tau of the likelihood order against the graded labels
+(graded_list), flagged rate of greedy replies (safety). Writes PREFERENCE_EVAL.json (per-row
+values), PREFERENCE_SUMMARY.json and ranking_accuracy.png into --output-dir.
+"""
+
+TASKS = ("recommendation", "graded_list", "safety")
+
+
+def add_preference_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "preference",
+        help="Preference data: ranking accuracy, idealized ranking accuracy, reward accuracy, task scores.",
+        description=PREFERENCE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="Model to evaluate: a local folder or Hub id.")
+    p.add_argument(
+        "--ref-model", help="Reference model (usually the SFT model) for reward and idealized metrics."
+    )
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument(
+        "--data",
+        help="Preference rows: a JSON/JSONL file, a folder, a Hub id or a synthetic:NAME?... source.",
+    )
+    data.add_argument("--task", choices=TASKS, help="Generate a synthetic task with an exact scorer.")
+    p.add_argument("--data-config", help="Dataset config (Hub datasets, or a folder's <config>.json).")
+    p.add_argument(
+        "--num-prompts", type=int, default=50, help="Prompts of the generated --task (default 50)."
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Seed of the generated --task (default 0: the recipes' catalogue; its first prompts are "
+        "the training rows, so use --skip to hold some out).",
+    )
+    p.add_argument(
+        "--skip", type=int, default=0, help="Skip the first N generated prompts (held-out evaluation)."
+    )
+    p.add_argument(
+        "--beta", type=float, default=0.1, help="β of the reward metrics (default 0.1, TRL's DPO)."
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="Batch size for scoring and generation.")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=24, help="Greedy generation length for task metrics."
+    )
+    p.add_argument(
+        "--output-dir", help="Where to write the logs (default runs/eval/preference/<model name>)."
+    )
+    p.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
+    p.set_defaults(func=run_preference)
+
+
+def run_preference(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from alignkit.eval.preference import evaluate_preference
+
+    console = Console(stderr=True)
+    if args.beta <= 0:
+        console.print(f"[bold red]error:[/] --beta must be > 0, got {args.beta}.")
+        return 2
+    task = None
+    if args.task:
+        from alignkit.data.synthetic import preference as sp
+
+        make = {"recommendation": sp.recommendation_task, "graded_list": sp.graded_list_task}
+        make["safety"] = sp.safety_task
+        size = {"recommendation": "num_users", "graded_list": "num_prompts", "safety": "num_prompts"}[
+            args.task
+        ]
+        full = make[args.task](**{size: args.skip + args.num_prompts, "seed": args.seed})
+        task = full.split(args.skip)[1]
+        rows = task.records
+    else:
+        from alignkit.launch.sources import SourceError, load_source
+
+        try:
+            rows = list(load_source(args.data, args.data_config))
+        except SourceError as err:
+            console.print(f"[bold red]error:[/] --data: {err}")
+            return 2
+    output_dir = Path(args.output_dir or Path("runs/eval/preference") / Path(args.model).name)
+    result = evaluate_preference(
+        args.model,
+        rows,
+        ref_model=args.ref_model,
+        beta=args.beta,
+        task=task,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        progress=not args.no_progress,
+    )
+    paths = result.save(output_dir)
+    table = Table(title=f"Preference evaluation - {args.model}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.summary.items():
+        if isinstance(value, dict):
+            value = f"{value['min']:.3f} / {value['median']:.3f} / {value['max']:.3f} (min/median/max)"
+        elif isinstance(value, float):
+            value = f"{value:.4f}"
+        table.add_row(key, str(value))
+    console.print(table)
+    console.print(f"logs written to {', '.join(str(p) for p in paths.values())}")
     return 0

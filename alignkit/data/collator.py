@@ -13,7 +13,8 @@ key                    shape        meaning
 ``group_sizes``        [B]          K of each prompt (K may differ per row)
 ``group_index``        [N_main]     which prompt each main row belongs to
 ``roles``              [N_main]     index into ``ROLES`` (chosen, rejected, answer, ...)
-``scores``             [N_main]     graded scores, NaN where the data has none
+``scores``             [N_main]     the list values as the data gave them (scores, ranks or
+                                    labels: ``PreferenceRecord.score_kind``), NaN where none
 ``ref_logps``          [N_main]     precomputed reference log-probs (only when present)
 ``num_main``           int          rows ``[:num_main]`` are main rows, the rest retain
 =====================  ===========  ====================================================
@@ -74,6 +75,7 @@ class PreferenceCollator:
                 ],
                 record.roles,
                 record.scores,
+                record.score_kind,
             )
         elif record.is_qa:
             return fmt.render_prompt(self.tokenizer, record.prompt), record.completions, True

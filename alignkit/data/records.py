@@ -8,8 +8,10 @@ shape                fields                                        roles of the 
 ===================  ============================================  ===========================
 pairwise (TRL)       ``prompt``, ``chosen``, ``rejected``          chosen, rejected
 1-vs-N (S-DPO)       ``prompt``, ``chosen``, ``rejected`` (list)   chosen, rejected x N
-ranked / graded      ``prompt``, ``completions`` + ``scores``      ranked x K (scores: higher
-                     (floats) or ``ranks`` (1 = best; ties ok)     is better; ranks -> -rank)
+ranked / graded      ``prompt``, ``completions`` + ``scores``      ranked x K (kept as given,
+                     (floats, higher is better), ``ranks``         ``score_kind`` says which)
+                     (integers >= 1, 1 = best, ties ok) or
+                     ``labels`` (graded, in [0, 1])
 negatives only       ``prompt``, ``rejected`` (one or a list)      rejected x N
 QA (TOFU)            ``question``, ``answer``                      answer
 prompt-completion    ``prompt``, ``completion`` [+ ``label``]      answer (chosen/rejected by
@@ -39,12 +41,19 @@ Text = str | list[dict]
 
 @dataclass
 class PreferenceRecord:
-    """One prompt with K completions. ``scores`` is None when the data carries none."""
+    """One prompt with K completions.
+
+    ``scores`` holds the values the data gave, unchanged, and ``score_kind`` what they are:
+    ``"scores"`` (higher is better), ``"ranks"`` (1 = best) or ``"labels"`` (graded, in [0, 1]);
+    both are None when the data carries none. A method that needs one kind converts explicitly
+    (e.g. LiPO's ``labels_from_ranks``), so no value is reinterpreted silently.
+    """
 
     prompt: Text
     completions: list[Text]
     roles: list[str]
     scores: list[float] | None = None
+    score_kind: str | None = None  # "scores" | "ranks" | "labels"
     is_qa: bool = False  # question/answer rows: the prompt goes through a PromptFormat
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -115,6 +124,25 @@ def _check_scores(values: Any, k: int, err, name: str) -> list[float]:
     return out
 
 
+def _check_ranks(values: Any, k: int, err) -> list[float]:
+    """Ranks are whole numbers >= 1 (1 = best, ties allowed); 0, negative or fractional ranks are refused."""
+    ranks = _check_scores(values, k, err, "ranks")
+    for j, r in enumerate(ranks):
+        if r < 1 or r != int(r):
+            raise err(f"ranks[{j}]", f"must be a whole number >= 1 (1 = best), got {values[j]!r}")
+    return ranks
+
+
+def _check_labels(values: Any, k: int, err) -> list[float]:
+    labels = _check_scores(values, k, err, "labels")
+    for j, v in enumerate(labels):
+        if not 0.0 <= v <= 1.0:
+            raise err(
+                f"labels[{j}]", f"must be in [0, 1] (graded labels, higher is better), got {values[j]!r}"
+            )
+    return labels
+
+
 def normalize_record(row: dict, *, index: int, source: str = "dataset") -> PreferenceRecord:
     """Turn one input row of any accepted shape into a ``PreferenceRecord``."""
 
@@ -148,15 +176,23 @@ def normalize_record(row: dict, *, index: int, source: str = "dataset") -> Prefe
     if "completions" in keys:
         completions = _completion_list(row["completions"], err, "completions")
         k = len(completions)
-        if "scores" in keys:
-            scores = _check_scores(row["scores"], k, err, "scores")
-        elif "ranks" in keys:
-            scores = [-r for r in _check_scores(row["ranks"], k, err, "ranks")]
-        else:
+        given = [name for name in ("scores", "ranks", "labels") if name in keys]
+        if len(given) > 1:
+            raise err(given[1], f"conflicts with `{given[0]}`: give one of `scores`, `ranks` or `labels`")
+        if not given:
             raise err(
-                "scores", "is missing: a list of completions needs `scores` (higher is better) or `ranks`"
+                "scores",
+                "is missing: a list of completions needs `scores` (higher is better), `ranks` (1 = best) "
+                "or `labels` (in [0, 1])",
             )
-        record = PreferenceRecord(prompt, completions, ["ranked"] * k, scores)
+        kind = given[0]
+        if kind == "ranks":
+            values = _check_ranks(row[kind], k, err)
+        elif kind == "labels":
+            values = _check_labels(row[kind], k, err)
+        else:
+            values = _check_scores(row[kind], k, err, "scores")
+        record = PreferenceRecord(prompt, completions, ["ranked"] * k, values, score_kind=kind)
     elif "chosen" in keys or "rejected" in keys:
         chosen = [_check_text(row["chosen"], err, "chosen")] if "chosen" in keys else []
         if "rejected" not in keys:

@@ -1,5 +1,14 @@
 """Pure loss functions: tensors in, :class:`LossOutput` (loss + detached metrics) out."""
 
+from alignkit.losses.alignment import (
+    LIPO_LOSS_TYPES,
+    labels_from_ranks,
+    labels_from_scores,
+    lambda_weights,
+    lipo_loss,
+    score_ranks,
+    softmax_dpo_loss,
+)
 from alignkit.losses.constraints import (
     DualState,
     chosen_logp_floor,
@@ -24,6 +33,7 @@ from alignkit.losses.unlearning import (
 
 __all__ = [
     "IDK_ANSWERS",
+    "LIPO_LOSS_TYPES",
     "DualState",
     "LossOutput",
     "catnip_loss",
@@ -33,7 +43,11 @@ __all__ = [
     "dual_ascent_step",
     "ga_loss",
     "idk_dpo_loss",
+    "labels_from_ranks",
+    "labels_from_scores",
     "lagrangian",
+    "lambda_weights",
+    "lipo_loss",
     "logratio_budget",
     "masked_rows",
     "nll_loss",
@@ -41,6 +55,8 @@ __all__ = [
     "rejected_logp_ceiling",
     "retain_kl_loss",
     "sequence_logps",
+    "score_ranks",
     "simnpo_loss",
+    "softmax_dpo_loss",
     "token_mean",
 ]

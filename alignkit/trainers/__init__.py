@@ -1,45 +1,46 @@
-"""Trainers: the shared core and one Config + Trainer pair per method."""
+"""Trainers: the shared core and one Config + Trainer pair per method.
 
-from alignkit.trainers.base import AlignKitTrainer
-from alignkit.trainers.catnip import CATNIPConfig, CATNIPTrainer
-from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
-from alignkit.trainers.dipo import DiPOConfig, DiPOTrainer
-from alignkit.trainers.forward import ForwardOutput, Needs
-from alignkit.trainers.ga import GAConfig, GATrainer, GradDiffConfig, GradDiffTrainer
-from alignkit.trainers.hamu import HAMUConfig, HAMUTrainer
-from alignkit.trainers.idk_dpo import IdkDPOConfig, IdkDPOTrainer
-from alignkit.trainers.npo import NPOConfig, NPOTrainer
-from alignkit.trainers.pdu import PDUConfig, PDUTrainer
-from alignkit.trainers.registry import METHODS, get_method
-from alignkit.trainers.sft import FinetuneConfig, FinetuneTrainer
-from alignkit.trainers.simnpo import SimNPOConfig, SimNPOTrainer
+Every module of this package is imported here, so each ``@register`` runs; the exported names are
+then read from the registry (each method's Trainer and Config), so a new method file needs no edit
+here or in ``alignkit/__init__.py``.
+"""
 
-__all__ = [
-    "METHODS",
-    "AlignKitConfig",
-    "AlignKitTrainer",
-    "CATNIPConfig",
-    "CATNIPTrainer",
-    "DiPOConfig",
-    "DiPOTrainer",
-    "FinetuneConfig",
-    "FinetuneTrainer",
-    "ForwardOutput",
-    "GAConfig",
-    "GATrainer",
-    "GradDiffConfig",
-    "GradDiffTrainer",
-    "HAMUConfig",
-    "HAMUTrainer",
-    "IdkDPOConfig",
-    "IdkDPOTrainer",
-    "NPOConfig",
-    "NPOTrainer",
-    "Needs",
-    "PDUConfig",
-    "PDUTrainer",
-    "SimNPOConfig",
-    "SimNPOTrainer",
-    "UnlearnConfig",
-    "get_method",
-]
+import importlib
+import pkgutil
+
+# `X as X`: an explicit re-export (the dynamic __all__ below is invisible to linters).
+from alignkit.trainers.base import AlignKitTrainer as AlignKitTrainer
+from alignkit.trainers.config import AlignConfig as AlignConfig
+from alignkit.trainers.config import AlignKitConfig as AlignKitConfig
+from alignkit.trainers.config import UnlearnConfig as UnlearnConfig
+from alignkit.trainers.forward import ForwardOutput as ForwardOutput
+from alignkit.trainers.forward import Needs as Needs
+from alignkit.trainers.registry import METHODS as METHODS
+from alignkit.trainers.registry import get_method as get_method
+
+_CORE = ("base", "config", "forward", "ref_cache", "registry", "run_info")
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _CORE and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+_EXPORTS = {
+    cls.__name__: cls
+    for spec in METHODS.values()
+    if not spec.is_variant
+    for cls in (spec.trainer_cls, spec.config_cls)
+}
+globals().update(_EXPORTS)
+
+__all__ = sorted(
+    [
+        "METHODS",
+        "AlignConfig",
+        "AlignKitConfig",
+        "AlignKitTrainer",
+        "ForwardOutput",
+        "Needs",
+        "UnlearnConfig",
+        "get_method",
+        *_EXPORTS,
+    ]
+)

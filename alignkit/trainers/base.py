@@ -52,12 +52,13 @@ def _retain_kl(args) -> bool:
 
 
 class _EpochCallback(TrainerCallback):
-    """Tells the forget/retain pairing which epoch it is, so each epoch draws fresh retain rows."""
+    """Tells epoch-aware training views (forget/retain pairing, resampled negatives) which epoch it is."""
 
     def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
         dataset = getattr(train_dataloader, "dataset", None)
-        if isinstance(dataset, ForgetRetainDataset):
-            dataset.set_epoch(int(state.epoch or 0))
+        for view in (dataset, getattr(dataset, "forget", None)):  # e.g. resampled negatives under a pairing
+            if hasattr(view, "set_epoch"):
+                view.set_epoch(int(state.epoch or 0))
 
 
 class AlignKitTrainer(Trainer):
@@ -91,6 +92,7 @@ class AlignKitTrainer(Trainer):
                 f"{type(self).__name__} needs `args` of type {self.config_class.__name__}, "
                 f"got {type(args).__name__}."
             )
+        self.method_args = args  # `transform_row` runs during encoding, before Trainer sets `self.args`
         model_path = model if isinstance(model, str) else None
         model = self._load_model(model, args)
         tokenizer = processing_class or AutoTokenizer.from_pretrained(
@@ -146,6 +148,7 @@ class AlignKitTrainer(Trainer):
         train = self._encode(train_dataset, "train_dataset", args, transform=self.transform_row)
         if self.ref_mode == "precomputed":
             train = self._precompute(train, model, ref_model, args)
+        train = self.training_view(train, args)
         retain = self._encode(retain_dataset, "retain_dataset", args) if retain_dataset is not None else None
         self.retain_encoded = retain
         self.constraints.check(self, {ROLES[r] for roles in train["roles"] for r in roles})
@@ -292,6 +295,10 @@ class AlignKitTrainer(Trainer):
     def transform_row(self, row: dict, index: int):
         """Hook: rewrite a training row before encoding (e.g. add a completion). Identity by default."""
         return row
+
+    def training_view(self, encoded: datasets.Dataset, args):
+        """Hook: the view of the encoded training rows the dataloader reads (e.g. per-epoch draws). Identity."""
+        return encoded
 
     def _encode(self, data, name: str, args, transform=None) -> datasets.Dataset:
         return prepare_dataset(

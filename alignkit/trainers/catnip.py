@@ -29,7 +29,12 @@ class CATNIPConfig(UnlearnConfig):
             raise ValueError(f"`anchor` must be 'one' or 'ref', got {self.anchor!r}.")
 
 
-@register("catnip", summary="calibrated token-level negative preference (reconstruction)")
+@register(
+    "catnip",
+    family="unlearning",
+    data="single",
+    summary="calibrated token-level negative preference (reconstruction)",
+)
 class CATNIPTrainer(AlignKitTrainer):
     config_class = CATNIPConfig
     needs = Needs(reference="none")

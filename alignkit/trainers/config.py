@@ -173,3 +173,21 @@ class UnlearnConfig(AlignKitConfig):
             raise ValueError(
                 f"`forget_weight` and `retain_weight` must be >= 0, got {self.forget_weight} and {self.retain_weight}."
             )
+
+
+@dataclass
+class AlignConfig(AlignKitConfig):
+    """Settings every preference-alignment method shares (S-DPO, DPO, LiPO, ...)."""
+
+    max_completions: int | None = field(
+        default=None,
+        metadata={
+            "help": "Largest K (completions per prompt) accepted; a longer row is an error naming it "
+            "(memory grows as B·K sequences per step). None: no limit."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_completions is not None and self.max_completions < 2:
+            raise ValueError(f"`max_completions` must be >= 2 or None, got {self.max_completions}.")

@@ -45,7 +45,12 @@ class DiPOConfig(UnlearnConfig):
             raise ValueError(f"`alpha` must be > 0, got {self.alpha}.")
 
 
-@register("dipo", summary="distribution preference optimization (reconstruction)")
+@register(
+    "dipo",
+    family="unlearning",
+    data="single",
+    summary="distribution preference optimization (reconstruction)",
+)
 class DiPOTrainer(AlignKitTrainer):
     config_class = DiPOConfig
     needs = Needs(reference="logits", logits=True)

@@ -28,7 +28,13 @@ class GradDiffConfig(GAConfig):
     retain_loss: str = field(default="nll", metadata={"help": "Retain term; GradDiff uses nll."})
 
 
-@register("ga", summary="gradient ascent on the forget NLL", variants={"ga_kl": {"retain_loss": "kl"}})
+@register(
+    "ga",
+    family="unlearning",
+    data="single",
+    summary="gradient ascent on the forget NLL",
+    variants={"ga_kl": {"retain_loss": "kl"}},
+)
 class GATrainer(AlignKitTrainer):
     """Gradient ascent: minimise the token-mean forget log-likelihood. Unbounded below: watch forget NLL."""
 
@@ -40,6 +46,6 @@ class GATrainer(AlignKitTrainer):
         return ga_loss(out.policy.token_logps, out.policy.mask)
 
 
-@register("graddiff", summary="gradient ascent on forget + NLL on retain")
+@register("graddiff", family="unlearning", data="single", summary="gradient ascent on forget + NLL on retain")
 class GradDiffTrainer(GATrainer):
     config_class = GradDiffConfig

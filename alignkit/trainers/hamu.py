@@ -90,7 +90,13 @@ class HAMUConfig(UnlearnConfig):
             )
 
 
-@register("hamu", summary="hardness-aware multi-objective unlearning (gradient transform; variant u: HAMU-U)")
+@register(
+    "hamu",
+    family="unlearning",
+    data="single",
+    tags=("hamu",),
+    summary="hardness-aware multi-objective unlearning (gradient transform; variant u: HAMU-U)",
+)
 class HAMUTrainer(AlignKitTrainer):
     config_class = HAMUConfig
     needs = Needs(reference="none", retain="required")

@@ -32,7 +32,9 @@ class IdkDPOConfig(UnlearnConfig):
             raise ValueError(f"`scale` must be '2/beta' or '1', got {self.scale!r}.")
 
 
-@register("idk_dpo", summary="DPO with an 'I don't know' answer as chosen")
+@register(
+    "idk_dpo", family="unlearning", data="single", summary="DPO with an 'I don't know' answer as chosen"
+)
 class IdkDPOTrainer(AlignKitTrainer):
     config_class = IdkDPOConfig
     needs = Needs(reference="seq")

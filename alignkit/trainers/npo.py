@@ -24,6 +24,8 @@ class NPOConfig(UnlearnConfig):
 
 @register(
     "npo",
+    family="unlearning",
+    data="single",
     summary="negative preference optimization",
     variants={"npo_rt": {"retain_loss": "nll"}, "npo_kl": {"retain_loss": "kl"}},
 )

@@ -63,7 +63,13 @@ class PDUConfig(UnlearnConfig):
             )
 
 
-@register("pdu", summary="primal-dual unlearning: flatten forget logits s.t. retain loss <= eps")
+@register(
+    "pdu",
+    family="unlearning",
+    data="single",
+    tags=("pdu",),
+    summary="primal-dual unlearning: flatten forget logits s.t. retain loss <= eps",
+)
 class PDUTrainer(AlignKitTrainer):
     config_class = PDUConfig
     needs = Needs(reference="none", logits=True, retain="required")

@@ -21,7 +21,7 @@ class FinetuneConfig(AlignKitConfig):
     """Token-mean NLL on every completion of every row (prompt tokens are never scored)."""
 
 
-@register("finetune", summary="supervised fine-tuning (NLL on completions)")
+@register("finetune", family="sft", data="single", summary="supervised fine-tuning (NLL on completions)")
 class FinetuneTrainer(AlignKitTrainer):
     config_class = FinetuneConfig
     needs = Needs(reference="none", retain="never")

@@ -32,7 +32,7 @@ class SimNPOConfig(UnlearnConfig):
     retain_loss: str = field(default="nll", metadata={"help": "Retain term (nll in the official runs)."})
 
 
-@register("simnpo", summary="reference-free length-normalised NPO")
+@register("simnpo", family="unlearning", data="single", summary="reference-free length-normalised NPO")
 class SimNPOTrainer(AlignKitTrainer):
     config_class = SimNPOConfig
     needs = Needs(reference="none")

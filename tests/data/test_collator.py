@@ -165,7 +165,7 @@ def test_batch_layout_on_mixed_shapes(tokenizer):
     assert batch["roles"].tolist() == [0, 1, 1, 3, 3, 2]
     scores = batch["scores"].tolist()
     assert all(math.isnan(s) for s in scores[:3] + scores[5:])
-    assert scores[3:5] == [-2.0, -1.0]
+    assert scores[3:5] == [2.0, 1.0]  # ranks, kept as given
     assert batch["scores"].dtype == torch.float32
     lengths = batch["attention_mask"].sum(1).tolist()
     assert batch["input_ids"].shape == (6, max(lengths))

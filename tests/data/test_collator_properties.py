@@ -137,7 +137,7 @@ def record_case(draw, chat_template: bool = True, shapes: tuple[str, ...] = SHAP
             ranks = draw(st.lists(st.integers(1, k), min_size=k, max_size=k))  # ties allowed
             row, scores = (
                 {"prompt": prompt, "completions": values, "ranks": ranks},
-                [-float(r) for r in ranks],
+                [float(r) for r in ranks],  # kept as given
             )
         roles = ["ranked"] * k
     elif shape == "negatives":

@@ -90,7 +90,7 @@ SHAPES = {
         "Rate.",
         ["a", "b", "c", "d"],
         ["ranked"] * 4,
-        [-1.0, -2.0, -2.0, -4.0],
+        [1.0, 2.0, 2.0, 4.0],
         False,
     ),
     "ranked_conv": (
@@ -98,7 +98,7 @@ SHAPES = {
         USER,
         [asst("x"), asst("y")],
         ["ranked", "ranked"],
-        [-2.0, -1.0],
+        [2.0, 1.0],
         False,
     ),
     "negatives_single": (
@@ -236,11 +236,41 @@ def test_normalize_every_shape(name):
     assert all(role in ROLES for role in record.roles)
 
 
-def test_ranks_become_negative_ranks_and_preserve_order():
+def test_ranks_scores_and_labels_are_kept_as_given():
+    """The record keeps what the user gave and says what it is; nothing turns ranks into scores."""
     record = normalize_record({"prompt": "p", "completions": ["a", "b", "c"], "ranks": [3, 1, 2]}, index=0)
-    assert record.scores == [-3.0, -1.0, -2.0]
-    # rank 1 (best) has the highest score
-    assert max(range(3), key=lambda j: record.scores[j]) == 1
+    assert (record.scores, record.score_kind) == ([3.0, 1.0, 2.0], "ranks")
+    record = normalize_record({"prompt": "p", "completions": ["a", "b"], "scores": [-0.5, 2]}, index=0)
+    assert (record.scores, record.score_kind) == ([-0.5, 2.0], "scores")
+    record = normalize_record({"prompt": "p", "completions": ["a", "b"], "labels": [0.25, 1]}, index=0)
+    assert (record.scores, record.score_kind) == ([0.25, 1.0], "labels")
+    record = normalize_record({"prompt": "p", "chosen": "a", "rejected": "b"}, index=0)
+    assert (record.scores, record.score_kind) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "field,values,problem",
+    [
+        ("ranks", [0, 1], "ranks[0]`: must be a whole number >= 1"),
+        ("ranks", [1, -5], "ranks[1]`: must be a whole number >= 1"),
+        ("ranks", [1.5, 1], "ranks[0]`: must be a whole number >= 1"),
+        ("labels", [1.2, 0.0], "labels[0]`: must be in [0, 1]"),
+        ("labels", [0.5, -0.1], "labels[1]`: must be in [0, 1]"),
+    ],
+)
+def test_bad_ranks_and_labels_name_the_row_and_field(field, values, problem):
+    row = {"prompt": "p", "completions": ["a", "b"], field: values}
+    with pytest.raises(RecordError) as info:
+        normalize_record(row, index=7, source="train.jsonl")
+    message = str(info.value)
+    assert message.startswith("train.jsonl, row 7, field `") and problem in message, message
+    assert "\n" not in message
+
+
+def test_two_kinds_of_list_values_conflict():
+    row = {"prompt": "p", "completions": ["a", "b"], "ranks": [1, 2], "scores": [1.0, 0.0]}
+    with pytest.raises(RecordError, match="give one of `scores`, `ranks` or `labels`"):
+        normalize_record(row, index=0)
 
 
 def test_role_ids_index_roles():
@@ -286,7 +316,7 @@ def test_standard_prompt_is_used_verbatim(tokenizer):
     encoded = PreferenceCollator(tokenizer).encode(SHAPES["ranked_ranks_with_tie"][0])
     assert [decode(tokenizer, p) for p in encoded["prompt_ids"]] == ["Rate."] * 4
     assert [decode(tokenizer, c) for c in encoded["completion_ids"]] == ["a</s>", "b</s>", "c</s>", "d</s>"]
-    assert encoded["scores"] == [-1.0, -2.0, -2.0, -4.0]
+    assert encoded["scores"] == [1.0, 2.0, 2.0, 4.0]  # the ranks as given
     assert encoded["roles"] == [ROLE_IDS["ranked"]] * 4
 
 

@@ -36,10 +36,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("launch")
-    env = {
+def launch_env(root: Path) -> dict:
+    """The environment of a launched run: offline, one thread, its own synthetic-data cache under ``root``."""
+    return {
         **os.environ,
         "ALIGNKIT_CACHE": str(root / "cache"),
         "HF_HUB_OFFLINE": "1",
@@ -47,6 +46,12 @@ def setup(tmp_path_factory):
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": "1",
     }
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("launch")
+    env = launch_env(root)
     recipe = root / "npo.yaml"
     recipe.write_text(
         "# 2-process parity recipe\n"

@@ -84,3 +84,48 @@ def mean_token_logp(model, tokenizer, rows: list[dict]) -> float:
 
 def cache_files(directory: Path) -> list[Path]:
     return sorted(Path(directory).glob("*.safetensors"))
+
+
+# Preference rows for the alignment methods, one set per data shape of the registry. Small synthetic
+# tasks with a known ground truth (alignkit.data.synthetic.preference), so "better" is exact.
+def preference_rows(shape: str, n: int = 8) -> list[dict]:
+    from alignkit.data.synthetic.preference import graded_list_task, recommendation_task, safety_task
+
+    if shape == "one_vs_n":
+        return recommendation_task(num_users=n, num_negatives=3, seed=1).records
+    if shape == "pairwise":
+        return [
+            {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"][0]}
+            for r in recommendation_task(num_users=n, num_negatives=1, seed=1).records
+        ]
+    if shape == "ranked":
+        return graded_list_task(num_prompts=n, num_completions=4, seed=1).records
+    if shape == "negatives":
+        return safety_task(num_prompts=n, seed=1).records
+    raise ValueError(f"no preference rows for data shape {shape!r}")
+
+
+def preference_quality(model, tokenizer, rows: list[dict], shape: str) -> float:
+    """How well the policy's own log-probs order the completions (higher is better), per data shape.
+
+    one_vs_n / pairwise: mean over prompts of ``lp(chosen) - mean lp(rejected)``; ranked: the fraction
+    of strictly ordered pairs (by score) whose log-probs are in the same order (ranking accuracy);
+    negatives: minus the mean log-prob of the rejected completions.
+    """
+    from alignkit.data import normalize_record
+
+    seq, _ = answer_logps(model, tokenizer, rows)
+    values, start = [], 0
+    for i, row in enumerate(rows):
+        record = normalize_record(row, index=i)
+        k = len(record.completions)
+        lp = seq[start : start + k].tolist()
+        start += k
+        if shape in ("one_vs_n", "pairwise"):
+            values.append(lp[0] - sum(lp[1:]) / (k - 1))
+        elif shape == "ranked":
+            s = record.scores
+            values += [float(lp[a] > lp[b]) for a in range(k) for b in range(k) if s[a] > s[b]]
+        else:
+            values += [-x for x in lp]
+    return sum(values) / len(values)

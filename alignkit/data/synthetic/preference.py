@@ -35,6 +35,7 @@ __all__ = [
     "hit_ratio_at_1",
     "hit_ratio_at_k",
     "is_flagged",
+    "named_titles",
     "pairwise_accuracy",
     "recommendation_task",
     "safety_task",
@@ -72,6 +73,14 @@ class PreferenceTask:
         if len(outputs) != len(self.records):
             raise ValueError(f"expected {len(self.records)} outputs, got {len(outputs)}")
         return sum(self.score(i, o) for i, o in enumerate(outputs)) / max(1, len(outputs))
+
+    def split(self, n: int) -> tuple[PreferenceTask, PreferenceTask]:
+        """The first ``n`` prompts and the rest, as two tasks (same catalogue and scorer: held-out data)."""
+
+        def part(sl: slice) -> PreferenceTask:
+            return PreferenceTask(self.name, self.kind, self.records[sl], self.meta[sl], self.scorer)
+
+        return part(slice(0, n)), part(slice(n, None))
 
     def pairwise(self, mode: str = "all") -> list[dict]:
         """Pairwise view; negatives-only records pair each flagged completion with the safe one."""
@@ -195,6 +204,12 @@ def _build_catalog(items_per_genre: int, rng: random.Random) -> dict[str, str]:
     return catalog
 
 
+def named_titles(meta: dict, text: str) -> set[str]:
+    """The catalogue titles ``text`` names (case-insensitive, whole words)."""
+    low = text.lower()
+    return {t for t in meta["catalog"] if re.search(r"\b" + re.escape(t.lower()) + r"\b", low)}
+
+
 def score_item(meta: dict, text: str) -> float:
     """Exact score of a recommendation: the user's taste weight for the named item's genre.
 
@@ -202,8 +217,7 @@ def score_item(meta: dict, text: str) -> float:
     title, several titles, or an item already in the user's history scores 0.
     """
     catalog: dict[str, str] = meta["catalog"]
-    low = text.lower()
-    found = {t for t in catalog if re.search(r"\b" + re.escape(t.lower()) + r"\b", low)}
+    found = named_titles(meta, text)
     if len(found) != 1:
         return 0.0
     (title,) = found
