@@ -386,6 +386,25 @@ ALIGN_METHODS: dict[tuple[str, str], tuple[str, list[Row], str]] = {
 }
 
 
+# Extra alignment recipes: file stem -> (method, task, title, rows, expected).
+ALIGN_EXTRA: dict[str, tuple[str, str, str, list[Row], str]] = {
+    "recommendation_dpo_chosen_floor": (
+        "dpo",
+        "recommendation",
+        "DPO with a chosen log-prob floor: lp(y_w) may fall at most 2 nats below the reference",
+        [
+            (
+                "constraints",
+                [{"fn": "chosen_logp_floor", "eps": 2.0, "dual_lr": 0.5}],
+                "g = mean max(0, lr(y_w) - lp(y_w)) <= 2 with a learned multiplier (align spec 5.2 option 2)",
+            )
+        ],
+        "logps/chosen stays within ~2 nats of ref_logps/chosen where plain DPO lets both log-probs fall "
+        "(gradient entanglement); constraint/chosen_logp_floor/lambda is 0 until the floor binds",
+    ),
+}
+
+
 def alignment_recipes() -> dict[str, str]:
     from alignkit.trainers import METHODS
 
@@ -397,13 +416,15 @@ def alignment_recipes() -> dict[str, str]:
     if missing:
         raise SystemExit(f"alignment methods without a row in ALIGN_METHODS: {missing}")
     out = {}
-    for (method, task), (title, rows, expected) in ALIGN_METHODS.items():
+    items = [(f"{task}_{method}", method, task, *rest) for (method, task), rest in ALIGN_METHODS.items()]
+    items += [(stem, *rest) for stem, rest in ALIGN_EXTRA.items()]
+    for stem, method, task, title, rows, expected in items:
         data, what = ALIGN_TASKS[task]
         if METHODS[method].data == "pairwise" and "view=" not in data:
             data += "&view=pairwise"
             what += "; as chosen/rejected pairs"
-        path = f"synthetic_alignment/{task}_{method}.yaml"
-        out_dir = f"runs/synthetic_alignment/{task}_{method}"
+        path = f"synthetic_alignment/{stem}.yaml"
+        out_dir = f"runs/synthetic_alignment/{stem}"
         body = _merge(
             [("method", method, f"alignkit train --method {method} --help lists its keys")],
             [("train_dataset", data, what)],

@@ -151,7 +151,8 @@ class AlignKitTrainer(Trainer):
         train = self.training_view(train, args)
         retain = self._encode(retain_dataset, "retain_dataset", args) if retain_dataset is not None else None
         self.retain_encoded = retain
-        self.constraints.check(self, {ROLES[r] for roles in train["roles"] for r in roles})
+        if self.constraints:
+            self.constraints.check(self, train)
         if retain is not None and self._uses_retain(args):
             train = ForgetRetainDataset(train, retain, seed=args.seed)
         evaluation = (

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import TrainerCallback
 
-from alignkit.data.records import ROLE_IDS
+from alignkit.data.records import ROLE_IDS, ROLES
 from alignkit.losses import (
     DualState,
     LossOutput,
@@ -205,11 +205,16 @@ class ConstraintSet:
         self._count = 0
 
     # ---------------------------------------------------------------- construction checks
-    def check(self, trainer, train_roles: set[str]) -> None:
+    def check(self, trainer, train) -> None:
         """Refuse, before any compute, a constraint on a quantity this method cannot compute."""
         name = type(trainer).__name__
+        train_roles: set[str] | None = None
         for c in self.constraints:
             role = c.reads.get("role")
+            if role and train_roles is None:
+                column = train["roles"] if "roles" in getattr(train, "column_names", ()) else None
+                rows = column if column is not None else (train[i]["roles"] for i in range(len(train)))
+                train_roles = {ROLES[r] for roles in rows for r in roles}
             if role and role not in train_roles:
                 raise ValueError(
                     f"{name}: constraint {c.name!r} ({c.fn}) reads the {role!r} completions, but the training "

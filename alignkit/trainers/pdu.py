@@ -77,16 +77,18 @@ class PDUTrainer(AlignKitTrainer):
 
     def __init__(self, model, args: PDUConfig | None = None, *rest, constraints=None, **kwargs):
         args = args if args is not None else PDUConfig(output_dir="runs/pdu")
-        retain = Constraint(
-            fn=f"retain_{args.retain_loss}",
-            name="retain",
-            eps=args.retain_eps,
-            lam_init=args.retain_weight,
-            dual_lr=args.dual_lr,
-            lam_max=args.lam_max,
-            delay_epochs=args.dual_warmup_epochs,
-        )
-        super().__init__(model, args, *rest, constraints=[retain, *(constraints or [])], **kwargs)
+        if isinstance(args, PDUConfig):  # otherwise the core's type check refuses `args`
+            retain = Constraint(
+                fn=f"retain_{args.retain_loss}",
+                name="retain",
+                eps=args.retain_eps,
+                lam_init=args.retain_weight,
+                dual_lr=args.dual_lr,
+                lam_max=args.lam_max,
+                delay_epochs=args.dual_warmup_epochs,
+            )
+            constraints = [retain, *(constraints or [])]
+        super().__init__(model, args, *rest, constraints=constraints, **kwargs)
 
     def retain_loss(self, out: ForwardOutput) -> LossOutput | None:
         return None  # the retain term is the constraint's λ·R, added by the core
