@@ -73,7 +73,7 @@ def test_alignment_half_compares_the_methods_on_held_out_prompts(quick_alignment
             assert summary["num_rows"] == 8
             if name != "sft":
                 assert summary["reward_margin"] != 0.0
-    for key in ("hit_ratio_at_1", "hit_ratio_at_1_by_likelihood"):
+    for key in ("hit_ratio_at_1", "hit_ratio_at_1_by_likelihood", "valid_ratio"):
         assert all(0.0 <= m[key] <= 1.0 for m in results["recommendation"].values())
     assert all(0.0 < m["ndcg"] <= 1.0 for m in results["graded_list"].values())
     assert quick_alignment.rows == {}  # the unlearning half did not run
@@ -90,3 +90,15 @@ def test_alignment_report_files_written(quick_alignment):
     )
     assert "HitRatio@1" in (out / "alignment_comparison.md").read_text()
     assert (out / "alignment" / "eval" / "recommendation_s_dpo" / "PREFERENCE_EVAL.json").is_file()
+
+
+def test_alignment_tables_print(quick_alignment):
+    from rich.console import Console
+
+    from alignkit.commands.quickstart import _print_alignment
+
+    console = Console(record=True, width=200)
+    _print_alignment(console, quick_alignment)
+    text = console.export_text()
+    assert "HitRatio@1" in text and "NDCG" in text and "s_dpo" in text and "lipo" in text
+    assert "the S-DPO paper reports S-DPO >= DPO" in text

@@ -61,11 +61,8 @@ def run(args) -> int:
     if result.alignment:
         _print_alignment(console, result)
     total = time.perf_counter() - start
-    written = [
-        str(p)
-        for part in result.report.values()
-        for p in (part.values() if isinstance(part, dict) else [part])
-    ]
+    reports = [result.report, result.report.get("alignment", {})]
+    written = [str(r[key]) for r in reports for key in ("markdown", "plot") if r.get(key)]
     console.print(
         f"\nWrote {', '.join(written)} and the models under {result.output_dir}. Total wall time: {total:.0f}s."
     )

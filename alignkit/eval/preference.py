@@ -225,7 +225,8 @@ def _aggregate(records, rows, policy, reference, generations, task, beta) -> Pre
     for i, record in enumerate(records):
         lps, lengths = policy[i]
         pairs = _pairs(record)
-        alpha = float(rows[i].get("alpha", 1.0) or 1.0)
+        alpha = rows[i].get("alpha")
+        alpha = 1.0 if alpha is None else float(alpha)  # single-rater data: every rater agrees
         entry = {"index": i, "logps": lps, "lengths": lengths}
         for a, b in pairs:
             lp_w.append(lps[a]), lp_l.append(lps[b]), n_w.append(lengths[a]), n_l.append(lengths[b])
@@ -287,10 +288,8 @@ def _task_metrics(task, records, policy, generations) -> dict:
 
     if task.kind == "one_vs_n":
         # S-DPO's HitRatio@1: the greedy recommendation is the true next item (and names nothing else).
-        hits = [
-            float(sp.named_titles(task.meta[i], gen) == {rec["chosen"]})
-            for i, (rec, gen) in enumerate(zip(task.records, generations))
-        ]
+        named = [sp.named_titles(task.meta[i], gen) for i, gen in enumerate(generations)]
+        hits = [float(n == {rec["chosen"]}) for n, rec in zip(named, task.records)]
         rankings = [
             [records[i].completions[j] for j in sorted(range(len(lps)), key=lambda j: -lps[j])]
             for i, (lps, _) in enumerate(policy)
@@ -298,6 +297,7 @@ def _task_metrics(task, records, policy, generations) -> dict:
         by_likelihood = sp.hit_ratio_at_1(task.records, rankings=rankings)
         return {
             "hit_ratio_at_1": sum(hits) / len(hits),
+            "valid_ratio": sum(len(n) == 1 for n in named) / len(named),  # names exactly one catalogue title
             "hit_ratio_at_1_by_likelihood": by_likelihood,
             "generation_score": task.mean_score(generations),
         }

@@ -234,3 +234,18 @@ def test_muse_results_reach_the_card_under_readable_names(tmp_path):
     assert not raw, f"MUSE metrics without a readable card name: {raw}"
     assert names["privleak"] == "PrivLeak (%)" and names["forget_verbmem_ROUGE"].startswith("VerbMem")
     assert {e.metric_value for e in entries} == set(values.values())
+
+
+@pytest.mark.parametrize(
+    "method,family_tag,absent",
+    [("npo", "unlearning", "alignment"), ("softmax_dpo", "alignment", "unlearning"), ("s_dpo", "alignment", "unlearning"),
+     ("dpo", "alignment", "unlearning"), ("lipo", "alignment", "unlearning"), ("finetune", None, "unlearning")],
+)  # fmt: skip
+def test_card_tags_come_from_the_registry(method, family_tag, absent):
+    from alignkit.hub import build_model_card
+    from alignkit.trainers import get_method
+
+    tags = build_model_card({"method": method, "model_kind": "full"}).data.tags
+    assert method in tags and absent not in tags
+    assert family_tag is None or family_tag in tags
+    assert set(get_method(method).card_tags) <= set(tags)

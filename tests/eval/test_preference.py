@@ -149,7 +149,8 @@ def test_evaluate_preference_on_the_synthetic_tasks(pref_model, tmp_path):
     assert s["ranking_accuracy"] == pytest.approx(sum(correct) / len(correct))
     # Policy == reference: every reward margin is 0, so strict reward accuracy is 0.
     assert s["reward_accuracy"] == 0.0 and s["reward_margin"] == pytest.approx(0.0, abs=1e-9)
-    assert 0.0 <= s["hit_ratio_at_1"] <= 1.0 and 0.0 <= s["hit_ratio_at_1_by_likelihood"] <= 1.0
+    assert all(0.0 <= s[k] <= 1.0 for k in ("hit_ratio_at_1", "hit_ratio_at_1_by_likelihood", "valid_ratio"))
+    assert s["hit_ratio_at_1"] <= s["valid_ratio"]  # a hit names exactly one title
     assert all("generation" in row for row in result.rows)
 
     listed = evaluate_preference(model, graded.records, tokenizer=tokenizer, task=graded, progress=False)

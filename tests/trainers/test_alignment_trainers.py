@@ -260,3 +260,25 @@ def test_lipo_all_equal_labels_are_reported_and_counted(tiny_model_dir, tmp_path
     assert "1 of 2 lists have all-equal labels" in caplog.text
     trainer.train()
     assert trainer.state.log_history[0]["lipo/lists_without_pairs"] == 1.0
+
+
+def test_resampled_negatives_with_precomputed_reference_match_the_live_reference(tiny_model_dir, tmp_path):
+    """Per-epoch draws pick the matching cached reference values (the cache holds the whole pool)."""
+    losses = {}
+    for mode in ("model", "precomputed"):
+        trainer = make(
+            "softmax_dpo",
+            tiny_model_dir,
+            tmp_path / mode,
+            ONE_VS_N[:4],
+            ref_mode=mode,
+            ref_cache_dir=str(tmp_path / "cache"),
+            num_negatives=1,
+            resample_negatives_each_epoch=True,
+            max_steps=-1,
+            num_train_epochs=3,
+        )
+        trainer.train()
+        losses[mode] = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(losses["model"]) == 3
+    assert losses["model"] == pytest.approx(losses["precomputed"], abs=1e-5)
