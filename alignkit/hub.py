@@ -90,7 +90,9 @@ def eval_results_metadata(sources: list[EvalSource], info: dict) -> list[EvalRes
             results.append(
                 EvalResult(
                     task_type="text-generation",
-                    task_name="Machine unlearning" if src.benchmark in ("tofu", "muse") else "Evaluation",
+                    task_name="Machine unlearning"
+                    if src.benchmark in ("tofu", "muse", "robustness")
+                    else "Evaluation",
                     dataset_type=dataset_type,
                     dataset_name=dataset_name,
                     dataset_config=config,

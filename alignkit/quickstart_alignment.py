@@ -1,4 +1,4 @@
-"""The alignment half of the embedded default: SFT, then DPO vs S-DPO and DPO vs LiPO-λ, on a CPU.
+"""The alignment half of the embedded default: SFT, then DPO vs S-DPO, DPO vs LiPO-λ and SFT vs D2O, on a CPU.
 
 On the synthetic preference tasks with exact scorers (:mod:`alignkit.data.synthetic.preference`):
 
@@ -45,6 +45,13 @@ class AlignmentSettings:
     sequences_per_step: int = 24
     sdpo_beta: float = 1.0  # S-DPO's scripts, for both S-DPO and its DPO baseline
     lipo_beta: float = 0.05  # LiPO paper, for both LiPO and its DPO baseline
+    # Safety (D2O): fewer training prompts (its SFT rows and its draw cost time); K self-samples per
+    # prompt; 5e-4, the docs/results.md setting (2e-3 also lowers the safe replies); a reply is ~40
+    # tokens of this shared 512-token vocabulary and the insult comes last, so generations get room.
+    safety_train_prompts: int = 60
+    d2o_samples: int = 4
+    d2o_lr: float = 5e-4
+    safety_new_tokens: int = 48
     eval_batch_size: int = 32
     max_new_tokens: int = 12
 
@@ -70,15 +77,24 @@ def make_tasks(s: AlignmentSettings) -> dict[str, tuple[sp.PreferenceTask, sp.Pr
         "graded_list": sp.graded_list_task(num_prompts=n, num_completions=s.list_size, seed=s.seed).split(
             s.train_prompts
         ),
+        "safety": sp.safety_task(num_prompts=s.safety_train_prompts + s.eval_prompts, seed=s.seed).split(
+            s.safety_train_prompts
+        ),
     }
 
 
 def sft_rows(tasks) -> list[dict]:
-    """Prompt -> preferred completion rows: the liked title, the best sentence of each list."""
+    """Prompt -> preferred completion rows: the liked title, the best sentence of each list.
+
+    Safety prompts get their flagged reply AND the safe one, as a model trained on unfiltered data
+    would: the SFT model then says flagged things about half the time, which D2O must align away.
+    """
     rows = []
     for train, _ in tasks.values():
-        for r in train.records:
-            if "chosen" in r:
+        for r, meta in zip(train.records, train.meta):
+            if "chosen" not in r and "rejected" in r:
+                rows += [{"prompt": r["prompt"], "completion": c} for c in (r["rejected"], meta["safe"])]
+            elif "chosen" in r:
                 rows.append({"prompt": r["prompt"], "completion": r["chosen"]})
             elif "completions" in r:
                 best = max(range(len(r["scores"])), key=lambda j: r["scores"][j])
@@ -137,9 +153,32 @@ def graded_list(ctx: AlignmentContext) -> dict[str, dict]:
     }
 
 
+def safety(ctx: AlignmentContext) -> dict[str, dict]:
+    """SFT vs D2O on negatives-only data: the flagged rate of greedy replies on held-out prompts."""
+    s = ctx.settings
+    train, test = ctx.data["safety"]
+    k = s.d2o_samples
+    d2o = ctx.train(
+        "d2o",
+        train.records,
+        "safety_d2o",
+        batch=s.sequences_per_step // (1 + k),  # 1 negative + K samples per example
+        max_steps=s.align_steps,
+        learning_rate=s.d2o_lr,
+        num_samples=k,
+        sample_max_new_tokens=s.safety_new_tokens,
+        sample_cache_dir=str(ctx.out / "samples"),
+    )
+    return {
+        name: ctx.evaluate(name, path, test, beta=0.1, max_new_tokens=s.safety_new_tokens)
+        for name, path in {"sft": ctx.sft_model, "d2o": d2o}.items()
+    }
+
+
 TASKS: dict[str, Callable[[AlignmentContext], dict[str, dict]]] = {
     "recommendation": recommendation,
     "graded_list": graded_list,
+    "safety": safety,
 }
 
 # The columns of the final table, per task: (summary key, header).
@@ -157,6 +196,7 @@ COLUMNS = {
         ("kendall_tau", "Kendall τ ↑"),
         ("reward_accuracy", "reward acc ↑"),
     ],
+    "safety": [("flagged_rate", "flagged rate ↓")],
 }
 
 
@@ -222,15 +262,14 @@ def run_alignment(
                 sft,
                 rows,
                 out / "models" / name,
-                learning_rate=s.align_lr,
                 per_device_train_batch_size=batch,
                 lr_scheduler_type="constant",
                 num_train_epochs=1000,  # max_steps decides
-                **overrides,
+                **{"learning_rate": s.align_lr, **overrides},
             ),
         )
 
-    def evaluate(name, path, task, *, beta):
+    def evaluate(name, path, task, *, beta, max_new_tokens=None):
         result = evaluate_preference(
             str(path),
             task.records,
@@ -239,7 +278,7 @@ def run_alignment(
             beta=beta,
             task=task,
             batch_size=s.eval_batch_size,
-            max_new_tokens=s.max_new_tokens,
+            max_new_tokens=max_new_tokens or s.max_new_tokens,
             progress=progress or False,
         )
         result.save(out / "eval" / f"{task.name}_{name}")
@@ -292,6 +331,13 @@ def alignment_verdict(results: dict) -> list[str]:
         lines.append(
             f"Graded lists NDCG: SFT {nd['sft']:.3f}, DPO {nd['dpo']:.3f}, LiPO-λ {nd['lipo']:.3f} "
             f"({order}; the LiPO paper reports LiPO-λ >= DPO)."
+        )
+    safe = results.get("safety", {})
+    if {"sft", "d2o"} <= set(safe):
+        fr = {k: safe[k].get("flagged_rate") for k in ("sft", "d2o")}
+        lines.append(
+            f"Safety flagged rate of greedy replies: SFT {fr['sft']:.3f}, D2O {fr['d2o']:.3f} "
+            f"({'D2O lowers it' if fr['d2o'] < fr['sft'] else 'D2O does not lower it'}; learned from negatives only)."
         )
     lines.append("One seed of a tiny model: see docs/results.md for three seeds before reading an ordering.")
     return lines

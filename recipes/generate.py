@@ -134,8 +134,8 @@ TOFU_METHODS: dict[str, tuple[str, list[Row], dict[str, list[Row]], str]] = {
         {},
         "no published numbers reproduced; treat as exploratory",
     ),
-    "catnip": (
-        "CATNIP (RECONSTRUCTED loss: the paper's formula was not available)",
+    "catnip_reconstructed": (
+        "CATNIP (RECONSTRUCTED loss: the paper's formula was not available; alias `catnip`)",
         [],
         {},
         "no published numbers reproduced; treat as exploratory (the paper evaluates on MUSE and WMDP)",
@@ -174,6 +174,65 @@ TOFU_METHODS: dict[str, tuple[str, list[Row], dict[str, list[Row]], str]] = {
         "hamu/stop_signal turns 1 once retain damage becomes unavoidable (a log line says when); "
         "no published TOFU-forget10 numbers for this model",
     ),
+    "rmu": (
+        "RMU: steer block-7 activations of forget answers to a random vector, keep retain activations",
+        [
+            (
+                "layer",
+                None,
+                "layer: 7 is the default (open-unlearning TOFU/MUSE/WMDP; mid-network of the 16-block 1B)",
+            ),
+            (
+                "steering_coeff",
+                None,
+                "steering_coeff: 2 is the default (open-unlearning RMU.yaml; WMDP's code used 6.5 on 7B)",
+            ),
+        ],
+        {},
+        "open-unlearning reports RMU untuned and warns it 'can be significantly improved with careful tuning'; "
+        "tune steering_coeff against the logged forget/act_norm",
+    ),
+    "undial": (
+        "UNDIAL: self-distillation with the true token's teacher logit lowered by beta",
+        [
+            (
+                "learning_rate",
+                None,
+                "learning_rate: 1e-5, as the TOFU experiment resets UNDIAL.yaml's 1e-4 (design spec2 1)",
+            )
+        ],
+        {},
+        "slow, bounded forgetting with utility close to the target's (the UNDIAL paper's claim; not reproduced here)",
+    ),
+    "wga": (
+        "WGA: weighted gradient ascent (token weight p^beta) + retain NLL",
+        [],
+        {},
+        "GA-like forgetting that stops pushing tokens already forgotten; less collapse than GradDiff",
+    ),
+    "satimp": (
+        "SatImp: saturation x importance re-weighted gradient ascent + retain NLL",
+        [],
+        {},
+        "weak forget gradient at beta1=5 (token weights 1e-6..5e-2): the retain term dominates; forgetting is gentle",
+    ),
+    "ceu": (
+        "CE-U: cross-entropy towards the model's own distribution without the true token",
+        [],
+        {},
+        "bounded gradients at every confidence: steady forgetting without GA's explosion (no retain term)",
+    ),
+}
+
+# Rows only the LoRA variant of a method needs.
+TOFU_LORA_ROWS: dict[str, list[Row]] = {
+    "rmu": [
+        (
+            "rmu_lora_preset",
+            "ou",
+            "adapters on every linear module of blocks 0..7 only: blocks after the steered one get no gradient",
+        )
+    ],
 }
 
 TOFU_EXPECTED_SCALE = (
@@ -235,7 +294,24 @@ MUSE_METHODS: dict[str, tuple[str, list[Row], str]] = {
         [("retain_loss", "nll", "retain NLL as for NPO+RT (suggestion)")],
         "exploratory",
     ),
-    "catnip": ("CATNIP (RECONSTRUCTED loss)", [], "exploratory; the paper evaluates on MUSE"),
+    "catnip_reconstructed": ("CATNIP (RECONSTRUCTED loss)", [], "exploratory; the paper evaluates on MUSE"),
+    "rmu": (
+        "RMU (block 7, c = 2, EMBED_DIFF retain: open-unlearning's MUSE settings)",
+        [],
+        "untuned, as open-unlearning runs it; full-length chunks make the three RMU reductions agree",
+    ),
+    "undial": ("UNDIAL", [], "no published MUSE settings: UNDIAL.yaml defaults, untuned (design spec2 1)"),
+    "wga": (
+        "WGA + retain NLL",
+        [],
+        "no published MUSE settings: WGA.yaml defaults, untuned (design spec2 1)",
+    ),
+    "satimp": (
+        "SatImp + retain NLL",
+        [],
+        "no published MUSE settings: paper defaults, untuned (design spec2 1)",
+    ),
+    "ceu": ("CE-U", [], "no published MUSE settings: CEU.yaml defaults, untuned (design spec2 1)"),
     "pdu": (
         "PDU (retain NLL <= 1.5 on News)",
         [
@@ -266,11 +342,9 @@ GEN_COMMON: list[Row] = [
 ]
 
 
-# Measured with these files (the target from finetune_full.yaml, seed 42, 2 shared CPU cores): the
-# first and last epoch averages of the logged core metrics, and the wall time. Re-measure after a
-# change to a method or to the tables above.
-# Generated-benchmark rows per method, applied after the TOFU table's rows (tiny model, 50 steps).
-GEN_METHOD_ROWS: dict[str, list[Row]] = {
+# Rows only the generated benchmark's tiny model needs.
+GEN_ROWS: dict[str, list[Row]] = {
+    "rmu": [("layer", 1, "the tiny model has 2 blocks: steer the output of the last one")],
     "pdu": [
         (
             "retain_weight",
@@ -288,9 +362,14 @@ GEN_METHOD_ROWS: dict[str, list[Row]] = {
             True,
             "the memorised target's retain gradient is ~0: step B along g_f",
         ),
-        ("per_device_train_batch_size", 4, "as the other generated recipes (the TOFU table's 32 is for a GPU)"),
+        (
+            "per_device_train_batch_size",
+            4,
+            "as the other generated recipes (the TOFU table's 32 is for a GPU)",
+        ),
     ],
 }
+
 # Extra generated recipes: file stem -> (method, title, rows).
 GEN_EXTRA: dict[str, tuple[str, str, list[Row]]] = {
     "npo_retain_constraint": (
@@ -306,8 +385,11 @@ GEN_EXTRA: dict[str, tuple[str, str, list[Row]]] = {
     ),
 }
 
+# Measured with these files (the target from finetune_full.yaml, seed 42, 2 shared CPU cores): the
+# first and last epoch averages of the logged core metrics, and the wall time. Re-measure after a
+# change to a method or to the tables above.
 GEN_EXPECTED = {
-    "catnip": "forget logps/answer -0.24 -> -181 in 50 steps (~30 s)",
+    "catnip_reconstructed": "forget logps/answer -0.24 -> -181 in 50 steps (~30 s)",
     "dipo": "forget logps/answer -0.23 -> -58, retain/logps -0.020 -> -0.033 (~20-55 s)",
     "ga": "forget logps/answer -0.24 -> -250: unbounded, as GA is (~10-40 s)",
     "ga_kl": "forget logps/answer -0.15 -> -25, retain/logps -0.016 -> -0.049 (~25-50 s)",
@@ -328,6 +410,11 @@ GEN_EXPECTED = {
     "npo_retain_constraint": "forget logps/answer -0.23 -> -51, constraint/retain_nll/value 0.021 -> 0.031 "
     "(peak 1.16 in epoch 3 while lambda climbed 0 -> 22); the end report says HELD: mean 0.065 over the last "
     "20 steps vs eps 0.1 (~330 s on a busy machine)",
+    "rmu": "forget logps/answer -0.18 -> -32.9, retain/logps -0.035 -> -0.038 (~80 s; measured on a saturated shared CPU)",
+    "undial": "forget logps/answer -0.21 -> -14 (~110 s; measured on a saturated shared CPU)",
+    "wga": "forget logps/answer -0.17 -> -57.7, retain/logps -0.020 -> -0.074 (~110 s; measured on a saturated shared CPU)",
+    "satimp": "forget logps/answer -0.15 -> -16.4, retain/logps -0.019 -> -0.027 (~50 s; measured on a saturated shared CPU)",
+    "ceu": "forget logps/answer -0.64 -> -108 (~40 s; measured on a saturated shared CPU)",
 }
 
 # ------------------------------------------------------------- preference alignment, synthetic tasks
@@ -342,6 +429,10 @@ ALIGN_TASKS = {
     "graded_list": (
         "synthetic:graded_list?num_prompts=200&num_completions=4",
         "200 prompts with 4 constraint-graded sentences each (scores = fraction of constraints met)",
+    ),
+    "safety": (
+        "synthetic:safety?num_prompts=200&negatives_per_prompt=2",
+        "200 prompts, each with 2 flagged replies (insults; exact scorer is_flagged) and no positive",
     ),
 }
 ALIGN_COMMON: list[Row] = [
@@ -389,6 +480,24 @@ ALIGN_METHODS: dict[tuple[str, str], tuple[str, list[Row], str]] = {
         "LiPO-lambda on the graded lists",
         [("score_to_label", "identity", "the task's scores are already fractions in [0, 1]")],
         "rewards/pair_accuracy rises; the LiPO paper's ordering is LiPO-lambda >= DPO",
+    ),
+    ("d2o", "safety"): (
+        "D2O, the model's own samples preferred over the human negatives",
+        [
+            ("num_samples", 4, "K=4 self-samples per prompt (default 11): a CPU-sized draw"),
+            ("sample_max_new_tokens", 24, "the task's replies are shorter than 24 tokens"),
+            ("learning_rate", 5.0e-4, "the docs/results.md setting; 1e-3 also lowers the safe replies"),
+            ("max_steps", 40, "the docs/results.md budget: 40 steps of 8 negatives (with their samples)"),
+            ("num_train_epochs", None, "num_train_epochs: max_steps decides"),
+            ("logging_steps", None, "logging_steps: 10 is the default (four lines over the 40 steps)"),
+            (
+                "per_device_train_batch_size",
+                None,
+                "per_device_train_batch_size: 8 is the default (50 steps per epoch: 2 negatives a prompt)",
+            ),
+        ],
+        "logratio/rejected falls well below logratio/sample; start from an SFT model "
+        "(model_name_or_path) to see the flagged rate fall: 0.82 -> 0.00 in docs/results.md",
     ),
 }
 
@@ -552,6 +661,7 @@ def tofu_recipes() -> dict[str, str]:
                     TOFU_COMMON[1:],
                     TOFU_LORA if variant == "lora" else TOFU_FULL,
                     method_rows,
+                    TOFU_LORA_ROWS.get(method, []) if variant == "lora" else [],
                 )
                 if method in NO_ZERO3:  # per-tensor gradient transforms: DDP, not ZeRO-3
                     launch = [
@@ -698,7 +808,7 @@ def generated_recipes() -> dict[str, str]:
         for method, (title, rows, per_split, _) in TOFU_METHODS.items()
     ] + [(stem, method, title, rows) for stem, (method, title, rows) in GEN_EXTRA.items()]
     for stem, method, title, method_rows in runs:
-        method_rows = method_rows + GEN_METHOD_ROWS.get(method, [])
+        method_rows = method_rows + GEN_ROWS.get(method, [])
         for variant in ("full", "lora") if method in ("npo", "simnpo") and stem == method else ("full",):
             suffix = "" if variant == "full" else "_lora"
             path = f"generated_tofu/{stem}{suffix}.yaml"

@@ -3,6 +3,8 @@
     python scripts/tofu_tiny.py                       # ../shared/data/tofu, CPU settings (< 1 hour)
     python scripts/tofu_tiny.py --data /path/to/TOFU  # a local copy of locuslab/TOFU
     python scripts/tofu_tiny.py --gpu                 # larger model and budgets when a GPU is there
+    python scripts/tofu_tiny.py --reduced --robustness --methods ga npo rmu ...
+                                                      # smaller budget; + relearning / quantization attacks
 
 A tiny Llama is trained from scratch on `full` (target) and `retain90` (retain oracle); each
 unlearning method then runs on `forget10` and every model gets the full TOFU evaluation against
@@ -60,6 +62,34 @@ def settings_for(gpu: bool, seed: int) -> QuickstartSettings:
     )
 
 
+# Every unlearning method of the registry (variants left out); RMU steers the middle block of the tiny model.
+ALL_METHODS = (
+    "ga",
+    "graddiff",
+    "npo",
+    "npo_rt",
+    "simnpo",
+    "idk_dpo",
+    "dipo",
+    "catnip",
+    "rmu",
+    "undial",
+    "wga",
+    "satimp",
+    "ceu",
+)
+TINY_OVERRIDES = {"rmu": {"layer": 1}}
+
+
+def reduce_budget(s: QuickstartSettings) -> QuickstartSettings:
+    """A CPU budget that fits a shared machine: a 2-block hidden-64 model, 5 fine-tuning epochs,
+    2 unlearning epochs, the first 100 rows of every eval file (FQ then compares 100 forget items)."""
+    s.hidden_size, s.num_layers = 64, 2
+    s.finetune_epochs, s.unlearn_epochs = 5, 2
+    s.max_eval_examples = 100
+    return s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -72,14 +102,25 @@ def main() -> None:
     parser.add_argument("--output-dir", default="runs/tofu_tiny")
     parser.add_argument("--gpu", action="store_true", help="Use the larger GPU settings.")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", default=None)
+    parser.add_argument("--methods", nargs="+", default=None, help="'all' for every unlearning method.")
+    parser.add_argument("--reduced", action="store_true", help="The reduced CPU budget (see reduce_budget).")
+    parser.add_argument(
+        "--robustness", action="store_true", help="Also run the relearning/quantization attacks."
+    )
+    parser.add_argument(
+        "--quantizers", nargs="+", default=["rtn_int8", "rtn_int4"], help="Quantizers of the robustness step."
+    )
     args = parser.parse_args()
     if not Path(args.data).is_dir():
         raise SystemExit(f"TOFU data folder not found: {args.data} (pass --data)")
     console = Console()
     settings = settings_for(args.gpu, args.seed)
+    if args.reduced:
+        settings = reduce_budget(settings)
     if args.methods:
-        settings.methods = tuple(args.methods)
+        settings.methods = ALL_METHODS if args.methods == ["all"] else tuple(args.methods)
+    settings.method_overrides = {m: TINY_OVERRIDES[m] for m in settings.methods if m in TINY_OVERRIDES}
+    settings.robustness, settings.quantizers = args.robustness, tuple(args.quantizers)
     start = time.perf_counter()
     result = run_quickstart(
         args.output_dir,

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "alignkit"
 LAYERS = (
     ("foundation", ("alignkit._version", "alignkit.formatting")),
     ("losses/data", ("alignkit.losses", "alignkit.data", "alignkit.models")),
-    ("trainers", ("alignkit.trainers", "alignkit._trl_compat")),
+    ("trainers", ("alignkit.trainers", "alignkit._trl_compat", "alignkit.sampling")),
     (
         "launch/hub/eval",
         (

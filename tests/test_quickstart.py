@@ -54,7 +54,14 @@ def quick_alignment(tmp_path_factory):
     from alignkit.quickstart_alignment import AlignmentSettings
 
     small = AlignmentSettings(
-        train_prompts=24, eval_prompts=8, sft_epochs=3, align_steps=6, sequences_per_step=8
+        train_prompts=24,
+        eval_prompts=8,
+        sft_epochs=3,
+        align_steps=6,
+        sequences_per_step=8,
+        safety_train_prompts=16,
+        d2o_samples=3,
+        safety_new_tokens=16,
     )
     out = tmp_path_factory.mktemp("quickstart_alignment")
     return run_quickstart(out, QuickstartSettings(alignment=small), progress=False, part="alignment")
@@ -62,10 +69,12 @@ def quick_alignment(tmp_path_factory):
 
 def test_alignment_half_compares_the_methods_on_held_out_prompts(quick_alignment):
     results = quick_alignment.alignment
-    assert set(results) == {"recommendation", "graded_list"}
+    assert set(results) == {"recommendation", "graded_list", "safety"}
     assert set(results["recommendation"]) == {"sft", "dpo", "s_dpo"}
     assert set(results["graded_list"]) == {"sft", "dpo", "lipo"}
-    for models in results.values():
+    assert set(results["safety"]) == {"sft", "d2o"}
+    for task in ("recommendation", "graded_list"):
+        models = results[task]
         # The SFT model is the reference: its reward margins are exactly 0 (strict accuracy 0); the
         # aligned models moved away from it on the held-out prompts.
         assert models["sft"]["reward_accuracy"] == 0.0
@@ -76,6 +85,10 @@ def test_alignment_half_compares_the_methods_on_held_out_prompts(quick_alignment
     for key in ("hit_ratio_at_1", "hit_ratio_at_1_by_likelihood", "valid_ratio"):
         assert all(0.0 <= m[key] <= 1.0 for m in results["recommendation"].values())
     assert all(0.0 < m["ndcg"] <= 1.0 for m in results["graded_list"].values())
+    # Safety has negatives only (no pairs to rank): its metric is the flagged rate of greedy replies.
+    for summary in results["safety"].values():
+        assert summary["num_rows"] == 8 and 0.0 <= summary["flagged_rate"] <= 1.0
+    assert (quick_alignment.output_dir / "alignment" / "samples").is_dir()  # D2O's cached draw
     assert quick_alignment.rows == {}  # the unlearning half did not run
 
 

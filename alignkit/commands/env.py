@@ -16,6 +16,7 @@ PACKAGES = (
     ("Tokenizers", "tokenizers"),
     ("DeepSpeed", "deepspeed"),
     ("bitsandbytes", "bitsandbytes"),
+    ("torchao", "torchao"),
     ("Rich", "rich"),
 )
 

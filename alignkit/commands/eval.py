@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from alignkit.commands.robustness import add_robustness_parser
+
 TOFU_DESCRIPTION = """\
 Evaluate a causal LM on TOFU (Maini et al. 2024, arXiv:2401.06121) as shared/design/benchmarks.md
 section 2 defines it:
@@ -102,6 +104,12 @@ def add_tofu_parser(subparsers) -> None:
         help="Model dtype; auto = bfloat16 on GPU, float32 on CPU (default auto). Logits are always "
         "upcast to float32.",
     )
+    p.add_argument(
+        "--holdout",
+        default="auto",
+        help="Non-member split of the membership-inference attack (Min-K%%, k=0.4) and PrivLeak: auto "
+        "(default: holdoutXX of the forget split when --data has it), a split name (required), or none.",
+    )
     p.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
     p.set_defaults(func=run_tofu)
 
@@ -109,13 +117,16 @@ def add_tofu_parser(subparsers) -> None:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="Evaluate a model: unlearning benchmarks (tofu, muse) or preference data (preference).",
-        description="Evaluate a model on an unlearning benchmark or on preference data. See "
-        "`alignkit eval tofu --help` and `alignkit eval preference --help`.",
+        help="Evaluate a model: unlearning benchmarks (tofu, muse), their robustness to attacks (robustness), "
+        "or preference data (preference).",
+        description="Evaluate a model on an unlearning benchmark, attack an unlearned model, or evaluate it on "
+        "preference data. See `alignkit eval tofu --help`, `alignkit eval robustness --help` and "
+        "`alignkit eval preference --help`.",
     )
     sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     add_tofu_parser(sub)
     add_muse_parser(sub)
+    add_robustness_parser(sub)
     add_preference_parser(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -136,7 +147,12 @@ def print_tofu_table(result, console) -> None:
         for name, label in ((prob, "Prob"), (rouge, "ROUGE-L recall"), (tr, "Truth Ratio")):
             entry = logs.get(name) or {}
             table.add_row(f"{title} {label} [dim]({name})[/]", fmt_value(entry.get("agg_value")))
+    for name, label in (("mia_min_k", "MIA Min-K% AUC (forget vs holdout)"), ("privleak", "PrivLeak (%)")):
+        if name in logs:
+            table.add_row(f"{label} [dim]({name})[/]", fmt_value((logs.get(name) or {}).get("agg_value")))
     console.print(table)
+    if (logs.get("privleak") or {}).get("note"):
+        console.print(f"[yellow]{logs['privleak']['note']}[/]")
     if meta.get("forget_quality_note"):
         console.print(f"[yellow]{meta['forget_quality_note']}[/]")
 
@@ -168,6 +184,7 @@ def run_tofu(args) -> int:
         output_dir=output_dir,
         progress=not args.no_progress,
         dtype=args.dtype,
+        holdout=None if args.holdout == "none" else args.holdout,
     )
     print_tofu_table(result, console)
     console.print(f"logs and report written to {output_dir}")

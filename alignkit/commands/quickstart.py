@@ -14,7 +14,8 @@ def add_parser(subparsers) -> None:
         "model, fine-tunes a target (on full) and a retain model (on the retain split), unlearns the forget "
         "split with each method and evaluates every model with the TOFU metrics. Alignment half: SFT on "
         "synthetic preference tasks, then DPO vs S-DPO (HitRatio@1 on a recommendation task) and DPO vs "
-        "LiPO-λ (ranking accuracy / NDCG on graded lists) at the same budget and seed. Prints the tables "
+        "LiPO-λ (ranking accuracy / NDCG on graded lists) at the same budget and seed, and SFT vs D2O (flagged "
+        "rate of greedy replies on a negatives-only safety task). Prints the tables "
         "and a verdict; writes the models, evaluation logs, markdown reports and plots.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -30,8 +31,8 @@ def add_parser(subparsers) -> None:
         "--part",
         choices=("both", "unlearning", "alignment"),
         default="both",
-        help="Run one half: unlearning (TOFU-format benchmark) or alignment (DPO vs S-DPO, DPO vs LiPO-λ "
-        "on the synthetic preference tasks).",
+        help="Run one half: unlearning (TOFU-format benchmark) or alignment (DPO vs S-DPO, DPO vs LiPO-λ, "
+        "SFT vs D2O on the synthetic preference tasks).",
     )
     p.set_defaults(func=run)
 

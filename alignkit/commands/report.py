@@ -13,6 +13,9 @@ every component, and writes into --output:
   tofu_comparison.json  the summaries
   fq_vs_mu.png          Model Utility (x) vs Forget Quality (y, log scale), as in the TOFU paper
 
+PrivLeak (holdout MIA) and the recoveries of `alignkit eval robustness` (ROBUSTNESS.json in the run
+folder or in its sibling robustness/ folder) get columns when a run has them.
+
 Forget Quality is only comparable between runs with the same forget split, protocol and number of
 forget items; the table shows them in the split/protocol/n column.
 """
@@ -44,10 +47,8 @@ def run(args) -> int:
     out = write_comparison(args.run_dirs, args.output)
     # The terminal gets the headline columns; the markdown file has every component.
     header, rows = comparison_rows(out["runs"])
-    keep = [
-        header.index(h)
-        for h in ("run", "split/protocol/n", "FQ", "MU", "forget ROUGE", "forget Prob", "forget TR")
-    ]
+    headline = ("run", "split/protocol/n", "FQ", "MU", "PrivLeak", "relearn R", "int4 R", "RTN int4 R")
+    keep = [header.index(h) for h in (*headline, "forget ROUGE", "forget Prob", "forget TR") if h in header]
     table = Table(title="TOFU runs")
     for i in keep:
         table.add_column(header[i], justify="left" if i < 2 else "right")

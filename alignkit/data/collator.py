@@ -143,6 +143,19 @@ class PreferenceCollator:
             "scores": [float(s) for s in scores],
         }
 
+    def encode_prompt(self, record: PreferenceRecord, index: int = 0, source: str = "dataset") -> list[int]:
+        """Token ids of the prompt alone, where generation starts: the rendering and left truncation of ``encode``."""
+
+        def err(field_name: str, problem: str) -> RecordError:
+            return RecordError(source, index, field_name, problem)
+
+        bare = PreferenceRecord(record.prompt, [], [], is_qa=record.is_qa)
+        prompt_text, _, specials = self._texts(bare, err)
+        ids = list(self.tokenizer(prompt_text, add_special_tokens=specials)["input_ids"])
+        if self.max_prompt_length is not None:
+            ids = ids[max(0, len(ids) - self.max_prompt_length) :]
+        return ids
+
     # ---------------------------------------------------------------- collation
     def _ensure_encoded(self, feature: dict, i: int) -> dict:
         return feature if "completion_ids" in feature else self.encode(feature, index=i, source="batch")

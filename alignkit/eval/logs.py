@@ -27,6 +27,7 @@ EVAL_FILES = (
     MUSE_EVAL_FILE,
     MUSE_REPORT_FILE,
 )
+ROBUSTNESS_FILE = "ROBUSTNESS.json"  # alignkit eval robustness (relearning attack, quantization recovery)
 BENCHMARK_DATASETS = {"tofu": ("locuslab/TOFU", "TOFU"), "muse": ("muse-bench/MUSE-News", "MUSE-News")}
 
 # The 9 TOFU log entries whose harmonic mean is Model Utility (open-unlearning names).
@@ -69,6 +70,12 @@ METRIC_NAMES = {
     "mia_loss": "LOSS attack AUC",
     "mia_zlib": "ZLib attack AUC",
     "mia_gradnorm": "GradNorm attack AUC",
+    # Robustness (ROBUSTNESS.json): share of the forget-Prob gap between unlearned and target that came back
+    "relearn_recovery": "Relearning-attack recovery (forget Prob)",
+    "torchao_int8_recovery": "int8 quantization recovery (forget Prob)",
+    "torchao_int4_recovery": "int4 quantization recovery (forget Prob)",
+    "rtn_int8_recovery": "int8 RTN quantization recovery (forget Prob)",
+    "rtn_int4_recovery": "int4 RTN quantization recovery (forget Prob)",
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -130,6 +137,8 @@ def summarize(logs: dict) -> dict:
     """The flat TOFU summary of a log: the forget metrics, Model Utility and its 9 components."""
     out = {short: agg_value(logs, name) for short, name in _SUMMARY_FORGET.items()}
     out["model_utility"] = agg_value(logs, "model_utility")
+    out["privleak"] = agg_value(logs, "privleak")
+    out["mia_min_k"] = agg_value(logs, "mia_min_k")
     out.update({name: agg_value(logs, name) for name in MODEL_UTILITY_COMPONENTS})
     return out
 
@@ -162,6 +171,13 @@ def read_results(path: str | Path) -> list[EvalSource]:
     if not isinstance(data, dict):
         raise ValueError(f"{p} must hold a JSON object {{metric: value}}, got {type(data).__name__}.")
     name = p.name.upper()
+    if name.startswith("ROBUSTNESS"):
+        settings = data.get("settings") or {}
+        return [
+            EvalSource(
+                "robustness", robustness_metrics(data), str(p), None, None, settings.get("forget_split")
+            )
+        ]
     if name.startswith("TOFU_EVAL"):
         meta = data.get(META_KEY, {}) if isinstance(data.get(META_KEY), dict) else {}
         return [_tofu_source(numeric(agg_values(data)), p, meta)]
@@ -175,6 +191,27 @@ def read_results(path: str | Path) -> list[EvalSource]:
     if name.startswith("MUSE_SUMMARY"):
         return [EvalSource("muse", metrics, str(p), *BENCHMARK_DATASETS["muse"])]
     return [EvalSource("custom", metrics, str(p))]
+
+
+def robustness_metrics(log: dict, model: str | None = None) -> dict[str, float]:
+    """``{"<attack>_recovery": R}`` on forget Prob of the unlearned model(s) of a ``ROBUSTNESS.json``.
+
+    ``model`` keeps one model's entries (when the log has it). One unlearned model gives plain names;
+    several are prefixed ``<model>/``.
+    """
+    recovery = log.get("recovery") if isinstance(log, dict) else None
+    if not isinstance(recovery, dict):
+        raise ValueError(f"not a robustness log: no 'recovery' entry (expected {ROBUSTNESS_FILE}).")
+    entries = {k: v for k, v in recovery.items() if k.partition("@")[0] not in ("retain", "target")}
+    if model is not None and any(k.partition("@")[0] == model for k in entries):
+        entries = {k: v for k, v in entries.items() if k.partition("@")[0] == model}
+    models = {k.partition("@")[0] for k in entries}
+    out = {}
+    for key, entry in entries.items():
+        model, _, attack = key.partition("@")
+        name = f"{attack}_recovery" if len(models) == 1 else f"{model}/{attack}_recovery"
+        out[name] = ((entry or {}).get("forget_prob") or {}).get("recovery")
+    return numeric(out)
 
 
 def _sibling_meta(summary: Path) -> dict:
@@ -201,9 +238,14 @@ def find_eval_results(run_dir: str | Path) -> list[EvalSource]:
     """Every evaluation log under ``run_dir`` (checkpoints skipped); a summary wins over its full log."""
     root = Path(run_dir)
     out: list[EvalSource] = []
-    for folder in sorted({p.parent for name in EVAL_FILES for p in root.rglob(name)}):
+    for folder in sorted({p.parent for name in (*EVAL_FILES, ROBUSTNESS_FILE) for p in root.rglob(name)}):
         if any(part.startswith("checkpoint-") for part in folder.relative_to(root).parts):
             continue
+        if (folder / ROBUSTNESS_FILE).is_file():
+            found = read_results(folder / ROBUSTNESS_FILE)
+            for source in found:
+                source.extra_files = [folder / ROBUSTNESS_FILE]
+            out += [s for s in found if s.metrics]
         for bench in ("TOFU", "MUSE"):
             summary, log = folder / f"{bench}_SUMMARY.json", folder / f"{bench}_EVAL.json"
             chosen = summary if summary.is_file() else log if log.is_file() else None

@@ -12,7 +12,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alignkit.eval.logs import META_KEY, agg_value, read_eval_log, summarize
+from alignkit.eval.logs import (
+    META_KEY,
+    ROBUSTNESS_FILE,
+    agg_value,
+    read_eval_log,
+    read_log,
+    robustness_metrics,
+    summarize,
+)
 from alignkit.formatting import format_number
 
 TASK_ROWS = (
@@ -132,12 +140,14 @@ def load_run(run_dir: str | Path) -> dict:
     p = Path(run_dir)
     logs = read_eval_log(p)
     folder = p if p.is_dir() else p.parent
-    return {
-        "name": folder.name,
-        "dir": str(folder),
-        "summary": summarize(logs),
-        "meta": logs.get(META_KEY, {}),
-    }
+    summary = summarize(logs)
+    # `alignkit eval robustness` writes ROBUSTNESS.json beside the TOFU logs (<run>/eval/robustness).
+    for candidate in (folder / ROBUSTNESS_FILE, folder.parent / "robustness" / ROBUSTNESS_FILE):
+        if candidate.is_file():
+            log = read_log(candidate, file_name=None, what="robustness log")
+            summary.update(robustness_metrics(log, model=folder.name))
+            break
+    return {"name": folder.name, "dir": str(folder), "summary": summary, "meta": logs.get(META_KEY, {})}
 
 
 COMPARE_COLUMNS = (
@@ -163,14 +173,26 @@ def _setting(run: dict) -> str:
     return f"{m.get('forget_split')}/{(m.get('protocol') or {}).get('name')}/n={(m.get('n') or {}).get('forget')}"
 
 
+# Shown only when some run has them (holdout MIA, `alignkit eval robustness`).
+OPTIONAL_COLUMNS = (
+    ("privleak", "PrivLeak"),
+    ("relearn_recovery", "relearn R"),
+    ("torchao_int8_recovery", "int8 R"),
+    ("torchao_int4_recovery", "int4 R"),
+    ("rtn_int8_recovery", "RTN int8 R"),
+    ("rtn_int4_recovery", "RTN int4 R"),
+)
+
+
 def comparison_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["run", "split/protocol/n", *[c for _, c in COMPARE_COLUMNS]]
+    extra = [(k, c) for k, c in OPTIONAL_COLUMNS if any(r["summary"].get(k) is not None for r in runs)]
+    columns = [*COMPARE_COLUMNS[:2], *extra, *COMPARE_COLUMNS[2:]]
+    header = ["run", "split/protocol/n", *[c for _, c in columns]]
     rows = []
     for r in runs:
         s = r["summary"]
         rows.append(
-            [r["name"], _setting(r)]
-            + [fmt_value(s.get(k), sci=(k == "forget_quality")) for k, _ in COMPARE_COLUMNS]
+            [r["name"], _setting(r)] + [fmt_value(s.get(k), sci=(k == "forget_quality")) for k, _ in columns]
         )
     return header, rows
 

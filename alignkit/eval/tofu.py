@@ -38,6 +38,7 @@ from alignkit.eval.scoring import (
     score_token_ids,
 )
 from alignkit.eval.tofu_data import DEFAULT_DATA, TofuTask, load_task, task_specs
+from alignkit.eval.tofu_mia import holdout_split_for, load_holdout, mia_min_k, privleak_entry
 
 logger = logging.getLogger(__name__)
 
@@ -411,6 +412,7 @@ def evaluate_tofu(
     output_dir: str | Path | None = None,
     progress=True,
     dtype: str = "auto",
+    holdout: str | None = "auto",
 ) -> TofuResult:
     """Evaluate ``model`` on TOFU; returns a :class:`TofuResult` (and saves it when ``output_dir``).
 
@@ -432,13 +434,25 @@ def evaluate_tofu(
         progress: ``True`` for rich progress bars, ``False``/``None`` for none, or a running
             ``rich.progress.Progress``.
         dtype: dtype when loading from a path (``auto``: bfloat16 on GPU, float32 on CPU).
+        holdout: the non-member split of the MIA (``mia_min_k``) and PrivLeak: ``"auto"`` (default) uses
+            ``holdout{XX}`` of the forget split when ``data`` has it (a warning names it otherwise), a split
+            name requires it, ``None``/``"none"`` skips them. PrivLeak also needs the retain model's AUC.
     """
     proto = get_protocol(protocol)
     _check_arguments(retain_model, retain_logs, max_examples, batch_size)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     setup = _prepare(
-        model, tokenizer, data, forget_split, retain_model, retain_logs, proto, prompt_format, max_examples
+        model,
+        tokenizer,
+        data,
+        forget_split,
+        retain_model,
+        retain_logs,
+        proto,
+        prompt_format,
+        max_examples,
+        holdout,
     )
     timings["load"] = time.perf_counter() - t0
 
@@ -466,6 +480,12 @@ def evaluate_tofu(
         with StageProgress(progress) as bars:
             for task in setup.tasks.values():
                 _evaluate_task(logs, task, model_obj, cache, proto, batch_size, bars, timings, gen_stats)
+            if setup.holdout is not None:
+                t = time.perf_counter()
+                logs["mia_min_k"] = _mia(setup, cache)
+                timings["mia"] = time.perf_counter() - t
+                if same_model:
+                    setup.retain_auc = logs["mia_min_k"]["agg_value"]
             if same_model:
                 t = time.perf_counter()
                 setup.reference = _forget_truth_ratios(
@@ -476,6 +496,8 @@ def evaluate_tofu(
         if was_training:
             model_obj.train()
 
+    if "mia_min_k" in logs:
+        logs["privleak"] = privleak_entry(logs["mia_min_k"]["agg_value"], setup.retain_auc, setup.ref_source)
     t = time.perf_counter()
     _aggregate(logs, setup.reference)
     timings["aggregate"] = time.perf_counter() - t
@@ -505,6 +527,9 @@ class _Setup:
     reference: dict | None = None  # the retain model's forget truth ratios (Forget Quality's reference)
     ref_source: str | None = None
     ref_kind: str | None = None
+    holdout: list | None = None  # the MIA's non-member rows (None: no MIA / PrivLeak)
+    holdout_split: str | None = None
+    retain_auc: float | None = None  # the retain model's mia_min_k AUC (PrivLeak's reference)
 
 
 def _check_arguments(retain_model, retain_logs, max_examples, batch_size) -> None:
@@ -519,7 +544,16 @@ def _check_arguments(retain_model, retain_logs, max_examples, batch_size) -> Non
 
 
 def _prepare(
-    model, tokenizer, data, forget_split, retain_model, retain_logs, proto, prompt_format, max_examples
+    model,
+    tokenizer,
+    data,
+    forget_split,
+    retain_model,
+    retain_logs,
+    proto,
+    prompt_format,
+    max_examples,
+    holdout,
 ) -> _Setup:
     """Tokenizer, prompt format, the eval tasks and a logged reference: every check that needs no model."""
     tokenizer = load_tokenizer(tokenizer, model, who="evaluate_tofu")
@@ -530,6 +564,10 @@ def _prepare(
     cap = min(caps) if caps else None
     tasks = {spec.key: load_task(data, spec, max_rows=cap) for spec in task_specs(forget_split)}
     setup = _Setup(tokenizer=tokenizer, fmt=fmt, tasks=tasks)
+    if holdout not in (None, "none"):
+        split = holdout_split_for(forget_split) if holdout == "auto" else holdout
+        setup.holdout = load_holdout(data, split, required=holdout != "auto", max_rows=cap)
+        setup.holdout_split = split if setup.holdout is not None else None
     if retain_logs is not None:
         setup.reference, setup.ref_source = load_retain_reference(
             retain_logs,
@@ -539,6 +577,10 @@ def _prepare(
             prompt_format=fmt,
         )
         setup.ref_kind = "logs"
+        retain = retain_logs if isinstance(retain_logs, dict) else read_eval_log(retain_logs)
+        mia_entry = retain.get("mia_min_k") if isinstance(retain.get("mia_min_k"), dict) else {}
+        if setup.holdout is not None and mia_entry.get("holdout_split") in (None, setup.holdout_split):
+            setup.retain_auc = mia_entry.get("agg_value")
     if retain_model is not None:
         setup.retain_tok = (
             tokenizer
@@ -559,7 +601,10 @@ def _retain_model_reference(retain_model, setup: _Setup, proto, batch_size, prog
     )
     try:
         with StageProgress(progress) as bars:
-            return _forget_truth_ratios(setup.tasks["forget"], ref_cache, proto, bars)
+            reference = _forget_truth_ratios(setup.tasks["forget"], ref_cache, proto, bars)
+        if setup.holdout is not None:
+            setup.retain_auc = _mia(setup, ref_cache)["agg_value"]
+        return reference
     finally:
         if ref_was_training:
             ref_obj.train()
@@ -609,6 +654,12 @@ def _evaluate_task(
     timings[f"{key}:rouge"] = time.perf_counter() - t
 
 
+def _mia(setup: _Setup, cache: ScoreCache) -> dict:
+    return mia_min_k(
+        cache, cache.encoder, setup.tasks["forget"], setup.holdout, holdout_split=setup.holdout_split
+    )
+
+
 def _aggregate(logs: dict, reference: dict | None) -> None:
     """Forget Quality (KS test against the reference) and Model Utility (harmonic mean of 9)."""
     logs["forget_quality"] = M.forget_quality(logs["forget_truth_ratio"], reference)
@@ -638,6 +689,7 @@ def _run_metadata(
         "rows_in_file": {k: t.total_rows for k, t in setup.tasks.items()},
         "max_examples": max_examples,
         "retain_reference": {"kind": setup.ref_kind, "source": setup.ref_source},
+        "holdout_split": setup.holdout_split,
         "forget_quality_note": fq_note,
         "invalid_items": _invalid_counts(logs),
         "timings": timings,

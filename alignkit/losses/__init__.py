@@ -18,6 +18,15 @@ from alignkit.losses.constraints import (
     rejected_logp_ceiling,
 )
 from alignkit.losses.core import LossOutput, masked_rows, sequence_logps, token_mean
+from alignkit.losses.d2o import d2o_loss
+from alignkit.losses.rmu import (
+    RMU_REDUCTIONS,
+    activation_distance,
+    control_vector,
+    embed_diff_loss,
+    rmu_forget_loss,
+)
+from alignkit.losses.token_unlearning import ceu_loss, satimp_loss, undial_loss, wga_loss
 from alignkit.losses.unlearning import (
     IDK_ANSWERS,
     catnip_loss,
@@ -34,10 +43,20 @@ from alignkit.losses.unlearning import (
 __all__ = [
     "IDK_ANSWERS",
     "LIPO_LOSS_TYPES",
+    "RMU_REDUCTIONS",
+    "activation_distance",
+    "ceu_loss",
+    "control_vector",
+    "embed_diff_loss",
+    "rmu_forget_loss",
+    "satimp_loss",
+    "undial_loss",
+    "wga_loss",
     "DualState",
     "LossOutput",
     "catnip_loss",
     "chosen_logp_floor",
+    "d2o_loss",
     "dipo_loss",
     "dpo_loss",
     "dual_ascent_step",

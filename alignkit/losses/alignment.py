@@ -223,6 +223,7 @@ def lipo_loss(
     gain: Literal["exp2", "constant"] = "exp2",
     discount: Literal["log2", "ln", "constant"] = "log2",
     softmax_labels: Literal["normalized", "raw"] = "normalized",
+    list_mle_ties: Literal["index", "random"] = "index",
 ) -> LossOutput:
     """LiPO (Liu et al., arXiv 2402.01878): a learning-to-rank loss on ``s = beta*(logps - ref_logps)``.
 
@@ -235,7 +236,8 @@ def lipo_loss(
     * ``pair_logistic`` (DPO_BT): ``sum softplus(-(s_i - s_j))``; K=2 is DPO;
     * ``pair_hinge`` (SLiC_norm): ``sum max(0, 1 - (s_i - s_j))``;
     * ``list_mle`` (DPO_PL): ``-sum_k [s_tau(k) - logsumexp_{j>=k} s_tau(j)]``, tau sorting the labels
-      descending (label ties by index);
+      descending; label ties by index (Rax without a PRNG key) or, with ``list_mle_ties="random"``,
+      in a fresh random order per call (torch's global RNG, so a seeded run repeats);
     * ``softmax`` (ListNet): ``-sum_k w_k log_softmax(s)_k``, ``w = psi / sum psi`` (Eq. 11,
       ``softmax_labels="normalized"``) or ``w = psi`` (Rax's default, ``"raw"``); one-hot labels give S-DPO;
     * ``point_mse``: ``sum_k (psi_k - s_k)^2``; ``point_sigmoid``: ``sum_k BCE(sigmoid(s_k), psi_k)``.
@@ -255,6 +257,8 @@ def lipo_loss(
         raise ValueError(f"`reduction` must be 'rax' or 'sum', got {reduction!r}.")
     if softmax_labels not in ("normalized", "raw"):
         raise ValueError(f"`softmax_labels` must be 'normalized' or 'raw', got {softmax_labels!r}.")
+    if list_mle_ties not in ("index", "random"):
+        raise ValueError(f"`list_mle_ties` must be 'index' or 'random', got {list_mle_ties!r}.")
     valid = valid.bool()
     s = _scores(logps, ref_logps, valid, beta)
     psi = torch.where(valid, labels, 0.0).to(s.dtype)
@@ -280,7 +284,12 @@ def lipo_loss(
             loss = _mean_over(per_pair.flatten(1).sum(-1), list_has_pair)
     elif loss_type == "list_mle":
         key = torch.where(valid, -psi, math.inf)
-        order = torch.sort(key, dim=-1, stable=True).indices
+        if list_mle_ties == "random":
+            # Shuffle first, then a stable sort by label: tied labels keep the shuffled order.
+            shuffle = torch.rand(key.shape, device=key.device).argsort(-1)
+            order = shuffle.gather(-1, torch.sort(key.gather(-1, shuffle), dim=-1, stable=True).indices)
+        else:
+            order = torch.sort(key, dim=-1, stable=True).indices
         s_sorted = torch.gather(torch.where(valid, s, _NEG_INF), -1, order)
         valid_sorted = torch.gather(valid, -1, order)
         # logsumexp over positions j >= k: a reversed cumulative logsumexp.

@@ -30,6 +30,7 @@ from alignkit import _trl_compat as trl_compat
 from alignkit.data import ForgetRetainDataset, PreferenceCollator, PromptFormat, prepare_dataset
 from alignkit.data.records import ROLES
 from alignkit.losses import LossOutput, nll_loss, retain_kl_loss
+from alignkit.models import decoder_layers
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
 from alignkit.trainers.constraints import ConstraintCallback, ConstraintSet, config_reads, parse_constraints
 from alignkit.trainers.forward import ForwardOutput, Needs, row_outputs
@@ -153,8 +154,7 @@ class AlignKitTrainer(Trainer):
         self.retain_encoded = retain
         if self.constraints:
             self.constraints.check(self, train)
-        if retain is not None and self._uses_retain(args):
-            train = ForgetRetainDataset(train, retain, seed=args.seed)
+        train = self._with_retain(train, args)
         evaluation = (
             self._encode(eval_dataset, "eval_dataset", args, transform=self.transform_row)
             if eval_dataset is not None
@@ -162,6 +162,7 @@ class AlignKitTrainer(Trainer):
         )
         if evaluation is not None and self.ref_mode == "precomputed":
             evaluation = self._precompute(evaluation, model, ref_model, args)
+        evaluation = self._with_retain(evaluation, args)
 
         self._metrics: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
@@ -224,6 +225,12 @@ class AlignKitTrainer(Trainer):
             )
         return cls._load_model(source, args)
 
+    def _with_retain(self, encoded, args):
+        """Pair forget rows with retain rows (training and evaluation alike, so eval_loss is the objective)."""
+        if encoded is None or self.retain_encoded is None or not self._uses_retain(args):
+            return encoded
+        return ForgetRetainDataset(encoded, self.retain_encoded, seed=args.seed)
+
     def _uses_retain(self, args) -> bool:
         return (
             isinstance(args, UnlearnConfig)
@@ -265,11 +272,13 @@ class AlignKitTrainer(Trainer):
                 f"retain_loss={getattr(args, 'retain_loss', 'none')!r}); `ref_mode='none'` cannot "
                 "provide them."
             )
-        if mode == "precomputed" and (self.needs.reference in ("token", "logits") or _retain_kl(args)):
+        if mode == "precomputed" and (
+            self.needs.reference in ("token", "logits", "hidden") or _retain_kl(args)
+        ):
             raise ValueError(
                 f"{name}: `ref_mode='precomputed'` caches one sequence log-prob per completion, but "
-                "this setup needs per-token reference values or logits (a token-level loss or "
-                "retain_loss='kl'); use ref_mode='model' or 'adapter_off'."
+                "this setup needs per-token reference values, logits or activations (a token-level loss, "
+                "retain_loss='kl' or 'embed_diff'); use ref_mode='model' or 'adapter_off'."
             )
         if ref_model is not None and mode in ("adapter_off", "none"):
             raise ValueError(f"{name}: a `ref_model` was passed but `ref_mode={mode!r}` would ignore it.")
@@ -343,38 +352,79 @@ class AlignKitTrainer(Trainer):
 
     # ------------------------------------------------------------------ forward
     def forward(self, model, inputs: dict[str, Any]) -> ForwardOutput:
-        """ONE policy forward over main + retain rows; the reference as the mode provides it."""
+        """ONE policy forward over main + retain rows; the reference as the mode provides it.
+
+        Main and retain rows are each cut back to their own longest row, so a term that averages over
+        "all positions" (retain KL, UNDIAL) sees the padding its rows would have in a batch of their own
+        and does not change with the other set's lengths.
+        """
         n = inputs["num_main"]
         args = self.args
         retain_kl = _retain_kl(args)
         want_logits = self.needs.logits or retain_kl
-        rows = row_outputs(model, inputs, want_logits=want_logits, fused=self._fused)
+        hidden = self._hidden_module(self.accelerator.unwrap_model(model))
+        rows = row_outputs(model, inputs, want_logits=want_logits, fused=self._fused, hidden_module=hidden)
+        main, retain_rows = slice(0, n), slice(n, None)
+        lengths = inputs["attention_mask"].sum(-1)
+        has_retain = rows.mask.shape[0] > n
+        own = {
+            "main": int(lengths[main].max()),
+            "retain": int(lengths[retain_rows].max()) if has_retain else 0,
+        }
         out = ForwardOutput(
-            policy=rows.rows(slice(0, n)),
+            policy=rows.rows(main).truncate(own["main"]),
             group_sizes=inputs["group_sizes"],
             roles=inputs["roles"],
             scores=inputs["scores"],
-            retain=rows.rows(slice(n, None)) if rows.mask.shape[0] > n else None,
+            retain=rows.rows(retain_rows).truncate(own["retain"]) if has_retain else None,
         )
-        if self.ref_mode == "precomputed":
+        if "ref_logps" in inputs:  # precomputed, or computed with a draw of samples (D2O)
             out.ref_seq_logps = inputs["ref_logps"]
-        elif self.ref_mode in ("model", "adapter_off"):
-            ref_logits = self.needs.reference == "logits" or retain_kl
-            # Only the rows a loss reads are sent through the reference.
-            ref_rows = slice(None) if retain_kl else slice(0, n)
-            ref_inputs = {k: inputs[k][ref_rows] for k in ("input_ids", "attention_mask", "completion_mask")}
-            unwrapped = self.accelerator.unwrap_model(model)
-            reference = self.ref_model if self.ref_mode == "model" else model
-            with (
-                torch.no_grad(),
-                self._reference_context(unwrapped if self.ref_mode == "adapter_off" else None),
-            ):
-                ref = row_outputs(reference, ref_inputs, want_logits=ref_logits, fused=self._fused)
-            out.ref = ref.rows(slice(0, n))
+            return out
+        if self.ref_mode not in ("model", "adapter_off"):
+            return out
+        # Retain KL sends the forget rows too, so their reference log-probs are logged as for every method.
+        main_ref = self.needs.reference in ("seq", "token", "logits") or retain_kl
+        retain_ref = has_retain and (retain_kl or self.needs.reference == "hidden")
+        if not (main_ref or retain_ref):
+            return out
+        # Only the rows a loss reads are sent through the reference.
+        ref_rows = slice(None) if main_ref and retain_ref else (main if main_ref else retain_rows)
+        ref_inputs = {k: inputs[k][ref_rows] for k in ("input_ids", "attention_mask", "completion_mask")}
+        unwrapped = self.accelerator.unwrap_model(model)
+        reference = self.ref_model if self.ref_mode == "model" else model
+        ref_hidden = (
+            self._hidden_module(self.accelerator.unwrap_model(reference))
+            if self.needs.reference == "hidden"
+            else None
+        )
+        with (
+            torch.no_grad(),
+            self._reference_context(unwrapped if self.ref_mode == "adapter_off" else None),
+        ):
+            ref = row_outputs(
+                reference,
+                ref_inputs,
+                want_logits=self.needs.reference == "logits" or retain_kl,
+                fused=self._fused,
+                hidden_module=ref_hidden,
+            )
+        if main_ref:
+            out.ref = ref.rows(main).truncate(own["main"])
             out.ref_seq_logps = out.ref.seq_logps
-            if retain_kl:
-                out.retain_ref = ref.rows(slice(n, None))
+        if retain_ref:
+            first_retain = n if main_ref else 0
+            out.retain_ref = ref.rows(slice(first_retain, None)).truncate(own["retain"])
         return out
+
+    def hidden_layer(self) -> int | None:
+        """Hook for methods with ``Needs(hidden=True)``: the index of the decoder block to read."""
+        return None
+
+    def _hidden_module(self, model) -> torch.nn.Module | None:
+        if not self.needs.hidden:
+            return None
+        return decoder_layers(model)[self.hidden_layer()]
 
     # ------------------------------------------------------------------ loss
     def method_loss(self, out: ForwardOutput) -> LossOutput:
@@ -399,6 +449,7 @@ class AlignKitTrainer(Trainer):
         if retain is not None:
             loss = loss + self.args.retain_weight * retain.loss
             metrics.update(retain.metrics)
+            metrics["loss/retain"] = retain.loss.detach()
             metrics["retain/logps"] = (out.retain.seq_logps / out.retain.lengths.clamp_min(1)).mean().detach()
         metrics["loss/method"] = forget.loss.detach()
         if self.constraints:  # L0 + sum_i lam_i g_i; the multipliers move in ConstraintCallback
@@ -455,7 +506,8 @@ class AlignKitTrainer(Trainer):
                     "construction have reference log-probs; pass this one as `eval_dataset` there, or use "
                     "ref_mode='model' / 'adapter_off'."
                 )
-            eval_dataset = self._encode(eval_dataset, "eval_dataset", self.args, transform=self.transform_row)
+            encoded = self._encode(eval_dataset, "eval_dataset", self.args, transform=self.transform_row)
+            eval_dataset = self._with_retain(encoded, self.args)
         return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

@@ -1,5 +1,7 @@
 """CATNIP / CALIBURN, calibrated token-level negative preference (arXiv 2602.02824). RECONSTRUCTION.
 
+Registered as ``catnip_reconstructed`` (``catnip`` is an alias kept for existing recipes).
+
 The paper's formula could not be read; ``alignkit.losses.catnip_loss`` is the design spec's §8
 reconstruction: token-level NPO against a fixed anchor (``a = 1``, reference-free, by default).
 The anchor is a config switch so the paper's form can be slotted in later.
@@ -29,13 +31,18 @@ class CATNIPConfig(UnlearnConfig):
             raise ValueError(f"`anchor` must be 'one' or 'ref', got {self.anchor!r}.")
 
 
+# Registered as `catnip_reconstructed` (spec §8f: keep the reconstruction behind that name until the paper's
+# formula is checked); `catnip` stays as an alias so existing recipes and runs keep working.
 @register(
-    "catnip",
+    "catnip_reconstructed",
     family="unlearning",
     data="single",
-    summary="calibrated token-level negative preference (reconstruction)",
+    summary="calibrated token-level negative preference (RECONSTRUCTION: the paper's formula was not read)",
+    aliases=("catnip",),
 )
 class CATNIPTrainer(AlignKitTrainer):
+    """CATNIP, RECONSTRUCTION of the loss (spec §8): token-level NPO against a fixed anchor, see the module docstring."""
+
     config_class = CATNIPConfig
     needs = Needs(reference="none")
     paper = {

@@ -13,7 +13,7 @@ stays False so that a killed run resumes with its optimizer state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import TrainingArguments
 
@@ -134,6 +134,8 @@ class AlignKitConfig(TrainingArguments):
 class UnlearnConfig(AlignKitConfig):
     """Total loss = ``forget_weight * L_forget + retain_weight * L_retain`` (open-unlearning's gamma/alpha)."""
 
+    retain_losses: ClassVar[tuple[str, ...]] = RETAIN_LOSSES  # a method may add its own (RMU: embed_diff)
+
     forget_weight: float = field(
         default=1.0,
         metadata={
@@ -165,8 +167,8 @@ class UnlearnConfig(AlignKitConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.retain_loss not in RETAIN_LOSSES:
-            raise ValueError(f"`retain_loss` must be one of {RETAIN_LOSSES}, got {self.retain_loss!r}.")
+        if self.retain_loss not in self.retain_losses:
+            raise ValueError(f"`retain_loss` must be one of {self.retain_losses}, got {self.retain_loss!r}.")
         if self.kl_positions not in ("all", "labels"):
             raise ValueError(f"`kl_positions` must be 'all' or 'labels', got {self.kl_positions!r}.")
         if self.forget_weight < 0 or self.retain_weight < 0:

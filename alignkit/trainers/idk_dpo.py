@@ -6,10 +6,12 @@ with ``c = 2/β`` (NPO code, open-unlearning) or 1 (TRL's DPO).
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from alignkit.data.records import PreferenceRecord, normalize_record
+from alignkit.data.records import ROLE_IDS, PreferenceRecord, normalize_record
 from alignkit.losses import IDK_ANSWERS, LossOutput, idk_dpo_loss
 from alignkit.trainers.base import AlignKitTrainer
 from alignkit.trainers.config import UnlearnConfig
@@ -25,11 +27,49 @@ class IdkDPOConfig(UnlearnConfig):
         default=None,
         metadata={"help": "Chosen answers to sample from (default: alignkit.losses.IDK_ANSWERS)."},
     )
+    idk_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A file of chosen answers, one per line (TOFU's idontknow.jsonl: plain lines or JSON "
+            "strings/objects with `answer` or `text`); replaces idk_answers."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
         if self.scale not in ("2/beta", "1"):
             raise ValueError(f"`scale` must be '2/beta' or '1', got {self.scale!r}.")
+        if self.idk_file is not None and self.idk_answers:
+            raise ValueError("Give `idk_file` or `idk_answers`, not both.")
+
+
+def read_idk_file(path: str) -> tuple[str, ...]:
+    """The answers of an IDK file: one per non-empty line, a plain string or JSON (string, or object with
+    ``answer``/``text``). TOFU's ``idontknow.jsonl`` holds plain lines despite its extension."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(
+            f"idk_file {path}: no such file; pass the path of TOFU's idontknow.jsonl or your own list."
+        )
+    answers = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            value = line
+        if isinstance(value, dict):
+            value = value.get("answer", value.get("text"))
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(
+                f"idk_file {path}, line {number}: expected text, a JSON string or an object with `answer`."
+            )
+        answers.append(value.strip())
+    if not answers:
+        raise ValueError(f"idk_file {path}: the file holds no answers.")
+    return tuple(answers)
 
 
 @register(
@@ -55,12 +95,15 @@ class IdkDPOTrainer(AlignKitTrainer):
 
     def __init__(self, model, args: IdkDPOConfig | None = None, *a, **kw):
         answers = getattr(args, "idk_answers", None)  # a wrong args type is reported by the base class
+        if getattr(args, "idk_file", None):
+            answers = read_idk_file(args.idk_file)
         self._idk_answers = tuple(answers) if answers else None
         super().__init__(model, args, *a, **kw)
 
     def method_loss(self, out: ForwardOutput) -> LossOutput:
         seq, ref = out.policy.seq_logps, out.ref_seq_logps
-        # transform_row puts the IDK answer first and the forget answer second in every group.
+        # Paired by role (one chosen and one rejected row per group, in group order), not by position.
+        chosen, rejected = out.roles == ROLE_IDS["chosen"], out.roles == ROLE_IDS["rejected"]
         return idk_dpo_loss(
-            seq[0::2], seq[1::2], ref[0::2], ref[1::2], beta=self.args.beta, scale=self.args.scale
+            seq[chosen], seq[rejected], ref[chosen], ref[rejected], beta=self.args.beta, scale=self.args.scale
         )

@@ -56,6 +56,10 @@ class LiPOConfig(AlignConfig):
         default="normalized",
         metadata={"help": "softmax loss targets: normalized (ψ/Σψ, Eq. 11) or raw (Rax's default)."},
     )
+    list_mle_ties: str = field(
+        default="index",
+        metadata={"help": "list_mle label ties: index (Rax's default, stable) or random (opt-in)."},
+    )
     score_to_label: str = field(
         default="winrate",
         metadata={
@@ -76,6 +80,7 @@ class LiPOConfig(AlignConfig):
             "gain": ("exp2", "constant"),
             "discount": ("log2", "ln", "constant"),
             "softmax_labels": ("normalized", "raw"),
+            "list_mle_ties": ("index", "random"),
             "score_to_label": ("winrate", "identity"),
         }
         for name, allowed in choices.items():
@@ -163,4 +168,5 @@ class LiPOTrainer(AlignKitTrainer):
             gain=a.gain,
             discount=a.discount,
             softmax_labels=a.softmax_labels,
+            list_mle_ties=a.list_mle_ties,
         )

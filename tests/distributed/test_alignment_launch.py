@@ -11,7 +11,7 @@ import json
 import sys
 
 import pytest
-from test_launch import CONFIGS, assert_parity, free_port, launch_env, launched, single
+from test_launch import assert_parity, ddp_launcher, free_port, launch_env, launched, single
 
 pytestmark = pytest.mark.distributed
 
@@ -41,11 +41,7 @@ def setup(tmp_path_factory):
 
 def test_sdpo_ddp_two_processes_match_one(setup):
     ref = single(setup, "single")
-    launcher = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "multi_cpu.yaml"),
-        "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "alignkit.cli", "train",
-    ]  # fmt: skip
-    got, wall = launched(setup, "ddp", launcher)
+    got, wall = launched(setup, "ddp", ddp_launcher())
     print(f"S-DPO DDP wall time {wall:.1f} s")
     assert got["distributed"] == "MULTI_CPU"
     assert_parity(ref, got, "S-DPO DDP")

@@ -116,14 +116,18 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert worst < 1e-4, f"weights differ by {worst}"
 
 
-def test_ddp_two_processes_match_one(setup):
-    root = setup[0]
-    ref = single(setup, "single")
-    launcher = [
+def ddp_launcher() -> list[str]:
+    """``accelerate launch`` of ``alignkit train`` on 2 CPU processes (the documented DDP line)."""
+    return [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "multi_cpu.yaml"),
         "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "alignkit.cli", "train",
     ]  # fmt: skip
-    got, wall = launched(setup, "ddp", launcher)
+
+
+def test_ddp_two_processes_match_one(setup):
+    root = setup[0]
+    ref = single(setup, "single")
+    got, wall = launched(setup, "ddp", ddp_launcher())
     print(f"DDP wall time {wall:.1f} s")
     assert got["distributed"] == "MULTI_CPU" and got["reference"]["mode"] == "model"
     assert_parity(ref, got, "DDP")

@@ -142,7 +142,8 @@ def test_python_api_summary_and_cache(tofu_model, tofu_tokenizer, tofu_dir):
     # Each (task, prompt, target) was forwarded once; RA/WF's "correct" answer is the answer itself.
     st = result.stats
     assert st["score_sequences"] == st["score_unique_requested"]
-    assert st["score_cache_hits"] == 2 * 5  # ra and wf: 5 items each
+    # ra and wf: 5 items each; the MIA re-reads the 5 forget answers (holdout01 is in the data)
+    assert st["score_cache_hits"] == 2 * 5 + 5
     assert st["generated_sequences"] == 4 * 5
 
 

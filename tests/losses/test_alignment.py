@@ -385,3 +385,25 @@ def test_bad_arguments_are_refused():
         softmax_dpo_loss(T0_LP, T0_LR, torch.ones(1, 2, dtype=torch.bool), beta=0.0)
     with pytest.raises(ValueError, match="`dpop_lambda` must be >= 0"):
         softmax_dpo_loss(T0_LP, T0_LR, torch.ones(1, 2, dtype=torch.bool), beta=0.1, dpop_lambda=-1)
+
+
+def test_list_mle_random_ties_take_one_of_the_tied_orders():
+    """Items 1 and 2 are tied in the labels: a random tie order gives one of the two orders' losses."""
+    kw = dict(beta=1.0, loss_type="list_mle")
+    s = (LP - LR)[0]
+    orders = ([0, 1, 2, 3], [0, 2, 1, 3])
+    expected = {
+        round(float(-sum(s[o[p]] - torch.logsumexp(s[o][p:], 0) for p in range(4))), 10) for o in orders
+    }
+    assert round(float(lipo_loss(LP, LR, PSI, V4, **kw).loss), 10) == 3.8446308923  # index order (spec)
+    torch.manual_seed(0)
+    seen = {
+        round(float(lipo_loss(LP, LR, PSI, V4, list_mle_ties="random", **kw).loss), 10) for _ in range(40)
+    }
+    assert seen == expected
+    # Without label ties, random tie-breaking changes nothing.
+    untied = t([[0.9, 0.6, 0.5, 0.1]])
+    close(
+        lipo_loss(LP, LR, untied, V4, list_mle_ties="random", **kw).loss,
+        lipo_loss(LP, LR, untied, V4, **kw).loss,
+    )

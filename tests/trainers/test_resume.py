@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from trainer_helpers import FORGET, RETAIN, train_args
-from transformers import AutoModelForCausalLM, TrainerCallback
+from trainer_helpers import FORGET, RETAIN, StopAt, train_args
+from transformers import AutoModelForCausalLM
 
 from alignkit import get_method
 
@@ -25,16 +25,6 @@ COMPARED = (
     "logps/answer",
     "logratio/answer",
 )
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-        return control
 
 
 class RecordingCollator:

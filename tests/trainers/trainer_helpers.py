@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from alignkit.data import PreferenceCollator
 
@@ -33,8 +35,13 @@ RETAIN = [
 ]
 
 
+# Settings a 2-block tiny model needs where a method's default assumes a real LLM (RMU steers block 7).
+TINY_MODEL_SETTINGS = {"layer": 1}
+
+
 def train_args(spec, output_dir, **overrides):
     """A method's config for a short CPU run: no saving, no reporting, log every step."""
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
     kwargs = dict(
         output_dir=str(output_dir),
         max_steps=5,
@@ -47,6 +54,7 @@ def train_args(spec, output_dir, **overrides):
         disable_tqdm=True,
         seed=0,
     )
+    kwargs.update({k: v for k, v in TINY_MODEL_SETTINGS.items() if k in fields})
     kwargs.update(overrides)
     return spec.make_config(**kwargs)
 
@@ -129,3 +137,14 @@ def preference_quality(model, tokenizer, rows: list[dict], shape: str) -> float:
         else:
             values += [-x for x in lp]
     return sum(values) / len(values)
+
+
+# A run "killed" after `step`: the Trainer stops as a killed job would, after its last checkpoint.
+class StopAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+        return control

@@ -1,0 +1,79 @@
+"""On-disk cache of drawn samples and their reference log-probs (safetensors + JSON, never pickle).
+
+The key hashes everything that determines the contents: the weights and config of the sampling
+model and of each reference, the tokenised data, the sampling settings, and the caller's encoding
+settings. A different model, dataset or temperature therefore never reuses a stale cache, and a
+re-run (or a resumed run) with the same inputs draws nothing again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from alignkit._trl_compat import hash_module
+
+FORMAT_VERSION = 1
+
+
+def default_sample_cache_dir() -> Path:
+    return Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit")) / "samples"
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Weights (TRL's ``hash_module``) and config: identical weights under another config score differently."""
+    config = getattr(model, "config", None)
+    config_json = config.to_json_string(use_diff=False) if config is not None else ""
+    return f"{hash_module(model)}-{hashlib.sha256(config_json.encode()).hexdigest()}"
+
+
+def sample_cache_key(*, models: list[str], data: str, settings: dict, extra: dict) -> str:
+    payload = json.dumps(
+        {"v": FORMAT_VERSION, "models": models, "data": data, "settings": settings, "extra": extra},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _flat(values: list[list[float]]) -> dict[str, torch.Tensor]:
+    return {
+        "values": torch.tensor([v for row in values for v in row], dtype=torch.float64),
+        "sizes": torch.tensor([len(row) for row in values], dtype=torch.long),
+    }
+
+
+def _nested(stored: dict[str, torch.Tensor]) -> list[list[float]]:
+    flat, out, start = stored["values"].tolist(), [], 0
+    for k in stored["sizes"].tolist():
+        out.append(flat[start : start + k])
+        start += k
+    return out
+
+
+def save_samples(
+    directory: str | Path, key: str, completions: list[list[str]], ref_logps: list[list[float]], meta: dict
+) -> Path:
+    """Write ``<key>.safetensors`` (reference log-probs) then ``<key>.json`` (texts), each atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors, text = directory / f"{key}.safetensors", directory / f"{key}.json"
+    save_file(_flat(ref_logps), str(tensors) + ".tmp")
+    os.replace(str(tensors) + ".tmp", tensors)
+    tmp = Path(str(text) + ".tmp")
+    tmp.write_text(json.dumps({"v": FORMAT_VERSION, "completions": completions, "meta": meta}))
+    os.replace(tmp, text)  # the JSON is the commit marker: written last, a killed run leaves no half cache
+    return text
+
+
+def load_samples(directory: str | Path, key: str) -> tuple[list[list[str]], list[list[float]], dict] | None:
+    directory = Path(directory)
+    tensors, text = directory / f"{key}.safetensors", directory / f"{key}.json"
+    if not (tensors.is_file() and text.is_file()):
+        return None
+    stored = json.loads(text.read_text())
+    return stored["completions"], _nested(load_file(str(tensors))), stored["meta"]
