@@ -37,6 +37,17 @@ TOFU_TARGET = "open-unlearning/tofu_Llama-3.2-1B-Instruct_full"
 TOFU_SPLITS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 TOFU_ROWS = {"forget01": 40, "forget05": 200, "forget10": 400}
 
+# open-unlearning tokenises prompt + answer in one call and masks the first len(ids(prompt)) tokens,
+# both when it trains and in the evaluation protocol the recipes are scored under.
+TOFU_BOUNDARY_REASON = (
+    "tokenise prompt + answer jointly and mask len(ids(prompt)) tokens, as open-unlearning trains and "
+    "scores (the default, separate, is TRL's)"
+)
+TOKENISATION_HEADER = (
+    "Tokenisation: joint (boundary: joint), as open-unlearning trains and as the open-unlearning "
+    "evaluation protocol scores; the first answer token is the one after len(ids(prompt))."
+)
+
 TOFU_COMMON: list[Row] = [
     (
         "model_name_or_path",
@@ -44,6 +55,7 @@ TOFU_COMMON: list[Row] = [
         "open-unlearning's TOFU target: Llama-3.2-1B-Instruct fine-tuned on `full`",
     ),
     ("dtype", "bfloat16", "load the weights in bf16, as they were saved"),
+    ("boundary", "joint", TOFU_BOUNDARY_REASON),
     ("bf16", True, "bf16 mixed precision on GPU (open-unlearning's TOFU runs)"),
     ("num_train_epochs", 10, "NPO paper App. E.1.4 (all TOFU unlearning baselines)"),
     (
@@ -254,6 +266,11 @@ MUSE_COMMON: list[Row] = [
     ("train_dataset_config", "raw", "raw articles (one `text` per row)"),
     ("train_dataset_split", "forget", "the forget split of the raw corpus"),
     ("text_chunk_tokens", 2048, "MUSE trains on 2048-token windows of the corpus"),
+    (
+        "boundary",
+        "joint",
+        "open-unlearning's tokenisation; raw text has no prompt, so it changes nothing for these rows",
+    ),
     ("max_length", 2048, "one window per row"),
     ("dtype", "bfloat16", "load the 7B weights in bf16"),
     ("bf16", True, "bf16 mixed precision, as MUSE trained"),
@@ -693,6 +710,7 @@ def tofu_recipes() -> dict[str, str]:
                     f"For {TOFU_EXPECTED_SCALE}",
                     "Note: the target was fine-tuned by open-unlearning with the chat template and the system prompt",
                     "'You are a helpful assistant.'; alignkit's training `chat` format adds no system prompt.",
+                    TOKENISATION_HEADER,
                 ]
                 out[path] = _file(header, body)
     # the target and oracle models themselves
@@ -715,6 +733,7 @@ def tofu_recipes() -> dict[str, str]:
             ("train_dataset_config", data_split, what),
             ("output_dir", out_dir, "model, alignkit_recipe.yaml and run_info.json land here"),
             ("dtype", "bfloat16", "load the weights in bf16"),
+            ("boundary", "joint", TOFU_BOUNDARY_REASON),
             ("bf16", True, "bf16 mixed precision on GPU"),
             ("num_train_epochs", 5, "TOFU paper / open-unlearning: 5 epochs"),
             ("gradient_accumulation_steps", 4, "8 per device x 4 = 32 rows per step (TOFU paper)"),
@@ -733,6 +752,7 @@ def tofu_recipes() -> dict[str, str]:
             "forget10 Probability ~0.99 for the target and ~0.15 for the oracle (benchmarks.md 2.7, Llama-2 scale).",
             "open-unlearning publishes these models (open-unlearning/tofu_Llama-3.2-1B-Instruct_{full,retainXX});",
             "the unlearning recipes start from those, so running these files is optional.",
+            TOKENISATION_HEADER,
         ]
         out[path] = _file(header, body)
     return out
@@ -762,6 +782,7 @@ def muse_recipes() -> dict[str, str]:
             "For scale (open-unlearning, News): target KnowMem-forget 0.64, VerbMem 0.58, PrivLeak -99.8,",
             "KnowMem-retain 0.56; retrained KnowMem-forget 0.33, VerbMem 0.20 (benchmarks.md 3.4).",
             "IdkDPO has no MUSE recipe: the corpus has no questions to answer 'I don't know' to.",
+            TOKENISATION_HEADER,
         ]
         out[path] = _file(header, body)
     return out

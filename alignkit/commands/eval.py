@@ -170,22 +170,26 @@ def run_tofu(args) -> int:
         protocol = protocol.replace(boundary=args.boundary)
     if args.mu_truth_ratio:
         protocol = protocol.replace(mu_truth_ratio_mean=args.mu_truth_ratio)
-    result = evaluate_tofu(
-        args.model,
-        None,
-        data=args.data,
-        forget_split=args.forget_split,
-        retain_model=args.retain_model,
-        retain_logs=args.retain_logs,
-        protocol=protocol,
-        prompt_format=args.prompt_format,
-        batch_size=args.batch_size,
-        max_examples=args.max_examples,
-        output_dir=output_dir,
-        progress=not args.no_progress,
-        dtype=args.dtype,
-        holdout=None if args.holdout == "none" else args.holdout,
-    )
+    try:
+        result = evaluate_tofu(
+            args.model,
+            None,
+            data=args.data,
+            forget_split=args.forget_split,
+            retain_model=args.retain_model,
+            retain_logs=args.retain_logs,
+            protocol=protocol,
+            prompt_format=args.prompt_format,
+            batch_size=args.batch_size,
+            max_examples=args.max_examples,
+            output_dir=output_dir,
+            progress=not args.no_progress,
+            dtype=args.dtype,
+            holdout=None if args.holdout == "none" else args.holdout,
+        )
+    except FileNotFoundError as err:  # data or model not there / not reachable: one line, no traceback
+        console.print(f"[bold red]error:[/] {err}", markup=True, soft_wrap=True, highlight=False)
+        return 2
     print_tofu_table(result, console)
     console.print(f"logs and report written to {output_dir}")
     return 0
@@ -221,8 +225,8 @@ def add_muse_parser(subparsers) -> None:
         "--protocol",
         default="open-unlearning",
         choices=sorted(MUSE_PROTOCOLS),
-        help="open-unlearning (default): ROUGE with stemming, its label-text references (full verbmem gt; "
-        "knowmem answer as decoded labels, 512-token prompt limit), PrivLeak on the first 2048 tokens with "
+        help="open-unlearning (default): ROUGE with stemming, its references (full verbmem gt; "
+        "the whole knowmem answer, 512-token prompt limit), PrivLeak on the first 2048 tokens with "
         "the last dropped, max(1, floor(k n)) tokens, usual AUC. muse-orig: no stemming, answer string and "
         "gt cut to 128 tokens as references, whole PrivLeak windows, floor(k n), AUC in MUSE's convention "
         "(1 - usual). PrivLeak is comparable only between runs of the same protocol.",

@@ -1,4 +1,8 @@
-"""``alignkit train RECIPE.yaml [--key value ...]``: run a recipe, optionally under ``accelerate launch``."""
+"""``alignkit train [RECIPE.yaml] [--key value ...]``: run a recipe, optionally under ``accelerate launch``.
+
+The recipe file is optional: ``alignkit train --method npo --model_name_or_path X --train_dataset Y``
+is a recipe given entirely as flags (as TrlParser users expect).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from pathlib import Path
 DESCRIPTION = """\
 Train with a recipe: a flat YAML naming the method, the model, the datasets, the reference mode,
 LoRA/quantization and any training argument. Every key can be overridden on the command line
-(`--learning_rate 1e-5 --max_steps 10`); unknown or misspelled keys are errors.
+(`--learning_rate 1e-5 --max_steps 10`); unknown or misspelled keys are errors. Without a file the
+whole recipe is given as flags (`--method` is then required).
 
 Writes to output_dir: the model (or LoRA adapter) + tokenizer, the resolved recipe
 (alignkit_recipe.yaml, which re-runs the same configuration) and run_info.json (what
@@ -24,6 +29,8 @@ EPILOG = """\
 examples:
   alignkit train recipes/generated_tofu/finetune_full.yaml
   alignkit train recipes/tofu/npo/forget10_lora.yaml --learning_rate 5e-5 --output_dir runs/try1
+  alignkit train --method npo --model_name_or_path PATH --train_dataset locuslab/TOFU \
+      --train_dataset_config forget10 --output_dir runs/npo      # no recipe file: flags only
   alignkit train RECIPE.yaml --accelerate_config zero3 --num_processes 8
   accelerate launch --config_file accelerate_configs/zero3.yaml -m alignkit.cli train RECIPE.yaml
   alignkit train --method npo --help        # every key an npo recipe accepts, with its help
@@ -43,8 +50,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EPILOG.format(methods=", ".join(sorted(METHODS))),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=False,
+        usage="alignkit train [RECIPE.yaml] [--method NAME] [--key value ...]",
     )
-    parser.add_argument("recipe", nargs="?", help="recipe YAML (comes first; overrides follow it)")
+    # No argparse positional for the recipe: with unknown `--key value` flags before it, argparse would
+    # take the first flag's value for the recipe. `run` reads it from the leftover arguments instead.
     parser.add_argument(
         "-h",
         "--help",
@@ -121,13 +130,15 @@ def launch_command(args, extra: list[str]) -> list[str]:
     if args.mixed_precision:
         cmd += ["--mixed_precision", args.mixed_precision]
     cmd += ["--main_process_port", str(args.main_process_port or free_port())]
-    return [*cmd, "-m", "alignkit.cli", "train", args.recipe, *extra]
+    return [*cmd, "-m", "alignkit.cli", "train", *([args.recipe] if args.recipe else []), *extra]
 
 
 def run(args) -> int:
     from alignkit.launch.recipe import RecipeError, load_recipe, recipe_help
 
     extra = list(getattr(args, "extra", []) or [])
+    # The recipe file comes first; a first argument that is a flag means a recipe given as flags only.
+    args.recipe = extra.pop(0) if extra and not extra[0].startswith("-") else None
     if args.method:
         extra = ["--method", args.method, *extra]
     if args.help:
@@ -144,11 +155,12 @@ def run(args) -> int:
         except ValueError as err:
             return _error(str(err))
         return 0
-    if not args.recipe:
+    if not args.recipe and not args.method:
         return _error(
-            "no recipe given: alignkit train RECIPE.yaml [--key value ...] (see alignkit train --help)"
+            "no recipe given: alignkit train RECIPE.yaml [--key value ...], or a recipe as flags: "
+            "alignkit train --method NAME --model_name_or_path ... (see alignkit train --help)"
         )
-    if not Path(args.recipe).is_file():
+    if args.recipe and not Path(args.recipe).is_file():
         return _error(
             f"recipe {args.recipe!r} is not a file. The recipe comes first, then `--key value` overrides: "
             "alignkit train RECIPE.yaml --learning_rate 1e-5"

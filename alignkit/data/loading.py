@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -14,6 +15,8 @@ from alignkit.data.collator import PreferenceCollator
 from alignkit.data.records import PreferenceRecord, RecordError
 
 logger = logging.getLogger(__name__)
+
+PAIRINGS = ("random", "aligned")
 
 
 def load_rows(source: str | Path, config: str | None = None, split: str = "train") -> datasets.Dataset:
@@ -107,16 +110,27 @@ def prepare_dataset(
 
 
 class ForgetRetainDataset(TorchDataset):
-    """Forget rows, each paired with a retain row drawn independently of the forget order.
+    """Forget rows, each paired with a retain row.
 
-    The retain row of forget index ``i`` in epoch ``e`` comes from ``Random(f"{seed}-{e}-{i}")``, so a run
-    resumed from a checkpoint draws exactly the pairs the uninterrupted run would have drawn.
+    ``pairing="random"`` (default): the retain row of forget index ``i`` in epoch ``e`` comes from
+    ``Random(f"{seed}-{e}-{i}")``, independently of the forget order, so a run resumed from a checkpoint
+    draws exactly the pairs the uninterrupted run would have drawn. ``pairing="aligned"``: forget row
+    ``i`` goes with retain row ``i`` in every epoch (a given pairing, e.g. from :func:`load_pairs`).
     """
 
-    def __init__(self, forget: datasets.Dataset, retain: datasets.Dataset, seed: int = 0):
+    def __init__(
+        self, forget: datasets.Dataset, retain: datasets.Dataset, seed: int = 0, pairing: str = "random"
+    ):
         if len(retain) == 0:
             raise ValueError("The retain dataset is empty")
-        self.forget, self.retain, self.seed, self.epoch = forget, retain, seed, 0
+        if pairing not in PAIRINGS:
+            raise ValueError(f"`pairing` must be one of {PAIRINGS}, got {pairing!r}")
+        if pairing == "aligned" and len(retain) != len(forget):
+            raise ValueError(
+                f"retain_pairing='aligned' pairs forget row i with retain row i, but there are {len(forget)} "
+                f"forget and {len(retain)} retain rows; give as many of each, or use retain_pairing='random'."
+            )
+        self.forget, self.retain, self.seed, self.pairing, self.epoch = forget, retain, seed, pairing, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -124,10 +138,41 @@ class ForgetRetainDataset(TorchDataset):
     def __len__(self) -> int:
         return len(self.forget)
 
+    def retain_index(self, index: int) -> int:
+        if self.pairing == "aligned":
+            return index
+        return random.Random(f"{self.seed}-{self.epoch}-{index}").randrange(len(self.retain))
+
     def __getitem__(self, index: int) -> dict:
         item = dict(self.forget[index])
-        j = random.Random(f"{self.seed}-{self.epoch}-{index}").randrange(len(self.retain))
-        retain = self.retain[j]
+        retain = self.retain[self.retain_index(index)]
         item["retain_prompt_ids"] = retain["prompt_ids"]
         item["retain_completion_ids"] = retain["completion_ids"]
         return item
+
+
+def load_pairs(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """Read a pairing file ``[[forget_row, retain_row], ...]`` (JSON) into forget rows and retain rows.
+
+    Train on the given pairs in the given order with ``retain_pairing="aligned"`` (pair ``i`` stays
+    together) and ``train_sampling_strategy="sequential"`` (pair ``i`` is the ``i``-th example seen), so
+    batch ``b`` holds pairs ``b*B ... b*B+B-1``: the way to replay batches another framework drew.
+    """
+    path = Path(path)
+    try:
+        pairs = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: pairing file not found") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}: not valid JSON ({err.msg}, line {err.lineno}); expected [[forget_row, retain_row], ...]"
+        ) from None
+    if not isinstance(pairs, list) or not pairs:
+        raise ValueError(f"{path}: expected a non-empty JSON list [[forget_row, retain_row], ...]")
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(row, dict) for row in pair)):
+            raise ValueError(
+                f"{path}: pair {i} is not [forget_row, retain_row] (two JSON objects); got {type(pair).__name__}"
+                + (f" of length {len(pair)}" if isinstance(pair, list) else "")
+            )
+    return [pair[0] for pair in pairs], [pair[1] for pair in pairs]

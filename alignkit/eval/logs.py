@@ -48,6 +48,8 @@ _SUMMARY_FORGET = {
     "forget_rouge": "forget_Q_A_ROUGE",
     "forget_prob": "forget_Q_A_Prob",
     "forget_truth_ratio": "forget_truth_ratio",
+    "extraction_strength": "extraction_strength",
+    "exact_memorization": "exact_memorization",
 }
 
 # Readable names of the metrics alignkit's evaluations write (log / summary keys on the left).
@@ -60,6 +62,9 @@ METRIC_NAMES = {
     "forget_Q_A_ROUGE": "Forget ROUGE-L recall",
     "forget_prob": "Forget Probability",
     "forget_Q_A_Prob": "Forget Probability",
+    # TOFU and MUSE (forget answers / VerbMem forget texts)
+    "extraction_strength": "Extraction Strength (forget)",
+    "exact_memorization": "Exact Memorization (forget)",
     # MUSE (alignkit.eval.muse.METRIC_ORDER)
     "forget_verbmem_ROUGE": "VerbMem (forget) ROUGE-L F1",
     "forget_knowmem_ROUGE": "KnowMem (forget) ROUGE-L F1",

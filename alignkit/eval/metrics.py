@@ -8,7 +8,8 @@ out of every aggregate while its index is kept, so correct and wrong answers nev
 each other (open-unlearning's index-shift bug, §5.8, cannot happen here).
 
 Formulas (§2.4): ``p̄ = exp(-L)``; truth ratio ``R = exp(L_c - mean_j L_wj)`` (geometric mean of
-the wrong answers' p̄ over p̄ of the correct one), computed in log space.
+the wrong answers' p̄ over p̄ of the correct one), in log space (``form="exact"``) or in
+open-unlearning's ``p̄_w / (p̄_c + 1e-10)`` (``form="ou_epsilon"``, its protocol's choice).
 """
 
 from __future__ import annotations
@@ -99,23 +100,39 @@ def probability_w_options(correct: Mapping[Any, Loss], wrong: Mapping[Any, Seque
     return {"agg_value": _mean(kept), "value_by_index": by_index}
 
 
-def truth_ratio_value(
-    correct_loss: float, wrong_losses: Sequence[float], *, wrong_mean: str = "geometric"
-) -> float:
-    """``R`` for one item.
+TRUTH_RATIO_FORMS = ("ou_epsilon", "exact")
 
-    ``geometric`` (implemented by orig's ``aggregate_eval_stat.py`` and open-unlearning):
-    ``R = exp(L_c - mean_j L_wj)``. ``arithmetic`` (the paper's formula, orig's in-training MU):
-    ``R = (1/m) Σ_j exp(L_c - L_wj)``. AM ≥ GM, so the arithmetic R is never smaller.
+
+def truth_ratio_value(
+    correct_loss: float,
+    wrong_losses: Sequence[float],
+    *,
+    wrong_mean: str = "geometric",
+    form: str = "exact",
+) -> float:
+    """``R`` for one item: the wrong answers' mean per-token probability over the correct one's.
+
+    ``wrong_mean``: ``geometric`` (orig's ``aggregate_eval_stat.py`` and open-unlearning) averages the
+    wrong answers' losses, ``p̄_w = exp(-mean_j L_wj)``; ``arithmetic`` (the paper's formula, orig's
+    in-training MU) averages their probabilities, ``p̄_w = (1/m) Σ_j exp(-L_wj)``. AM ≥ GM.
+
+    ``form``: ``exact`` computes ``R = p̄_w / p̄_c`` in log space (clipped at ``exp(±700)``);
+    ``ou_epsilon`` is open-unlearning's ``p̄_w / (p̄_c + 1e-10)`` in float64, which differs where the
+    correct answer's probability nears 1e-10 (collapsed models: R saturates at ``p̄_w·1e10``).
     """
     lw = np.asarray(wrong_losses, dtype=np.float64)
     if wrong_mean == "geometric":
-        log_r = float(correct_loss) - float(lw.mean())
+        log_pw = float(-lw.mean())
     elif wrong_mean == "arithmetic":
-        x = float(correct_loss) - lw
-        log_r = float(x.max() + np.log(np.exp(x - x.max()).sum()) - np.log(len(x)))
+        x = -lw
+        log_pw = float(x.max() + np.log(np.exp(x - x.max()).sum()) - np.log(len(x)))
     else:
         raise ValueError(f"`wrong_mean` must be 'geometric' or 'arithmetic', got {wrong_mean!r}")
+    if form == "ou_epsilon":
+        return math.exp(log_pw) / (math.exp(-float(correct_loss)) + 1e-10)
+    if form != "exact":
+        raise ValueError(f"`truth_ratio_form` must be one of {TRUTH_RATIO_FORMS}, got {form!r}")
+    log_r = float(correct_loss) + log_pw
     return math.exp(min(max(log_r, -_MAX_LOG_RATIO), _MAX_LOG_RATIO))
 
 
@@ -148,11 +165,13 @@ def truth_ratio(
     *,
     aggregator: str = "closer_to_1_better",
     wrong_mean: str = "geometric",
+    form: str = "exact",
 ) -> dict:
     """Truth Ratio: per index ``{"score": R}`` (R = wrong/correct, open-unlearning's direction).
 
     ``agg_value`` is ``aggregator`` over the valid R values: ``closer_to_1_better`` for the forget
-    set, ``true_better`` for the others (see :data:`TRUTH_RATIO_AGGREGATORS`).
+    set, ``true_better`` for the others (see :data:`TRUTH_RATIO_AGGREGATORS`). ``wrong_mean`` and
+    ``form``: see :func:`truth_ratio_value`.
     """
     if aggregator not in TRUTH_RATIO_AGGREGATORS:
         raise ValueError(
@@ -165,7 +184,7 @@ def truth_ratio(
         if not (_is_valid(c) and _is_valid(w)):
             by_index[idx] = {"score": None}
             continue
-        r = truth_ratio_value(float(c), [float(x) for x in w], wrong_mean=wrong_mean)
+        r = truth_ratio_value(float(c), [float(x) for x in w], wrong_mean=wrong_mean, form=form)
         by_index[idx] = {"score": r}
         kept.append(r)
     agg = TRUTH_RATIO_AGGREGATORS[aggregator](np.asarray(kept)) if kept else None

@@ -12,9 +12,13 @@ Metrics (names and log layout as open-unlearning writes ``MUSE_EVAL.json``):
   output_i)``; the prompt is 10 few-shot pairs in the plain format
   ``Question: {q}\\nAnswer: {a}\\n\\n`` followed by ``Question: {q}\\nAnswer: ``; 32 new tokens; the
   output is cut before ``"\\n\\n"``, then ``"\\nQuestion"``, then ``"Question:"``.
-  Under open-unlearning the reference is OU's decoded label text, which loses the answer's first
-  token when the prompt's trailing space merges into it (spec §1.1 item 5; see
-  :attr:`MuseProtocol.knowmem_reference`); under muse-orig it is the answer string.
+  Under open-unlearning the reference is the decoded prompt + answer with the decoded prompt
+  removed, i.e. the whole answer: OU's output keeps the first answer token even when the prompt's
+  trailing space merges into it (see :attr:`MuseProtocol.knowmem_reference`); under muse-orig it
+  is the answer string.
+* ``extraction_strength`` / ``exact_memorization``: ES and EM (:mod:`alignkit.eval.memorization`) of
+  the ``verbmem/forget`` texts, teacher-forced as OU's ``MUSE_forget_verbmem`` set (prompt + " " + gt,
+  at most 2048 gt tokens, the last one not counted).
 * ``mia_min_k`` (and ``mia_loss``, ``mia_zlib``, ``mia_min_k_plus_plus``, optional ``mia_gradnorm``):
   MIA AUCs of ``privleak/forget`` (members) vs ``privleak/holdout`` (non-members), see
   :mod:`alignkit.eval.mia`.
@@ -52,6 +56,7 @@ from alignkit.eval.logs import META_KEY
 from alignkit.eval.logs import MUSE_EVAL_FILE as EVAL_FILE
 from alignkit.eval.logs import MUSE_REPORT_FILE as REPORT_FILE
 from alignkit.eval.logs import MUSE_SUMMARY_FILE as SUMMARY_FILE
+from alignkit.eval.memorization import memorization_logs
 from alignkit.eval.muse_data import DEFAULT_DATA, MuseData, _first_items, load_muse_data
 from alignkit.eval.muse_metrics import (
     METRIC_HELP,
@@ -60,12 +65,15 @@ from alignkit.eval.muse_metrics import (
     joint_label_reference,
     knowmem_prompt,
     knowmem_reference,
+    prompt_removed_reference,
     retain_auc_from_logs,
     rouge_log,
     verbmem_reference,
+    verbmem_token_pair,
 )
 from alignkit.eval.muse_protocols import KNOWMEM_STOP_STRINGS, MUSE_PROTOCOLS, MuseProtocol, get_muse_protocol
 from alignkit.eval.progress import StageProgress
+from alignkit.eval.scoring import score_token_ids
 from alignkit.formatting import format_number
 
 __all__ = [
@@ -87,6 +95,7 @@ __all__ = [
     "knowmem_prompt",
     "knowmem_reference",
     "load_muse_data",
+    "prompt_removed_reference",
     "retain_auc_from_logs",
     "rouge_log",
     "verbmem_reference",
@@ -304,6 +313,21 @@ def _run(
     logs["forget_verbmem_ROUGE"] = rouge_log(
         refs, gens, prompts, use_stemmer=proto.use_stemmer, key=proto.rouge_key
     )
+
+    # Extraction Strength / Exact Memorisation: the VerbMem forget texts, teacher-forced (one forward each).
+    pairs = [
+        verbmem_token_pair(tokenizer, r["prompt"], r["gt"], max_tokens=proto.verbmem_max_length)
+        for r in ds.verbmem_forget
+    ]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    scored = score_token_ids(
+        model,
+        pairs,
+        pad_token_id=pad,
+        batch_size=batch_size,
+        progress=bar.stage("forget_verbmem: ES/EM", len(pairs)),
+    )
+    logs.update(memorization_logs({str(i): s for i, s in enumerate(scored)}, floor=proto.es_floor))
 
     # MIAs on privleak forget vs holdout (C3).
     mia_kwargs = dict(

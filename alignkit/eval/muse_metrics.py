@@ -28,6 +28,8 @@ METRIC_ORDER = (
     "mia_loss",
     "mia_zlib",
     "mia_gradnorm",
+    "extraction_strength",
+    "exact_memorization",
 )
 # What a good value looks like, for the report (spec §3.1).
 METRIC_HELP = {
@@ -40,6 +42,8 @@ METRIC_HELP = {
     "mia_loss": "LOSS attack AUC, forget vs holdout",
     "mia_zlib": "ZLib attack AUC, forget vs holdout",
     "mia_gradnorm": "GradNorm attack AUC, forget vs holdout",
+    "extraction_strength": "Extraction Strength of the VerbMem forget texts (teacher-forced); low after unlearning",
+    "exact_memorization": "Exact Memorization of the VerbMem forget texts (teacher-forced); low after unlearning",
 }
 
 
@@ -63,11 +67,13 @@ def _decode(tokenizer, ids: Sequence[int]) -> str:
 
 
 def joint_label_reference(tokenizer, prompt: str, completion: str, *, max_length: int | None) -> str:
-    """OU's reference text: decoded labels of the jointly tokenized ``prompt + completion``.
+    """OU's VerbMem reference: decoded labels of the jointly tokenized ``prompt + completion``.
 
     ``ids(prompt + completion)[len(ids(prompt)):]``, truncated so the whole sequence has at most
     ``max_length`` ids, decoded without special tokens; OU then removes the decoded prompt text if
-    it occurs and strips (``eval_text_similarity``).
+    it occurs and strips (``eval_text_similarity``). VerbMem's completion is ``" " + gt`` after a
+    prompt without a trailing space, so no gt token straddles the boundary; QA references
+    (KnowMem) use :func:`prompt_removed_reference`.
     """
     prompt_ids, completion_ids = encode_prompt_completion(
         tokenizer, prompt, completion, boundary="joint", add_eos=False, add_special_tokens=True
@@ -77,11 +83,27 @@ def joint_label_reference(tokenizer, prompt: str, completion: str, *, max_length
     return _decode(tokenizer, completion_ids).replace(_decode(tokenizer, prompt_ids), "").strip()
 
 
+def prompt_removed_reference(tokenizer, prompt: str, answer: str, *, max_length: int | None) -> str:
+    """OU's reference for a QA item: ``decode(ids(prompt + answer))`` minus ``decode(ids(prompt))``, stripped.
+
+    Both are tokenised alone and cut to ``max_length`` ids, as OU's ``preprocess_chat_instance`` does in
+    ``predict_with_generate`` mode (the labels are the whole conversation, the input the prompt); its
+    ``eval_text_similarity`` then removes every occurrence of the decoded input from the decoded labels.
+    The result is the whole answer even when the prompt's trailing space merges into its first token.
+    """
+
+    def ids(text: str) -> list[int]:
+        out = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+        return out[:max_length] if max_length is not None else out
+
+    return _decode(tokenizer, ids(prompt + answer)).replace(_decode(tokenizer, ids(prompt)), "").strip()
+
+
 def knowmem_reference(tokenizer, prompt: str, answer: str, protocol: MuseProtocol) -> str:
     """KnowMem reference under ``protocol.knowmem_reference`` (see :class:`MuseProtocol`)."""
     if protocol.knowmem_reference == "answer":
         return answer
-    return joint_label_reference(tokenizer, prompt, answer, max_length=protocol.knowmem_max_length)
+    return prompt_removed_reference(tokenizer, prompt, answer, max_length=protocol.knowmem_max_length)
 
 
 def verbmem_reference(tokenizer, prompt: str, gt: str, protocol: MuseProtocol) -> str:
@@ -96,6 +118,17 @@ def verbmem_reference(tokenizer, prompt: str, gt: str, protocol: MuseProtocol) -
             len(tokenizer(prompt, add_special_tokens=True)["input_ids"]) + protocol.verbmem_max_length
         )
     return joint_label_reference(tokenizer, prompt, " " + gt, max_length=max_length)
+
+
+def verbmem_token_pair(
+    tokenizer, prompt: str, gt: str, *, max_tokens: int | None
+) -> tuple[list[int], list[int]]:
+    """``(prompt_ids, gt_ids)`` teacher-forced for ES/EM, as OU's ``MUSE_forget_verbmem`` set: ``prompt``
+    and ``gt`` joined with one space and tokenised together (BOS, no EOS), ``gt`` cut to ``max_tokens``."""
+    prompt_ids, gt_ids = encode_prompt_completion(
+        tokenizer, prompt, " " + gt, boundary="joint", add_eos=False, add_special_tokens=True
+    )
+    return prompt_ids, gt_ids[:max_tokens] if max_tokens is not None else gt_ids
 
 
 def rouge_log(

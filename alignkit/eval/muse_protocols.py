@@ -46,11 +46,12 @@ class MuseProtocol:
     knowmem_max_length: int | None = 512
     """Token limit of the KnowMem prompt (+ answer, for the reference): OU's tag-mode truncation 512;
     MUSE-orig none."""
-    knowmem_reference: Literal["joint_labels", "answer"] = "joint_labels"
-    """KnowMem reference text. ``joint_labels`` (OU): tokenize ``prompt + answer`` jointly, mask the
-    first ``len(tokenize(prompt))`` ids, decode the rest and ``strip()``. With BPE or SentencePiece
-    tokenizers the prompt's trailing space merges into the first answer token, which is then
-    missing from the reference (spec §1.1 item 5, the "joint" boundary). ``answer`` (MUSE-orig):
+    knowmem_reference: Literal["prompt_removed", "answer"] = "prompt_removed"
+    """KnowMem reference text. ``prompt_removed`` (OU): ``decode(ids(prompt + answer))`` with
+    ``decode(ids(prompt))`` removed, stripped, both cut to ``knowmem_max_length`` ids (OU keeps the
+    whole conversation as the generation labels and ``eval_text_similarity`` removes the prompt's
+    text): the whole answer, even where the prompt's trailing space merges into the first answer
+    token (which slicing the joint ids at ``len(ids(prompt))`` would lose). ``answer`` (MUSE-orig):
     the answer string as stored."""
     verbmem_max_new_tokens: int = 128
     """Greedy budget for VerbMem continuations (both: 128)."""
@@ -78,6 +79,10 @@ class MuseProtocol:
     near 0 for the target model. PrivLeak is the same number either way."""
     privleak_eps: float = 1e-10
     """Added to PrivLeak's denominator: OU 1e-10, MUSE-orig 0."""
+    es_floor: Literal["ou", "strict"] = "ou"
+    """Extraction Strength (on the VerbMem forget texts, teacher-forced) when no suffix is predicted:
+    OU's ``1/n`` or ``strict`` 0 (:mod:`alignkit.eval.memorization`). MUSE-orig has no ES/EM; alignkit
+    logs them under both protocols with this floor."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -45,13 +45,23 @@ class TofuProtocol:
             Model Utility. ``"geometric"`` (open-unlearning, orig ``aggregate_eval_stat.py``) or
             ``"arithmetic"`` (the paper's formula, orig's in-training MU; §2.4.3, §5.1). Forget
             Quality and the forget truth ratio always use the geometric R.
+        truth_ratio_form: how each item's ``R = p̄_wrong / p̄_correct`` is computed.
+            ``"ou_epsilon"`` (open-unlearning): ``p̄_w / (p̄_c + 1e-10)`` in float64, as its
+            ``truth_ratio`` does; it saturates near ``p̄_w·1e10`` when the correct answer's probability
+            collapses below ~1e-9, which is where unlearning ends up. ``"exact"`` (tofu-orig, which
+            computes ``exp(L_c - mean L_w)``): log space, no epsilon.
+        es_floor: Extraction Strength when no suffix of the forget answer is predicted: ``"ou"``
+            (open-unlearning's ``1/n``; an answer with no scored token counts as 0) or ``"strict"``
+            (0; such an answer is left out). See :mod:`alignkit.eval.memorization`.
         forget_tr_aggregator: aggregate of the forget truth ratio: ``"closer_to_1_better"``
             (``mean min(R, 1/R)``, both references' default) or ``"prob_mean"`` (open-unlearning's
             opt-in ``mean 1/(1+R)``). It does not change Forget Quality.
 
     Shared by both (not fields): greedy decoding with left padding; generations decoded without
     special tokens, cut at the decoded EOS string and stripped (open-unlearning; orig only decoded,
-    which ROUGE cannot tell apart); ROUGE-L recall against the decoded answer; items keyed by row.
+    which ROUGE cannot tell apart); ROUGE-L recall against the whole answer (open-unlearning removes
+    the decoded prompt from the decoded prompt + answer, so no boundary merge can shorten it; see
+    ``_Encoder.rouge_reference``); items keyed by row.
     """
 
     name: str
@@ -66,8 +76,16 @@ class TofuProtocol:
     rouge_use_stemmer: bool = True
     mu_truth_ratio_mean: Literal["geometric", "arithmetic"] = "geometric"
     forget_tr_aggregator: Literal["closer_to_1_better", "prob_mean"] = "closer_to_1_better"
+    truth_ratio_form: Literal["ou_epsilon", "exact"] = "ou_epsilon"
+    es_floor: Literal["ou", "strict"] = "ou"
 
     def __post_init__(self):
+        if self.es_floor not in ("ou", "strict"):
+            raise ValueError(f"`es_floor` must be 'ou' or 'strict', got {self.es_floor!r}")
+        if self.truth_ratio_form not in ("ou_epsilon", "exact"):
+            raise ValueError(
+                f"`truth_ratio_form` must be 'ou_epsilon' or 'exact', got {self.truth_ratio_form!r}"
+            )
         if self.boundary not in ("joint", "separate"):
             raise ValueError(f"`boundary` must be 'joint' or 'separate', got {self.boundary!r}")
         if self.mu_truth_ratio_mean not in ("geometric", "arithmetic"):
@@ -101,6 +119,7 @@ TOFU_ORIG = TofuProtocol(
     max_new_tokens=200,
     generation_max_length=200,
     answer_tag_in_prompt=False,
+    truth_ratio_form="exact",
 )
 
 PROTOCOLS: dict[str, TofuProtocol] = {p.name: p for p in (OPEN_UNLEARNING, TOFU_ORIG)}

@@ -86,6 +86,9 @@ def tofu_markdown(result) -> str:
         f"| Forget answer probability | {fmt_value(s.get('forget_prob'))} |",
         f"| Forget truth ratio ({_FORGET_TR_LABEL.get(proto.get('forget_tr_aggregator'), 'mean min(R, 1/R)')}) | "
         f"{fmt_value(s.get('forget_truth_ratio'))} |",
+        f"| Forget Extraction Strength (ES, {proto.get('es_floor', 'ou')} floor) | "
+        f"{fmt_value(s.get('extraction_strength'))} |",
+        f"| Forget Exact Memorization (EM) | {fmt_value(s.get('exact_memorization'))} |",
         "",
     ]
     if meta.get("forget_quality_note"):
@@ -156,6 +159,8 @@ COMPARE_COLUMNS = (
     ("forget_rouge", "forget ROUGE"),
     ("forget_prob", "forget Prob"),
     ("forget_truth_ratio", "forget TR"),
+    ("extraction_strength", "forget ES"),
+    ("exact_memorization", "forget EM"),
     ("retain_Q_A_Prob", "retain Prob"),
     ("retain_Q_A_ROUGE", "retain ROUGE"),
     ("retain_Truth_Ratio", "retain TR"),

@@ -38,6 +38,7 @@ class ScoredText:
     token_logps: torch.Tensor  # [T] float32 log p(target token)
     target_ids: list[int]
     valid: bool  # False when no target token remains; such items are left out of every average
+    argmax_ids: list[int] | None = None  # [T] teacher-forced argmax prediction at each target position
 
     @property
     def avg_loss(self) -> float:
@@ -162,7 +163,7 @@ def score_token_ids(
             lo = starts[i] - 1 - offset
             row = logits[i, lo : lo + len(target)].float().log_softmax(-1)
             logps = row.gather(-1, torch.tensor(target, device=row.device)[:, None])[:, 0].cpu()
-            results[k] = ScoredText(logps, target, valid=True)
+            results[k] = ScoredText(logps, target, valid=True, argmax_ids=row.argmax(-1).tolist())
         if progress is not None:
             progress(sum(copies[k] for k in chunk))
     return [results[k] for k in order]  # type: ignore[misc]

@@ -27,6 +27,7 @@ from alignkit.eval.logs import META_KEY, agg_values, read_eval_log, summarize
 from alignkit.eval.logs import TOFU_EVAL_FILE as EVAL_FILE
 from alignkit.eval.logs import TOFU_REPORT_FILE as REPORT_FILE
 from alignkit.eval.logs import TOFU_SUMMARY_FILE as SUMMARY_FILE
+from alignkit.eval.memorization import memorization_logs
 from alignkit.eval.progress import StageProgress
 from alignkit.eval.protocols import TofuProtocol, get_protocol
 from alignkit.eval.report import tofu_markdown
@@ -187,10 +188,20 @@ class _Encoder:
         return ids[: self.max_length] if self.max_length else ids
 
     def rouge_reference(self, question: str, answer: str) -> str:
-        """open-unlearning: decoded prompt+answer tokens with the decoded prompt removed, stripped."""
+        """open-unlearning's ROUGE reference: the whole answer, whatever the tokenizer merges at the boundary.
+
+        OU generates from the prompt tokenised alone and keeps the whole ``prompt + answer`` sequence as
+        the labels (``predict_with_generate``); ``eval_text_similarity`` decodes both and removes the
+        prompt's text from the full text. So the reference is ``decode(ids(prompt + answer))`` with
+        ``decode(ids(prompt))`` removed, stripped. Slicing ``ids(prompt + answer)`` at
+        ``len(ids(prompt))`` instead would lose the first answer token whenever the prompt's trailing
+        space merges into it (``"Answer: 1472"`` -> ``"72"``), as the scored labels of the joint
+        boundary do on purpose; ROUGE does not.
+        """
+        prompt = self.full_prompt(question)
         p, t = encode_for_scoring(
             self.tokenizer,
-            self.full_prompt(question),
+            prompt,
             self.score_target(question, answer) if self.chat else answer,
             boundary=self.protocol.boundary,
             add_eos=True,
@@ -198,9 +209,12 @@ class _Encoder:
             max_length=self.max_length,
             max_length_includes_eos=self.protocol.max_length_includes_eos,
         )
+        prompt_ids = list(self.tokenizer(prompt, add_special_tokens=self.add_special_tokens)["input_ids"])
+        if self.max_length:
+            prompt_ids = prompt_ids[: self.max_length]
         dec = self.tokenizer.decode
         kw = {"skip_special_tokens": True}  # no space clean-up: see scoring.decode_generations
-        return dec(p + t, **kw).replace(dec(p, **kw), "", 1).strip()
+        return dec(p + t, **kw).replace(dec(prompt_ids, **kw), "").strip()
 
 
 class ScoreCache:
@@ -626,6 +640,8 @@ def _evaluate_task(
     timings[f"{key}:score"] = time.perf_counter() - t
     t = time.perf_counter()
     _prob_and_tr_metrics(logs, task, losses, proto)
+    if key == "forget":
+        logs.update(_memorization_metrics(task, cache, proto))
     timings[f"{key}:metrics"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -707,7 +723,9 @@ def _forget_truth_ratios(task: TofuTask, cache: ScoreCache, proto: TofuProtocol,
         what=("correct", "wrong"),
         progress=bars.stage("retain model: forget truth ratios", total),
     )
-    return M.truth_ratio(losses["correct"], losses["wrong"], aggregator=proto.forget_tr_aggregator)
+    return M.truth_ratio(
+        losses["correct"], losses["wrong"], aggregator=proto.forget_tr_aggregator, form=proto.truth_ratio_form
+    )
 
 
 def _prob_and_tr_metrics(logs: dict, task: TofuTask, losses: dict, proto: TofuProtocol) -> None:
@@ -720,12 +738,32 @@ def _prob_and_tr_metrics(logs: dict, task: TofuTask, losses: dict, proto: TofuPr
         logs[f"{k}_Q_A_PARA_Prob"] = M.probability(losses["correct"])
     if k == "forget":
         logs["forget_truth_ratio"] = M.truth_ratio(
-            losses["correct"], losses["wrong"], aggregator=proto.forget_tr_aggregator
+            losses["correct"],
+            losses["wrong"],
+            aggregator=proto.forget_tr_aggregator,
+            form=proto.truth_ratio_form,
         )
     else:
         logs[f"{k}_Truth_Ratio"] = M.truth_ratio(
-            losses["correct"], losses["wrong"], aggregator="true_better", wrong_mean=proto.mu_truth_ratio_mean
+            losses["correct"],
+            losses["wrong"],
+            aggregator="true_better",
+            wrong_mean=proto.mu_truth_ratio_mean,
+            form=proto.truth_ratio_form,
         )
+
+
+def _memorization_metrics(task: TofuTask, cache: ScoreCache, proto: TofuProtocol) -> dict:
+    """Extraction Strength and Exact Memorisation of the forget answers (OU: ``forget{XX}_perturbed``'s
+    ``answer``), from the argmax predictions of the answer scores already in the cache."""
+    enc = cache.encoder
+    scored = {
+        str(it.index): cache.store[
+            (task.spec.key, enc.score_prompt(it.question), enc.score_target(it.question, it.answer))
+        ]
+        for it in task.items
+    }
+    return memorization_logs(scored, floor=proto.es_floor)
 
 
 def _invalid_counts(logs: dict) -> dict:

@@ -78,6 +78,10 @@ def describe_source(data: str | Path, config: str) -> str:
     return f"Hub dataset {data!s}, config {config!r}"
 
 
+class TofuDataUnavailable(FileNotFoundError):
+    """The Hub copy of a TOFU config could not be loaded (offline, no access): not a missing split."""
+
+
 def load_tofu(data: str | Path = DEFAULT_DATA, config: str = "forget10_perturbed") -> list[dict]:
     """Rows of one TOFU config as plain dicts, from a Hub id or a local folder of ``<config>.json``."""
     from alignkit.data.loading import load_rows
@@ -96,7 +100,7 @@ def load_tofu(data: str | Path = DEFAULT_DATA, config: str = "forget10_perturbed
     try:
         return load_rows(str(data), config).to_list()
     except (ConnectionError, OSError, ValueError) as err:
-        raise FileNotFoundError(
+        raise TofuDataUnavailable(
             f"Could not load {source}: {err}. Pass a local folder holding the TOFU json files instead "
             "(`--data DIR` / `data=DIR`), or allow Hub access."
         ) from err
@@ -123,7 +127,8 @@ def load_task(data: str | Path, spec: TofuTaskSpec, *, max_rows: int | None = No
     try:
         rows = load_tofu(data, spec.config)
     except FileNotFoundError as err:
-        if spec.key == "forget":
+        # Only a file that is not there is a split TOFU does not ship; an unreachable Hub says so itself.
+        if spec.key == "forget" and not isinstance(err, TofuDataUnavailable):
             split = spec.config.removesuffix("_perturbed")
             raise FileNotFoundError(
                 f"forget split {split!r} has no perturbed eval file ({source}). Truth Ratio and Forget "

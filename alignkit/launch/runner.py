@@ -210,6 +210,7 @@ def run_info(recipe: Recipe, built: Built, train_metrics: dict | None = None) ->
         "dtype": m.dtype,
         "peft": peft,
         "reference": {"mode": trainer.ref_mode, "model": recipe.script.ref_model_name_or_path},
+        "lm_head": getattr(trainer, "lm_head_path", None),  # which LM head path ran (fused_lm_head)
         "datasets": built.datasets,
         "hyperparameters": hyperparameters(args),
         "derived": derived_numbers(trainer),

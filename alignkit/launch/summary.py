@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -90,12 +91,37 @@ def print_result(console: Console, recipe: Recipe, built, info: dict) -> None:
     table.add_row("saved", f"{out}: {kind} + tokenizer, alignkit_recipe.yaml, run_info.json")
     train = recipe.script.train_dataset or ""
     if "tofu" in train.lower():
-        files = built.datasets.get("train", {}).get("files")
-        data = f" --data {files}" if files else ""
-        evaluate = f"alignkit eval tofu --model {out}{data} --output-dir {out}/eval/tofu"
+        evaluate = tofu_eval_command(train, built.datasets.get("train", {}), out)
     elif "muse" in train.lower():
         evaluate = f"alignkit eval muse --help  (evaluate {out})"
     else:
         evaluate = f"alignkit eval --help  (evaluate {out})"
-    table.add_row("next", f"{evaluate}\nalignkit push {out} --repo-id USER/NAME --dry-run {out}-upload")
     console.print(table)
+    # Outside the table and unwrapped, so each command is one line to copy.
+    console.print("[bold green]next[/]", markup=True)
+    console.print(f"  {evaluate}", soft_wrap=True, markup=False, highlight=False)
+    console.print(
+        f"  alignkit push {out} --repo-id USER/NAME --dry-run {out}-upload", soft_wrap=True, markup=False
+    )
+
+
+def tofu_eval_command(source: str, train: dict, out: str) -> str:
+    """``alignkit eval tofu`` for a run that trained on a TOFU forget split, naming the split and the data.
+
+    The data is where the training rows came from (a generated benchmark's folder, a local folder of
+    the TOFU files, or the Hub id), so the command runs offline whenever training did.
+    """
+    import re
+
+    from alignkit.launch.sources import parse_source
+
+    parsed = parse_source(source)
+    data = train.get("files") or source
+    split = train.get("config") or (parsed.params.get("split") if parsed.kind == "synthetic" else None)
+    if parsed.kind == "local" and Path(parsed.name).is_file():  # e.g. /data/tofu/forget01.json
+        data, split = str(Path(parsed.name).parent), split or Path(parsed.name).stem
+    parts = [f"alignkit eval tofu --model {out}"]
+    if split and re.fullmatch(r"forget\d\d", str(split)):
+        parts.append(f"--forget-split {split}")
+    parts += [f"--data {data}", f"--output-dir {out}/eval/tofu"]
+    return " ".join(parts)

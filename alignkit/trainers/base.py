@@ -33,7 +33,7 @@ from alignkit.losses import LossOutput, nll_loss, retain_kl_loss
 from alignkit.models import decoder_layers
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
 from alignkit.trainers.constraints import ConstraintCallback, ConstraintSet, config_reads, parse_constraints
-from alignkit.trainers.forward import ForwardOutput, Needs, row_outputs
+from alignkit.trainers.forward import ForwardOutput, Needs, resolve_fused_lm_head, row_outputs
 from alignkit.trainers.ref_cache import with_ref_logps
 
 logger = logging.getLogger(__name__)
@@ -121,11 +121,18 @@ class AlignKitTrainer(Trainer):
             model = get_peft_model(model, peft_config)
         if args.activation_checkpointing and hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()  # PEFT + checkpointing needs grads on the inputs
-        self._fused = trl_compat.add_fused_lm_head is not None
+        # Which LM head path ran is recorded (run_info, model card): it changes speed and memory, not results.
+        self.fused_lm_head, self.lm_head_path = resolve_fused_lm_head(
+            args.fused_lm_head,
+            device_type=args.device.type,
+            vocab_size=model.get_output_embeddings().weight.shape[0],
+            available=trl_compat.add_fused_lm_head is not None,
+        )
+        logger.info("%s: fused LM head %s", type(self).__name__, self.lm_head_path)
         for m in (model.get_base_model() if _is_peft(model) else model, ref_model):
             if m is None:
                 continue
-            if self._fused:
+            if self.fused_lm_head:
                 trl_compat.add_fused_lm_head(m)
             if args.disable_dropout:
                 trl_compat.disable_dropout_in_model(m)
@@ -154,7 +161,7 @@ class AlignKitTrainer(Trainer):
         self.retain_encoded = retain
         if self.constraints:
             self.constraints.check(self, train)
-        train = self._with_retain(train, args)
+        train = self._with_retain(train, args, pairing=getattr(args, "retain_pairing", "random"))
         evaluation = (
             self._encode(eval_dataset, "eval_dataset", args, transform=self.transform_row)
             if eval_dataset is not None
@@ -225,11 +232,14 @@ class AlignKitTrainer(Trainer):
             )
         return cls._load_model(source, args)
 
-    def _with_retain(self, encoded, args):
-        """Pair forget rows with retain rows (training and evaluation alike, so eval_loss is the objective)."""
+    def _with_retain(self, encoded, args, pairing: str = "random"):
+        """Pair forget rows with retain rows (training and evaluation alike, so eval_loss is the objective).
+
+        ``pairing="aligned"`` (``retain_pairing``, a replayed pairing file) applies to the training rows only.
+        """
         if encoded is None or self.retain_encoded is None or not self._uses_retain(args):
             return encoded
-        return ForgetRetainDataset(encoded, self.retain_encoded, seed=args.seed)
+        return ForgetRetainDataset(encoded, self.retain_encoded, seed=args.seed, pairing=pairing)
 
     def _uses_retain(self, args) -> bool:
         return (
@@ -321,7 +331,7 @@ class AlignKitTrainer(Trainer):
 
         def forward(batch):
             with self._reference_context(model if ref_model is None else None):
-                return row_outputs(reference, batch, want_logits=False, fused=self._fused)
+                return row_outputs(reference, batch, want_logits=False, fused=self.fused_lm_head)
 
         reference.to(device)
         with (
@@ -363,7 +373,9 @@ class AlignKitTrainer(Trainer):
         retain_kl = _retain_kl(args)
         want_logits = self.needs.logits or retain_kl
         hidden = self._hidden_module(self.accelerator.unwrap_model(model))
-        rows = row_outputs(model, inputs, want_logits=want_logits, fused=self._fused, hidden_module=hidden)
+        rows = row_outputs(
+            model, inputs, want_logits=want_logits, fused=self.fused_lm_head, hidden_module=hidden
+        )
         main, retain_rows = slice(0, n), slice(n, None)
         lengths = inputs["attention_mask"].sum(-1)
         has_retain = rows.mask.shape[0] > n
@@ -406,7 +418,7 @@ class AlignKitTrainer(Trainer):
                 reference,
                 ref_inputs,
                 want_logits=self.needs.reference == "logits" or retain_kl,
-                fused=self._fused,
+                fused=self.fused_lm_head,
                 hidden_module=ref_hidden,
             )
         if main_ref:

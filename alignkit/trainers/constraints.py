@@ -277,7 +277,7 @@ class ConstraintSet:
         key = f"{trainer.args.seed}-{c.name}-{trainer.state.global_step}-{self._count}-{trainer.args.process_index}"
         picked = random.Random(key).sample(range(len(rows)), min(c.aux_batch_size, len(rows)))
         batch = trainer._prepare_inputs(trainer.collator([rows[i] for i in picked]))
-        aux = row_outputs(trainer.model, batch, want_logits=False, fused=trainer._fused)
+        aux = row_outputs(trainer.model, batch, want_logits=False, fused=trainer.fused_lm_head)
         return nll_loss(aux.token_logps, aux.mask).loss
 
     def add_to_loss(self, loss: torch.Tensor, out: ForwardOutput, trainer) -> LossOutput:

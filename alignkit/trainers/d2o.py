@@ -232,7 +232,7 @@ class D2OTrainer(AlignKitTrainer):
             ref_plus_model = self._load_model(ref_plus_model, args)
         if ref_plus_model is not None:
             ref_plus_model.eval().requires_grad_(False)
-            if self._fused:
+            if self.fused_lm_head:
                 trl_compat.add_fused_lm_head(ref_plus_model)
             ref_plus_model = self._prepare_reference(ref_plus_model)
         self.ref_plus_model = ref_plus_model
@@ -456,9 +456,9 @@ class D2OTrainer(AlignKitTrainer):
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "completion_mask")}
         if reference is None:  # adapter_off: the policy with its adapters disabled
             with self._reference_context(self.accelerator.unwrap_model(model)):
-                seq = row_outputs(model, inputs, want_logits=False, fused=self._fused).seq_logps
+                seq = row_outputs(model, inputs, want_logits=False, fused=self.fused_lm_head).seq_logps
         else:
-            seq = row_outputs(reference, inputs, want_logits=False, fused=self._fused).seq_logps
+            seq = row_outputs(reference, inputs, want_logits=False, fused=self.fused_lm_head).seq_logps
         values = seq.double().cpu().tolist()
         out, start = [], 0
         for k in batch["group_sizes"].tolist():

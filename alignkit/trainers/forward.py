@@ -6,8 +6,41 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from alignkit._trl_compat import selective_log_softmax
+
+# The `auto` rule of `fused_lm_head`. On CPU TRL's kernel scores every position in tiles (its compact,
+# valid-positions-only path needs Triton) and measured slower than alignkit's compact head (below) at every
+# vocabulary tried: tiny Llama, hidden 256, 4 layers, 8 x 128 tokens of which half completion, fwd+bwd,
+# 1 thread: 1.4x at vocab 1k, 2.7x at 32k, 3.9x at 128k (and 1.7x for a whole NPO step at 4k, see
+# `scripts/bench_npo_step.py`). On CUDA/XPU it never builds the [rows, length, vocab] logits, which
+# dominate activation memory once the vocabulary is large (8 x 512 tokens x 128k vocab = 2.1 GB in fp32);
+# TRL's own DPOTrainer always uses it there. Not measured on a GPU in this repository (none available).
+FUSED_HEAD_DEVICES = ("cuda", "xpu")
+FUSED_HEAD_MIN_VOCAB = 32000
+
+
+def resolve_fused_lm_head(
+    setting: str, *, device_type: str, vocab_size: int, available: bool
+) -> tuple[bool, str]:
+    """Whether TRL's fused LM head runs (``setting`` is ``auto``, ``on`` or ``off``), and why, in words."""
+    if setting == "on":
+        if not available:
+            raise ValueError(
+                "`fused_lm_head='on'` needs TRL's fused LM head (trl >= 1.16), which this TRL lacks; "
+                "set fused_lm_head='auto' or 'off'."
+            )
+        return True, "on (fused_lm_head='on')"
+    if setting == "off":
+        return False, "off (fused_lm_head='off')"
+    if not available:
+        return False, "off (auto: this TRL has no fused LM head)"
+    if device_type not in FUSED_HEAD_DEVICES:
+        return False, f"off (auto: device {device_type}, the fused head is slower off CUDA/XPU)"
+    if vocab_size < FUSED_HEAD_MIN_VOCAB:
+        return False, f"off (auto: vocabulary {vocab_size} < {FUSED_HEAD_MIN_VOCAB})"
+    return True, f"on (auto: device {device_type}, vocabulary {vocab_size} >= {FUSED_HEAD_MIN_VOCAB})"
 
 
 @dataclass
@@ -99,34 +132,105 @@ def capture_output(module: torch.nn.Module):
         handle.remove()
 
 
+def _innermost(model):
+    """The model under DDP/DeepSpeed wrappers (a PEFT model stays: it forwards attribute lookups)."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+@torch.no_grad()
+def _compact_head_exact(model, ids: torch.Tensor, att: torch.Tensor) -> bool:
+    """Whether ``lm_head(hidden_states[-1])`` reproduces the model's own logits, checked once per model.
+
+    True for plain causal LMs (Llama, Qwen, Mistral, ...). Models that scale, soft-cap or otherwise
+    transform the logits after the LM head, that do not accept ``logits_to_keep`` or whose last hidden
+    state is not the one fed to the head fail the check and keep the full-logits path.
+    """
+    inner = _innermost(model)
+    cached = getattr(inner, "_alignkit_compact_head", None)
+    if cached is None:
+        try:
+            out = model(
+                input_ids=ids[:1],
+                attention_mask=att[:1],
+                use_cache=False,
+                output_hidden_states=True,
+                logits_to_keep=1,
+            )
+            head = inner.get_output_embeddings()
+            cached = bool(
+                out.hidden_states is not None
+                and out.logits.shape[1] == 1
+                and torch.allclose(head(out.hidden_states[-1][:, -1:]), out.logits, rtol=1e-4, atol=1e-5)
+            )
+        except (TypeError, ValueError, AttributeError):
+            cached = False
+        inner._alignkit_compact_head = cached
+    return cached
+
+
 def row_outputs(
     model, batch: dict, *, want_logits: bool, fused: bool, hidden_module: torch.nn.Module | None = None
 ) -> RowOutputs:
     """Forward every row of ``batch`` through ``model`` (the wrapped one, so DDP/ZeRO hooks run).
 
-    With ``fused`` and no logits wanted, TRL's fused LM head returns per-token log-probs without
-    materialising the ``[N, L, V]`` logits; otherwise logits are built and log-probs gathered.
+    With ``want_logits`` the full ``[N, L-1, V]`` logits are built. Otherwise only the completion
+    positions go through the LM head: TRL's fused head (``fused``; on CUDA it projects only those
+    positions, in tiles) or, by default, a compact head: the model runs with ``logits_to_keep=1`` and
+    ``output_hidden_states``, and the LM head is applied to the last hidden state at the completion
+    positions only, which skips the prompt and padding positions' share of the head's matmul and
+    log-softmax (``_compact_head_exact`` checks once that this reproduces the model's logits). Columns
+    that are padding in every row are cut first (a subset of a batch, such as the rows sent through the
+    reference, is often narrower). The outputs keep the batch's shape.
     ``hidden_module``: also return that module's output from the same forward (a hook, no second pass).
     """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     mask = batch["completion_mask"][:, 1:].bool()
     labels = input_ids[:, 1:]
+    # Right padding (the collator's): nothing after the longest row can be scored. Kept whole when logits
+    # or a block's activations are returned: terms over "all positions" (retain KL) read the padding too.
+    whole = want_logits or hidden_module is not None
+    width = input_ids.shape[1] if whole else max(int(attention_mask.sum(-1).max()), 2)
+    ids, att, scored = input_ids[:, :width], attention_mask[:, :width], mask[:, : width - 1]
+    logits = None
+    # Decided before the capture starts: the one-time check runs a forward of its own.
+    compact = not (want_logits or fused) and _compact_head_exact(model, ids, att)
     with capture_output(hidden_module) if hidden_module is not None else _no_capture() as captured:
-        if fused and not want_logits:
-            fused_labels = input_ids.masked_fill(batch["completion_mask"] == 0, -100)
+        if want_logits:
+            logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1]
+            token_logps = selective_log_softmax(logits.float(), labels[:, : width - 1])
+        elif fused:
+            fused_labels = ids.masked_fill(batch["completion_mask"][:, :width] == 0, -100)
+            token_logps = model(
+                input_ids=ids, attention_mask=att, labels=fused_labels, fused_lm_head=True
+            ).log_probs
+        elif compact:
             out = model(
-                input_ids=input_ids, attention_mask=attention_mask, labels=fused_labels, fused_lm_head=True
+                input_ids=ids,
+                attention_mask=att,
+                use_cache=False,
+                output_hidden_states=True,
+                logits_to_keep=1,
             )
-            token_logps, logits = out.log_probs.masked_fill(~mask, 0.0), None
+            head = _innermost(model).get_output_embeddings()
+            # As one [1, T, V] row: TRL's selective_log_softmax loops over the first dimension to save memory.
+            logps = selective_log_softmax(
+                head(out.hidden_states[-1][:, :-1][scored]).float()[None],
+                labels[:, : width - 1][scored][None],
+            )[0]
+            # masked_scatter keeps the graph even when no position is scored (a zero, not an error, in backward)
+            token_logps = logps.new_zeros(scored.shape).masked_scatter(scored, logps)
         else:
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-            token_logps = selective_log_softmax(logits.float(), labels).masked_fill(~mask, 0.0)
+            full = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1]
+            token_logps = selective_log_softmax(full.float(), labels[:, : width - 1])
+    token_logps = F.pad(token_logps, (0, mask.shape[1] - token_logps.shape[1])).masked_fill(~mask, 0.0)
     hidden = captured.get("out")
     return RowOutputs(
         token_logps,
         mask,
         labels,
-        logits if want_logits else None,
+        logits,
         hidden,
         batch["completion_mask"].bool() if hidden is not None else None,
     )

@@ -109,6 +109,7 @@ def run_info_from_trainer(trainer) -> dict:
         "base_model": base,
         "model_kind": "lora" if is_lora else "full",
         "reference": {"mode": getattr(trainer, "ref_mode", None), "model": None},
+        "lm_head": getattr(trainer, "lm_head_path", None),  # which LM head path ran (fused_lm_head)
         "datasets": data,
         "hyperparameters": hyperparameters(args),
         "derived": {"world_size": args.world_size},

@@ -44,6 +44,8 @@ SUMMARY_KEYS = {
     "mia_min_k_plus_plus",
     "mia_loss",
     "mia_zlib",
+    "extraction_strength",
+    "exact_memorization",
 }
 
 
@@ -86,7 +88,7 @@ def test_protocols_encode_the_spec_differences():
     assert OU.verbmem_max_new_tokens == ORIG.verbmem_max_new_tokens == 128
     assert OU.knowmem_stop_strings == ORIG.knowmem_stop_strings == ("\n\n", "\nQuestion", "Question:")
     assert (OU.knowmem_max_length, ORIG.knowmem_max_length) == (512, None)
-    assert (OU.knowmem_reference, ORIG.knowmem_reference) == ("joint_labels", "answer")
+    assert (OU.knowmem_reference, ORIG.knowmem_reference) == ("prompt_removed", "answer")
     assert (OU.verbmem_reference, ORIG.verbmem_reference) == ("joint_labels", "gt_truncated")
     assert OU.privleak_k == ORIG.privleak_k == 0.4
     assert (OU.privleak_max_tokens, ORIG.privleak_max_tokens) == (2048, None)
@@ -143,21 +145,22 @@ def test_knowmem_prompt_is_the_muse_string():
     assert knowmem_prompt(None, "Q?", shots) == expected
 
 
-def test_knowmem_reference_reproduces_ou_boundary_trap(sample, tiny):
+def test_knowmem_reference_is_the_whole_answer_on_a_merging_tokenizer(sample, tiny):
+    """OU removes the decoded prompt from the decoded prompt + answer: no answer token is lost, even
+    where the prompt's trailing space merges into the first answer token (issue 11 §1)."""
     _, tok = tiny
     ds = load_muse_data(sample, max_examples=6)
     no_trunc = dataclasses.replace(OU, knowmem_max_length=None)
-    lost_first_token = 0
+    merged = 0
     for row in ds.knowmem_forget:
         prompt = knowmem_prompt(tok, row["question"], ds.knowmem_forget_icl)
         assert knowmem_reference(tok, prompt, row["answer"], ORIG) == row["answer"]
-        ou_ref = knowmem_reference(tok, prompt, row["answer"], no_trunc)
-        # Independently: ids(prompt + answer) after len(ids(prompt)), decoded and stripped.
-        ids = tok(prompt + row["answer"])["input_ids"][len(tok(prompt)["input_ids"]) :]
-        assert ou_ref == tok.decode(ids, skip_special_tokens=True).strip()
-        lost_first_token += ou_ref != row["answer"]
+        assert knowmem_reference(tok, prompt, row["answer"], no_trunc) == row["answer"].strip()
+        # The joint labels (ids(prompt + answer) after len(ids(prompt))) do lose the first token here.
+        labels = tok(prompt + row["answer"])["input_ids"][len(tok(prompt)["input_ids"]) :]
+        merged += tok.decode(labels, skip_special_tokens=True).strip() != row["answer"].strip()
     # The prompt ends in a lone "Ġ" that merges into the answer's first token jointly (spec §1.1).
-    assert lost_first_token > 0
+    assert merged > 0
     # With OU's 512-token limit the long tiny-tokenizer prompts leave no reference at all.
     prompt = knowmem_prompt(tok, ds.knowmem_forget[0]["question"], ds.knowmem_forget_icl)
     assert len(tok(prompt)["input_ids"]) > 512
@@ -361,6 +364,20 @@ def test_evaluate_muse_end_to_end(sample, tiny, tmp_path):
         assert item["ground_truth"] == knowmem_reference(tok, item["input"], row["answer"], proto)
         assert "\n\n" not in item["generation"] and "Question:" not in item["generation"]
     assert set(logs["mia_min_k"]["forget"]["value_by_index"]) == {"0", "1", "2"}
+    # ES/EM: an independent teacher-forced pass over prompt + " " + gt (OU's MUSE_forget_verbmem).
+    for i, row in enumerate(ds.verbmem_forget):
+        n_prompt = len(tok(row["prompt"])["input_ids"])
+        ids = tok(row["prompt"] + " " + row["gt"], return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            preds = model(input_ids=ids).logits[0].argmax(-1)
+        # T': labels at positions n_prompt .. L-2 (the last gt token is not counted), predicted at -1.
+        labels, pred = ids[0, n_prompt:-1].tolist(), preds[n_prompt - 1 : -2].tolist()
+        matched = next((len(labels) - k for k in range(len(labels)) if pred[k:] == labels[k:]), 0)
+        assert logs["extraction_strength"]["value_by_index"][str(i)]["score"] == pytest.approx(
+            max(matched, 1) / len(labels)
+        )
+        em = sum(a == b for a, b in zip(pred, labels)) / len(labels)
+        assert logs["exact_memorization"]["value_by_index"][str(i)]["score"] == pytest.approx(em)
     assert logs["privleak"]["ref_source"] == "retain_model"
     assert (
         logs["alignkit"]["protocol"]["name"] == "ou-short"
