@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from collections import defaultdict
 from contextlib import nullcontext
 from typing import Any, ClassVar
@@ -31,6 +32,7 @@ from alignkit.data import ForgetRetainDataset, PreferenceCollator, PromptFormat,
 from alignkit.data.records import ROLES
 from alignkit.losses import LossOutput, nll_loss, retain_kl_loss
 from alignkit.models import decoder_layers
+from alignkit.trainers import checkpoints
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
 from alignkit.trainers.constraints import ConstraintCallback, ConstraintSet, config_reads, parse_constraints
 from alignkit.trainers.forward import ForwardOutput, Needs, resolve_fused_lm_head, row_outputs
@@ -331,7 +333,13 @@ class AlignKitTrainer(Trainer):
 
         def forward(batch):
             with self._reference_context(model if ref_model is None else None):
-                return row_outputs(reference, batch, want_logits=False, fused=self.fused_lm_head)
+                return row_outputs(
+                    reference,
+                    batch,
+                    want_logits=False,
+                    fused=self.fused_lm_head,
+                    share_prompt=args.share_prompt,
+                )
 
         reference.to(device)
         with (
@@ -360,6 +368,37 @@ class AlignKitTrainer(Trainer):
             return trl_compat.use_adapter(peft_model, adapter_name=None)
         return nullcontext()
 
+    # ------------------------------------------------------------------ checkpoints
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        """``Trainer.train``, resuming only from a complete checkpoint (see ``checkpoints``)."""
+        resume_from_checkpoint, note = checkpoints.resolve_resume(
+            resume_from_checkpoint, self.args.output_dir
+        )
+        if note and self.is_world_process_zero():
+            logger.warning(note)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """``Trainer._save_checkpoint``, then the completion marker once every rank has written its
+        part, then the rotation (``save_total_limit``): an old complete checkpoint is never deleted
+        before the new one is complete."""
+        from transformers.trainer_utils import rotate_checkpoints
+
+        run_dir = self._get_output_dir(trial)
+        folder = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
+        if self.args.should_save:
+            checkpoints.discard_incomplete(folder)  # leftovers of a killed save of this same step
+        self.accelerator.wait_for_everyone()
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            checkpoints.mark_complete(folder, self.state.global_step)
+            rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
+
     # ------------------------------------------------------------------ forward
     def forward(self, model, inputs: dict[str, Any]) -> ForwardOutput:
         """ONE policy forward over main + retain rows; the reference as the mode provides it.
@@ -374,7 +413,12 @@ class AlignKitTrainer(Trainer):
         want_logits = self.needs.logits or retain_kl
         hidden = self._hidden_module(self.accelerator.unwrap_model(model))
         rows = row_outputs(
-            model, inputs, want_logits=want_logits, fused=self.fused_lm_head, hidden_module=hidden
+            model,
+            inputs,
+            want_logits=want_logits,
+            fused=self.fused_lm_head,
+            hidden_module=hidden,
+            share_prompt=args.share_prompt,
         )
         main, retain_rows = slice(0, n), slice(n, None)
         lengths = inputs["attention_mask"].sum(-1)
@@ -420,6 +464,7 @@ class AlignKitTrainer(Trainer):
                 want_logits=self.needs.reference == "logits" or retain_kl,
                 fused=self.fused_lm_head,
                 hidden_module=ref_hidden,
+                share_prompt=args.share_prompt,
             )
         if main_ref:
             out.ref = ref.rows(main).truncate(own["main"])

@@ -62,6 +62,15 @@ class AlignKitConfig(TrainingArguments):
     on_invalid: str = field(
         default="raise", metadata={"help": "Malformed rows: raise (default) or skip (and report how many)."}
     )
+    share_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "Encode a list's prompt once: its K completions packed into one row with a block "
+            "attention mask, for policy and reference. Same log-probs as K separate rows; faster when "
+            "prompts are long next to completions (see docs/performance.md). Rows with one completion "
+            "per prompt, full-logit losses and flash attention stay on the flat forward."
+        },
+    )
 
     fused_lm_head: str = field(
         default="auto",

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from alignkit._trl_compat import selective_log_softmax
+from alignkit.trainers import shared_prompt
 
 # The `auto` rule of `fused_lm_head`. On CPU TRL's kernel scores every position in tiles (its compact,
 # valid-positions-only path needs Triton) and measured slower than alignkit's compact head (below) at every
@@ -171,7 +172,13 @@ def _compact_head_exact(model, ids: torch.Tensor, att: torch.Tensor) -> bool:
 
 
 def row_outputs(
-    model, batch: dict, *, want_logits: bool, fused: bool, hidden_module: torch.nn.Module | None = None
+    model,
+    batch: dict,
+    *,
+    want_logits: bool,
+    fused: bool,
+    hidden_module: torch.nn.Module | None = None,
+    share_prompt: bool = False,
 ) -> RowOutputs:
     """Forward every row of ``batch`` through ``model`` (the wrapped one, so DDP/ZeRO hooks run).
 
@@ -184,10 +191,16 @@ def row_outputs(
     that are padding in every row are cut first (a subset of a batch, such as the rows sent through the
     reference, is often narrower). The outputs keep the batch's shape.
     ``hidden_module``: also return that module's output from the same forward (a hook, no second pass).
+    ``share_prompt``: rows of one prompt go through as one packed row (``shared_prompt``), when
+    neither logits nor hidden states are wanted and the batch has a list of two or more.
     """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     mask = batch["completion_mask"][:, 1:].bool()
     labels = input_ids[:, 1:]
+    if share_prompt and not want_logits and hidden_module is None:
+        packed_logps = _shared_prompt_logps(model, batch, fused)
+        if packed_logps is not None:
+            return RowOutputs(packed_logps.masked_fill(~mask, 0.0), mask, labels)
     # Right padding (the collator's): nothing after the longest row can be scored. Kept whole when logits
     # or a block's activations are returned: terms over "all positions" (retain KL) read the padding too.
     whole = want_logits or hidden_module is not None
@@ -234,6 +247,26 @@ def row_outputs(
         hidden,
         batch["completion_mask"].bool() if hidden is not None else None,
     )
+
+
+def _shared_prompt_logps(model, batch: dict, fused: bool) -> torch.Tensor | None:
+    """Per-token log-probs ``[N, L-1]`` from the packed forward, or None where packing does not apply."""
+    implementation = shared_prompt.attention_implementation(model)
+    packed = shared_prompt.pack(batch) if implementation in shared_prompt.MASKABLE else None
+    if packed is None:
+        return None
+    dtype = next(model.parameters()).dtype
+    kwargs = dict(
+        input_ids=packed.input_ids,
+        attention_mask=packed.attention_mask(implementation, dtype),
+        position_ids=packed.position_ids,
+    )
+    if fused:
+        per_position = model(**kwargs, shift_labels=packed.labels, fused_lm_head=True).log_probs
+    else:
+        logits = model(**kwargs, use_cache=False).logits.float()
+        per_position = selective_log_softmax(logits, packed.labels.clamp(min=0))
+    return packed.unpack(per_position, tuple(batch["completion_mask"][:, 1:].shape))
 
 
 @contextmanager

@@ -5,9 +5,16 @@ stop), resume it in a new trainer from ``resume_from_checkpoint=True``; paramete
 history and the batches (forget rows and the retain rows paired with them) must match. 6 forget rows
 at batch 2 give 3 steps per epoch, so the resume lands mid-epoch and step 4 opens epoch 1, where
 the forget/retain pairing is drawn afresh.
+
+Before resuming, a ``checkpoint-4`` as a save killed midway leaves it (weights, no completion marker)
+is planted in the run folder: resume must skip it, say so in one log line, and the resumed run's own
+save of step 4 must replace it whole.
 """
 
 from __future__ import annotations
+
+import logging
+import shutil
 
 import pytest
 import torch
@@ -15,6 +22,7 @@ from trainer_helpers import FORGET, RETAIN, StopAt, train_args
 from transformers import AutoModelForCausalLM
 
 from alignkit import get_method
+from alignkit.trainers.checkpoints import MARKER
 
 COMPARED = (
     "loss",
@@ -66,7 +74,7 @@ def steps(history):
     return {log["step"]: log for log in history if "loss" in log}
 
 
-def test_resume_matches_uninterrupted_run(unlearn_model_dir, unlearn_tokenizer, tmp_path):
+def test_resume_matches_uninterrupted_run(unlearn_model_dir, unlearn_tokenizer, tmp_path, caplog):
     straight = make_trainer(unlearn_model_dir, unlearn_tokenizer, tmp_path / "straight")
     straight.train()
 
@@ -76,8 +84,22 @@ def test_resume_matches_uninterrupted_run(unlearn_model_dir, unlearn_tokenizer, 
     assert (tmp_path / "resumed" / "checkpoint-2").is_dir()
     assert not (tmp_path / "resumed" / "checkpoint-4").exists()
 
+    assert (tmp_path / "resumed" / "checkpoint-2" / MARKER).is_file()
+    partial = tmp_path / "resumed" / "checkpoint-4"
+    partial.mkdir()
+    shutil.copy(tmp_path / "resumed" / "checkpoint-2" / "model.safetensors", partial)
+    (partial / "optimizer.pt").write_bytes(b"\x80\x02 cut short")
+
     second = make_trainer(unlearn_model_dir, unlearn_tokenizer, tmp_path / "resumed")
-    second.train(resume_from_checkpoint=True)
+    with caplog.at_level(logging.WARNING, logger="alignkit.trainers.base"):
+        second.train(resume_from_checkpoint=True)
+    resumed_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Resuming")]
+    assert resumed_lines == [
+        f"Resuming from {tmp_path / 'resumed' / 'checkpoint-2'}, the newest complete checkpoint; "
+        "skipped checkpoint-4 (a save that did not finish)."
+    ]
+    assert (partial / MARKER).is_file()  # the resumed run saved step 4 afresh
+    assert (partial / "optimizer.pt").stat().st_size > 1000
     assert second.state.global_step == 4
     # Both ended in epoch 1, whose pairing the epoch callback asked for.
     assert straight.train_dataset.epoch == second.train_dataset.epoch == 1

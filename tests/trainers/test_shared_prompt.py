@@ -1,0 +1,95 @@
+"""``share_prompt``: a list's prompt encoded once (packed rows + block mask) gives the flat forward's
+log-probs, loss and gradients. float64 models, so agreement is to rounding (the issue asks 1e-5):
+the loss to 1e-10; gradients to 1e-6 of each tensor's largest entry, because TRL's fused LM head
+accumulates its backward in float32 whatever the model's dtype (trl/kernels/chunked_logprob.py),
+and packed rows score fewer positions, so its sums run in another order. Eager attention's softmax
+runs in float32 too (transformers' ``eager_attention_forward``), over longer packed rows: 1e-6 there."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from trainer_helpers import preference_rows, train_args
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alignkit import get_method
+from alignkit.trainers.shared_prompt import IGNORE, pack
+
+
+def test_packed_layout_of_two_lists_and_a_single_row():
+    """Rows: list A (prompt 5 6 7) x 2, list B (prompt 8 9) x 1; 0 is padding."""
+    ids = torch.tensor([[5, 6, 7, 1, 2, 0], [5, 6, 7, 3, 0, 0], [8, 9, 4, 4, 4, 0]])
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.tensor([[1] * 5 + [0], [1] * 4 + [0] * 2, [1] * 5 + [0]]),
+        "completion_mask": torch.tensor([[0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 0, 0], [0, 0, 1, 1, 1, 0]]),
+    }
+    packed = pack(batch)
+    # A: shared 5 6 | 7 1 2 | 7 3 ; B: shared 8 | 9 4 4 4
+    assert packed.input_ids.tolist() == [[5, 6, 7, 1, 2, 7, 3], [8, 9, 4, 4, 4, 0, 0]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 4, 2, 3], [0, 1, 2, 3, 4, 0, 0]]
+    assert packed.labels.tolist() == [
+        [IGNORE, IGNORE, 1, 2, IGNORE, 3, IGNORE],
+        [IGNORE, 4, 4, 4, IGNORE, IGNORE, IGNORE],
+    ]
+    allowed = packed.allowed[0, 0].int().tolist()
+    assert allowed[5] == [1, 1, 0, 0, 0, 1, 0]  # the 2nd segment's prompt copy: shared prefix + itself
+    assert allowed[6] == [1, 1, 0, 0, 0, 1, 1]
+    assert allowed[4] == [1, 1, 1, 1, 1, 0, 0]
+    # Unpacking puts each completion log-prob where the flat layout scores it (position t scores t+1).
+    values = torch.arange(14.0).view(2, 7)
+    flat = packed.unpack(values, (3, 5))
+    assert flat.tolist() == [[0, 0, 2, 3, 0], [0, 0, 5, 0, 0], [0, 8, 9, 10, 0]]
+
+
+def test_rows_with_one_completion_per_prompt_stay_flat():
+    batch = {
+        "input_ids": torch.tensor([[5, 6, 1], [5, 7, 1]]),
+        "attention_mask": torch.ones(2, 3, dtype=torch.long),
+        "completion_mask": torch.tensor([[0, 0, 1], [0, 0, 1]]),
+    }
+    assert pack(batch) is None
+
+
+def loss_and_grads(name, model_dir, tmp_path, rows, share_prompt, attn, **overrides):
+    spec = get_method(name)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64, attn_implementation=attn)
+    trainer = spec.trainer_cls(
+        model=model,
+        args=train_args(spec, tmp_path, share_prompt=share_prompt, **overrides),
+        train_dataset=rows,
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+    )
+    with torch.no_grad():  # policy != reference, so the log-ratios are not all 0
+        for p in trainer.model.parameters():
+            p.add_(
+                0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype)
+            )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    "name,shape,attn,head",
+    [
+        ("lipo", "ranked", "sdpa", "off"),
+        ("lipo", "ranked", "sdpa", "on"),  # TRL's fused LM head, labels per packed position
+        ("softmax_dpo", "one_vs_n", "sdpa", "off"),
+        ("lipo", "ranked", "eager", "off"),
+    ],
+)
+def test_shared_prompt_matches_the_flat_forward(tiny_model_dir, tmp_path, name, shape, attn, head):
+    rows = preference_rows(shape)
+    kw = dict(fused_lm_head=head)
+    flat_loss, flat_grads = loss_and_grads(name, tiny_model_dir, tmp_path / "flat", rows, False, attn, **kw)
+    shared_loss, shared_grads = loss_and_grads(
+        name, tiny_model_dir, tmp_path / "shared", rows, True, attn, **kw
+    )
+    assert flat_loss.item() != 0
+    torch.testing.assert_close(shared_loss, flat_loss, atol=1e-10 if attn == "sdpa" else 1e-6, rtol=0)
+    for n, g in flat_grads.items():
+        scale = float(g.abs().max())
+        assert scale > 0, n
+        torch.testing.assert_close(shared_grads[n], g, atol=1e-6 * scale, rtol=0, msg=f"gradient of {n}")
