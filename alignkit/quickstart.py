@@ -31,6 +31,7 @@ from alignkit.eval.logs import robustness_metrics
 from alignkit.models import build_tiny_model
 from alignkit.quickstart_alignment import AlignmentSettings
 from alignkit.trainers import get_method
+from alignkit.trainers.constraints import config_reads
 
 DEFAULT_METHODS = ("ga", "npo", "simnpo", "dipo", "catnip")
 GENERAL_SPLITS = ("real_authors", "world_facts")
@@ -109,23 +110,20 @@ class _RichSteps(TrainerCallback):
 def _fit(
     method: str, model_path, train, out: Path, *, seed: int, retain=None, progress=None, **config
 ) -> Path:
-    """Train ``method`` from ``model_path`` on ``train`` rows, save to ``out``; ``config``: its settings."""
-    spec = get_method(method)
-    args = spec.make_config(
-        output_dir=str(out),
-        logging_steps=5,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=seed,
+    """Train ``method`` from ``model_path`` on ``train`` rows, save to ``out``; ``config``: its settings
+    (a ``method`` key makes a label such as ``npo_eps0.1`` run that registry method)."""
+    spec = get_method(config.pop("method", method))
+    defaults = dict(
+        output_dir=str(out), logging_steps=5, save_strategy="no", report_to="none", use_cpu=True, seed=seed,
         disable_tqdm=True,
-        **config,
-    )
+    )  # fmt: skip
+    args = spec.make_config(**{**defaults, **config})
+    uses_retain = getattr(args, "retain_loss", "none") != "none" or config_reads(args, "retain")
     trainer = spec.trainer_cls(
         model=AutoModelForCausalLM.from_pretrained(model_path),
         args=args,
         train_dataset=train,
-        retain_dataset=retain if getattr(args, "retain_loss", "none") != "none" else None,
+        retain_dataset=retain if uses_retain else None,
         processing_class=AutoTokenizer.from_pretrained(model_path),
     )
     if progress is not None:
@@ -157,6 +155,13 @@ def _train(
         [load_rows(data_dir, name).select_columns(["question", "answer"]) for name in splits]
     )
     retain = load_rows(data_dir, retain_split) if retain_split else None
+    config = dict(
+        num_train_epochs=epochs,
+        learning_rate=lr,
+        per_device_train_batch_size=batch_size,
+        lr_scheduler_type="cosine" if method == "finetune" else "constant",
+        warmup_steps=10 if method == "finetune" else 0,
+    )
     return _fit(
         method,
         model_path,
@@ -165,12 +170,7 @@ def _train(
         seed=seed,
         retain=retain,
         progress=progress,
-        num_train_epochs=epochs,
-        learning_rate=lr,
-        per_device_train_batch_size=batch_size,
-        lr_scheduler_type="cosine" if method == "finetune" else "constant",
-        warmup_steps=10 if method == "finetune" else 0,
-        **(overrides or {}),
+        **{**config, **(overrides or {})},
     )
 
 

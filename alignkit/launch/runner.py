@@ -166,6 +166,9 @@ def build(recipe: Recipe, callbacks=None) -> Built:
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    for c in trainer.constraints.constraints:  # `aux_dataset: SOURCE` in a recipe: the same source forms
+        if isinstance(c.aux_dataset, str):
+            trainer.constraints.set_aux_rows(c, load_source(c.aux_dataset), trainer)
     info = {}
     for role, rows in raw.items():
         skipped = getattr(trainer, "rows_skipped", {}).get(f"{role}_dataset", 0)

@@ -9,7 +9,14 @@ from alignkit.losses.alignment import (
     score_ranks,
     softmax_dpo_loss,
 )
-from alignkit.losses.constraints import DualState, dual_ascent_step, lagrangian
+from alignkit.losses.constraints import (
+    DualState,
+    chosen_logp_floor,
+    dual_ascent_step,
+    lagrangian,
+    logratio_budget,
+    rejected_logp_ceiling,
+)
 from alignkit.losses.core import LossOutput, masked_rows, sequence_logps, token_mean
 from alignkit.losses.d2o import d2o_loss
 from alignkit.losses.rmu import (
@@ -48,6 +55,7 @@ __all__ = [
     "DualState",
     "LossOutput",
     "catnip_loss",
+    "chosen_logp_floor",
     "d2o_loss",
     "dipo_loss",
     "dpo_loss",
@@ -59,9 +67,11 @@ __all__ = [
     "lagrangian",
     "lambda_weights",
     "lipo_loss",
+    "logratio_budget",
     "masked_rows",
     "nll_loss",
     "npo_loss",
+    "rejected_logp_ceiling",
     "retain_kl_loss",
     "sequence_logps",
     "score_ranks",

@@ -36,6 +36,7 @@ from alignkit.models import decoder_layers
 from alignkit.models.source import check_pretrained_source
 from alignkit.trainers import checkpoints
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
+from alignkit.trainers.constraints import ConstraintCallback, ConstraintSet, config_reads, parse_constraints
 from alignkit.trainers.forward import ForwardOutput, Needs, resolve_fused_lm_head, row_outputs
 from alignkit.trainers.nonfinite import NonFiniteGuard
 from alignkit.trainers.ref_cache import with_ref_logps
@@ -53,7 +54,7 @@ def _is_peft(model) -> bool:
 
 def _retain_kl(args) -> bool:
     """The retain KL term needs full-vocabulary logits from policy and reference on the retain rows."""
-    return isinstance(args, UnlearnConfig) and args.retain_loss == "kl"
+    return isinstance(args, UnlearnConfig) and args.retain_loss == "kl" or config_reads(args, "retain_kl")
 
 
 class _EpochCallback(TrainerCallback):
@@ -90,6 +91,7 @@ class AlignKitTrainer(Trainer):
         peft_config=None,
         callbacks: list[TrainerCallback] | None = None,
         optimizers=(None, None),
+        constraints=None,
     ):
         args = args if args is not None else self.config_class(output_dir=f"runs/{self.method_name}")
         if not isinstance(args, self.config_class):
@@ -105,6 +107,13 @@ class AlignKitTrainer(Trainer):
             check_pretrained_source(tokenizer_path, what="tokenizer", flag="processing_class")
         tokenizer = processing_class or AutoTokenizer.from_pretrained(
             tokenizer_path, trust_remote_code=args.trust_remote_code
+        )
+        # Constraints from the config (built-ins) and from Python (`Constraint`s, callables allowed).
+        self.constraints = ConstraintSet(
+            parse_constraints([*(args.constraints or []), *(constraints or [])]),
+            normalize=args.constraint_normalize,
+            aug_rho=args.constraint_aug_rho,
+            report_steps=args.constraint_report_steps,
         )
         self._check_setup(args, train_dataset, retain_dataset, peft_config or _is_peft(model), ref_model)
 
@@ -159,6 +168,8 @@ class AlignKitTrainer(Trainer):
         train = self.training_view(train, args)
         retain = self._encode(retain_dataset, "retain_dataset", args) if retain_dataset is not None else None
         self.retain_encoded = retain
+        if self.constraints:
+            self.constraints.check(self, train)
         train = self._with_retain(train, args, pairing=getattr(args, "retain_pairing", "random"))
         evaluation = (
             self._encode(eval_dataset, "eval_dataset", args, transform=self.transform_row)
@@ -180,7 +191,11 @@ class AlignKitTrainer(Trainer):
             train_dataset=train,
             eval_dataset=evaluation,
             processing_class=tokenizer,
-            callbacks=[_EpochCallback(), *(callbacks or [])],
+            callbacks=[
+                _EpochCallback(),
+                *([ConstraintCallback(self)] if self.constraints else []),
+                *(callbacks or []),
+            ],
             optimizers=optimizers,
         )
         # Losses are per-micro-batch means; let Trainer divide by the accumulation steps.
@@ -245,7 +260,10 @@ class AlignKitTrainer(Trainer):
 
     def _uses_retain(self, args) -> bool:
         return (
-            isinstance(args, UnlearnConfig) and args.retain_loss != "none" or self.needs.retain == "required"
+            isinstance(args, UnlearnConfig)
+            and args.retain_loss != "none"
+            or self.needs.retain == "required"
+            or config_reads(args, "retain")
         )
 
     def _check_setup(self, args, train_dataset, retain_dataset, has_peft, ref_model) -> None:
@@ -256,6 +274,8 @@ class AlignKitTrainer(Trainer):
         uses_retain = self._uses_retain(args)
         if uses_retain and retain_dataset is None:
             what = f"`retain_loss={args.retain_loss!r}`" if isinstance(args, UnlearnConfig) else "this method"
+            if config_reads(args, "retain"):
+                what = "a retain constraint (retain_nll / retain_kl)"
             raise ValueError(
                 f"{name}: {what} needs a `retain_dataset`; pass one or set `retain_loss='none'`."
             )
@@ -300,7 +320,7 @@ class AlignKitTrainer(Trainer):
                 )
 
     def _needs_reference(self, args) -> bool:
-        return self.needs.reference != "none" or _retain_kl(args)
+        return self.needs.reference != "none" or _retain_kl(args) or config_reads(args, "reference")
 
     def _resolve_ref_mode(self, args, has_peft: bool, ref_model) -> str:
         if not self._needs_reference(args):
@@ -507,6 +527,10 @@ class AlignKitTrainer(Trainer):
             metrics["loss/retain"] = retain.loss.detach()
             metrics["retain/logps"] = (out.retain.seq_logps / out.retain.lengths.clamp_min(1)).mean().detach()
         metrics["loss/method"] = forget.loss.detach()
+        if self.constraints:  # L0 + sum_i lam_i g_i; the multipliers move in ConstraintCallback
+            constrained = self.constraints.add_to_loss(loss, out, self)
+            loss = constrained.loss
+            metrics.update(constrained.metrics)
         if self.model.training:
             terms = {f"{self.method_name} loss": forget.loss}
             if retain is not None:

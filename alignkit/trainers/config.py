@@ -140,6 +140,26 @@ class AlignKitConfig(TrainingArguments):
 
         return {k: (None if is_secret_key(k) else v) for k, v in self.__dict__.items()}
 
+    # > Constraints (alignkit.trainers.constraints; spec methods-alignment.md §5.3)
+    constraints: list[dict[str, Any]] | None = field(
+        default=None,
+        metadata={
+            "help": "Constraints g <= eps with learned multipliers, e.g. [{fn: retain_nll, eps: 0.5, "
+            "dual_lr: 0.5}]. fn: retain_nll, retain_kl, chosen_logp_floor, rejected_logp_ceiling, "
+            "logratio_budget, aux_loss. See docs/constraints.md."
+        },
+    )
+    constraint_normalize: bool = field(
+        default=False,
+        metadata={"help": "Divide the primal loss by 1 + sum(lambda) (Safe-RLHF scale control)."},
+    )
+    constraint_aug_rho: float = field(
+        default=0.0, metadata={"help": "Augmented-Lagrangian rho: adds rho/2 * sum max(0, g - eps)^2."}
+    )
+    constraint_report_steps: int = field(
+        default=20, metadata={"help": "The end-of-run constraint report covers the last N optimizer steps."}
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if self.dataloader_pin_memory and not _has_accelerator():
@@ -160,6 +180,10 @@ class AlignKitConfig(TrainingArguments):
             raise ValueError(f"`on_invalid` must be 'raise' or 'skip', got {self.on_invalid!r}.")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"`on_nonfinite` must be 'stop' or 'skip', got {self.on_nonfinite!r}.")
+        if self.constraints is not None:
+            from alignkit.trainers.constraints import parse_constraints
+
+            parse_constraints(self.constraints)  # a bad entry fails here, naming its index and key
         for name in ("max_length", "max_prompt_length", "max_completion_length"):
             value = getattr(self, name)
             if value is not None and value < 1:

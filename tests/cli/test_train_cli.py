@@ -339,3 +339,27 @@ def test_a_killed_process_resumes(make_recipe, tmp_path, cache_dir):
     assert subprocess.run([*cmd[:-1], str(ref)], env=env, capture_output=True, timeout=600).returncode == 0
     for (_, a), (_, b) in zip(curve, run_info(tmp_path / "ref")["train"]["loss_curve"]):
         assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_recipe_constraints_with_an_aux_dataset_source(make_recipe, tmp_path, cli):
+    """`constraints:` in YAML, an `aux_loss` whose rows come from a source string, logged per step."""
+    recipe = make_recipe(
+        tmp_path / "npo_aux.yaml",
+        method="npo",
+        model_name_or_path=TINY,
+        train_dataset=FORGET,
+        constraints=[
+            {"fn": "aux_loss", "eps": 0.5, "aux_dataset": RETAIN, "aux_batch_size": 2, "dual_lr": 1.0}
+        ],
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    code, out = cli("train", recipe)
+    assert code == 0, out
+    report = json.loads((tmp_path / "run" / "constraints_report.json").read_text())
+    assert report[0]["name"] == "aux_loss" and report[0]["steps"] == 2 and report[0]["mean"] > 0.5
+    assert report[0]["lambda"] > 0  # the random tiny model's retain NLL (~6) violates 0.5: lambda climbed

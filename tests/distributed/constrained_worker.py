@@ -1,0 +1,73 @@
+"""Worker for test_constraints_ddp.py: one short constrained run; each rank writes what it holds.
+
+Usage: ``python constrained_worker.py MODEL_DIR OUT_DIR METHOD PER_DEVICE_BATCH GRAD_ACCUM``, on its own
+or under ``accelerate launch``. Writes ``OUT_DIR/rank{r}.json``: per optimizer step, the multipliers and
+(rank-reduced) constraint values the rank holds after the step, and a checksum of its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainers"))
+from trainer_helpers import FORGET, RETAIN, train_args  # noqa: E402
+
+from alignkit import get_method  # noqa: E402
+
+
+class Record(TrainerCallback):
+    def __init__(self):
+        self.steps = []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        trainer = self.trainer
+        entry = {
+            "step": state.global_step,
+            "weights": float(sum(p.double().sum() for p in model.parameters())),
+        }
+        if trainer.constraints:
+            entry["lambda"] = trainer.constraints.multipliers
+            entry["estimate"] = [d.estimate[0] for d in trainer.constraints.duals]
+        entry["hamu"] = state.stateful_callbacks.get("HAMU")
+        self.steps.append(entry)
+
+
+def main(model_dir, out_dir, method, batch, accum):
+    torch.set_num_threads(1)
+    spec = get_method(method)
+    extra = {}
+    if method == "npo":
+        extra["constraints"] = [
+            {"fn": "retain_nll", "eps": 0.2, "dual_lr": 2.0, "smoothing": "ema", "ema_decay": 0.5}
+        ]
+    args = train_args(
+        spec,
+        Path(out_dir) / "run",
+        max_steps=6,
+        per_device_train_batch_size=int(batch),
+        gradient_accumulation_steps=int(accum),
+        lr_scheduler_type="constant",
+        **extra,
+    )
+    record = Record()
+    trainer = spec.trainer_cls(
+        model=AutoModelForCausalLM.from_pretrained(model_dir),
+        args=args,
+        train_dataset=FORGET,
+        retain_dataset=RETAIN,
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+        callbacks=[record],
+    )
+    record.trainer = trainer
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(record.steps))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
