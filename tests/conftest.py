@@ -8,6 +8,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Caches (reference log-probs, drawn samples, generated data) go to a folder of this session, never
+# the user's ~/.cache: a test must not reuse what an earlier run left, nor leave anything behind.
+# Set before anything is imported, so subprocess launches (DDP, ZeRO) inherit the same folder.
+if "ALIGNKIT_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["ALIGNKIT_CACHE"] = tempfile.mkdtemp(prefix="alignkit-test-cache-")
 
 from pathlib import Path  # noqa: E402
 

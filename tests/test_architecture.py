@@ -24,6 +24,7 @@ LAYERS = (
             "alignkit._wiring",
             "alignkit.errors",
             "alignkit.redact",
+            "alignkit.paths",
         ),
     ),
     ("losses/data", ("alignkit.losses", "alignkit.data", "alignkit.models")),

@@ -14,6 +14,7 @@ so even a model that saw neither set separates them somewhat).
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 
@@ -90,14 +91,19 @@ def mia_min_k(
     ]
     forget_scores = [min_k_answer_score(s, k) for s in cache.score(forget_keys)]
     holdout_scores = [min_k_answer_score(s, k) for s in cache.score(holdout_keys)]
-    return mia.auc_log(
-        forget_scores,
-        holdout_scores,
-        "min_k",
-        k=k,
-        holdout_split=holdout_split,
-        tokens="answer tokens without the EOS label",
-    )
+    extra = {"k": k, "holdout_split": holdout_split, "tokens": "answer tokens without the EOS label"}
+    if not all(math.isfinite(s) for s in forget_scores + holdout_scores):
+        # An empty answer scores 0 above, so a non-finite score means the model's own log-probs are not
+        # finite (a diverged model): the AUC is NaN, which `eval` reports in its non-finite warning.
+        nan = float("nan")
+        return {
+            "agg_value": nan,
+            "auc": nan,
+            "forget": mia.split_log(forget_scores),
+            "holdout": mia.split_log(holdout_scores),
+            **extra,
+        }
+    return mia.auc_log(forget_scores, holdout_scores, "min_k", **extra)
 
 
 def privleak_entry(auc_model: float, auc_retain: float | None, source: str | None) -> dict:

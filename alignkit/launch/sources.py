@@ -33,17 +33,13 @@ from urllib.parse import parse_qsl
 import datasets
 
 from alignkit.errors import UserError
+from alignkit.paths import cache_root
 
 SYNTHETIC_PREFIX = "synthetic:"
 
 
 class SourceError(UserError):
     """A malformed or unknown data/model source; the message names the source and the fix."""
-
-
-def cache_root() -> Path:
-    """``$ALIGNKIT_CACHE`` or ``~/.cache/alignkit`` (shared with the reference log-prob cache)."""
-    return Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit"))
 
 
 # --------------------------------------------------------------------------------------- synthetic

@@ -17,12 +17,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alignkit._trl_compat import hash_module
+from alignkit.paths import cache_root
 
 FORMAT_VERSION = 1
 
 
 def default_sample_cache_dir() -> Path:
-    return Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit")) / "samples"
+    return cache_root() / "samples"
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

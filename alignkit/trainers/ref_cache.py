@@ -19,12 +19,13 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from alignkit._trl_compat import hash_module
+from alignkit.paths import cache_root
 
 logger = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit")) / "ref_logps"
+    return cache_root() / "ref_logps"
 
 
 def data_hash(encoded: datasets.Dataset) -> str:
