@@ -224,6 +224,8 @@ def _check_yaml_value(key: str, value, action, parser, where: str) -> Any:
             if not _allows_list(key, parser.dataclass_types):
                 raise RecipeError(f"{where}: `{key}` takes a single value, got a list {value!r}; keep one.")
             return value
+        if all(isinstance(v, dict) for v in value) and _allows_list(key, parser.dataclass_types):
+            return value  # a list of mappings (`constraints:`): the config's own check names a bad entry
         if not all(isinstance(v, scalar) for v in value):
             raise RecipeError(f"{where}: `{key}` must be a list of plain values, got {value!r}.")
         tokens = [_token(v) for v in value]
