@@ -394,7 +394,15 @@ class AlignKitTrainer(Trainer):
         )
         if note and self.is_world_process_zero():
             logger.warning(note)
+        if resume_from_checkpoint is not None:
+            self._load_extra_state(resume_from_checkpoint)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _save_extra_state(self, folder: str) -> None:
+        """Hook: a method's own state (e.g. D²O's samples) written into ``folder`` before it is marked complete."""
+
+    def _load_extra_state(self, folder: str) -> None:
+        """Hook: read back what ``_save_extra_state`` wrote, from the complete checkpoint being resumed."""
 
     def _save_checkpoint(self, model, trial) -> None:
         """``Trainer._save_checkpoint``, then the completion marker once every rank has written its
@@ -412,6 +420,7 @@ class AlignKitTrainer(Trainer):
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = limit
+        self._save_extra_state(folder)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             checkpoints.mark_complete(folder, self.state.global_step)

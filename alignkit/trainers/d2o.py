@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 import datasets
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from alignkit import _trl_compat as trl_compat
 from alignkit.data.collator import to_dense
@@ -467,32 +466,28 @@ class D2OTrainer(AlignKitTrainer):
         return out
 
     # ------------------------------------------------------------------ checkpoints
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+    def _save_extra_state(self, folder: str) -> None:
+        """The samples (and an updated reference) go in before the base marks the checkpoint complete."""
         if not self.is_world_process_zero() or self.samples.completions is None:
             return
-        folder = os.path.join(
-            self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        )
         self.samples.save(folder)
         if self.samples.ref_version:
             from safetensors.torch import save_model
 
             save_model(self.accelerator.unwrap_model(self.ref_model), os.path.join(folder, REFERENCE_FILE))
 
-    def train(self, resume_from_checkpoint=None, **kwargs):
-        path = resume_from_checkpoint
-        if path is True:
-            path = get_last_checkpoint(self.args.output_dir)
-        if isinstance(path, str):
-            state = SampleState.load(path)
-            if state is not None:
-                self.samples = state
-                reference = os.path.join(path, REFERENCE_FILE)
-                if state.ref_version and os.path.isfile(reference):
-                    from safetensors.torch import load_model
+    def _load_extra_state(self, folder: str) -> None:
+        state = SampleState.load(folder)
+        if state is None:
+            return
+        self.samples = state
+        reference = os.path.join(folder, REFERENCE_FILE)
+        if state.ref_version and os.path.isfile(reference):
+            from safetensors.torch import load_model
 
-                    load_model(self.accelerator.unwrap_model(self.ref_model), reference)
+            load_model(self.accelerator.unwrap_model(self.ref_model), reference)
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
         output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         output.metrics["sampling_runtime"] = self.samples.sampling_seconds
         logger.info(

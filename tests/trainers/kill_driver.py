@@ -27,6 +27,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  #
 from alignkit import get_method  # noqa: E402
 
 ROWS_PER_STEP = 2
+# D²O online: fresh samples from the policy every 2 steps and the reference replaced every 3, so a
+# resume must restore both from the checkpoint (samples and reference weights) to end the same.
+ONLINE_SAMPLING = {
+    "num_samples": 2,
+    "sample_max_new_tokens": 6,
+    "sample_refresh_every": 2,
+    "ref_update_every": 3,
+}
+# ε below the starting retain NLL: λ climbs every step, so the resumed λ and EMA state must be exact.
+CONSTRAINT = {"fn": "retain_nll", "eps": 0.1, "dual_lr": 0.5, "smoothing": "ema", "ema_decay": 0.5}
 
 
 def hold(output_dir: Path) -> None:
@@ -65,6 +75,7 @@ def main() -> None:
     parser.add_argument("--hold", choices=("step", "save"))
     parser.add_argument("--at", type=int)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--constraint", action="store_true", help="a retain-NLL constraint (EMA-smoothed λ)")
     opts = parser.parse_args()
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -77,7 +88,15 @@ def main() -> None:
         save_strategy="steps",
         save_steps=2,
         save_total_limit=2,  # rotation runs only after the new checkpoint is marked complete
-        **({"share_prompt": True} if spec.data != "single" else {}),  # lists: the packed forward too
+        **(
+            {"share_prompt": True} if spec.data not in ("single", "negatives") else {}
+        ),  # the packed forward too
+        **(
+            ONLINE_SAMPLING | {"sample_cache_dir": str(opts.output_dir / "samples")}
+            if spec.name == "d2o"
+            else {}
+        ),
+        **({"constraints": [CONSTRAINT]} if opts.constraint else {}),
     )
     rows = FORGET[:6] if spec.data == "single" else preference_rows(spec.data)[:6]
     callbacks = [HoldAfterStep(opts.at, opts.output_dir)] if opts.hold == "step" else []

@@ -59,8 +59,14 @@ def launcher(processes: int) -> list[str]:
     ]  # fmt: skip
 
 
+def method_flags(method: str) -> list[str]:
+    """``npo_rt+constraint``: the method with the driver's retain-NLL constraint."""
+    name, _, extra = method.partition("+")
+    return ["--method", name, *(["--constraint"] if extra == "constraint" else [])]
+
+
 def run(model_dir, out: Path, method: str, processes: int, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [*launcher(processes), str(model_dir), str(out), "--method", method, *extra]
+    cmd = [*launcher(processes), str(model_dir), str(out), *method_flags(method), *extra]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc
@@ -73,8 +79,7 @@ def run_and_kill(model_dir, out: Path, method: str, processes: int, where: str, 
         *launcher(processes),
         str(model_dir),
         str(out),
-        "--method",
-        method,
+        *method_flags(method),
         "--hold",
         where,
         "--at",
@@ -151,7 +156,8 @@ def straight_runs(tiny_model_dir, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("where,step", [("step", 5), ("save", 4)])
-@pytest.mark.parametrize("method", ["npo_rt", "lipo"])  # unlearning with a retain term; a list method
+# unlearning with a retain term; a list method; multipliers with EMA state; online D²O (samples + reference)
+@pytest.mark.parametrize("method", ["npo_rt", "lipo", "npo_rt+constraint", "d2o"])
 def test_killed_run_resumes_to_the_uninterrupted_weights(
     tiny_model_dir, tmp_path, straight_runs, method, where, step
 ):
