@@ -48,9 +48,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 import bench_alignment  # noqa: E402  (scripts/: the whole-run DPO/LiPO benchmark; its settings)
 import bench_reference  # noqa: E402  (scripts/: the NPO reference and memory benchmark)
+import d2o_safety  # noqa: E402  (scripts/: D²O's sampling-throughput measurement)
 import torch  # noqa: E402
 
-SECTIONS = ("dpo", "lipo", "share_prompt", "reference", "tofu", "profile")
+SECTIONS = ("dpo", "lipo", "share_prompt", "reference", "tofu", "sampling", "profile")
 
 
 # --------------------------------------------------------------------------- side-by-side stepping
@@ -303,12 +304,22 @@ def bench_profile(ctx) -> dict:
     }
 
 
+def bench_sampling(ctx) -> dict:
+    """D²O's sampler: 64 prompts x K=4, 24 new tokens, one prompt per `generate` call vs 16 and 64."""
+    prompts = [r["prompt"] for r in ctx["data"]["pairs"]][:64]
+    r = d2o_safety.throughput(Path(ctx["model_dir"]), prompts, k=4, max_new_tokens=24)
+    one, best = r[1]["completions_per_second"], max(r[b]["completions_per_second"] for b in (16, 64))
+    line = f"sampling: {one:.1f} completions/s one prompt per call, {best:.1f} batched ({best / one:.1f}x)"
+    return {**r, "prompts": len(prompts), "line": line}
+
+
 RUNNERS = {
     "dpo": bench_dpo,
     "lipo": bench_lipo,
     "share_prompt": bench_share_prompt,
     "reference": bench_reference_modes,
     "tofu": bench_tofu,
+    "sampling": bench_sampling,
     "profile": bench_profile,
 }
 
@@ -417,6 +428,8 @@ def markdown(res: dict, meta: dict) -> str:
         out += reference_md(res["reference"])
     if "tofu" in res:
         out += tofu_md(res["tofu"])
+    if "sampling" in res:
+        out += sampling_md(res["sampling"])
     if "profile" in res:
         p = res["profile"]
         out += [
@@ -476,6 +489,29 @@ def reference_md(r: dict) -> list[str]:
     ]
     out += [f"| {case} | {mb:.1f} | {mb / sft:.2f} |" for case, mb in peaks.items()]
     out += ["", "Target: adapter-off reference (`lora_npo_adapter_off`) <= 1.15x LoRA SFT.", ""]
+    return out
+
+
+def sampling_md(r: dict) -> list[str]:
+    out = [
+        "## D²O sampling throughput (`alignkit.sampling`)",
+        "",
+        f"{r['prompts']} prompts x K=4 completions, 24 new tokens, plain `generate` on the benchmark model:",
+        "",
+        "| prompts per `generate` call | completions/s | `generate` calls | seconds |",
+        "|---|---|---|---|",
+    ]
+    for b in (1, 16, 64):
+        x = r[b]
+        out.append(
+            f"| {b} | {x['completions_per_second']:.1f} | {x['generate_calls']} | {x['seconds']:.1f} |"
+        )
+    out += [
+        "",
+        f"Identical samples at every batch size: {'yes' if r['same_samples'] else 'NO'} (noise is seeded per "
+        "prompt and sample, so batching changes the speed, never the draw).",
+        "",
+    ]
     return out
 
 
