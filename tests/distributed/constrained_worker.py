@@ -67,6 +67,9 @@ def main(model_dir, out_dir, method, batch, accum):
     trainer.train()
     rank = trainer.accelerator.process_index
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(record.steps))
+    # Leave together and close the group (Trainer.end): a rank that exits still holding it can abort in gloo.
+    trainer.accelerator.wait_for_everyone()
+    trainer.end()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainers"))
@@ -61,9 +60,9 @@ def main(model_dir: str, out_dir: str, mode: str) -> None:
     except TrainingDiverged as err:
         ended = str(err)
     (out / f"rank{rank}.json").write_text(json.dumps({"ended": ended, "sums": fault.sums}))
-    # Leave together: a rank that exits while the other still holds the process group aborts in gloo.
+    # Leave together and close the group (Trainer.end): a rank that exits still holding it can abort in gloo.
     trainer.accelerator.wait_for_everyone()
-    torch.distributed.destroy_process_group()
+    trainer.end()
 
 
 if __name__ == "__main__":

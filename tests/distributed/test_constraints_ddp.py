@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_launch import free_port
 
 pytestmark = pytest.mark.distributed
 
@@ -26,20 +27,12 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_
        "PYTHONPATH": str(REPO)}  # fmt: skip
 
 
-def _port() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 def run(out: Path, method: str, batch: int, accum: int, processes: int) -> list[list[dict]]:
     out.mkdir(parents=True, exist_ok=True)
     launch = [sys.executable]
     if processes > 1:
         launch += ["-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / "multi_cpu.yaml"),
-                   "--num_processes", str(processes), "--main_process_port", _port()]  # fmt: skip
+                   "--num_processes", str(processes), "--main_process_port", str(free_port())]  # fmt: skip
     model = out.parent / "model"
     proc = subprocess.run([*launch, str(WORKER), str(model), str(out), method, str(batch), str(accum)],
                           env=ENV, capture_output=True, text=True, timeout=600, cwd=REPO)  # fmt: skip

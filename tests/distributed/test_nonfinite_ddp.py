@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_launch import free_port
 
 pytestmark = pytest.mark.distributed
 
@@ -24,17 +24,11 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_
        "PYTHONPATH": str(REPO)}  # fmt: skip
 
 
-def _port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 def run(tiny_model_dir, out: Path, mode: str) -> list[dict]:
     out.mkdir(parents=True)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "accelerate_configs" / "multi_cpu.yaml"), "--num_processes", "2", "--main_process_port",
-           _port(), str(HERE / "nonfinite_worker.py"), str(tiny_model_dir), str(out), mode]  # fmt: skip
+           str(free_port()), str(HERE / "nonfinite_worker.py"), str(tiny_model_dir), str(out), mode]  # fmt: skip
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
