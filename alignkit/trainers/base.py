@@ -39,6 +39,7 @@ from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
 from alignkit.trainers.constraints import ConstraintCallback, ConstraintSet, config_reads, parse_constraints
 from alignkit.trainers.forward import ForwardOutput, Needs, resolve_fused_lm_head, row_outputs
 from alignkit.trainers.nonfinite import NonFiniteGuard
+from alignkit.trainers.process_exit import settle_collectives_at_exit
 from alignkit.trainers.ref_cache import with_ref_logps
 
 logger = logging.getLogger(__name__)
@@ -217,6 +218,8 @@ class AlignKitTrainer(Trainer):
             )
         self.nonfinite_guard = NonFiniteGuard(self)
         self.add_callback(self.nonfinite_guard)
+        if self.accelerator.num_processes > 1:
+            settle_collectives_at_exit()  # else gloo's threads can abort the exit of a finished run
 
     # ------------------------------------------------------------------ set-up helpers
     @staticmethod
