@@ -129,6 +129,7 @@ class AltPOTrainer(IdkDPOTrainer):
         "id": "2409.13474",
     }
     loss_fn = staticmethod(altpo_loss)
+    _encoding_train = False
 
     def __init__(self, model, args: AltPOConfig | None = None, *a, **kw):
         # The starting weights write the alternates (before any PEFT wrapping), during the encoding.
@@ -146,13 +147,23 @@ class AltPOTrainer(IdkDPOTrainer):
 
     def transform_row(self, row: dict, index: int):
         """Training row ``index`` (a forget row repeated once per alternate): its alternate as chosen."""
+        if not self._encoding_train:  # e.g. rows passed to `evaluate()`: they have no alternates
+            raise ValueError(
+                "AltPOTrainer: only the training rows have alternates; evaluate the saved model with "
+                "`alignkit eval tofu` instead."
+            )
         record = normalize_record(row, index=index, source="train_dataset")
         return with_chosen(record, self.alternates[index]["alternate"])
 
     def _encode(self, data, name: str, args, transform=None):
-        if name == "train_dataset":
-            data = self._alternate_rows(data, args)
-        return super()._encode(data, name, args, transform)
+        if name != "train_dataset":
+            return super()._encode(data, name, args, transform)
+        rows = self._alternate_rows(data, args)
+        self._encoding_train = True
+        try:
+            return super()._encode(rows, name, args, transform)
+        finally:
+            self._encoding_train = False
 
     # ------------------------------------------------------------------ alternates
     def _alternate_rows(self, data, args: AltPOConfig) -> list[dict]:

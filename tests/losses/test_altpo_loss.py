@@ -51,8 +51,8 @@ def test_k3_alternates_per_row_mean_and_retain():
 
 
 def test_gradient_matches_the_formula():
-    def reference(w, l, wr, lr, beta=0.1):
-        return ((2 / beta) * F.softplus(-beta * ((w - wr) - (l - lr)))).mean()
+    def reference(w, rej, wr, rej_ref, beta=0.1):
+        return ((2 / beta) * F.softplus(-beta * ((w - wr) - (rej - rej_ref)))).mean()
 
     inputs = [t.clone().requires_grad_(True) for t in (ALT, ANS, ALT_REF, ANS_REF)]
     ours = torch.autograd.grad(altpo_loss(*inputs, beta=0.1).loss, inputs)

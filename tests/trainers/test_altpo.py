@@ -169,3 +169,17 @@ def test_post_processing_counts_and_optional_filter():
         qas, completions, stop_strings=["Q:"], drop=["empty", "identical"], hit_limit=hit_limit
     )
     assert [r["alternate"] for r in kept] == ["Born in Rome.", "x" * 50] and counts["dropped"] == 2
+
+
+def test_rows_without_alternates_are_refused(tiny_model_dir, tokenizer, tmp_path):
+    trainer, _ = altpo_trainer(tiny_model_dir, tokenizer, altpo_args(tmp_path))
+    with pytest.raises(ValueError, match="only the training rows have alternates"):
+        trainer.evaluate(FORGET)
+    with pytest.raises(ValueError, match="`eval_dataset` is not supported"):
+        get_method("altpo").trainer_cls(
+            model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+            args=altpo_args(tmp_path),
+            train_dataset=FORGET,
+            eval_dataset=FORGET,
+            processing_class=tokenizer,
+        )
