@@ -43,6 +43,14 @@ from alignkit.trainers.registry import register
 logger = logging.getLogger(__name__)
 
 
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _never(_raw: str) -> bool:  # a user's file does not say which alternates hit a length limit
+    return False
+
+
 @dataclass
 class AltPOConfig(ForgetDPOConfig):
     # > Parameters that control the generation of the alternates (spec §7(b), (d))
@@ -169,47 +177,48 @@ class AltPOTrainer(IdkDPOTrainer):
     def _alternate_rows(self, data, args: AltPOConfig) -> list[dict]:
         """The training rows: each forget row once per alternate, from the run folder, a file or a draw."""
         qas = alt.forget_questions(data, on_invalid=args.on_invalid)
+        post = [args.alternate_stop_strings, sorted(args.drop_alternates)]
         if args.alternates_file:
-            rows = alt.match_rows(alt.read_alternates_file(args.alternates_file), qas, args.alternates_file)
-            digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:32]
-            key, meta = f"file-{digest}", {"source": args.alternates_file}
-            self._use_alternates(args, key, rows, meta, qas)
+            given: list[list[str]] = [[] for _ in qas]
+            for row in alt.match_rows(
+                alt.read_alternates_file(args.alternates_file), qas, args.alternates_file
+            ):
+                given[row["forget_index"]].append(row["alternate"])
+            key = "file-" + _digest([given, post])
         else:
             ids = [
                 alt.request_ids(self.collator, qa, args.alternate_instruction, args.alternate_answer_tag, i)
                 for i, qa in enumerate(qas)
             ]
-            key = self._draw_key(ids, args)
-            stored = self._stored(args, key)
-            if stored is None:
-                rows, meta = self._generate(qas, ids, key, args)
+            draw_key = self._draw_key(ids, args)
+            key = _digest([draw_key, post])
+        stored = self._stored(args, key)
+        if stored is not None:
+            rows, meta = stored["rows"], stored["meta"]
+        else:
+            if args.alternates_file:
+                completions, meta, hit_limit = given, {"source": args.alternates_file}, _never
             else:
-                rows, meta = stored["rows"], stored["meta"]
-            self._use_alternates(args, key, rows, meta, qas)
-        return [qas[r["forget_index"]].row for r in self.alternates]
-
-    def _use_alternates(self, args, key: str, rows: list[dict], meta: dict, qas) -> None:
-        self.alternates, self.alternates_key, self.alternates_meta = rows, key, meta
-        if "counts" not in meta:  # a user's file: count what it holds (the length limit is unknown)
-            meta["counts"] = alt.build_rows(
-                [qas[r["forget_index"]] for r in rows],
-                [[r["alternate"]] for r in rows],
-                stop_strings=(),
-                drop=(),
-                hit_limit=lambda _: False,
-            )[1]
+                completions, meta, hit_limit = self._draw(ids, draw_key, args)
+            rows, meta["counts"] = alt.build_rows(
+                qas,
+                completions,
+                stop_strings=()
+                if args.alternates_file
+                else args.alternate_stop_strings,  # a file's are final
+                drop=args.drop_alternates,
+                hit_limit=hit_limit,
+            )
+            if args.process_index == 0 and rows:
+                alt.write_run_file(os.path.join(args.output_dir, alt.RUN_FILE), key, rows, meta)
         logger.info("AltPO: %s", alt.summary(meta["counts"], len(qas), args.drop_alternates))
         if not rows:
             raise ValueError(
-                "AltPO: every alternate was dropped (drop_alternates="
-                f"{args.drop_alternates}); loosen the filter or raise alternate_max_new_tokens."
+                f"AltPO: every alternate was dropped (drop_alternates={args.drop_alternates}); loosen the "
+                "filter or raise alternate_max_new_tokens."
             )
-        if self._is_main_process(args) and self._stored(args, key) is None:
-            alt.write_run_file(os.path.join(args.output_dir, alt.RUN_FILE), key, rows, meta)
-
-    @staticmethod
-    def _is_main_process(args) -> bool:
-        return args.process_index == 0
+        self.alternates, self.alternates_key, self.alternates_meta = rows, key, meta
+        return [qas[r["forget_index"]].row for r in rows]
 
     def _stored(self, args, key: str) -> dict | None:
         """The alternates of this run folder (or of its newest complete checkpoint), if any.
@@ -233,19 +242,17 @@ class AltPOTrainer(IdkDPOTrainer):
         return None
 
     def _draw_key(self, ids: list[list[int]], args: AltPOConfig) -> str:
-        """Weights + config of the writer, the request tokens, the sampling and post-processing settings."""
-        data = hashlib.sha256(json.dumps(ids).encode()).hexdigest()
-        key = sample_cache_key(
+        """Sampler-cache key: weights + config of the writer, the request tokens, the sampling settings."""
+        return sample_cache_key(
             models=[model_fingerprint(self._generator)],
-            data=data,
+            data=_digest(ids),
             settings=args.sampling_settings().fingerprint(),
             extra={"method": "altpo", "eos": self.collator.tokenizer.eos_token_id},
         )
-        post = json.dumps([key, args.alternate_stop_strings, sorted(args.drop_alternates)])
-        return hashlib.sha256(post.encode()).hexdigest()[:32]
 
-    def _generate(self, qas, ids, key: str, args: AltPOConfig) -> tuple[list[dict], dict]:
-        """K completions per request (from the sampler cache when it has them), post-processed and counted."""
+    def _draw(self, ids, key: str, args: AltPOConfig):
+        """K raw completions per request (from the sampler cache when it has them), their record, and
+        the test for a completion that used every new token."""
         from accelerate import PartialState
 
         settings, tokenizer = args.sampling_settings(), self.collator.tokenizer
@@ -254,16 +261,15 @@ class AltPOTrainer(IdkDPOTrainer):
         cached = load_samples(directory, key)
         if cached is not None:
             completions, seconds = cached[0], cached[2].get("seconds", 0.0)
-            logger.info("AltPO: alternates of %d questions loaded from cache %s/%s", len(qas), directory, key)
+            logger.info("AltPO: alternates of %d questions loaded from cache %s/%s", len(ids), directory, key)
         else:
             logger.info(
                 "AltPO: generating %d alternates per question for %d questions (once; cached after)",
                 settings.num_samples,
-                len(qas),
+                len(ids),
             )
-            model = self._generator.to(args.device)
             result = sample_prompts(
-                model,
+                self._generator.to(args.device),
                 tokenizer,
                 ids,
                 settings,
@@ -278,18 +284,10 @@ class AltPOTrainer(IdkDPOTrainer):
                 save_samples(directory, key, completions, [[] for _ in completions], {"seconds": seconds})
 
         def hit_limit(raw: str) -> bool:
-            # Re-tokenised: the sampler returns text; a completion that ran to the limit has no EOS.
+            # Re-tokenised (the sampler returns text): a completion that ran to the limit has no EOS.
             return len(tokenizer(raw, add_special_tokens=False)["input_ids"]) >= settings.max_new_tokens
 
-        rows, counts = alt.build_rows(
-            qas,
-            completions,
-            stop_strings=args.alternate_stop_strings,
-            drop=args.drop_alternates,
-            hit_limit=hit_limit,
-        )
         meta = {
-            "counts": counts,
             "seconds": seconds,
             "instruction": args.alternate_instruction,
             "answer_tag": args.alternate_answer_tag,
@@ -301,7 +299,7 @@ class AltPOTrainer(IdkDPOTrainer):
             },
             "requests": [tokenizer.decode(i) for i in ids],  # the rendered request of each question
         }
-        return rows, meta
+        return completions, meta, hit_limit
 
     # ------------------------------------------------------------------ checkpoints
     def _save_extra_state(self, folder: str) -> None:

@@ -126,6 +126,14 @@ def test_alternates_file_in_open_unlearning_format(tiny_model_dir, tokenizer, tm
     )
     assert counted.calls == 0
     assert alternates(trainer) == [f"alt {i}" for i in range(len(FORGET))]
+    # The optional filter applies to a file's alternates too (one row here repeats its answer).
+    path.write_text(json.dumps([*OU_ROWS, {**OU_ROWS[0], "alternate": FORGET[0]["answer"]}]))
+    args = altpo_args(tmp_path, "filtered", alternates_file=str(path), drop_alternates=["identical"])
+    trainer, _ = altpo_trainer(tiny_model_dir, tokenizer, args)
+    assert trainer.alternates_meta["counts"] == {
+        "empty": 0, "identical": 1, "truncated": 0, "dropped": 1, "kept": len(FORGET)
+    }  # fmt: skip
+    assert alternates(trainer) == [f"alt {i}" for i in range(len(FORGET))]
 
 
 @pytest.mark.parametrize(
