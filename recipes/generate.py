@@ -473,7 +473,9 @@ GEN_EXPECTED = {
     "wga": "forget logps/answer -0.17 -> -57.7, retain/logps -0.020 -> -0.074 (~110 s; measured on a saturated shared CPU)",
     "satimp": "forget logps/answer -0.15 -> -16.4, retain/logps -0.019 -> -0.027 (~50 s; measured on a saturated shared CPU)",
     "ceu": "forget logps/answer -0.64 -> -108 (~40 s; measured on a saturated shared CPU)",
-    "altpo": "MEASURE",
+    "altpo": "the tiny target cannot follow the request: 66 of its 100 alternates are empty (logged; "
+    "docs/results.md); forget/altpo 8.41 -> 0.19, forget logps/rejected -3.5 -> -41.8, logps/chosen -14.2 -> -7.9, "
+    "retain/logps -0.063 -> -0.41 (~33 s, 1.7 s of it generating)",
 }
 
 # ------------------------------------------------------------- preference alignment, synthetic tasks

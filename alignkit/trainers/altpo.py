@@ -211,7 +211,11 @@ class AltPOTrainer(IdkDPOTrainer):
             )
             if args.process_index == 0 and rows:
                 alt.write_run_file(os.path.join(args.output_dir, alt.RUN_FILE), key, rows, meta)
-        logger.info("AltPO: %s", alt.summary(meta["counts"], len(qas), args.drop_alternates))
+        counts = meta["counts"]
+        # Flagged alternates are shown (a warning), as the spec asks; a clean draw is an info line.
+        flagged = any(counts[kind] for kind in alt.DROP_KINDS)
+        log = logger.warning if flagged else logger.info
+        log("AltPO: %s (%s)", alt.summary(counts, len(qas), args.drop_alternates), alt.RUN_FILE)
         if not rows:
             raise ValueError(
                 f"AltPO: every alternate was dropped (drop_alternates={args.drop_alternates}); loosen the "
