@@ -7,6 +7,7 @@ its reference log-probs.
 
 from alignkit.sampling.cache import (
     default_sample_cache_dir,
+    gathered_parameters,
     load_samples,
     model_fingerprint,
     sample_cache_key,
@@ -29,6 +30,7 @@ __all__ = [
     "VLLMBackend",
     "default_sample_cache_dir",
     "filter_samples",
+    "gathered_parameters",
     "load_samples",
     "model_fingerprint",
     "sample_cache_key",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -24,6 +25,20 @@ FORMAT_VERSION = 1
 
 def default_sample_cache_dir() -> Path:
     return cache_root() / "samples"
+
+
+def gathered_parameters(module: torch.nn.Module):
+    """Whole parameters under DeepSpeed ZeRO-3 (a collective: every rank enters), else nothing to do.
+
+    Hash (:func:`model_fingerprint`) or sample from a sharded model inside it.
+    """
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(module.parameters()))
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

@@ -29,6 +29,7 @@ from alignkit.sampling import (
     GenerateBackend,
     SamplingSettings,
     default_sample_cache_dir,
+    gathered_parameters,
     load_samples,
     model_fingerprint,
     sample_cache_key,
@@ -247,8 +248,12 @@ class AltPOTrainer(IdkDPOTrainer):
 
     def _draw_key(self, ids: list[list[int]], args: AltPOConfig) -> str:
         """Sampler-cache key: weights + config of the writer, the request tokens, the sampling settings."""
+        with gathered_parameters(
+            self._generator
+        ):  # ZeRO-3 shards: hash the whole weights, on every rank alike
+            fingerprint = model_fingerprint(self._generator)
         return sample_cache_key(
-            models=[model_fingerprint(self._generator)],
+            models=[fingerprint],
             data=_digest(ids),
             settings=args.sampling_settings().fingerprint(),
             extra={"method": "altpo", "eos": self.collator.tokenizer.eos_token_id},
@@ -258,6 +263,7 @@ class AltPOTrainer(IdkDPOTrainer):
         """K raw completions per request (from the sampler cache when it has them), their record, and
         the test for a completion that used every new token."""
         from accelerate import PartialState
+        from transformers.integrations import is_deepspeed_zero3_enabled
 
         settings, tokenizer = args.sampling_settings(), self.collator.tokenizer
         directory = args.sample_cache_dir or default_sample_cache_dir()
@@ -272,17 +278,21 @@ class AltPOTrainer(IdkDPOTrainer):
                 settings.num_samples,
                 len(ids),
             )
-            result = sample_prompts(
-                self._generator.to(args.device),
-                tokenizer,
-                ids,
-                settings,
-                backend=GenerateBackend(),
-                process_index=state.process_index,
-                num_processes=state.num_processes,
-                show_progress=state.is_main_process and not args.disable_tqdm,
-                desc="AltPO alternates",
-            )
+            model = self._generator
+            if not is_deepspeed_zero3_enabled():  # ZeRO-3 placed the shards already
+                model = model.to(args.device)
+            with gathered_parameters(model):  # before the engine exists: gather ZeRO-3 shards to sample
+                result = sample_prompts(
+                    model,
+                    tokenizer,
+                    ids,
+                    settings,
+                    backend=GenerateBackend(),
+                    process_index=state.process_index,
+                    num_processes=state.num_processes,
+                    show_progress=state.is_main_process and not args.disable_tqdm,
+                    desc="AltPO alternates",
+                )
             completions, seconds = result.completions, result.seconds
             if state.is_main_process:
                 save_samples(directory, key, completions, [[] for _ in completions], {"seconds": seconds})

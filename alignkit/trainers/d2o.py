@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import datasets
@@ -45,6 +44,7 @@ from alignkit.sampling import (
     VLLMBackend,
     default_sample_cache_dir,
     filter_samples,
+    gathered_parameters,
     load_samples,
     model_fingerprint,
     sample_cache_key,
@@ -138,17 +138,6 @@ class D2OConfig(AlignKitConfig):
             seed=self.seed,
             batch_size=self.sample_batch_size,
         )
-
-
-def _gathered(module):
-    """Whole parameters under DeepSpeed ZeRO-3 (a collective: every rank enters), else nothing to do."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if not is_deepspeed_zero3_enabled():
-        return nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(list(module.parameters()))
 
 
 def _index_batch(features: list[dict]) -> dict:
@@ -338,7 +327,7 @@ class D2OTrainer(AlignKitTrainer):
                 models.append("")
                 continue
             unwrapped = self.accelerator.unwrap_model(module)
-            with _gathered(unwrapped):  # ZeRO-3 shards: hash the whole weights, on every rank alike
+            with gathered_parameters(unwrapped):  # ZeRO-3 shards: hash the whole weights, on every rank alike
                 models.append(model_fingerprint(unwrapped))
         a = self.args
         data = self.sample_data
