@@ -9,13 +9,12 @@ the weights, so equal keys also show the gathered hash), and the first loss must
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from test_launch import CONFIGS, REPO, free_port
+from test_launch import REPO, ddp_launcher, free_port, launch_env
 
 pytestmark = pytest.mark.distributed
 
@@ -32,14 +31,7 @@ RECIPE = (
 def run(root: Path, name: str, launcher: list[str], per_device: int, *extra: str) -> tuple[dict, dict]:
     recipe = root / "altpo.yaml"
     recipe.write_text(RECIPE)
-    env = {
-        **os.environ,
-        "ALIGNKIT_CACHE": str(root / "cache"),  # the tiny model is built once; each run has its own draw
-        "HF_HUB_OFFLINE": "1",
-        "TRL_EXPERIMENTAL_SILENCE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = launch_env(root)  # the tiny model is built once; each run has its own draw
     out = root / name / "out"
     cmd = [*launcher, str(recipe), "--output_dir", str(out), "--per_device_train_batch_size", str(per_device)]
     cmd += ["--sample_cache_dir", str(root / name / "samples"), *extra]
@@ -68,10 +60,7 @@ def assert_same(expected: dict, got: dict) -> None:
 
 def test_ddp_two_processes_write_the_single_process_alternates(single):
     root, expected, info = single
-    launcher = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "multi_cpu.yaml"),
-        "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "alignkit.cli", "train",
-    ]  # fmt: skip
+    launcher = ddp_launcher()
     got, got_info = run(root, "ddp", launcher, 2)
     assert got_info["distributed"] == "MULTI_CPU"
     assert_same(expected, got)
