@@ -108,7 +108,7 @@ class _RichSteps(TrainerCallback):
 
 
 def _fit(
-    method: str, model_path, train, out: Path, *, seed: int, retain=None, progress=None, **config
+    method: str, model_path, train, out: Path, /, *, seed: int, retain=None, progress=None, **config
 ) -> Path:
     """Train ``method`` from ``model_path`` on ``train`` rows, save to ``out``; ``config``: its settings
     (a ``method`` key makes a label such as ``npo_eps0.1`` run that registry method)."""

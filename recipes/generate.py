@@ -134,6 +134,43 @@ TOFU_METHODS: dict[str, tuple[str, list[Row], dict[str, list[Row]], str]] = {
         {},
         "answers drift towards refusals; the NPO paper reports lower forget quality than NPO's",
     ),
+    "altpo": (
+        "AltPO: DPO with the target's own alternate answers as chosen, forget answer rejected "
+        "(open-unlearning community/methods/AltPO run.sh: trainer DPO, gamma 1, alpha 1, retain NLL, "
+        "batch 8 x 4, 2 epochs; sweep lr {1e-5, 2e-5, 5e-5}, beta {0.05, 0.1, 0.5}, alpha {1, 2, 5})",
+        [
+            (
+                "retain_loss",
+                "nll",
+                "open-unlearning's AltPO run.sh: the DPO trainer + retain NLL (gamma 1, alpha 1)",
+            ),
+            (
+                "num_train_epochs",
+                2,
+                "AltPO run.sh: 2 epochs over K = 5 alternates per question (10 passes over each question)",
+            ),
+            (
+                "warmup_steps",
+                0.5,
+                "the TOFU experiment's warmup_epochs 1.0 of 2 epochs: half of the run warms up (design spec2 7(f))",
+            ),
+            ("beta", None, "beta: 0.1 (default) is the middle of run.sh's sweep {0.05, 0.1, 0.5}"),
+            (
+                "num_alternates",
+                None,
+                "num_alternates 5, temperature 1.0, max_new_tokens 200, top_p 1.0 / top_k 0, seed 0 are the "
+                "defaults: AltPO generate.yaml (top-p/top-k set explicitly; upstream inherits the checkpoint's)",
+            ),
+            (
+                "alternates_file",
+                None,
+                "alternates_file: pass a ready alt5_seed_0.json to skip generation (else generated once, cached)",
+            ),
+        ],
+        {},
+        "the forget answers lose to the model's own alternates (forget/altpo and logps/rejected fall) while "
+        "answers keep their form; no published Llama-3.2-1B numbers reproduced here",
+    ),
     "dipo": (
         "DiPO (RECONSTRUCTED loss: the paper's method text was not available)",
         [
@@ -362,6 +399,10 @@ GEN_COMMON: list[Row] = [
 # Rows only the generated benchmark's tiny model needs.
 GEN_ROWS: dict[str, list[Row]] = {
     "rmu": [("layer", 1, "the tiny model has 2 blocks: steer the output of the last one")],
+    "altpo": [
+        ("per_device_train_batch_size", 4, "25 steps per epoch on 20 questions x 5 alternates"),
+        ("logging_steps", 25, "one line per epoch"),
+    ],
     "pdu": [
         (
             "retain_weight",
@@ -432,6 +473,9 @@ GEN_EXPECTED = {
     "wga": "forget logps/answer -0.17 -> -57.7, retain/logps -0.020 -> -0.074 (~110 s; measured on a saturated shared CPU)",
     "satimp": "forget logps/answer -0.15 -> -16.4, retain/logps -0.019 -> -0.027 (~50 s; measured on a saturated shared CPU)",
     "ceu": "forget logps/answer -0.64 -> -108 (~40 s; measured on a saturated shared CPU)",
+    "altpo": "the tiny target cannot follow the request: 66 of its 100 alternates are empty (logged; "
+    "docs/results.md); forget/altpo 8.41 -> 0.19, forget logps/rejected -3.5 -> -41.8, logps/chosen -14.2 -> -7.9, "
+    "retain/logps -0.063 -> -0.41 (~33 s, 1.7 s of it generating)",
 }
 
 # ------------------------------------------------------------- preference alignment, synthetic tasks

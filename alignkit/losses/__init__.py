@@ -29,6 +29,7 @@ from alignkit.losses.rmu import (
 from alignkit.losses.token_unlearning import ceu_loss, satimp_loss, undial_loss, wga_loss
 from alignkit.losses.unlearning import (
     IDK_ANSWERS,
+    altpo_loss,
     catnip_loss,
     dipo_loss,
     dpo_loss,
@@ -45,6 +46,7 @@ __all__ = [
     "LIPO_LOSS_TYPES",
     "RMU_REDUCTIONS",
     "activation_distance",
+    "altpo_loss",
     "ceu_loss",
     "control_vector",
     "embed_diff_loss",

@@ -1,4 +1,4 @@
-"""Unlearning losses: GA, retain NLL/KL, NPO, SimNPO, DPO/IdkDPO, DiPO and CATNIP.
+"""Unlearning losses: GA, retain NLL/KL, NPO, SimNPO, DPO/IdkDPO/AltPO, DiPO and CATNIP.
 
 Pure functions of tensors; the maths, defaults and test vectors are in
 ``shared/design/methods-unlearning.md`` (cited below as "spec §n"). Symbols: ``S = sum_t m_t logp_t``
@@ -27,6 +27,7 @@ from alignkit.losses.core import (
 
 __all__ = [
     "IDK_ANSWERS",
+    "altpo_loss",
     "catnip_loss",
     "dipo_loss",
     "dpo_loss",
@@ -218,6 +219,28 @@ def idk_dpo_loss(
     per_example, metrics = _dpo(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
     loss = (c * per_example).mean()
     return LossOutput(loss, _detached({"forget/idk_dpo": loss, **metrics}))
+
+
+def altpo_loss(
+    alternate_logps: torch.Tensor,
+    answer_logps: torch.Tensor,
+    ref_alternate_logps: torch.Tensor,
+    ref_answer_logps: torch.Tensor,
+    *,
+    beta: float,
+    scale: Literal["2/beta", "1"] | float = "2/beta",
+) -> LossOutput:
+    """AltPO (Mekala et al., arXiv 2409.13474; ``methods-unlearning-2.md`` §7): :func:`idk_dpo_loss` with a
+    self-generated alternate answer as chosen and the forget answer as rejected.
+
+    The same value and gradient (an alias, named for the logs: ``forget/altpo``). Each of a question's K
+    alternates is its own row, so the batch mean counts a question K times (spec §7(c)).
+    """
+    out = idk_dpo_loss(
+        alternate_logps, answer_logps, ref_alternate_logps, ref_answer_logps, beta=beta, scale=scale
+    )
+    metrics = {("forget/altpo" if k == "forget/idk_dpo" else k): v for k, v in out.metrics.items()}
+    return LossOutput(out.loss, metrics)
 
 
 _DIPO_SELECT = ("topk", "label", "prob>=tau")

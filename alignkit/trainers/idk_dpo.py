@@ -20,9 +20,20 @@ from alignkit.trainers.registry import register
 
 
 @dataclass
-class IdkDPOConfig(UnlearnConfig):
+class ForgetDPOConfig(UnlearnConfig):
+    """The loss settings of a DPO forget term (the forget answer rejected): IdkDPO and AltPO."""
+
     beta: float = field(default=0.1, metadata={"help": "β (0.1: NPO paper, open-unlearning DPO.yaml)."})
     scale: str = field(default="2/beta", metadata={"help": "Loss scale: 2/beta (NPO code) or 1 (TRL DPO)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.scale not in ("2/beta", "1"):
+            raise ValueError(f"`scale` must be '2/beta' or '1', got {self.scale!r}.")
+
+
+@dataclass
+class IdkDPOConfig(ForgetDPOConfig):
     idk_answers: list[str] | None = field(
         default=None,
         metadata={"help": "Chosen answers to sample from (default: alignkit.losses.IDK_ANSWERS)."},
@@ -37,10 +48,16 @@ class IdkDPOConfig(UnlearnConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.scale not in ("2/beta", "1"):
-            raise ValueError(f"`scale` must be '2/beta' or '1', got {self.scale!r}.")
         if self.idk_file is not None and self.idk_answers:
             raise ValueError("Give `idk_file` or `idk_answers`, not both.")
+
+
+def with_chosen(record: PreferenceRecord, text: str) -> PreferenceRecord:
+    """``text`` as chosen and the record's own answer as rejected, under the record's prompt."""
+    chosen = [{"role": "assistant", "content": text}] if record.conversational else text
+    return PreferenceRecord(
+        record.prompt, [chosen, record.completions[0]], ["chosen", "rejected"], is_qa=record.is_qa
+    )
 
 
 def read_idk_file(path: str) -> tuple[str, ...]:
@@ -83,15 +100,15 @@ class IdkDPOTrainer(AlignKitTrainer):
         "id": "2404.05868",
     }
 
+    # The forget term; AltPO reuses this trainer with its own (identical) loss name.
+    loss_fn = staticmethod(idk_dpo_loss)
+
     def transform_row(self, row: dict, index: int) -> PreferenceRecord:
         record = normalize_record(row, index=index, source="train_dataset")
         answers = self._idk_answers or IDK_ANSWERS
         # Seeded by the row index so the chosen answer of a row is the same in every run and rank.
         idk = answers[random.Random(f"idk-{index}").randrange(len(answers))]
-        chosen = [{"role": "assistant", "content": idk}] if record.conversational else idk
-        return PreferenceRecord(
-            record.prompt, [chosen, record.completions[0]], ["chosen", "rejected"], is_qa=record.is_qa
-        )
+        return with_chosen(record, idk)
 
     def __init__(self, model, args: IdkDPOConfig | None = None, *a, **kw):
         answers = getattr(args, "idk_answers", None)  # a wrong args type is reported by the base class
@@ -104,6 +121,6 @@ class IdkDPOTrainer(AlignKitTrainer):
         seq, ref = out.policy.seq_logps, out.ref_seq_logps
         # Paired by role (one chosen and one rejected row per group, in group order), not by position.
         chosen, rejected = out.roles == ROLE_IDS["chosen"], out.roles == ROLE_IDS["rejected"]
-        return idk_dpo_loss(
+        return self.loss_fn(
             seq[chosen], seq[rejected], ref[chosen], ref[rejected], beta=self.args.beta, scale=self.args.scale
         )

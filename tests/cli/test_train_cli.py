@@ -205,6 +205,8 @@ def target_model(tmp_path_factory):
 
 
 UNLEARN = sorted(p for p in GENERATED.glob("*.yaml") if not p.stem.startswith("finetune"))
+# AltPO writes 5 x 200-token alternates per question before training: fewer, shorter ones keep this at seconds.
+FAST_FLAGS = {"altpo": ["--num_alternates", "1", "--alternate_max_new_tokens", "8"]}
 
 
 def test_generated_finetune_recipes_run(target_model, cli, tmp_path):
@@ -220,7 +222,7 @@ def test_generated_unlearning_recipe_runs(recipe, target_model, cli, tmp_path):
     out_dir = tmp_path / recipe.stem
     code, out = cli(
         "train", recipe, "--model_name_or_path", target_model, "--output_dir", out_dir, "--max_steps", "2",
-        "--logging_steps", "1", "--disable_tqdm", "true",
+        "--logging_steps", "1", "--disable_tqdm", "true", *FAST_FLAGS.get(recipe.stem, []),
     )  # fmt: skip
     assert code == 0, out
     info = run_info(out_dir)

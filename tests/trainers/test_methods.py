@@ -31,7 +31,11 @@ METHOD_NAMES = sorted(METHODS)
 # HAMU's step is bounded by lr * ||retain gradient||, which is ~0 on the memorised model: at lr 1e-3
 # every step is out of reach (infeasible) and training stops. A larger rate with the official
 # continue-on-infeasible fallback (a step of forget gain B along the forget gradient) moves it.
-RUN_OVERRIDES = {"hamu": {"learning_rate": 0.05, "continue_on_failed_feasibility": True}}
+RUN_OVERRIDES = {
+    "hamu": {"learning_rate": 0.05, "continue_on_failed_feasibility": True},
+    # AltPO writes its alternates before training: 2 short ones per question keep the test at seconds.
+    "altpo": {"num_alternates": 2, "alternate_max_new_tokens": 16},
+}
 
 
 def _roles(trainer) -> set[str]:

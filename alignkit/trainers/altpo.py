@@ -1,0 +1,327 @@
+"""AltPO, Alternate Preference Optimization (Mekala et al., arXiv 2409.13474; COLING 2025).
+
+IdkDPO's loss (:func:`alignkit.losses.altpo_loss`, an alias of ``idk_dpo_loss``) with the "I don't
+know" answer replaced by alternate answers the target model writes itself before training:
+``L = mean_rows (2/β)·softplus(−β·[(S_alt − S_alt,ref) − (S_ans − S_ans,ref)])``, plus the retain
+term (spec ``methods-unlearning-2.md`` §7; defaults of open-unlearning's ``community/methods/AltPO``).
+
+The alternates are drawn once, offline, with the shared sampler (:mod:`alignkit.sampling`): K per
+question (5), temperature 1.0, ``max_new_tokens`` 200, ``top_p=1.0, top_k=0`` set explicitly (upstream
+inherits the checkpoint's generation config), one seed. The request is alignkit's own instruction
+rendered through the run's ``PromptFormat``, the assistant turn pre-filled with an answer tag; see
+:mod:`alignkit.trainers.alternates`. They are cached in the sampler cache and written to the run folder
+(``altpo_alternates.json``, copied into every checkpoint): a re-run or a resumed run reads them back and
+never generates again; a run folder holding other alternates is an error, never silently regenerated.
+``alternates_file`` trains on alternates made elsewhere (e.g. open-unlearning's ``alt5_seed_0.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+from alignkit.data.records import normalize_record
+from alignkit.losses import altpo_loss
+from alignkit.sampling import (
+    GenerateBackend,
+    SamplingSettings,
+    default_sample_cache_dir,
+    load_samples,
+    model_fingerprint,
+    sample_cache_key,
+    sample_prompts,
+    save_samples,
+)
+from alignkit.trainers import alternates as alt
+from alignkit.trainers import checkpoints
+from alignkit.trainers.idk_dpo import ForgetDPOConfig, IdkDPOTrainer, with_chosen
+from alignkit.trainers.registry import register
+
+logger = logging.getLogger(__name__)
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _never(_raw: str) -> bool:  # a user's file does not say which alternates hit a length limit
+    return False
+
+
+@dataclass
+class AltPOConfig(ForgetDPOConfig):
+    # > Parameters that control the generation of the alternates (spec §7(b), (d))
+    num_alternates: int = field(
+        default=5, metadata={"help": "K alternates per forget question (5, upstream)."}
+    )
+    alternate_temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature (1.0, upstream)."}
+    )
+    alternate_top_p: float = field(
+        default=1.0,
+        metadata={"help": "Nucleus sampling; 1.0 = off (set explicitly, not from the checkpoint)."},
+    )
+    alternate_top_k: int = field(default=0, metadata={"help": "Top-k sampling; 0 = off (set explicitly)."})
+    alternate_max_new_tokens: int = field(default=200, metadata={"help": "Max tokens per alternate (200)."})
+    alternate_seed: int = field(default=0, metadata={"help": "Seed of the draw (0, upstream's global seed)."})
+    alternate_batch_size: int = field(
+        default=8, metadata={"help": "Questions per `generate` call; the draw does not depend on it."}
+    )
+    alternate_instruction: str = field(
+        default=alt.DEFAULT_INSTRUCTION,
+        metadata={"help": "The user turn of a request; must contain {question} and {answer}."},
+    )
+    alternate_answer_tag: str = field(
+        default=alt.DEFAULT_ANSWER_TAG, metadata={"help": "Text the assistant turn is pre-filled with."}
+    )
+    alternate_stop_strings: list[str] = field(
+        default_factory=lambda: list(alt.DEFAULT_STOP_STRINGS),
+        metadata={"help": "An alternate is cut at the first of these, then stripped."},
+    )
+    drop_alternates: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Optional filter (off by default, as upstream): any of empty, identical, truncated."
+        },
+    )
+    alternates_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Ready alternates (JSON list of {question, answer, alternate}, e.g. alt5_seed_0.json)."
+        },
+    )
+    sample_cache_dir: str | None = field(
+        default=None, metadata={"help": "Sampler cache (default ~/.cache/alignkit/samples)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        try:
+            self.alternate_instruction.format(question="q", answer="a")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"`alternate_instruction` must contain only the fields {{question}} and {{answer}} "
+                f"(write a literal brace as {{{{ or }}}}): {error!r}."
+            ) from None
+        for kind in self.drop_alternates:
+            if kind not in alt.DROP_KINDS:
+                raise ValueError(f"`drop_alternates` takes {', '.join(alt.DROP_KINDS)}; got {kind!r}.")
+        self.sampling_settings()  # validates the sampling fields, naming the bad one
+
+    def sampling_settings(self) -> SamplingSettings:
+        return SamplingSettings(
+            num_samples=self.num_alternates,
+            temperature=self.alternate_temperature,
+            top_k=self.alternate_top_k,
+            top_p=self.alternate_top_p,
+            max_new_tokens=self.alternate_max_new_tokens,
+            seed=self.alternate_seed,
+            batch_size=self.alternate_batch_size,
+        )
+
+
+@register(
+    "altpo",
+    family="unlearning",
+    data="single",
+    tags=("altpo",),
+    summary="DPO with the model's own alternate answers as chosen (AltPO)",
+)
+class AltPOTrainer(IdkDPOTrainer):
+    config_class = AltPOConfig
+    paper = {
+        "title": "Alternate Preference Optimization for Unlearning Factual Knowledge in Large Language Models",
+        "id": "2409.13474",
+    }
+    loss_fn = staticmethod(altpo_loss)
+    _encoding_train = False
+
+    def __init__(self, model, args: AltPOConfig | None = None, *a, **kw):
+        # The starting weights write the alternates (before any PEFT wrapping), during the encoding.
+        args = args if args is not None else AltPOConfig(output_dir="runs/altpo")
+        if kw.get("eval_dataset") is not None or len(a) >= 2 and a[1] is not None:
+            raise ValueError(
+                "AltPOTrainer: `eval_dataset` is not supported (its rows would need their own alternates); "
+                "evaluate the saved model with `alignkit eval tofu` instead."
+            )
+        if isinstance(args, AltPOConfig):  # a wrong type is reported by the base class
+            model = self._load_model(model, args)
+        self._generator = model
+        super().__init__(model, args, *a, **kw)
+        del self._generator
+
+    def transform_row(self, row: dict, index: int):
+        """Training row ``index`` (a forget row repeated once per alternate): its alternate as chosen."""
+        if not self._encoding_train:  # e.g. rows passed to `evaluate()`: they have no alternates
+            raise ValueError(
+                "AltPOTrainer: only the training rows have alternates; evaluate the saved model with "
+                "`alignkit eval tofu` instead."
+            )
+        record = normalize_record(row, index=index, source="train_dataset")
+        return with_chosen(record, self.alternates[index]["alternate"])
+
+    def _encode(self, data, name: str, args, transform=None):
+        if name != "train_dataset":
+            return super()._encode(data, name, args, transform)
+        rows = self._alternate_rows(data, args)
+        self._encoding_train = True
+        try:
+            return super()._encode(rows, name, args, transform)
+        finally:
+            self._encoding_train = False
+
+    # ------------------------------------------------------------------ alternates
+    def _alternate_rows(self, data, args: AltPOConfig) -> list[dict]:
+        """The training rows: each forget row once per alternate, from the run folder, a file or a draw."""
+        qas = alt.forget_questions(data, on_invalid=args.on_invalid)
+        post = [args.alternate_stop_strings, sorted(args.drop_alternates)]
+        if args.alternates_file:
+            given: list[list[str]] = [[] for _ in qas]
+            for row in alt.match_rows(
+                alt.read_alternates_file(args.alternates_file), qas, args.alternates_file
+            ):
+                given[row["forget_index"]].append(row["alternate"])
+            key = "file-" + _digest([given, post])
+        else:
+            ids = [
+                alt.request_ids(self.collator, qa, args.alternate_instruction, args.alternate_answer_tag, i)
+                for i, qa in enumerate(qas)
+            ]
+            draw_key = self._draw_key(ids, args)
+            key = _digest([draw_key, post])
+        stored = self._stored(args, key)
+        if stored is not None:
+            rows, meta = stored["rows"], stored["meta"]
+        else:
+            if args.alternates_file:
+                completions, meta, hit_limit = given, {"source": args.alternates_file}, _never
+            else:
+                completions, meta, hit_limit = self._draw(ids, draw_key, args)
+            rows, meta["counts"] = alt.build_rows(
+                qas,
+                completions,
+                stop_strings=()
+                if args.alternates_file
+                else args.alternate_stop_strings,  # a file's are final
+                drop=args.drop_alternates,
+                hit_limit=hit_limit,
+            )
+            if args.process_index == 0 and rows:
+                alt.write_run_file(os.path.join(args.output_dir, alt.RUN_FILE), key, rows, meta)
+        counts = meta["counts"]
+        # Flagged alternates are shown (a warning), as the spec asks; a clean draw is an info line.
+        flagged = any(counts[kind] for kind in alt.DROP_KINDS)
+        log = logger.warning if flagged else logger.info
+        log("AltPO: %s (%s)", alt.summary(counts, len(qas), args.drop_alternates), alt.RUN_FILE)
+        if not rows:
+            raise ValueError(
+                f"AltPO: every alternate was dropped (drop_alternates={args.drop_alternates}); loosen the "
+                "filter or raise alternate_max_new_tokens."
+            )
+        self.alternates, self.alternates_key, self.alternates_meta = rows, key, meta
+        return [qas[r["forget_index"]].row for r in rows]
+
+    def _stored(self, args, key: str) -> dict | None:
+        """The alternates of this run folder (or of its newest complete checkpoint), if any.
+
+        Alternates made for other weights, data or settings are an error, never replaced silently.
+        """
+        newest, _ = checkpoints.newest_complete(args.output_dir)
+        for folder in (args.output_dir, newest):
+            if folder is None:
+                continue
+            path = os.path.join(folder, alt.RUN_FILE)
+            stored = alt.read_run_file(path)
+            if stored is None:
+                continue
+            if stored["key"] != key:
+                raise ValueError(
+                    f"{path} holds AltPO alternates made for other weights, data or settings; use a new "
+                    "output_dir, pass that file as alternates_file to train on it, or delete it to generate anew."
+                )
+            return stored
+        return None
+
+    def _draw_key(self, ids: list[list[int]], args: AltPOConfig) -> str:
+        """Sampler-cache key: weights + config of the writer, the request tokens, the sampling settings."""
+        return sample_cache_key(
+            models=[model_fingerprint(self._generator)],
+            data=_digest(ids),
+            settings=args.sampling_settings().fingerprint(),
+            extra={"method": "altpo", "eos": self.collator.tokenizer.eos_token_id},
+        )
+
+    def _draw(self, ids, key: str, args: AltPOConfig):
+        """K raw completions per request (from the sampler cache when it has them), their record, and
+        the test for a completion that used every new token."""
+        from accelerate import PartialState
+
+        settings, tokenizer = args.sampling_settings(), self.collator.tokenizer
+        directory = args.sample_cache_dir or default_sample_cache_dir()
+        state = PartialState()
+        cached = load_samples(directory, key)
+        if cached is not None:
+            completions, seconds = cached[0], cached[2].get("seconds", 0.0)
+            logger.info("AltPO: alternates of %d questions loaded from cache %s/%s", len(ids), directory, key)
+        else:
+            logger.info(
+                "AltPO: generating %d alternates per question for %d questions (once; cached after)",
+                settings.num_samples,
+                len(ids),
+            )
+            result = sample_prompts(
+                self._generator.to(args.device),
+                tokenizer,
+                ids,
+                settings,
+                backend=GenerateBackend(),
+                process_index=state.process_index,
+                num_processes=state.num_processes,
+                show_progress=state.is_main_process and not args.disable_tqdm,
+                desc="AltPO alternates",
+            )
+            completions, seconds = result.completions, result.seconds
+            if state.is_main_process:
+                save_samples(directory, key, completions, [[] for _ in completions], {"seconds": seconds})
+
+        def hit_limit(raw: str) -> bool:
+            # Re-tokenised (the sampler returns text): a completion that ran to the limit has no EOS.
+            return len(tokenizer(raw, add_special_tokens=False)["input_ids"]) >= settings.max_new_tokens
+
+        meta = {
+            "seconds": seconds,
+            "instruction": args.alternate_instruction,
+            "answer_tag": args.alternate_answer_tag,
+            "stop_strings": list(args.alternate_stop_strings),
+            "sampling": {
+                **settings.fingerprint(),
+                "do_sample": True,
+                "backend": "generate (seeded Gumbel-max)",
+            },
+            "requests": [tokenizer.decode(i) for i in ids],  # the rendered request of each question
+        }
+        return completions, meta, hit_limit
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_extra_state(self, folder: str) -> None:
+        if self.is_world_process_zero():
+            alt.write_run_file(
+                os.path.join(folder, alt.RUN_FILE), self.alternates_key, self.alternates, self.alternates_meta
+            )
+
+    def _load_extra_state(self, folder: str) -> None:
+        stored = alt.read_run_file(os.path.join(folder, alt.RUN_FILE))
+        if stored is not None and (stored["key"] != self.alternates_key or stored["rows"] != self.alternates):
+            raise ValueError(
+                f"{folder}/{alt.RUN_FILE}: the checkpoint was trained on other alternates than this run's; "
+                "resume with the same model, data and settings (or its alternates as alternates_file)."
+            )
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        for kind, count in self.alternates_meta["counts"].items():
+            output.metrics[f"alternates_{kind}"] = count
+        return output
