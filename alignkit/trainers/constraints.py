@@ -261,8 +261,12 @@ class ConstraintSet:
     def _aux_loss(self, c: Constraint, trainer) -> torch.Tensor:
         """NLL of the answers of ``aux_batch_size`` rows of ``c.aux_dataset`` (a second dataloader).
 
-        The rows of micro-batch ``m`` of optimizer step ``k`` on rank ``r`` are drawn by
-        ``Random(f"{seed}-{name}-{k}-{m}-{r}")``, so a resumed run draws what the uninterrupted one would.
+        The rows of the ``i``-th micro-batch of optimizer step ``k`` are drawn by
+        ``Random(f"{seed}-{name}-{k}-{i}")``, so a resumed run draws what the uninterrupted one would.
+        ``i = m * world_size + r`` for accumulation step ``m`` on rank ``r``: the position of that
+        micro-batch in the step's global batch (accelerate gives rank ``r`` the ``r``-th batch of each
+        round), so 2 ranks x 1 step draw what 1 process x 2 accumulation steps draws, as the training
+        rows do, and the multipliers agree.
         """
         from alignkit.trainers.forward import row_outputs
 
@@ -274,7 +278,8 @@ class ConstraintSet:
                 )
             self.set_aux_rows(c, c.aux_dataset, trainer)
         rows = self.aux[c.name]
-        key = f"{trainer.args.seed}-{c.name}-{trainer.state.global_step}-{self._count}-{trainer.args.process_index}"
+        position = self._count * trainer.args.world_size + trainer.args.process_index
+        key = f"{trainer.args.seed}-{c.name}-{trainer.state.global_step}-{position}"
         picked = random.Random(key).sample(range(len(rows)), min(c.aux_batch_size, len(rows)))
         batch = trainer._prepare_inputs(trainer.collator([rows[i] for i in picked]))
         aux = row_outputs(trainer.model, batch, want_logits=False, fused=trainer.fused_lm_head)

@@ -1,18 +1,23 @@
 """Worker for test_constraints_ddp.py: one short constrained run; each rank writes what it holds.
 
-Usage: ``python constrained_worker.py MODEL_DIR OUT_DIR METHOD PER_DEVICE_BATCH GRAD_ACCUM``, on its own
-or under ``accelerate launch``. Writes ``OUT_DIR/rank{r}.json``: per optimizer step, the multipliers and
-(rank-reduced) constraint values the rank holds after the step, and a checksum of its weights.
+Usage: ``python constrained_worker.py MODEL_DIR OUT_DIR METHOD PER_DEVICE_BATCH GRAD_ACCUM [CONSTRAINT]``,
+on its own or under ``accelerate launch`` (DDP or DeepSpeed). METHOD ``npo`` runs with one constraint,
+CONSTRAINT: ``retain_nll`` (default; on the retain rows of each batch) or ``aux_loss`` (the NLL of rows
+drawn from its own second dataset). Writes ``OUT_DIR/rank{r}.json``: the launch the rank ran under, and
+per optimizer step (``steps``) the multipliers and (rank-reduced) constraint values the rank holds after
+the step, and a checksum of its weights (the whole weights: gathered first under ZeRO-3).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainers"))
 from trainer_helpers import FORGET, RETAIN, train_args  # noqa: E402
@@ -26,10 +31,11 @@ class Record(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         trainer = self.trainer
-        entry = {
-            "step": state.global_step,
-            "weights": float(sum(p.double().sum() for p in model.parameters())),
-        }
+        with whole(model):
+            entry = {
+                "step": state.global_step,
+                "weights": float(sum(p.double().sum() for p in model.parameters())),
+            }
         if trainer.constraints:
             entry["lambda"] = trainer.constraints.multipliers
             entry["estimate"] = [d.estimate[0] for d in trainer.constraints.duals]
@@ -37,14 +43,24 @@ class Record(TrainerCallback):
         self.steps.append(entry)
 
 
-def main(model_dir, out_dir, method, batch, accum):
+def whole(model):
+    """The full parameters under ZeRO-3 (a collective: every rank calls it at the same step)."""
+    if not is_deepspeed_zero3_enabled():
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()))
+
+
+def main(model_dir, out_dir, method, batch, accum, constraint="retain_nll"):
     torch.set_num_threads(1)
     spec = get_method(method)
     extra = {}
     if method == "npo":
-        extra["constraints"] = [
-            {"fn": "retain_nll", "eps": 0.2, "dual_lr": 2.0, "smoothing": "ema", "ema_decay": 0.5}
-        ]
+        dual = {"eps": 0.2, "dual_lr": 2.0, "smoothing": "ema", "ema_decay": 0.5}
+        if constraint == "aux_loss":  # the retain rows again, as a second dataloader (2 rows per micro-batch)
+            dual.update(aux_dataset=RETAIN, aux_batch_size=2)
+        extra["constraints"] = [{"fn": constraint, **dual}]
     args = train_args(
         spec,
         Path(out_dir) / "run",
@@ -59,14 +75,15 @@ def main(model_dir, out_dir, method, batch, accum):
         model=AutoModelForCausalLM.from_pretrained(model_dir),
         args=args,
         train_dataset=FORGET,
-        retain_dataset=RETAIN,
+        retain_dataset=RETAIN if constraint == "retain_nll" else None,
         processing_class=AutoTokenizer.from_pretrained(model_dir),
         callbacks=[record],
     )
     record.trainer = trainer
     trainer.train()
     rank = trainer.accelerator.process_index
-    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(record.steps))
+    setup = {"distributed": trainer.accelerator.distributed_type.value, "zero3": is_deepspeed_zero3_enabled()}
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps({**setup, "steps": record.steps}))
     # Leave together and close the group (Trainer.end): a rank that exits still holding it can abort in gloo.
     trainer.accelerator.wait_for_everyone()
     trainer.end()

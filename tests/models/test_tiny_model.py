@@ -151,3 +151,23 @@ def test_chat_template_is_prefix_preserving(tokenizer, prompt, answer):
     full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     assert full_ids[: len(head_ids)] == head_ids
     assert head_ids[-1] == tokenizer.convert_tokens_to_ids("<|assistant|>")
+
+
+def test_a_launched_rank_other_than_0_writes_the_whole_folder(tmp_path):
+    """Under a launch every rank may build the model (``sources._materialise`` keeps the first complete
+    folder); transformers' save_pretrained writes nothing on a rank other than 0 of a process group, and
+    a weightless folder won the race in ZeRO-3 launches on a fresh cache. Rank 1 of a 2-rank group
+    (torch's in-process fake backend, no second process) must write the same files as a plain build."""
+    import torch.distributed as dist
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    plain = build_tiny_model(TEXTS, tmp_path / "plain", **SIZES)
+    dist.init_process_group("fake", rank=1, world_size=2, store=FakeStore())
+    try:
+        ranked = build_tiny_model(TEXTS, tmp_path / "rank1", **SIZES)
+    finally:
+        dist.destroy_process_group()
+    assert sorted(p.name for p in ranked.iterdir()) == sorted(p.name for p in plain.iterdir())
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json"):
+        assert (ranked / name).read_bytes() == (plain / name).read_bytes(), name
+    AutoModelForCausalLM.from_pretrained(ranked)
