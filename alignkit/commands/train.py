@@ -122,7 +122,7 @@ def resolve_accelerate_config(value: str) -> Path:
 
 def launch_command(args, extra: list[str]) -> list[str]:
     config = resolve_accelerate_config(args.accelerate_config)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    cmd = [sys.executable, "-m", "alignkit.launch.accelerate_launch", "--config_file", str(config)]
     if args.num_processes:
         cmd += ["--num_processes", str(args.num_processes)]
     if args.mixed_precision:
