@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_launch import CONFIGS, REPO, free_port
+from test_launch import REPO, ddp_launcher, free_port, launch_env
 
 pytestmark = pytest.mark.distributed
 
@@ -30,23 +30,12 @@ RECIPE = (
 
 
 def run(root: Path, name: str, launcher: list[str], per_device: int, *extra: str) -> tuple[dict, dict]:
-    import os
-
     from safetensors.torch import load_file
 
     recipe = root / "d2o.yaml"
     recipe.write_text(RECIPE)
     samples = root / name / "samples"
-    env = {
-        **os.environ,
-        # Shared, so the tiny model is built once (by the single-process run that goes first); each
-        # run draws into its own sample cache.
-        "ALIGNKIT_CACHE": str(root / "cache"),
-        "HF_HUB_OFFLINE": "1",
-        "TRL_EXPERIMENTAL_SILENCE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = launch_env(root)  # the tiny model is built once (single-process run first); each run draws anew
     cmd = [*launcher, str(recipe), "--output_dir", str(root / name / "out")]
     cmd += ["--per_device_train_batch_size", str(per_device), "--sample_cache_dir", str(samples), *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
@@ -79,11 +68,7 @@ def first_loss(info: dict) -> float:
 
 def test_ddp_two_processes_draw_the_single_process_samples(single):
     root, expected, info = single
-    launcher = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "multi_cpu.yaml"),
-        "--num_processes", "2", "--main_process_port", str(free_port()), "-m", "alignkit.cli", "train",
-    ]  # fmt: skip
-    got, got_info = run(root, "ddp", launcher, 2)
+    got, got_info = run(root, "ddp", ddp_launcher(), 2)
     assert got_info["distributed"] == "MULTI_CPU"
     assert_same_draw(expected, got)
     assert first_loss(got_info) == pytest.approx(first_loss(info), rel=1e-4)
