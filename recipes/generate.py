@@ -388,6 +388,7 @@ GEN_COMMON: list[Row] = [
         "the target model: run finetune_full.yaml first",
     ),
     ("train_dataset", f"{GEN_DATA}&split=forget10", "the last 2 of 20 generated people (20 questions)"),
+    ("boundary", "joint", TOFU_BOUNDARY_REASON),
     ("learning_rate", 1.0e-3, "a tiny model tolerates a large rate; the effect shows within 10 epochs"),
     ("num_train_epochs", 10, "as the TOFU recipes"),
     ("per_device_train_batch_size", 4, "5 steps per epoch on 20 rows"),
@@ -443,39 +444,43 @@ GEN_EXTRA: dict[str, tuple[str, str, list[Row]]] = {
     ),
 }
 
-# Measured with these files (the target from finetune_full.yaml, seed 42, 2 shared CPU cores): the
-# first and last epoch averages of the logged core metrics, and the wall time. Re-measure after a
-# change to a method or to the tables above.
+# Measured with these files (the target from finetune_full.yaml, seed 42, boundary joint, 2 shared CPU
+# cores, 2026-11-29): the first and last epoch averages of the logged core metrics, and the wall time of
+# the whole command (start-up included) on a lightly loaded machine; a busy one takes several times as
+# long. Re-measure after a change to a method or to the tables above. On this benchmark joint and separate
+# tokenise every row alike (the tiny model's chat template ends the prompt with a special token, so no
+# space merges into the answer): `--boundary separate` reproduces these logs exactly.
 GEN_EXPECTED = {
-    "catnip_reconstructed": "forget logps/answer -0.24 -> -181 in 50 steps (~30 s)",
-    "dipo": "forget logps/answer -0.23 -> -58, retain/logps -0.020 -> -0.033 (~20-55 s)",
-    "ga": "forget logps/answer -0.24 -> -250: unbounded, as GA is (~10-40 s)",
-    "ga_kl": "forget logps/answer -0.15 -> -25, retain/logps -0.016 -> -0.049 (~25-50 s)",
-    "graddiff": "forget logps/answer -0.18 -> -203, retain/logps -0.020 -> -1.05: GA overwhelms the retain term (~35 s)",
-    "idk_dpo": "IdkDPO loss 3.2 -> 0.02 (the IDK answer overtakes the forget answer), retain/logps -0.018 -> -0.021 (~50 s)",
-    "npo": "NPO loss 13.76 -> 0.00, forget logps/answer -0.24 -> -184 (~40 s)",
-    "npo_kl": "forget logps/answer -0.17 -> -60, retain/logps -0.017 -> -0.23 (~50 s)",
-    "npo_lora": "NPO loss 13.86 -> 12.04, forget logps/answer -0.13 -> -2.1 (LoRA moves less; ~25 s)",
-    "npo_rt": "forget logps/answer -0.24 -> -85, retain/logps -0.020 -> -0.048 (~40 s)",
-    "simnpo": "forget logps/answer -0.14 -> -13.9, retain/logps -0.018 -> -0.028 (~35 s)",
-    "simnpo_lora": "forget logps/answer -0.15 -> -9.3, retain/logps -0.017 -> -0.021 (~25 s)",
-    "pdu": "forget logps/answer -2.0 -> -97; constraint/retain/value (retain NLL) 0.13 -> 0.07 after a "
-    "peak of 4.0 in epoch 3, alpha 1 -> 82; the end report says VIOLATED: mean 0.15 over the last 20 steps vs "
-    "eps 0.05 (~250 s on a busy machine)",
-    "hamu": "forget logps/answer -0.14 -> -7.6 while retain/nll stays 0.016 -> 0.018; every step of epochs 1-2 "
-    "is infeasible (the memorised target's retain gradient is ~0, hamu/frac_infeasible 1 -> 0.4) and the "
-    "stopping criterion is met from step 1 (~110 s on a busy machine)",
-    "npo_retain_constraint": "forget logps/answer -0.23 -> -51, constraint/retain_nll/value 0.021 -> 0.031 "
-    "(peak 1.16 in epoch 3 while lambda climbed 0 -> 22); the end report says HELD: mean 0.065 over the last "
-    "20 steps vs eps 0.1 (~330 s on a busy machine)",
-    "rmu": "forget logps/answer -0.18 -> -32.9, retain/logps -0.035 -> -0.038 (~80 s; measured on a saturated shared CPU)",
-    "undial": "forget logps/answer -0.21 -> -14 (~110 s; measured on a saturated shared CPU)",
-    "wga": "forget logps/answer -0.17 -> -57.7, retain/logps -0.020 -> -0.074 (~110 s; measured on a saturated shared CPU)",
-    "satimp": "forget logps/answer -0.15 -> -16.4, retain/logps -0.019 -> -0.027 (~50 s; measured on a saturated shared CPU)",
-    "ceu": "forget logps/answer -0.64 -> -108 (~40 s; measured on a saturated shared CPU)",
+    "catnip_reconstructed": "forget logps/answer -0.44 -> -102 in 50 steps (~19 s)",
+    "dipo": "forget logps/answer -0.31 -> -37.5, retain/logps -0.022 -> -0.018 (~7 s)",
+    "ga": "forget logps/answer -0.42 -> -185: unbounded, as GA is (~14 s)",
+    "ga_kl": "forget logps/answer -0.14 -> -82, retain/logps -0.014 -> -0.86 (~8 s)",
+    "graddiff": "forget logps/answer -0.20 -> -136, retain/logps -0.018 -> -0.41 (-1.38 in epoch 5): GA "
+    "overwhelms the retain term (~7 s)",
+    "idk_dpo": "IdkDPO loss 4.3 -> 0.02 (the IDK answer overtakes the forget answer), retain/logps -0.014 -> -0.017 (~8 s)",
+    "npo": "NPO loss 13.54 -> 0.00, forget logps/answer -0.44 -> -116 (~18 s)",
+    "npo_kl": "forget logps/answer -0.30 -> -70, retain/logps -0.029 -> -0.16 (~8 s)",
+    "npo_lora": "NPO loss 13.86 -> 9.88, forget logps/answer -0.11 -> -4.9 (LoRA moves less; ~10 s)",
+    "npo_rt": "forget logps/answer -0.43 -> -77, retain/logps -0.034 -> -0.065 (~7 s)",
+    "simnpo": "forget logps/answer -0.12 -> -11.0, retain/logps -0.014 -> -0.021 (~7 s)",
+    "simnpo_lora": "forget logps/answer -0.12 -> -9.0, retain/logps -0.014 -> -0.013 (~15 s)",
+    "pdu": "forget logps/answer -1.4 -> -91; constraint/retain/value (retain NLL) 0.057 -> 0.049 after a "
+    "peak of 3.8 in epoch 3, alpha 1 -> 74; the end report says VIOLATED: mean 0.090 over the last 20 steps vs "
+    "eps 0.05 (~7 s)",
+    "hamu": "forget logps/answer -0.13 -> -5.7 while retain/nll stays 0.013 -> 0.012; every step of epochs 1-2 "
+    "is infeasible (the memorised target's retain gradient is ~0, hamu/frac_infeasible 1 -> 0) and the "
+    "stopping criterion is met from step 1 (~8 s)",
+    "npo_retain_constraint": "forget logps/answer -0.44 -> -51, constraint/retain_nll/value 0.039 -> 0.039 "
+    "(peak 0.86 in epoch 3 while lambda climbed 0 -> 19); the end report says HELD: mean 0.084 over the last "
+    "20 steps vs eps 0.1 (~7 s)",
+    "rmu": "forget logps/answer -0.24 -> -38.0, retain/logps -0.015 -> -0.024 (~7 s)",
+    "undial": "forget logps/answer -0.38 -> -13.9 (~7 s)",
+    "wga": "forget logps/answer -0.20 -> -64.9, retain/logps -0.018 -> -0.041 (~7 s)",
+    "satimp": "forget logps/answer -0.13 -> -27.8, retain/logps -0.016 -> -0.029 (~7 s)",
+    "ceu": "forget logps/answer -0.90 -> -143 (~9 s)",
     "altpo": "the tiny target cannot follow the request: 66 of its 100 alternates are empty (logged; "
     "docs/results.md); forget/altpo 8.41 -> 0.19, forget logps/rejected -3.5 -> -41.8, logps/chosen -14.2 -> -7.9, "
-    "retain/logps -0.063 -> -0.41 (~33 s, 1.7 s of it generating)",
+    "retain/logps -0.063 -> -0.41 (~7 s, generating the alternates included)",
 }
 
 # ------------------------------------------------------------- preference alignment, synthetic tasks
@@ -854,6 +859,7 @@ def generated_recipes() -> dict[str, str]:
                 "Real Authors / World Facts: a tiny model has no pretraining to know them)",
             ),
             ("output_dir", f"runs/generated_tofu/{name}", "the unlearning recipes start from finetune_full"),
+            ("boundary", "joint", TOFU_BOUNDARY_REASON),
             ("learning_rate", 3.0e-3, "tiny random model: memorising in minutes needs a large rate"),
             ("num_train_epochs", 30, "enough for the tiny model to memorise the answers"),
             ("logging_steps", 31, "one line per epoch"),
@@ -866,8 +872,9 @@ def generated_recipes() -> dict[str, str]:
             f"Evaluate: alignkit eval tofu --model runs/generated_tofu/{name} --data FOLDER --output-dir ...",
             "          (FOLDER: the generated benchmark, run_info.json datasets.train.files; the run prints the line)",
             "",
-            "Expected (measured): 930 steps, 2-12 minutes on 2 CPU cores depending on load; the NLL per",
-            "answer token falls from 4.9 (first-epoch average) to ~0.02 (epoch 30) on the full set.",
+            "Expected (measured on the full set): 930 steps, ~4 minutes on 2 shared CPU cores (2-12 depending on",
+            "load); the NLL per answer token falls from 5.0 (first-epoch average) to 0.012 (epoch 30).",
+            TOKENISATION_HEADER,
         ]
         out[path] = _file(header, body)
     runs = [
@@ -923,6 +930,7 @@ def generated_recipes() -> dict[str, str]:
                 f"Expected (measured, first -> last epoch of the log): {GEN_EXPECTED[f'{stem}{suffix}']}.",
                 "logps/answer is the summed log-probability of a forget answer; retain/logps the per-token",
                 "log-probability of retain answers.",
+                TOKENISATION_HEADER,
             ]
             out[path] = _file(header, body)
     return out

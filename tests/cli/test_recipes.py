@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 import re
 from pathlib import Path
 
@@ -106,6 +107,22 @@ def test_recipe_sets_only_overrides_each_with_a_reason(path):
             assert not _same(data[key], defaults[key]), (
                 f"{rel}: `{key}: {data[key]}` restates the default; the dataclass is the only home of defaults"
             )
+
+
+TOFU_FORMAT = [p for p in ALL if p.relative_to(RECIPES).parts[0] in ("tofu", "generated_tofu")]
+
+
+@pytest.mark.parametrize("path", TOFU_FORMAT, ids=[str(p.relative_to(RECIPES)) for p in TOFU_FORMAT])
+def test_tofu_format_recipes_train_with_the_boundary_their_evaluation_scores(path):
+    """`alignkit eval tofu` scores under open-unlearning's protocol by default; a recipe evaluated there
+    tokenises prompt + answer the same way when it trains, and its header says so."""
+    from alignkit.eval.protocols import get_protocol
+    from alignkit.eval.tofu import evaluate_tofu
+
+    default = inspect.signature(evaluate_tofu).parameters["protocol"].default
+    recipe = load_recipe(path, set_env=False)
+    assert recipe.training.boundary == get_protocol(default).boundary, path
+    assert "Tokenisation: joint" in path.read_text().split("\n\n")[0], f"{path}: the header must say why"
 
 
 def test_generated_recipes_are_up_to_date():
