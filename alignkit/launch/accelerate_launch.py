@@ -1,17 +1,24 @@
 """``accelerate launch`` as ``alignkit train --accelerate_config`` runs it: a failed launch ends in one line.
 
 A rank that meets a user's mistake prints its own ``error: ...`` line and exits 2. accelerate then
-re-raises torch's ``ChildFailedError`` from the launcher, and its traceback (of the launcher, not of
-the run) buried that line. Here the launch is accelerate's own (parser and launcher, unchanged); only
-that final exception becomes an exit code: 2, silently, when the first rank to fail reported a user
-error itself, else one line naming the rank and its exit code or signal (the ranks' output above
-has the cause).
+re-raises torch's ``ChildFailedError`` (or, for a single process, ``CalledProcessError``) from the
+launcher, and its traceback (of the launcher, not of the run) buried that line. Here the launch is
+accelerate's own (parser and launchers, unchanged); only that final exception becomes an exit code:
+2, silently, when the first process to fail reported a user error itself, else one line naming the
+rank and its exit code or signal (the processes' output above has the cause).
 """
 
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
+
+
+def _how(code: int) -> str:
+    if code < 0 and -code in signal.valid_signals():
+        return f"signal {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 def main() -> int:
@@ -21,15 +28,16 @@ def main() -> int:
     args = launch_command_parser().parse_args()
     try:
         launch_command(args)
-    except ChildFailedError as err:
-        rank, failure = err.get_first_failure()
-        if failure.exitcode == 2:  # that rank already printed its one-line `error:` (alignkit.cli)
+    except (ChildFailedError, subprocess.CalledProcessError) as err:
+        if isinstance(err, ChildFailedError):
+            rank, failure = err.get_first_failure()
+            code = failure.exitcode
+        else:
+            rank, code = 0, err.returncode
+        if code == 2:  # that process already printed its one-line `error:` (alignkit.cli)
             return 2
-        how = f"exit code {failure.exitcode}"
-        if failure.exitcode < 0 and -failure.exitcode in signal.valid_signals():
-            how = f"signal {signal.Signals(-failure.exitcode).name}"
         print(
-            f"error: the launch failed: rank {rank} ended with {how}; its output above says why.",
+            f"error: the launch failed: rank {rank} ended with {_how(code)}; its output above says why.",
             file=sys.stderr,
         )
         return 1
