@@ -161,6 +161,7 @@ def _train(
         per_device_train_batch_size=batch_size,
         lr_scheduler_type="cosine" if method == "finetune" else "constant",
         warmup_steps=10 if method == "finetune" else 0,
+        boundary="joint",  # as `evaluate_tofu` scores (open-unlearning protocol), as the TOFU recipes train
     )
     return _fit(
         method,
