@@ -479,7 +479,7 @@ GEN_EXPECTED = {
     "satimp": "forget logps/answer -0.13 -> -27.8, retain/logps -0.016 -> -0.029 (~7 s)",
     "ceu": "forget logps/answer -0.90 -> -143 (~9 s)",
     "altpo": "the tiny target cannot follow the request: 66 of its 100 alternates are empty (logged; "
-    "docs/results.md); forget/altpo 8.41 -> 0.19, forget logps/rejected -3.5 -> -41.8, logps/chosen -14.2 -> -7.9, "
+    "docs/results.md has 99 of 100 on the quickstart's target); forget/altpo 8.41 -> 0.19, forget logps/rejected -3.5 -> -41.8, logps/chosen -14.2 -> -7.9, "
     "retain/logps -0.063 -> -0.41 (~7 s, generating the alternates included)",
 }
 
@@ -845,6 +845,7 @@ def generated_recipes() -> dict[str, str]:
         ("finetune_retain90", "retain90", "the forget10 oracle: trained without the last 2 people"),
     ):
         path = f"generated_tofu/{name}.yaml"
+        steps_per_epoch = -(-((200 if split == "full" else 180) + 48) // 8)  # rows / the default batch of 8
         body: list[Row] = [
             ("method", "finetune", "supervised fine-tuning on the answers"),
             (
@@ -862,7 +863,7 @@ def generated_recipes() -> dict[str, str]:
             ("boundary", "joint", TOFU_BOUNDARY_REASON),
             ("learning_rate", 3.0e-3, "tiny random model: memorising in minutes needs a large rate"),
             ("num_train_epochs", 30, "enough for the tiny model to memorise the answers"),
-            ("logging_steps", 31, "one line per epoch"),
+            ("logging_steps", steps_per_epoch, "one line per epoch"),
             ("save_strategy", "no", "minutes-long run: no checkpoints"),
         ]
         header = [
@@ -872,8 +873,9 @@ def generated_recipes() -> dict[str, str]:
             f"Evaluate: alignkit eval tofu --model runs/generated_tofu/{name} --data FOLDER --output-dir ...",
             "          (FOLDER: the generated benchmark, run_info.json datasets.train.files; the run prints the line)",
             "",
-            "Expected (measured on the full set): 930 steps, ~4 minutes on 2 shared CPU cores (2-12 depending on",
-            "load); the NLL per answer token falls from 5.0 (first-epoch average) to 0.012 (epoch 30).",
+            f"Expected: {30 * steps_per_epoch} steps. Measured on the full set (930 steps): ~4 minutes on 2 shared CPU",
+            "cores (2-12 depending on load); the NLL per answer token falls from 5.0 (first-epoch average) to",
+            "0.012 (epoch 30).",
             TOKENISATION_HEADER,
         ]
         out[path] = _file(header, body)
