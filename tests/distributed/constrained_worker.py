@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainers"))
 from trainer_helpers import FORGET, RETAIN, train_args  # noqa: E402
 
 from alignkit import get_method  # noqa: E402
+from alignkit.sampling import gathered_parameters  # noqa: E402
 
 
 class Record(TrainerCallback):
@@ -31,7 +31,7 @@ class Record(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         trainer = self.trainer
-        with whole(model):
+        with gathered_parameters(model):  # the full weights under ZeRO-3 (every rank, same step)
             entry = {
                 "step": state.global_step,
                 "weights": float(sum(p.double().sum() for p in model.parameters())),
@@ -41,15 +41,6 @@ class Record(TrainerCallback):
             entry["estimate"] = [d.estimate[0] for d in trainer.constraints.duals]
         entry["hamu"] = state.stateful_callbacks.get("HAMU")
         self.steps.append(entry)
-
-
-def whole(model):
-    """The full parameters under ZeRO-3 (a collective: every rank calls it at the same step)."""
-    if not is_deepspeed_zero3_enabled():
-        return nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(list(model.parameters()))
 
 
 def main(model_dir, out_dir, method, batch, accum, constraint="retain_nll"):
@@ -84,7 +75,8 @@ def main(model_dir, out_dir, method, batch, accum, constraint="retain_nll"):
     rank = trainer.accelerator.process_index
     setup = {"distributed": trainer.accelerator.distributed_type.value, "zero3": is_deepspeed_zero3_enabled()}
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps({**setup, "steps": record.steps}))
-    # Leave together and close the group (Trainer.end): a rank that exits still holding it can abort in gloo.
+    # Leave together and close trackers and the group, as a launched script should (README). The abort gloo's
+    # threads could cause at exit is settled by the trainer itself (alignkit/trainers/process_exit.py).
     trainer.accelerator.wait_for_everyone()
     trainer.end()
 

@@ -60,7 +60,8 @@ def main(model_dir: str, out_dir: str, mode: str) -> None:
     except TrainingDiverged as err:
         ended = str(err)
     (out / f"rank{rank}.json").write_text(json.dumps({"ended": ended, "sums": fault.sums}))
-    # Leave together and close the group (Trainer.end): a rank that exits still holding it can abort in gloo.
+    # Leave together and close trackers and the group, as a launched script should (README). The abort gloo's
+    # threads could cause at exit is settled by the trainer itself (alignkit/trainers/process_exit.py).
     trainer.accelerator.wait_for_everyone()
     trainer.end()
 
