@@ -81,10 +81,7 @@ def lipo(tmp_path_factory):
 
 
 def single_once(setup, method: str) -> dict:
-    """The single-process run of ``setup``, run once per module."""
-    info = setup[0] / "single" / "run_info.json"
-    if info.is_file():
-        return json.loads(info.read_text())
+    """The single-process run of ``setup`` with the method's flags (run once per module by ``single``)."""
     common, own = FLAGS[method]
     return single(setup, "single", *common, *own)
 

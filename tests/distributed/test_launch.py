@@ -78,9 +78,11 @@ def setup(tmp_path_factory):
 
 
 def single(setup, name: str, *extra: str) -> dict:
-    """The reference: one process, 4 rows per device."""
+    """The reference: one process, 4 rows per device; run once per module (the tests share it by ``name``)."""
     root, env, recipe = setup
     out = root / name
+    if (out / "run_info.json").is_file():
+        return json.loads((out / "run_info.json").read_text())
     cmd = [sys.executable, "-m", "alignkit.cli", "train", str(recipe), "--output_dir", str(out)]
     subprocess.run(
         [*cmd, "--per_device_train_batch_size", "4", *extra],
@@ -156,9 +158,7 @@ def test_ddp_two_processes_match_one(setup):
 @needs_deepspeed
 def test_zero3_with_a_reference_model_matches_one_process(setup):
     root = setup[0]
-    if not (root / "single" / "run_info.json").is_file():
-        single(setup, "single")
-    ref = json.loads((root / "single" / "run_info.json").read_text())
+    ref = single(setup, "single")
     launcher = [sys.executable, "-m", "alignkit.cli", "train"]
     got, wall = launched(
         setup,
