@@ -65,8 +65,9 @@ def entry() -> None:
 
     A launched rank (``WORLD_SIZE`` > 1) leaves with ``os._exit`` once its streams and logs are flushed:
     the run has finished, saved and torn its process group down by then, but gloo's threads can still
-    make the interpreter's own shutdown abort ("terminate called without an active exception", exit -6),
-    which turned a finished run into a failed launch about one time in four here.
+    make the interpreter's own shutdown abort ("terminate called without an active exception", exit -6).
+    Nothing runs after ``main`` here, so skipping shutdown is the certain cure on this path; scripts that
+    use the Python API get :mod:`alignkit.trainers.process_exit`'s exit handler instead (which this skips).
     """
     code = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -22,15 +22,12 @@ import gc
 import time
 
 SETTLE_SECONDS = 0.25  # a GIL hand-over takes microseconds; this covers a starved CPU's scheduling delay
-_registered = False
 
 
 def settle_collectives_at_exit() -> None:
-    """Register (once per process) the exit handler that lets collective threads finish their frees."""
-    global _registered
-    if not _registered:
-        atexit.register(_settle)
-        _registered = True
+    """Register the exit handler that lets collective threads finish their frees (once per process)."""
+    atexit.unregister(_settle)  # however many trainers a process builds, the handler runs once
+    atexit.register(_settle)
 
 
 def _settle() -> None:
