@@ -378,6 +378,16 @@ def add_preference_parser(subparsers) -> None:
     data.add_argument("--task", choices=TASKS, help="Generate a synthetic task with an exact scorer.")
     p.add_argument("--data-config", help="Dataset config (Hub datasets, or a folder's <config>.json).")
     p.add_argument(
+        "--dataset-preset",
+        help="Read --data in a public dataset's published layout (alignkit.data.presets), e.g. "
+        "ultrafeedback_binarized, nectar, 'pku_saferlhf?shape=safer'.",
+    )
+    p.add_argument(
+        "--data-split",
+        default="train",
+        help="Split of --data (default train); use the held-out one, e.g. test_prefs or test.",
+    )
+    p.add_argument(
         "--num-prompts", type=int, default=50, help="Prompts of the generated --task (default 50)."
     )
     p.add_argument(
@@ -427,11 +437,19 @@ def run_preference(args) -> int:
         task = full.split(args.skip)[1]
         rows = task.records
     else:
-        from alignkit.launch.sources import SourceError, load_source
+        from alignkit.errors import UserError
+        from alignkit.launch.sources import load_source
 
         try:
-            rows = list(load_source(args.data, args.data_config))
-        except SourceError as err:
+            if args.dataset_preset:
+                from alignkit.data.presets import load_preset_rows
+
+                rows = list(
+                    load_preset_rows(args.data, args.dataset_preset, args.data_config, args.data_split)
+                )
+            else:
+                rows = list(load_source(args.data, args.data_config, args.data_split))
+        except (UserError, FileNotFoundError) as err:
             console.print(f"[bold red]error:[/] --data: {err}")
             return 2
     output_dir = Path(args.output_dir or Path("runs/eval/preference") / Path(args.model).name)

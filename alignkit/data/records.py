@@ -147,7 +147,10 @@ SHAPE_FIELDS = {
     "completion/label": ("completion", "label"),
 }
 PROMPTLESS_FIELDS = ("question", "answer", "messages", "text")
-KNOWN_FIELDS = frozenset(["prompt", *(f for fields in SHAPE_FIELDS.values() for f in fields)])
+# Fields carried along unchanged into ``PreferenceRecord.extra`` (no shape reads them): GSM8K's
+# ``final_answer`` (alignkit.data.presets) is what a verifier compares a generation against.
+EXTRA_FIELDS = ("final_answer",)
+KNOWN_FIELDS = frozenset(["prompt", *EXTRA_FIELDS, *(f for fields in SHAPE_FIELDS.values() for f in fields)])
 
 
 def unknown_fields(keys) -> list[str]:
@@ -264,7 +267,8 @@ def normalize_record(row: dict, *, index: int, source: str = "dataset") -> Prefe
     if "question" in keys or ("answer" in keys and "prompt" not in keys):
         question = _check_plain(row.get("question"), err, "question")
         answer = _check_plain(row.get("answer"), err, "answer")
-        return PreferenceRecord(question, [answer], ["answer"], is_qa=True)
+        extra = {k: row[k] for k in EXTRA_FIELDS if k in keys}
+        return PreferenceRecord(question, [answer], ["answer"], is_qa=True, extra=extra)
 
     if "messages" in keys:
         messages = _check_text(row["messages"], err, "messages")
