@@ -9,13 +9,13 @@ query string: ``ultrafeedback?score=helpfulness&format=standard``.
 =========================  =================================  ===============  =============================================
 preset                     dataset (Hub id)                   shape            fields used
 =========================  =================================  ===============  =============================================
-``ultrafeedback``          openbmb/UltraFeedback              graded list      ``instruction``, ``completions[].response``
-                                                                               and one score per completion (``score=``)
+``ultrafeedback``          openbmb/UltraFeedback              graded list (or  ``instruction``, ``completions[].response``
+                                                              its pairs)       and one score per completion (``score=``)
 ``ultrafeedback_binarized`` HuggingFaceH4/ultrafeedback_bin.  pairwise         ``chosen``, ``rejected`` (conversations, the
                                                                                prompt extracted by TRL), ``score_chosen``,
                                                                                ``score_rejected`` (ties)
-``nectar``                 berkeley-nest/Nectar               ranked list      ``prompt`` (HH dialogue), ``answers[].answer``,
-                                                                               ``answers[].rank``
+``nectar``                 berkeley-nest/Nectar               ranked list (or  ``prompt`` (HH dialogue), ``answers[].answer``,
+                                                              its pairs)       ``answers[].rank``
 ``helpsteer2``             nvidia/HelpSteer2                  graded list      ``prompt``, ``response`` (rows grouped by
                                                                                prompt), the five attributes (``weights=``)
 ``hh_rlhf``                Anthropic/hh-rlhf                  pairwise or      ``chosen``, ``rejected`` (the prompt is their
@@ -161,6 +161,37 @@ def hh_dialogue(text: str, err, name: str) -> list[dict]:
     return messages
 
 
+def _view(row: dict, opts: dict) -> list[dict]:
+    """A list row as it is (``view=list``) or as every strictly ordered pair (``view=pairs``: LiPO's
+    DPO_BT baseline, "all pairs of the list"; ties give no pair)."""
+    if opts.get("view", "list") == "list":
+        return [row]
+    kind = "ranks" if "ranks" in row else "scores"
+    values, completions = row[kind], row["completions"]
+
+    def better(a, b):
+        return values[a] < values[b] if kind == "ranks" else values[a] > values[b]
+
+    k = len(completions)
+    pairs = [
+        {"prompt": row["prompt"], "chosen": completions[a], "rejected": completions[b]}
+        for a in range(k)
+        for b in range(k)
+        if better(a, b)
+    ]
+    if not pairs:
+        raise _Skip("no strictly ordered pair (view=pairs)")
+    return pairs
+
+
+def _view_option() -> Option:
+    return Option(
+        "list",
+        ("list", "pairs"),
+        "list: one graded/ranked list per prompt (LiPO); pairs: every strictly ordered pair (DPO)",
+    )
+
+
 # ----------------------------------------------------------------------------------- presets
 
 UF_ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
@@ -193,7 +224,7 @@ def _ultrafeedback(row: dict, opts: dict, err) -> list[dict]:
     if len(texts) < 2:
         raise _Skip(f"fewer than 2 completions with a {opts['score']} score")
     prompt, completions_out = _wrap(instruction, texts, opts["format"])
-    return [{"prompt": prompt, "completions": completions_out, "scores": scores}]
+    return _view({"prompt": prompt, "completions": completions_out, "scores": scores}, opts)
 
 
 def _uf_score(completion: dict, kind: str, err, where: str) -> float | None:
@@ -268,12 +299,12 @@ def _nectar(row: dict, opts: dict, err) -> list[dict]:
     if len(texts) < 2:
         raise _Skip("fewer than 2 ranked answers")
     if opts["format"] == "standard":
-        return [{"prompt": prompt, "completions": [_spaced(t) for t in texts], "ranks": ranks}]
+        return _view({"prompt": prompt, "completions": [_spaced(t) for t in texts], "ranks": ranks}, opts)
     messages = hh_dialogue(prompt, err, "prompt")
     if messages[-1]["role"] != "user":
         raise err("prompt", "must end with a `Human:` turn (then an empty `Assistant:`)")
     _, completions = _wrap(messages, texts, "conversational")
-    return [{"prompt": messages, "completions": completions, "ranks": ranks}]
+    return _view({"prompt": messages, "completions": completions, "ranks": ranks}, opts)
 
 
 def _spaced(text: str) -> str:
@@ -479,6 +510,7 @@ PRESETS: dict[str, Preset] = {
                     ("fine_grained", "overall", "mean", *UF_ASPECTS),
                     "which rating scores a completion (fine_grained: the published mean of the 4 aspects)",
                 ),
+                "view": _view_option(),
                 "format": _format_option("conversational"),
             },
             doc=_ultrafeedback.__doc__ or "",
@@ -498,7 +530,7 @@ PRESETS: dict[str, Preset] = {
             "ranked list",
             "prompt (HH dialogue), answers[].answer, answers[].rank",
             _nectar,
-            {"format": _format_option("conversational")},
+            {"view": _view_option(), "format": _format_option("conversational")},
             doc=_nectar.__doc__ or "",
         ),
         Preset(

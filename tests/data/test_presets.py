@@ -304,3 +304,14 @@ def test_real_sdpo_lastfm_rows():
         assert len(record.completions) == 20 and record.roles.count("rejected") == 19
         assert record.completions[0] == " " + row["trueSelection"]
         assert all(item in record.prompt for item in row["itemList"])
+
+
+def test_lists_as_pairs_give_every_strictly_ordered_pair():
+    pairs = records(rows_of("ultrafeedback", "ultrafeedback?view=pairs"))
+    assert len(pairs) == 5 + 1  # scores [5, 4.5, 2, 2] (the tie gives none) and [4.67, 3.33]
+    assert all(r.roles == ["chosen", "rejected"] for r in pairs)
+    assert [text_of(c) for c in pairs[0].completions] == [
+        "The capital of France is Paris.",
+        "Paris is the capital.",
+    ]
+    assert len(rows_of("nectar", "nectar?view=pairs")) == 2 * 21  # 7 distinct ranks: 7*6/2 pairs each
