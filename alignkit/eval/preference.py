@@ -173,12 +173,18 @@ def evaluate_preference(
     batch_size: int = 16,
     max_new_tokens: int = 24,
     progress=True,
+    judge=None,
+    judge_protocol: str = "pairwise",
+    judge_max_new_tokens: int = 128,
 ) -> PreferenceResult:
     """Evaluate ``model`` (path or model) on preference ``rows`` of any shape the collator accepts.
 
     ``ref_model`` adds reward accuracy / margins and the idealized ranking accuracy. ``task``: a
     :class:`~alignkit.data.synthetic.preference.PreferenceTask` whose records are ``rows``, for the
-    exact task metrics (greedy generations for recommendation and safety).
+    exact task metrics (greedy generations for recommendation and safety). ``judge`` (a
+    :class:`~alignkit.eval.judge.Judge`, a callable or a ``python:``/``reward:``/``chat:`` spec) adds
+    the win rate of the model's greedy answers against ``ref_model``'s under ``judge_protocol``
+    (:mod:`alignkit.eval.judge`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -192,6 +198,13 @@ def evaluate_preference(
     if tokenizer is None:
         raise ValueError("evaluate_preference: pass `tokenizer` when `model` is an in-memory model.")
     records = [normalize_record(dict(r), index=i, source="eval rows") for i, r in enumerate(rows)]
+    if judge is not None:
+        from alignkit.eval.judge import load_judge
+
+        if ref_model is None:
+            raise ValueError("evaluate_preference: a judge's win rate compares against `ref_model`; pass it.")
+        judge = load_judge(judge, judge_protocol)
+    judged = None
     with StageProgress(progress) as bars:
 
         def stage(what, total):
@@ -216,7 +229,26 @@ def evaluate_preference(
                 batch_size=batch_size,
                 progress=stage("greedy generations", len(records)),
             )
-    return _aggregate(records, rows, policy, reference, generations, task, beta)
+        if judge is not None:
+            from alignkit.eval.judge import judge_generations
+
+            judged = judge_generations(
+                model,
+                ref_model,
+                tokenizer,
+                records,
+                judge,
+                protocol=judge_protocol,
+                max_new_tokens=judge_max_new_tokens,
+                batch_size=batch_size,
+                stage=stage,
+            )
+    result = _aggregate(records, rows, policy, reference, generations, task, beta)
+    if judged is not None:
+        result.summary.update(judged.summary)
+        for entry, verdict in zip(result.rows, judged.rows, strict=True):
+            entry["judge"] = {k: v for k, v in verdict.items() if k != "index"}
+    return result
 
 
 def _aggregate(records, rows, policy, reference, generations, task, beta) -> PreferenceResult:
@@ -317,6 +349,8 @@ def _plot(result: PreferenceResult, path: Path) -> bool:
             "list_exact_match",
             "ndcg",
             "hit_ratio_at_1",
+            "win_rate",
+            "flip_rate",
         )
         if isinstance(result.summary.get(k), float)
     ]
