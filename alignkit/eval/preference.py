@@ -144,14 +144,46 @@ def _label_values(record) -> list[float] | None:
     return [-v for v in record.scores] if record.score_kind == "ranks" else list(record.scores)
 
 
+def _as_text(record, tokenizer) -> tuple[str, list[str]]:
+    """A conversational record as (prompt text, completion texts), rendered by the chat template as
+    the collator renders it for training; a plain record as it is."""
+    if not record.conversational:
+        return record.prompt, list(record.completions)
+    from alignkit.data.prompt_format import PromptFormat
+
+    fmt = PromptFormat.for_tokenizer(tokenizer)
+    prompt = fmt.render_messages(tokenizer, record.prompt, add_generation_prompt=True)
+    full = [
+        fmt.render_messages(tokenizer, record.prompt + c, add_generation_prompt=False)
+        for c in record.completions
+    ]
+    return prompt, [text[len(prompt) :] if text.startswith(prompt) else text for text in full]
+
+
 def _score_rows(model, tokenizer, records, batch_size, progress, what):
     from alignkit.eval.scoring import score_texts
 
-    prompts = [r.prompt for r in records for _ in r.completions]
-    targets = [c for r in records for c in r.completions]
-    scored = score_texts(
-        model, tokenizer, prompts, targets, batch_size=batch_size, progress=progress(what, len(targets))
-    )
+    texts = [_as_text(r, tokenizer) for r in records]
+    prompts = [p for (p, comps) in texts for _ in comps]
+    targets = [c for _, comps in texts for c in comps]
+    chat = [r.conversational for r in records for _ in r.completions]
+    scored = [None] * len(targets)
+    bar = progress(what, len(targets))
+    for conversational in (False, True):  # chat-template text already holds its special tokens
+        idx = [i for i, c in enumerate(chat) if c == conversational]
+        if not idx:
+            continue
+        out = score_texts(
+            model,
+            tokenizer,
+            [prompts[i] for i in idx],
+            [targets[i] for i in idx],
+            batch_size=batch_size,
+            add_special_tokens=not conversational,  # EOS is appended to every answer, as in training
+            progress=bar,
+        )
+        for i, item in zip(idx, out, strict=True):
+            scored[i] = item
     logps = [float(s.token_logps.double().sum()) for s in scored]
     lengths = [len(s.target_ids) for s in scored]
     out, start = [], 0
