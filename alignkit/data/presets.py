@@ -656,8 +656,15 @@ def parse_preset(text: str) -> PresetSpec:
     return PresetSpec(preset, options)
 
 
-def convert_rows(rows, spec: PresetSpec | str, *, source: str | None = None) -> list[dict]:
-    """Every input row (a ``datasets.Dataset`` or a list of dicts) -> canonical rows, in order."""
+def convert_rows(
+    rows, spec: PresetSpec | str, *, source: str | None = None, on_invalid: str = "raise"
+) -> list[dict]:
+    """Every input row (a ``datasets.Dataset`` or a list of dicts) -> canonical rows, in order.
+
+    ``on_invalid="raise"`` stops at the first malformed row (the error names the preset, row and
+    field); ``"skip"`` leaves such rows out and logs how many and the first error (a recipe's
+    ``on_invalid``), as the collator does for rows of the canonical shapes.
+    """
     if isinstance(spec, str):
         spec = parse_preset(spec)
     preset = spec.preset
@@ -676,6 +683,7 @@ def convert_rows(rows, spec: PresetSpec | str, *, source: str | None = None) -> 
         units = list(enumerate(rows))
     out: list[dict] = []
     skipped: dict[str, int] = {}
+    invalid: list[str] = []
     for index, unit in units:
 
         def err(field_name: str, problem: str, index=index) -> RecordError:
@@ -687,6 +695,14 @@ def convert_rows(rows, spec: PresetSpec | str, *, source: str | None = None) -> 
             out.extend(preset.convert(unit, spec.options, err))
         except _Skip as skip:
             skipped[skip.reason] = skipped.get(skip.reason, 0) + 1
+        except RecordError as error:
+            if on_invalid != "skip":
+                raise
+            invalid.append(str(error))
+    if invalid:
+        logger.warning(
+            "%s: skipped %d invalid row(s) (on_invalid='skip'); first: %s", where, len(invalid), invalid[0]
+        )
     if skipped:
         logger.warning(
             "%s: left out %s of %d input row(s) by design: %s",
@@ -696,11 +712,19 @@ def convert_rows(rows, spec: PresetSpec | str, *, source: str | None = None) -> 
             "; ".join(f"{n} with {reason}" for reason, n in skipped.items()),
         )
     if not out:
-        raise UserError(f"{where}: no row could be used ({', '.join(skipped) or 'the input is empty'}).")
+        reasons = [*skipped, *(["invalid rows; first: " + invalid[0]] if invalid else [])]
+        raise UserError(f"{where}: no row could be used ({', '.join(reasons) or 'the input is empty'}).")
     return out
 
 
-def load_preset_rows(source: str, spec: PresetSpec | str, config: str | None = None, split: str = "train"):
+def load_preset_rows(
+    source: str,
+    spec: PresetSpec | str,
+    config: str | None = None,
+    split: str = "train",
+    *,
+    on_invalid: str = "raise",
+):
     """Read ``source`` in the preset's published layout and convert it: a ``datasets.Dataset``.
 
     ``source``: a Hub id, a local JSON/JSONL file, or a local folder in the Hub repository's layout
@@ -730,7 +754,7 @@ def load_preset_rows(source: str, spec: PresetSpec | str, config: str | None = N
                 f"{type(err).__name__}: {err}. Offline, point at a local copy in the same layout (a file, "
                 f"or a folder of the Hub repository's files)."
             ) from err
-    rows = convert_rows(raw, spec, source=str(source))
+    rows = convert_rows(raw, spec, source=str(source), on_invalid=on_invalid)
     return datasets.Dataset.from_list(rows)
 
 

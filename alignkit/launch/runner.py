@@ -92,7 +92,9 @@ def load_datasets(recipe: Recipe, tokenizer=None) -> dict[str, Any]:
         if s.dataset_preset and role in ("train", "eval"):  # the retain set keeps its own shape
             from alignkit.data.presets import load_preset_rows
 
-            rows = load_preset_rows(source, s.dataset_preset, config, split)
+            rows = load_preset_rows(
+                source, s.dataset_preset, config, split, on_invalid=recipe.training.on_invalid
+            )
         else:
             rows = load_source(source, config, split)
         if s.text_chunk_tokens and tokenizer is not None:

@@ -315,3 +315,13 @@ def test_lists_as_pairs_give_every_strictly_ordered_pair():
         "Paris is the capital.",
     ]
     assert len(rows_of("nectar", "nectar?view=pairs")) == 2 * 21  # 7 distinct ranks: 7*6/2 pairs each
+
+
+def test_on_invalid_skip_leaves_bad_rows_out_and_says_so(caplog):
+    rows = raw("hh_rlhf")
+    rows[0]["rejected"] = rows[0]["chosen"]  # a duplicated dialogue: no split exists
+    with pytest.raises(RecordError):
+        convert_rows(rows, "hh_rlhf")
+    with caplog.at_level(logging.WARNING, logger="alignkit.data.presets"):
+        out = convert_rows(rows, "hh_rlhf", on_invalid="skip")
+    assert len(out) == 1 and "skipped 1 invalid row(s)" in caplog.text and "row 0" in caplog.text
