@@ -663,6 +663,17 @@ ZEPHYR_ROWS: list[Row] = [
     ("max_length", 1024, "Zephyr's DPO: 1024 tokens of prompt + completion"),
     ("max_prompt_length", 512, "Zephyr's DPO: prompts keep their last 512 tokens"),
 ]
+ZEPHYR_MODEL: Row = ("model_name_or_path", ZEPHYR_SFT, ZEPHYR_SFT_REASON)
+ZEPHYR_PAIR_ROWS: list[Row] = [
+    (
+        "per_device_train_batch_size",
+        None,
+        "per_device_train_batch_size: 8 is the default: 8 pairs x 2 x 8 GPUs = 128 (Zephyr's batch)",
+    ),
+    ("gradient_accumulation_steps", 2, "as Zephyr's DPO"),
+    *ZEPHYR_ROWS,
+]
+LIPO_BETA: Row = ("beta", 0.05, "LiPO's beta, shared by every method of its comparison (Sec. 4)")
 LORA_7B_RATE: list[Row] = [
     (
         "learning_rate",
@@ -799,7 +810,7 @@ REAL_ALIGN: dict[tuple[str, str], tuple[str, str, list[Row], list[Row], str, str
         "lipo",
         "LiPO-lambda on UltraFeedback's graded lists (K = 4)",
         [
-            ("model_name_or_path", ZEPHYR_SFT, ZEPHYR_SFT_REASON),
+            ZEPHYR_MODEL,
             ("beta", None, "beta: 0.05 is the default and the LiPO paper's (Sec. 4)"),
             ("loss_type", None, "loss_type: lambda (LiPO-lambda) is the default"),
             (
@@ -822,16 +833,10 @@ REAL_ALIGN: dict[tuple[str, str], tuple[str, str, list[Row], list[Row], str, str
         "dpo",
         "DPO on every strictly ordered pair of UltraFeedback's lists (LiPO's DPO_BT baseline)",
         [
-            ("model_name_or_path", ZEPHYR_SFT, ZEPHYR_SFT_REASON),
+            ZEPHYR_MODEL,
             ("dataset_preset", "ultrafeedback?view=pairs", "every strictly ordered pair of each list"),
-            ("beta", 0.05, "LiPO's beta, shared by every method of its comparison (Sec. 4)"),
-            (
-                "per_device_train_batch_size",
-                None,
-                "per_device_train_batch_size: 8 is the default: 8 pairs x 2 x 8 GPUs = 128 (Zephyr's batch)",
-            ),
-            ("gradient_accumulation_steps", 2, "as Zephyr's DPO"),
-            *ZEPHYR_ROWS,
+            LIPO_BETA,
+            *ZEPHYR_PAIR_ROWS,
         ],
         LORA_7B_RATE,
         "DPO_BT of LiPO (arXiv 2402.01878, Sec. 4: pairwise baselines use all pairs of the list), beta 0.05; "
@@ -843,7 +848,7 @@ REAL_ALIGN: dict[tuple[str, str], tuple[str, str, list[Row], list[Row], str, str
         "lipo",
         "LiPO-lambda on Nectar's 7-wise rankings",
         [
-            ("model_name_or_path", ZEPHYR_SFT, ZEPHYR_SFT_REASON),
+            ZEPHYR_MODEL,
             ("beta", None, "beta: 0.05 is the default and the LiPO paper's (Sec. 4)"),
             (
                 "per_device_train_batch_size",
@@ -864,16 +869,10 @@ REAL_ALIGN: dict[tuple[str, str], tuple[str, str, list[Row], list[Row], str, str
         "dpo",
         "DPO on every strictly ordered pair of Nectar's rankings (LiPO's DPO_BT baseline)",
         [
-            ("model_name_or_path", ZEPHYR_SFT, ZEPHYR_SFT_REASON),
+            ZEPHYR_MODEL,
             ("dataset_preset", "nectar?view=pairs", "21 pairs per prompt (Nectar's 3.8M comparisons)"),
-            ("beta", 0.05, "LiPO's beta, shared by every method of its comparison (Sec. 4)"),
-            (
-                "per_device_train_batch_size",
-                None,
-                "per_device_train_batch_size: 8 is the default: 8 pairs x 2 x 8 GPUs = 128 (Zephyr's batch)",
-            ),
-            ("gradient_accumulation_steps", 2, "as Zephyr's DPO"),
-            *ZEPHYR_ROWS,
+            LIPO_BETA,
+            *ZEPHYR_PAIR_ROWS,
         ],
         LORA_7B_RATE,
         "DPO_BT of LiPO (all pairs of the list), beta 0.05, Zephyr-7B-beta's DPO settings",
@@ -909,16 +908,10 @@ REAL_ALIGN: dict[tuple[str, str], tuple[str, str, list[Row], list[Row], str, str
         "dpo",
         "DPO-Positive (DPOP): DPO with a penalty when the chosen log-prob falls below the reference",
         [
-            ("model_name_or_path", ZEPHYR_SFT, ZEPHYR_SFT_REASON),
+            ZEPHYR_MODEL,
             ("dpop_lambda", 50.0, "Smaug's lambda (arXiv 2402.13228 Sec. 5.2; the authors' code uses 50)"),
             ("beta", None, "beta: 0.1 is the dpo default (TRL's)"),
-            (
-                "per_device_train_batch_size",
-                None,
-                "per_device_train_batch_size: 8 is the default: 8 pairs x 2 x 8 GPUs = 128 (Zephyr's batch)",
-            ),
-            ("gradient_accumulation_steps", 2, "as Zephyr's DPO"),
-            *ZEPHYR_ROWS,
+            *ZEPHYR_PAIR_ROWS,
         ],
         LORA_7B_RATE,
         "DPOP (Pal et al. 2024, arXiv 2402.13228): lambda 50 inside the sigmoid; Zephyr-7B-beta's DPO "
