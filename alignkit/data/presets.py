@@ -739,7 +739,14 @@ def load_preset_rows(
         spec = parse_preset(spec)
     path = Path(source).expanduser()
     if path.is_file():
+        # One file is one split: a slice of the split (`train[:95%]`, `test[95%:]`) applies to the
+        # file's rows, so a recipe's train/eval slices stay disjoint on a local copy too.
+        name, bracket, rest = split.partition("[")
         raw = load_json_file(path)
+        if bracket:
+            raw = datasets.load_dataset("json", data_files=str(path), split=f"train[{rest}")
+        if name not in ("train", ""):
+            logger.info("%s is one file: split %r reads its rows (a file has no named splits).", path, name)
     else:
         if str(source).startswith(("/", "./", "../", "~")) and not path.exists():
             from alignkit.errors import MissingFileError

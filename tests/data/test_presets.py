@@ -325,3 +325,10 @@ def test_on_invalid_skip_leaves_bad_rows_out_and_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="alignkit.data.presets"):
         out = convert_rows(rows, "hh_rlhf", on_invalid="skip")
     assert len(out) == 1 and "skipped 1 invalid row(s)" in caplog.text and "row 0" in caplog.text
+
+
+def test_split_slices_apply_to_a_local_file():
+    path = str(FIXTURES / "nectar.jsonl")
+    first, rest = (load_preset_rows(path, "nectar", split=s) for s in ("train[:50%]", "train[50%:]"))
+    assert len(first) == len(rest) == 1 and first[0]["prompt"] != rest[0]["prompt"]
+    assert len(load_preset_rows(path, "nectar", split="test")) == 2  # a file is one split
