@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 from trl.data_utils import maybe_extract_prompt
 
-from alignkit.data.presets import PRESETS, PresetError, convert_rows, load_preset_rows, parse_preset
+from alignkit.data.presets import (
+    PRESETS,
+    PresetError,
+    convert_rows,
+    load_preset_rows,
+    parse_preset,
+    preset_table,
+)
 from alignkit.data.records import RecordError, normalize_record
 from tests.conftest import shared_dir
 
@@ -332,3 +339,12 @@ def test_split_slices_apply_to_a_local_file():
     first, rest = (load_preset_rows(path, "nectar", split=s) for s in ("train[:50%]", "train[50%:]"))
     assert len(first) == len(rest) == 1 and first[0]["prompt"] != rest[0]["prompt"]
     assert len(load_preset_rows(path, "nectar", split="test")) == 2  # a file is one split
+
+
+def test_readme_table_lists_every_preset():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Real preference data: presets", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(" `"): line for line in section.splitlines() if line.startswith("| `")}
+    for name, dataset, _shape, _fields in preset_table():
+        assert name in rows, f"README's preset table misses {name}"
+        assert dataset.split(" ")[0].split("/")[-1].lower() in rows[name].lower()
