@@ -5,7 +5,9 @@ Definitions (``shared/design/methods-alignment.md`` §6.1, after Chen et al., ar
 * **ranking accuracy** ``R = mean 1[lp(y_w) >= lp(y_l)]`` over every strictly ordered pair, from the
   *policy* likelihood (ties count as correct); ``R~`` uses ``lp/|y|``. A pair whose rater share is
   ``alpha = 0.5`` is correct iff ``|pi(y_w) - pi(y_l)| < 0.01`` in probability space (App. C.1).
-  For lists, ``list_exact_match`` is 1 when the likelihood order equals the label order (App. A.6).
+  For lists, ``list_exact_match`` is 1 when the likelihood order equals the label order (App. A.6);
+  for 1-vs-N rows, ``top1_likelihood_accuracy`` is 1 when the chosen item is strictly the most likely
+  candidate (S-DPO's HitRatio@1, read from the likelihood instead of a generation).
 * **idealized ranking accuracy** ``R* = mean 1[(lr_w - lr_l) + (1/beta) log(alpha/(1-alpha)) > 0]``
   (Thm 3.1; ``1 - alpha = 0`` is replaced by 0.001 as the official code does), reported as
   min / median / max over beta in {0.01, 0.1, 1, 5, 10}; it needs a reference model. ``alpha`` is
@@ -286,6 +288,7 @@ def evaluate_preference(
 def _aggregate(records, rows, policy, reference, generations, task, beta) -> PreferenceResult:
     per_row, lp_w, lp_l, n_w, n_l, alphas, lr_w, lr_l = [], [], [], [], [], [], [], []
     exact, ndcgs, taus = [], [], []
+    top1 = []  # 1-vs-N rows: the chosen item is the most likely of all candidates
     for i, record in enumerate(records):
         lps, lengths = policy[i]
         pairs = _pairs(record)
@@ -297,6 +300,8 @@ def _aggregate(records, rows, policy, reference, generations, task, beta) -> Pre
             alphas.append(alpha)
             if reference is not None:
                 lr_w.append(reference[i][0][a]), lr_l.append(reference[i][0][b])
+        if record.roles[:1] == ["chosen"] and record.roles.count("rejected") > 1:
+            top1.append(float(lps[0] > max(lps[1:])))
         labels = _label_values(record)
         if labels is not None and len(labels) > 1:
             order = sorted(range(len(lps)), key=lambda j: (-lps[j], j))
@@ -338,6 +343,8 @@ def _aggregate(records, rows, policy, reference, generations, task, beta) -> Pre
                 summary["idealized_ranking_accuracy"]["median"] - summary["ranking_accuracy"]
             )
             summary["difficulty_threshold_mean"] = float(difficulty_thresholds(rw, rl, beta).mean())
+    if top1:  # S-DPO's HitRatio@1 read from the likelihood over the candidate answers
+        summary["top1_likelihood_accuracy"] = mean(top1)
     if exact:
         summary["list_exact_match"] = mean(exact)
         summary["ndcg"] = mean(ndcgs)
@@ -381,6 +388,7 @@ def _plot(result: PreferenceResult, path: Path) -> bool:
             "list_exact_match",
             "ndcg",
             "hit_ratio_at_1",
+            "top1_likelihood_accuracy",
             "win_rate",
             "flip_rate",
         )

@@ -53,3 +53,18 @@ def test_eval_preference_on_a_preset_reports_list_metrics(tiny_model_dir, tmp_pa
     assert summary["reward_accuracy"] == 0.0  # policy == reference: every margin is 0
     assert main(["eval", "preference", "--model", str(tiny_model_dir), "--data", str(fixtures / "nectar.jsonl"),
                  "--dataset-preset", "nectar?view=triples"]) == 2  # fmt: skip
+
+
+def test_one_vs_n_rows_report_top1_likelihood_accuracy(tiny_model_dir, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.data.presets import convert_rows
+
+    fixtures = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "presets"
+    rows = convert_rows(json.loads((fixtures / "sdpo.json").read_text()), "sdpo")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    result = evaluate_preference(model, rows, tokenizer=tokenizer, progress=False)
+    hits = [float(r["logps"][0] > max(r["logps"][1:])) for r in result.rows]
+    assert result.summary["top1_likelihood_accuracy"] == sum(hits) / len(hits)
+    # a hit means the chosen item beats each of the 3 others: the pairwise accuracy is at least that
+    assert result.summary["ranking_accuracy"] >= result.summary["top1_likelihood_accuracy"]
