@@ -629,6 +629,354 @@ def alignment_recipes() -> dict[str, str]:
     return out
 
 
+# ---------------------------------------------------------- preference alignment, published datasets
+
+# Each recipe reads its dataset through a preset (alignkit.data.presets), from the Hub id or a local
+# copy in the same layout. Costs are estimates from the token counts, not measurements (no GPU here).
+ZEPHYR_SFT = "alignment-handbook/zephyr-7b-sft-full"
+ZEPHYR_SFT_REASON = (
+    "Mistral-7B after SFT on UltraChat: the start of Zephyr-7B-beta's DPO on UltraFeedback "
+    "(alignment-handbook recipes/zephyr-7b-beta)"
+)
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+REAL_LORA: list[Row] = [
+    ("use_peft", True, "train LoRA adapters; the reference is the same model with adapters off"),
+    (
+        "lora_target_modules",
+        ALL_LINEAR,
+        "every linear layer of the blocks (not lm_head: the fused log-prob head reads its weight)",
+    ),
+]
+REAL_COMMON: list[Row] = [
+    ("dtype", "bfloat16", "load the weights in bf16"),
+    ("bf16", True, "bf16 mixed precision on GPU"),
+]
+ZEPHYR_ROWS: list[Row] = [
+    (
+        "learning_rate",
+        5.0e-7,
+        "Zephyr-7B-beta's DPO rate for this SFT model (alignment-handbook config_full.yaml)",
+    ),
+    ("lr_scheduler_type", "cosine", "as Zephyr's DPO"),
+    ("warmup_steps", 0.1, "10% linear warm-up, as Zephyr's DPO (warmup_ratio 0.1)"),
+    ("num_train_epochs", 1, "one pass, as Zephyr's DPO"),
+    ("max_length", 1024, "Zephyr's DPO: 1024 tokens of prompt + completion"),
+    ("max_prompt_length", 512, "Zephyr's DPO: prompts keep their last 512 tokens"),
+]
+ZEPHYR_MODEL: Row = ("model_name_or_path", ZEPHYR_SFT, ZEPHYR_SFT_REASON)
+ZEPHYR_PAIR_ROWS: list[Row] = [
+    (
+        "per_device_train_batch_size",
+        None,
+        "per_device_train_batch_size: 8 is the default: 8 pairs x 2 x 8 GPUs = 128 (Zephyr's batch)",
+    ),
+    ("gradient_accumulation_steps", 2, "as Zephyr's DPO"),
+    *ZEPHYR_ROWS,
+]
+LIPO_BETA: Row = ("beta", 0.05, "LiPO's beta, shared by every method of its comparison (Sec. 4)")
+LORA_7B_RATE: list[Row] = [
+    (
+        "learning_rate",
+        5.0e-6,
+        "LoRA moves fewer weights: 10x the full rate (a common start, not a paper value)",
+    )
+]
+# dataset folder -> (rows naming the data, evaluation arguments, the data in words)
+REAL_DATA: dict[str, tuple[list[Row], str, str]] = {
+    "lastfm": (
+        [
+            (
+                "train_dataset",
+                "S-DPO/data/lastfm-sft-cans20/lastfm-train.json",
+                "a clone of github.com/chenyuxin1999/S-DPO after its data preparation (no Hub copy exists)",
+            ),
+            ("dataset_preset", "sdpo", "historyList / itemList (20 candidates) / trueSelection -> 1 vs 19"),
+        ],
+        "--data S-DPO/data/lastfm-sft-cans20/lastfm-test.json --dataset-preset sdpo",
+        "S-DPO's LastFM data (20 candidates per user)",
+    ),
+    "ultrafeedback": (
+        [
+            ("train_dataset", "openbmb/UltraFeedback", "64k instructions, 4 GPT-4-rated completions each"),
+            ("train_dataset_split", "train[:95%]", "the dataset has one split; the last 5% is held out"),
+            (
+                "dataset_preset",
+                "ultrafeedback",
+                "graded lists scored by fine-grained_score (mean of 4 aspects)",
+            ),
+        ],
+        "--data openbmb/UltraFeedback --dataset-preset ultrafeedback --data-split 'train[95%:]'",
+        "UltraFeedback's graded lists",
+    ),
+    "nectar": (
+        [
+            ("train_dataset", "berkeley-nest/Nectar", "183k prompts, 7 answers ranked by GPT-4"),
+            ("train_dataset_split", "train[:95%]", "the dataset has one split; the last 5% is held out"),
+            ("dataset_preset", "nectar", "ranked lists of 7, rank 1 = best"),
+        ],
+        "--data berkeley-nest/Nectar --dataset-preset nectar --data-split 'train[95%:]'",
+        "Nectar's 7-wise rankings",
+    ),
+    "ultrafeedback_binarized": (
+        [
+            ("train_dataset", "HuggingFaceH4/ultrafeedback_binarized", "best vs a random other completion"),
+            ("train_dataset_split", "train_prefs", "61k pairs (test_prefs: 2k held out)"),
+            ("dataset_preset", "ultrafeedback_binarized", "conversational pairs, ties dropped (logged)"),
+        ],
+        "--data HuggingFaceH4/ultrafeedback_binarized --dataset-preset ultrafeedback_binarized --data-split test_prefs",
+        "UltraFeedback binarized",
+    ),
+    "pku_saferlhf": (
+        [
+            ("train_dataset", "PKU-Alignment/PKU-SafeRLHF", "prompts with two replies and safety flags"),
+            (
+                "dataset_preset",
+                "pku_saferlhf?shape=negatives",
+                "the unsafe replies as negatives (prompts with none are left out, logged)",
+            ),
+        ],
+        "--data PKU-Alignment/PKU-SafeRLHF --dataset-preset 'pku_saferlhf?shape=safer' --data-split test",
+        "PKU-SafeRLHF's unsafe replies",
+    ),
+    "hh_harmless": (
+        [
+            ("train_dataset", "Anthropic/hh-rlhf", "a local folder of the repository's files works too"),
+            ("train_dataset_config", "harmless-base", "the harmless subset (a folder of the repository)"),
+            (
+                "dataset_preset",
+                "hh_rlhf?shape=negatives",
+                "the human-dispreferred reply of each dialogue as the negative; prompt = the shared turns",
+            ),
+        ],
+        "--data Anthropic/hh-rlhf --data-config harmless-base --dataset-preset hh_rlhf --data-split test",
+        "HH-RLHF harmless-base's rejected replies",
+    ),
+}
+D2O_ROWS: list[Row] = [
+    (
+        "model_name_or_path",
+        "PKU-Alignment/alpaca-7b-reproduced",
+        "the Alpaca-7B SFT model whose replies PKU-SafeRLHF rates (Safe-RLHF's initial policy)",
+    ),
+    (
+        "learning_rate",
+        5.0e-7,
+        "RECONSTRUCTION: D2O's rate is not verified (align spec 4(d)); a DPO-scale rate for 7B",
+    ),
+    ("num_train_epochs", 1, "one pass over the negatives (the self-samples are drawn once, offline)"),
+    ("sample_max_new_tokens", 256, "Alpaca replies run to a few hundred tokens"),
+    ("num_samples", None, "num_samples: 11 is the default (K of the reimplementation, spec 4(d))"),
+    ("beta", None, "beta/alpha: 0.1 each are the defaults (reimplementation values, spec 4(d))"),
+]
+# (folder, stem) -> (method, title, rows, LoRA-only rows, the paper's setting, cost, expected)
+REAL_ALIGN: dict[tuple[str, str], tuple[str, str, list[Row], list[Row], str, str, str]] = {
+    ("lastfm", "softmax_dpo"): (
+        "softmax_dpo",
+        "S-DPO, 1 liked artist vs 3 of the 19 other candidates",
+        [
+            (
+                "model_name_or_path",
+                "meta-llama/Llama-2-7b-hf",
+                "S-DPO's base model; put your SFT checkpoint of it here (S-DPO starts from sft.py's model)",
+            ),
+            ("beta", None, "beta: 1.0 is the default, softmax_dpo.sh's --beta 1"),
+            ("num_negatives", None, "num_negatives: 3 is the default, softmax_dpo.sh's --neg_num 3"),
+            ("learning_rate", None, "learning_rate: 1e-5 is the default and softmax_dpo.sh's"),
+            ("per_device_train_batch_size", 4, "softmax_dpo.sh --batch_size 4"),
+            (
+                "gradient_accumulation_steps",
+                8,
+                "softmax_dpo.sh: 4 per device x 8 x 4 GPUs = 128 prompts a step",
+            ),
+            ("num_train_epochs", None, "num_train_epochs: 3 is the default and softmax_dpo.sh's"),
+            ("lr_scheduler_type", "cosine", "softmax_dpo.py"),
+            ("warmup_steps", 0.05, "softmax_dpo.py: warmup_ratio 0.05"),
+            ("max_grad_norm", 0.3, "softmax_dpo.py"),
+        ],
+        [
+            ("load_in_4bit", True, "softmax_dpo.py trains a 4-bit NF4 base (QLoRA)"),
+            ("lora_r", 8, "sft.py's LoRA (the adapter S-DPO continues)"),
+            ("lora_dropout", 0.1, "sft.py's LoRA"),
+        ],
+        "S-DPO (Chen et al. 2024, arXiv 2406.09215; softmax_dpo.sh/.py of the official repo): LLaMA2-7B "
+        "after SFT, QLoRA, beta 1, 3 negatives, lr 1e-5, 128 prompts a step, 3 epochs; the full-fine-tuning "
+        "variant is not in the paper (its rate, 1e-6, is ours)",
+        "QLoRA: ~5 A100-80GB-hours per 10k users (4 sequences of ~300 tokens a prompt, 3 epochs); full "
+        "ZeRO-3: ~3x that",
+        "rewards/accuracies and rewards/margins rise; the paper reports S-DPO above DPO in HitRatio@1 on "
+        "LastFM, MovieLens and Goodreads; `alignkit eval preference` gives the held-out likelihood ranking",
+    ),
+    ("ultrafeedback", "lipo"): (
+        "lipo",
+        "LiPO-lambda on UltraFeedback's graded lists (K = 4)",
+        [
+            ZEPHYR_MODEL,
+            ("beta", None, "beta: 0.05 is the default and the LiPO paper's (Sec. 4)"),
+            ("loss_type", None, "loss_type: lambda (LiPO-lambda) is the default"),
+            (
+                "per_device_train_batch_size",
+                4,
+                "4 lists a device x 8 GPUs = 32 lists a step (LiPO's batch 32)",
+            ),
+            *ZEPHYR_ROWS,
+        ],
+        LORA_7B_RATE,
+        "LiPO (Liu et al. 2024, arXiv 2402.01878, Sec. 4 / App. B): beta 0.05, LiPO-lambda, batch 32 lists; "
+        "the paper trains T5 (lr 2e-5, Adafactor) on TL;DR / HH / OpenAssistant, so the model, data and rate "
+        "here follow Zephyr-7B-beta's DPO on the same prompts",
+        "full ZeRO-3: ~30 A100-80GB-hours for one epoch (61k lists x 4 completions of <= 1024 tokens); "
+        "LoRA: about half",
+        "NDCG and ranking accuracy of the held-out lists rise over the SFT model; LiPO's claim is "
+        "LiPO-lambda >= DPO_BT on the same lists (compare with dpo_*.yaml here)",
+    ),
+    ("ultrafeedback", "dpo"): (
+        "dpo",
+        "DPO on every strictly ordered pair of UltraFeedback's lists (LiPO's DPO_BT baseline)",
+        [
+            ZEPHYR_MODEL,
+            ("dataset_preset", "ultrafeedback?view=pairs", "every strictly ordered pair of each list"),
+            LIPO_BETA,
+            *ZEPHYR_PAIR_ROWS,
+        ],
+        LORA_7B_RATE,
+        "DPO_BT of LiPO (arXiv 2402.01878, Sec. 4: pairwise baselines use all pairs of the list), beta 0.05; "
+        "Zephyr-7B-beta's DPO settings for this model (alignment-handbook config_full.yaml)",
+        "full ZeRO-3: ~60 A100-80GB-hours for one epoch (~5 pairs per list); LoRA: about half",
+        "reward accuracy and margins on held-out pairs rise; LiPO's ordering is LiPO-lambda >= DPO_BT",
+    ),
+    ("nectar", "lipo"): (
+        "lipo",
+        "LiPO-lambda on Nectar's 7-wise rankings",
+        [
+            ZEPHYR_MODEL,
+            ("beta", None, "beta: 0.05 is the default and the LiPO paper's (Sec. 4)"),
+            (
+                "per_device_train_batch_size",
+                2,
+                "2 lists of 7 a device x 2 x 8 GPUs = 32 lists a step (LiPO's batch 32)",
+            ),
+            ("gradient_accumulation_steps", 2, "with 8 GPUs: 32 lists a step"),
+            *ZEPHYR_ROWS,
+        ],
+        LORA_7B_RATE,
+        "LiPO (arXiv 2402.01878): beta 0.05, LiPO-lambda, batch 32 lists, K = 7 here (the paper's ablation "
+        "covers K 2-32; ranks become labels by the paper's averaging, App. A); model and rate as Zephyr's DPO",
+        "full ZeRO-3: ~150 A100-80GB-hours for one epoch (174k lists x 7 answers); LoRA: about half; "
+        "subsample with --train_dataset_split 'train[:20%]' for a first run",
+        "NDCG of the held-out rankings rises; LiPO's claim is LiPO-lambda >= DPO_BT",
+    ),
+    ("nectar", "dpo"): (
+        "dpo",
+        "DPO on every strictly ordered pair of Nectar's rankings (LiPO's DPO_BT baseline)",
+        [
+            ZEPHYR_MODEL,
+            ("dataset_preset", "nectar?view=pairs", "21 pairs per prompt (Nectar's 3.8M comparisons)"),
+            LIPO_BETA,
+            *ZEPHYR_PAIR_ROWS,
+        ],
+        LORA_7B_RATE,
+        "DPO_BT of LiPO (all pairs of the list), beta 0.05, Zephyr-7B-beta's DPO settings",
+        "full ZeRO-3: ~500 A100-80GB-hours for one epoch of the 3.6M pairs; subsample with "
+        "--train_dataset_split 'train[:10%]' for a first run",
+        "reward accuracy on held-out pairs rises; LiPO's ordering is LiPO-lambda >= DPO_BT",
+    ),
+    ("pku_saferlhf", "d2o"): (
+        "d2o",
+        "D2O: the model's own samples preferred over PKU-SafeRLHF's unsafe replies",
+        D2O_ROWS + [("train_dataset_split", None, "train_dataset_split: train is the default")],
+        LORA_7B_RATE,
+        "D2O (Duan et al. 2024, arXiv 2403.03419) trains on PKU-SafeRLHF's harmful replies with K self-samples; "
+        "beta/alpha/K here are the reimplementation's (RECONSTRUCTION, align spec 4(d)), the method section "
+        "could not be checked",
+        "full ZeRO-3: ~25 A100-80GB-hours (sampling 11 replies of <= 256 tokens per prompt dominates; "
+        "sampling_backend: vllm cuts it); LoRA: about half",
+        "logratio/rejected falls well below logratio/sample; on the held-out pairs the safer reply's "
+        "likelihood rises relative to the other (the safer pairs of the evaluation command)",
+    ),
+    ("hh_harmless", "d2o"): (
+        "d2o",
+        "D2O: the model's own samples preferred over HH-RLHF harmless-base's rejected replies",
+        D2O_ROWS,
+        LORA_7B_RATE,
+        "D2O (arXiv 2403.03419) on human negatives; HH harmless-base as the negatives-only set the issue asks "
+        "for; defaults are the reimplementation's (RECONSTRUCTION, spec 4(d))",
+        "full ZeRO-3: ~35 A100-80GB-hours for 42k dialogues (sampling dominates); LoRA: about half",
+        "logratio/rejected falls below logratio/sample; held-out chosen replies gain likelihood over the "
+        "rejected ones",
+    ),
+    ("ultrafeedback_binarized", "dpop"): (
+        "dpo",
+        "DPO-Positive (DPOP): DPO with a penalty when the chosen log-prob falls below the reference",
+        [
+            ZEPHYR_MODEL,
+            ("dpop_lambda", 50.0, "Smaug's lambda (arXiv 2402.13228 Sec. 5.2; the authors' code uses 50)"),
+            ("beta", None, "beta: 0.1 is the dpo default (TRL's)"),
+            *ZEPHYR_PAIR_ROWS,
+        ],
+        LORA_7B_RATE,
+        "DPOP (Pal et al. 2024, arXiv 2402.13228): lambda 50 inside the sigmoid; Zephyr-7B-beta's DPO "
+        "settings on the same pairs",
+        "full ZeRO-3: ~12 A100-80GB-hours for one epoch of 61k pairs; LoRA: about half",
+        "unlike plain DPO, logps/chosen stays near the reference (DPOP's point) while rewards/accuracies rise",
+    ),
+}
+
+
+def real_alignment_recipes() -> dict[str, str]:
+    out = {}
+    for (folder, stem), (method, title, rows, lora_rows, paper, cost, expected) in REAL_ALIGN.items():
+        data_rows, eval_args, data_words = REAL_DATA[folder]
+        for variant in ("lora", "full"):
+            path = f"{folder}/{stem}_{variant}.yaml"
+            out_dir = f"runs/{folder}/{stem}_{variant}"
+            variant_rows = REAL_LORA + lora_rows if variant == "lora" else []
+            if method == "softmax_dpo" and variant == "full":
+                variant_rows = [
+                    (
+                        "learning_rate",
+                        1.0e-6,
+                        "full fine-tuning is not in the paper: 10x below its LoRA rate (ours)",
+                    )
+                ]
+            body = _merge(
+                [("method", method, f"alignkit train --method {method} --help lists its keys")],
+                rows[:1] if rows[0][0] == "model_name_or_path" else [],
+                data_rows,
+                REAL_COMMON,
+                rows,
+                variant_rows,
+                [("output_dir", out_dir, "model, alignkit_recipe.yaml and run_info.json land here")],
+            )
+            model = next(v for k, v, _ in body if k == "model_name_or_path")
+            if variant == "lora":
+                launch = [
+                    f"Run (1 GPU):   alignkit train recipes/{path}",
+                    "Run (4 GPUs):  accelerate launch --config_file accelerate_configs/multi_gpu.yaml --num_processes 4 \\",
+                    f"                 -m alignkit.cli train recipes/{path}",
+                ]
+            else:
+                launch = [
+                    "Run (8 GPUs, ZeRO-3): accelerate launch --config_file accelerate_configs/zero3.yaml --num_processes 8 \\",
+                    f"                 -m alignkit.cli train recipes/{path}",
+                    "               (fewer GPUs: raise --gradient_accumulation_steps to keep the batch)",
+                ]
+            header = [
+                f"{data_words}: {title}, {'LoRA adapters' if variant == 'lora' else 'full fine-tuning'} of {model}.",
+                "",
+                *launch,
+                f"Evaluate:      alignkit eval preference --model {out_dir} --ref-model {model} \\",
+                f"                 {eval_args}",
+                "",
+                f"Paper setting: {paper}.",
+                f"Expected cost (estimate, not measured): {cost}.",
+                f"Expected: {expected}.",
+                "Offline: point train_dataset at a local copy in the same layout (a file, or a folder of the Hub",
+                "repository's files); the preset reads both the same way.",
+            ]
+            out[path] = _file(header, body)
+    return out
+
+
 # -------------------------------------------------------------------------------------- rendering
 
 
@@ -940,7 +1288,13 @@ def generated_recipes() -> dict[str, str]:
 
 def render_all() -> dict[str, str]:
     """``{path relative to recipes/: text}`` of every generated recipe."""
-    return {**tofu_recipes(), **muse_recipes(), **generated_recipes(), **alignment_recipes()}
+    return {
+        **tofu_recipes(),
+        **muse_recipes(),
+        **generated_recipes(),
+        **alignment_recipes(),
+        **real_alignment_recipes(),
+    }
 
 
 def generated_paths() -> list[Path]:

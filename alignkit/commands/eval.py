@@ -354,6 +354,12 @@ With --task (a synthetic task with an exact scorer): HitRatio@1 of greedy recomm
 (recommendation), NDCG and Kendall tau of the likelihood order against the graded labels
 (graded_list), flagged rate of greedy replies (safety). Writes PREFERENCE_EVAL.json (per-row
 values), PREFERENCE_SUMMARY.json and ranking_accuracy.png into --output-dir.
+
+With --judge (and --ref-model): the win rate of the model's greedy answers against the reference
+model's, judged pairwise (both orders; a verdict that flips with the order is a tie, the flip rate
+is reported) or pointwise (each answer scored alone). --dataset-preset reads a public dataset in its
+published layout (e.g. --data HuggingFaceH4/ultrafeedback_binarized --dataset-preset
+ultrafeedback_binarized --data-split test_prefs).
 """
 
 TASKS = ("recommendation", "graded_list", "safety")
@@ -378,6 +384,16 @@ def add_preference_parser(subparsers) -> None:
     data.add_argument("--task", choices=TASKS, help="Generate a synthetic task with an exact scorer.")
     p.add_argument("--data-config", help="Dataset config (Hub datasets, or a folder's <config>.json).")
     p.add_argument(
+        "--dataset-preset",
+        help="Read --data in a public dataset's published layout (alignkit.data.presets), e.g. "
+        "ultrafeedback_binarized, nectar, 'pku_saferlhf?shape=safer'.",
+    )
+    p.add_argument(
+        "--data-split",
+        default="train",
+        help="Split of --data (default train); use the held-out one, e.g. test_prefs or test.",
+    )
+    p.add_argument(
         "--num-prompts", type=int, default=50, help="Prompts of the generated --task (default 50)."
     )
     p.add_argument(
@@ -400,6 +416,21 @@ def add_preference_parser(subparsers) -> None:
     p.add_argument(
         "--output-dir", help="Where to write the logs (default runs/eval/preference/<model name>)."
     )
+    p.add_argument(
+        "--judge",
+        help="Judge greedy answers of --model against --ref-model's (win rate): python:module:function, "
+        "reward:<reward model id or folder>, or chat:<chat model id or folder> (alignkit.eval.judge).",
+    )
+    p.add_argument(
+        "--judge-protocol",
+        default="pairwise",
+        choices=("pairwise", "pointwise"),
+        help="pairwise (default): the judge compares both answers, in both orders; a verdict that flips "
+        "with the order is a tie and the flip rate is reported. pointwise: each answer scored alone.",
+    )
+    p.add_argument(
+        "--judge-max-new-tokens", type=int, default=128, help="Answer length for the judge (default 128)."
+    )
     p.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
     p.set_defaults(func=run_preference)
 
@@ -408,6 +439,7 @@ def run_preference(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from alignkit.errors import UserError
     from alignkit.eval.preference import evaluate_preference
 
     console = Console(stderr=True)
@@ -427,24 +459,43 @@ def run_preference(args) -> int:
         task = full.split(args.skip)[1]
         rows = task.records
     else:
-        from alignkit.launch.sources import SourceError, load_source
+        from alignkit.launch.sources import load_source
 
         try:
-            rows = list(load_source(args.data, args.data_config))
-        except SourceError as err:
+            if args.dataset_preset:
+                from alignkit.data.presets import load_preset_rows
+
+                rows = list(
+                    load_preset_rows(args.data, args.dataset_preset, args.data_config, args.data_split)
+                )
+            else:
+                rows = list(load_source(args.data, args.data_config, args.data_split))
+        except (UserError, FileNotFoundError) as err:
             console.print(f"[bold red]error:[/] --data: {err}")
             return 2
+    if args.judge and not args.ref_model:
+        console.print(
+            "[bold red]error:[/] --judge compares against the reference's answers: add --ref-model."
+        )
+        return 2
     output_dir = Path(args.output_dir or Path("runs/eval/preference") / Path(args.model).name)
-    result = evaluate_preference(
-        args.model,
-        rows,
-        ref_model=args.ref_model,
-        beta=args.beta,
-        task=task,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        progress=not args.no_progress,
-    )
+    try:
+        result = evaluate_preference(
+            args.model,
+            rows,
+            ref_model=args.ref_model,
+            beta=args.beta,
+            task=task,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            progress=not args.no_progress,
+            judge=args.judge,
+            judge_protocol=args.judge_protocol,
+            judge_max_new_tokens=args.judge_max_new_tokens,
+        )
+    except UserError as err:
+        console.print(f"[bold red]error:[/] {err}")
+        return 2
     paths = result.save(output_dir)
     table = Table(title=f"Preference evaluation - {args.model}")
     table.add_column("metric")

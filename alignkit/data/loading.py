@@ -171,6 +171,12 @@ def prepare_dataset(
             name,
             ", ".join(f"`{f}`" for f in ignored),
         )
+    if "chosen" in fields and "rejected" in fields and "prompt" not in fields:
+        logger.info(
+            "%s: no `prompt` field: each row's prompt is the shared prefix of `chosen` and `rejected` "
+            "(TRL's implicit-prompt form, split by trl.data_utils.extract_prompt).",
+            name,
+        )
     skipped: list[str] = []
 
     def encode_batch(batch: dict, indices: list[int]) -> dict:

@@ -7,6 +7,9 @@ form:
 shape                fields                                        roles of the completions
 ===================  ============================================  ===========================
 pairwise (TRL)       ``prompt``, ``chosen``, ``rejected``          chosen, rejected
+implicit prompt      ``chosen``, ``rejected`` as whole dialogues   chosen, rejected (the prompt
+(TRL, HH-RLHF)       sharing the prompt (no ``prompt`` field)      is their shared prefix, split
+                                                                   by TRL's ``extract_prompt``)
 1-vs-N (S-DPO)       ``prompt``, ``chosen``, ``rejected`` (list)   chosen, rejected x N
 ranked / graded      ``prompt``, ``completions`` + ``scores``      ranked x K (kept as given,
                      (floats, higher is better), ``ranks``         ``score_kind`` says which)
@@ -144,7 +147,10 @@ SHAPE_FIELDS = {
     "completion/label": ("completion", "label"),
 }
 PROMPTLESS_FIELDS = ("question", "answer", "messages", "text")
-KNOWN_FIELDS = frozenset(["prompt", *(f for fields in SHAPE_FIELDS.values() for f in fields)])
+# Fields carried along unchanged into ``PreferenceRecord.extra`` (no shape reads them): GSM8K's
+# ``final_answer`` (alignkit.data.presets) is what a verifier compares a generation against.
+EXTRA_FIELDS = ("final_answer",)
+KNOWN_FIELDS = frozenset(["prompt", *EXTRA_FIELDS, *(f for fields in SHAPE_FIELDS.values() for f in fields)])
 
 
 def unknown_fields(keys) -> list[str]:
@@ -198,6 +204,55 @@ def _check_labels(values: Any, k: int, err) -> list[float]:
     return labels
 
 
+def _is_single(value: Any) -> bool:
+    """One completion (a string or one conversation), not a list of them (a 1-vs-N row)."""
+    return isinstance(value, str) or _is_messages(value)
+
+
+def split_implicit_prompt(row: dict, err) -> dict:
+    """TRL's implicit-prompt form: ``chosen``/``rejected`` as whole dialogues sharing the prompt.
+
+    Uses TRL's own ``maybe_extract_prompt`` (the rule ``DPOTrainer`` applies, so a file gives the
+    same prompt and completions here as in TRL): when there is no ``prompt`` field, or a plain-text
+    one beside conversational dialogues (ultrafeedback_binarized's layout), the prompt is the longest
+    common prefix of the two dialogues (characters, or whole messages), less a trailing space. A
+    row with a ``prompt`` of the same form is returned unchanged.
+    """
+    prompt = row.get("prompt")
+    if prompt is not None and (_is_messages(prompt) or not _is_messages(row["chosen"])):
+        # An explicit prompt of the same form (TRL's test too), or a mix no dialogue explains
+        # (the shape checks name it): nothing implicit.
+        return row
+    chosen = _check_text(row["chosen"], err, "chosen")
+    rejected = _check_text(row["rejected"], err, "rejected")
+    if isinstance(chosen, list) != isinstance(rejected, list):
+        raise err("rejected", "mixes conversational and plain-text formats with `chosen`")
+    from trl.data_utils import maybe_extract_prompt
+
+    split = maybe_extract_prompt(dict(row))
+    if chosen == rejected:
+        raise err("rejected", "is identical to `chosen`, so no prompt/completion split exists; drop the row")
+    shorter = min(len(chosen), len(rejected))
+    if chosen[:shorter] == rejected[:shorter]:
+        # TRL's loop then finds no differing position and cuts one character/message short of the
+        # shorter dialogue, leaving a meaningless split; refuse it instead.
+        raise err(
+            "chosen" if len(chosen) == shorter else "rejected",
+            "is a prefix of the other dialogue, so the implicit prompt cannot be separated from the "
+            "completions; add a `prompt` field",
+        )
+    if not split["prompt"] or (isinstance(split["prompt"], str) and not split["prompt"].strip()):
+        raise err(
+            "prompt",
+            "is missing and `chosen`/`rejected` share no prefix to extract it from (TRL's implicit-prompt "
+            "rule); add a `prompt` field",
+        )
+    for name in ("chosen", "rejected"):
+        if isinstance(split[name], str) and not split[name].strip():
+            raise err(name, "is empty once the shared prefix (the implicit prompt) is removed")
+    return {**{k: v for k, v in row.items() if k != "prompt"}, **split}
+
+
 def normalize_record(row: dict, *, index: int, source: str = "dataset") -> PreferenceRecord:
     """Turn one input row of any accepted shape into a ``PreferenceRecord``."""
 
@@ -212,7 +267,8 @@ def normalize_record(row: dict, *, index: int, source: str = "dataset") -> Prefe
     if "question" in keys or ("answer" in keys and "prompt" not in keys):
         question = _check_plain(row.get("question"), err, "question")
         answer = _check_plain(row.get("answer"), err, "answer")
-        return PreferenceRecord(question, [answer], ["answer"], is_qa=True)
+        extra = {k: row[k] for k in EXTRA_FIELDS if k in keys}
+        return PreferenceRecord(question, [answer], ["answer"], is_qa=True, extra=extra)
 
     if "messages" in keys:
         messages = _check_text(row["messages"], err, "messages")
@@ -225,6 +281,9 @@ def normalize_record(row: dict, *, index: int, source: str = "dataset") -> Prefe
     if "text" in keys and "prompt" not in keys:
         return PreferenceRecord("", [_check_plain(row["text"], err, "text")], ["answer"])
 
+    if "chosen" in keys and "rejected" in keys and _is_single(row["rejected"]):
+        row = split_implicit_prompt(row, err)
+        keys = {k for k, v in row.items() if v is not None}
     if "prompt" not in keys:
         raise err("prompt", f"is missing; the row has fields {sorted(row)}")
     prompt = _check_text(row["prompt"], err, "prompt")

@@ -5,7 +5,9 @@ Definitions (``shared/design/methods-alignment.md`` §6.1, after Chen et al., ar
 * **ranking accuracy** ``R = mean 1[lp(y_w) >= lp(y_l)]`` over every strictly ordered pair, from the
   *policy* likelihood (ties count as correct); ``R~`` uses ``lp/|y|``. A pair whose rater share is
   ``alpha = 0.5`` is correct iff ``|pi(y_w) - pi(y_l)| < 0.01`` in probability space (App. C.1).
-  For lists, ``list_exact_match`` is 1 when the likelihood order equals the label order (App. A.6).
+  For lists, ``list_exact_match`` is 1 when the likelihood order equals the label order (App. A.6);
+  for 1-vs-N rows, ``top1_likelihood_accuracy`` is 1 when the chosen item is strictly the most likely
+  candidate (S-DPO's HitRatio@1, read from the likelihood instead of a generation).
 * **idealized ranking accuracy** ``R* = mean 1[(lr_w - lr_l) + (1/beta) log(alpha/(1-alpha)) > 0]``
   (Thm 3.1; ``1 - alpha = 0`` is replaced by 0.001 as the official code does), reported as
   min / median / max over beta in {0.01, 0.1, 1, 5, 10}; it needs a reference model. ``alpha`` is
@@ -144,14 +146,46 @@ def _label_values(record) -> list[float] | None:
     return [-v for v in record.scores] if record.score_kind == "ranks" else list(record.scores)
 
 
+def _as_text(record, tokenizer) -> tuple[str, list[str]]:
+    """A conversational record as (prompt text, completion texts), rendered by the chat template as
+    the collator renders it for training; a plain record as it is."""
+    if not record.conversational:
+        return record.prompt, list(record.completions)
+    from alignkit.data.prompt_format import PromptFormat
+
+    fmt = PromptFormat.for_tokenizer(tokenizer)
+    prompt = fmt.render_messages(tokenizer, record.prompt, add_generation_prompt=True)
+    full = [
+        fmt.render_messages(tokenizer, record.prompt + c, add_generation_prompt=False)
+        for c in record.completions
+    ]
+    return prompt, [text[len(prompt) :] if text.startswith(prompt) else text for text in full]
+
+
 def _score_rows(model, tokenizer, records, batch_size, progress, what):
     from alignkit.eval.scoring import score_texts
 
-    prompts = [r.prompt for r in records for _ in r.completions]
-    targets = [c for r in records for c in r.completions]
-    scored = score_texts(
-        model, tokenizer, prompts, targets, batch_size=batch_size, progress=progress(what, len(targets))
-    )
+    texts = [_as_text(r, tokenizer) for r in records]
+    prompts = [p for (p, comps) in texts for _ in comps]
+    targets = [c for _, comps in texts for c in comps]
+    chat = [r.conversational for r in records for _ in r.completions]
+    scored = [None] * len(targets)
+    bar = progress(what, len(targets))
+    for conversational in (False, True):  # chat-template text already holds its special tokens
+        idx = [i for i, c in enumerate(chat) if c == conversational]
+        if not idx:
+            continue
+        out = score_texts(
+            model,
+            tokenizer,
+            [prompts[i] for i in idx],
+            [targets[i] for i in idx],
+            batch_size=batch_size,
+            add_special_tokens=not conversational,  # EOS is appended to every answer, as in training
+            progress=bar,
+        )
+        for i, item in zip(idx, out, strict=True):
+            scored[i] = item
     logps = [float(s.token_logps.double().sum()) for s in scored]
     lengths = [len(s.target_ids) for s in scored]
     out, start = [], 0
@@ -173,12 +207,18 @@ def evaluate_preference(
     batch_size: int = 16,
     max_new_tokens: int = 24,
     progress=True,
+    judge=None,
+    judge_protocol: str = "pairwise",
+    judge_max_new_tokens: int = 128,
 ) -> PreferenceResult:
     """Evaluate ``model`` (path or model) on preference ``rows`` of any shape the collator accepts.
 
     ``ref_model`` adds reward accuracy / margins and the idealized ranking accuracy. ``task``: a
     :class:`~alignkit.data.synthetic.preference.PreferenceTask` whose records are ``rows``, for the
-    exact task metrics (greedy generations for recommendation and safety).
+    exact task metrics (greedy generations for recommendation and safety). ``judge`` (a
+    :class:`~alignkit.eval.judge.Judge`, a callable or a ``python:``/``reward:``/``chat:`` spec) adds
+    the win rate of the model's greedy answers against ``ref_model``'s under ``judge_protocol``
+    (:mod:`alignkit.eval.judge`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -192,6 +232,13 @@ def evaluate_preference(
     if tokenizer is None:
         raise ValueError("evaluate_preference: pass `tokenizer` when `model` is an in-memory model.")
     records = [normalize_record(dict(r), index=i, source="eval rows") for i, r in enumerate(rows)]
+    if judge is not None:
+        from alignkit.eval.judge import load_judge
+
+        if ref_model is None:
+            raise ValueError("evaluate_preference: a judge's win rate compares against `ref_model`; pass it.")
+        judge = load_judge(judge, judge_protocol)
+    judged = None
     with StageProgress(progress) as bars:
 
         def stage(what, total):
@@ -216,12 +263,32 @@ def evaluate_preference(
                 batch_size=batch_size,
                 progress=stage("greedy generations", len(records)),
             )
-    return _aggregate(records, rows, policy, reference, generations, task, beta)
+        if judge is not None:
+            from alignkit.eval.judge import judge_generations
+
+            judged = judge_generations(
+                model,
+                ref_model,
+                tokenizer,
+                records,
+                judge,
+                protocol=judge_protocol,
+                max_new_tokens=judge_max_new_tokens,
+                batch_size=batch_size,
+                stage=stage,
+            )
+    result = _aggregate(records, rows, policy, reference, generations, task, beta)
+    if judged is not None:
+        result.summary.update(judged.summary)
+        for entry, verdict in zip(result.rows, judged.rows, strict=True):
+            entry["judge"] = {k: v for k, v in verdict.items() if k != "index"}
+    return result
 
 
 def _aggregate(records, rows, policy, reference, generations, task, beta) -> PreferenceResult:
     per_row, lp_w, lp_l, n_w, n_l, alphas, lr_w, lr_l = [], [], [], [], [], [], [], []
     exact, ndcgs, taus = [], [], []
+    top1 = []  # 1-vs-N rows: the chosen item is the most likely of all candidates
     for i, record in enumerate(records):
         lps, lengths = policy[i]
         pairs = _pairs(record)
@@ -233,6 +300,8 @@ def _aggregate(records, rows, policy, reference, generations, task, beta) -> Pre
             alphas.append(alpha)
             if reference is not None:
                 lr_w.append(reference[i][0][a]), lr_l.append(reference[i][0][b])
+        if record.roles[:1] == ["chosen"] and record.roles.count("rejected") > 1:
+            top1.append(float(lps[0] > max(lps[1:])))
         labels = _label_values(record)
         if labels is not None and len(labels) > 1:
             order = sorted(range(len(lps)), key=lambda j: (-lps[j], j))
@@ -274,6 +343,8 @@ def _aggregate(records, rows, policy, reference, generations, task, beta) -> Pre
                 summary["idealized_ranking_accuracy"]["median"] - summary["ranking_accuracy"]
             )
             summary["difficulty_threshold_mean"] = float(difficulty_thresholds(rw, rl, beta).mean())
+    if top1:  # S-DPO's HitRatio@1 read from the likelihood over the candidate answers
+        summary["top1_likelihood_accuracy"] = mean(top1)
     if exact:
         summary["list_exact_match"] = mean(exact)
         summary["ndcg"] = mean(ndcgs)
@@ -317,6 +388,9 @@ def _plot(result: PreferenceResult, path: Path) -> bool:
             "list_exact_match",
             "ndcg",
             "hit_ratio_at_1",
+            "top1_likelihood_accuracy",
+            "win_rate",
+            "flip_rate",
         )
         if isinstance(result.summary.get(k), float)
     ]

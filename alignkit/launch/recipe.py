@@ -94,6 +94,15 @@ class RecipeArguments:
             "under ZeRO-3 the starting model reloaded from its path)."
         },
     )
+    dataset_preset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Read train_dataset/eval_dataset in a public dataset's published layout and map it to "
+            "alignkit's rows: ultrafeedback, ultrafeedback_binarized, nectar, helpsteer2, hh_rlhf, "
+            "pku_saferlhf, gsm8k, sdpo; options as a query, e.g. 'ultrafeedback?score=helpfulness' "
+            "(alignkit.data.presets)."
+        },
+    )
     text_chunk_tokens: int | None = field(
         default=None,
         metadata={
@@ -462,6 +471,13 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
                 raise SourceError(f"{value!r}: only `model_name_or_path` may be synthetic.")
     except SourceError as err:
         raise RecipeError(f"{where}: {err}") from None
+    if s.dataset_preset:
+        from alignkit.data.presets import PresetError, parse_preset
+
+        try:
+            parse_preset(s.dataset_preset)
+        except PresetError as err:
+            raise RecipeError(f"{where}: `dataset_preset`: {err}") from None
     if (m.load_in_4bit or m.load_in_8bit) and not m.use_peft:
         raise RecipeError(
             f"{where}: `load_in_4bit`/`load_in_8bit` quantize the base weights, which then cannot be trained; "

@@ -88,7 +88,15 @@ def load_datasets(recipe: Recipe, tokenizer=None) -> dict[str, Any]:
         source = getattr(s, f"{role}_dataset")
         if not source:
             continue
-        rows = load_source(source, getattr(s, f"{role}_dataset_config"), getattr(s, f"{role}_dataset_split"))
+        config, split = getattr(s, f"{role}_dataset_config"), getattr(s, f"{role}_dataset_split")
+        if s.dataset_preset and role in ("train", "eval"):  # the retain set keeps its own shape
+            from alignkit.data.presets import load_preset_rows
+
+            rows = load_preset_rows(
+                source, s.dataset_preset, config, split, on_invalid=recipe.training.on_invalid
+            )
+        else:
+            rows = load_source(source, config, split)
         if s.text_chunk_tokens and tokenizer is not None:
             rows = chunk_text_rows(rows, tokenizer, s.text_chunk_tokens)
         out[role] = rows
