@@ -629,6 +629,60 @@ def alignment_recipes() -> dict[str, str]:
     return out
 
 
+# ---------------------------------------------------------- unlearning harmful outputs, synthetic
+
+# (file stem) -> (method, data, what the data is, title, rows, expected). The safety task's prompts with
+# their harmless reply as chosen and flagged replies as rejected (alignkit.data.synthetic.harmful).
+HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str]] = {
+    "harmless_response_wpn": (
+        "wpn",
+        "synthetic:harmless_response?num_prompts=200&negatives_per_prompt=2",
+        "200 prompts, each with its harmless reply (chosen) and 2 flagged replies (rejected)",
+        "WPN, the prompt's pooled final state towards the harmless reply and away from the flagged ones",
+        [
+            ("learning_rate", 1.0e-4, "a tiny model moves within the run; ours (§6 d: 1e-5 for a real LLM)"),
+            ("max_steps", 50, "two epochs of 25 steps at the default batch of 8"),
+            ("temperature", None, "temperature: 0.1 is the default (ours; §6 d)"),
+            ("logging_steps", 25, "one line per epoch"),
+            ("save_strategy", "no", "minutes-long run: no checkpoints"),
+        ],
+        "measured (first -> last epoch of the log): loss 0.42 -> 0.0049; in the last epoch wpn/solved 1.0, "
+        "wpn/cos_positive 0.71, wpn/cos_negative_max 0.06 (~140 s on a busy machine); the log-probs barely "
+        "move (a representation loss: compare generations, docs/results.md)",
+    ),
+}
+
+
+def harmful_recipes() -> dict[str, str]:
+    out = {}
+    for stem, (method, data, what, title, rows, expected) in HARMFUL_RECIPES.items():
+        path = f"synthetic_harmful/{stem}.yaml"
+        out_dir = f"runs/synthetic_harmful/{stem}"
+        body = _merge(
+            [("method", method, f"alignkit train --method {method} --help lists its keys")],
+            [("train_dataset", data, what)],
+            [
+                (
+                    "model_name_or_path",
+                    "synthetic:tiny?vocab_size=512",
+                    "a tiny Llama; its tokenizer is trained on this data",
+                )
+            ],
+            rows,
+            [("output_dir", out_dir, "where the run lands")],
+        )
+        header = [
+            f"Synthetic harmful-output unlearning (offline, CPU): {title}.",
+            "",
+            f"Run:      alignkit train recipes/{path}",
+            f"Evaluate: alignkit eval preference --model {out_dir} --task safety (flagged rate of greedy replies)",
+            "",
+            f"Expected: {expected}.",
+        ]
+        out[path] = _file(header, body)
+    return out
+
+
 # -------------------------------------------------------------------------------------- rendering
 
 
@@ -940,7 +994,13 @@ def generated_recipes() -> dict[str, str]:
 
 def render_all() -> dict[str, str]:
     """``{path relative to recipes/: text}`` of every generated recipe."""
-    return {**tofu_recipes(), **muse_recipes(), **generated_recipes(), **alignment_recipes()}
+    return {
+        **tofu_recipes(),
+        **muse_recipes(),
+        **generated_recipes(),
+        **alignment_recipes(),
+        **harmful_recipes(),
+    }
 
 
 def generated_paths() -> list[Path]:

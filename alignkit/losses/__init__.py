@@ -40,6 +40,7 @@ from alignkit.losses.unlearning import (
     retain_kl_loss,
     simnpo_loss,
 )
+from alignkit.losses.wpn import WPN_SIMILARITIES, position_weighted_pool, wpn_loss
 
 __all__ = [
     "IDK_ANSWERS",
@@ -80,4 +81,7 @@ __all__ = [
     "simnpo_loss",
     "softmax_dpo_loss",
     "token_mean",
+    "WPN_SIMILARITIES",
+    "position_weighted_pool",
+    "wpn_loss",
 ]
