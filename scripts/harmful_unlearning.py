@@ -1,0 +1,156 @@
+"""Unlearning harmful outputs on synthetic stand-ins, over seeds (docs/results.md, "Harmful outputs").
+
+    PYTHONPATH=. nice -n 10 python scripts/harmful_unlearning.py side-effects --seeds 0 1 2 --out runs/harm
+    PYTHONPATH=. nice -n 10 python scripts/harmful_unlearning.py wpn --seeds 0 1 2 --out runs/harm
+    PYTHONPATH=. nice -n 10 python scripts/harmful_unlearning.py u2a --seeds 0 1 2 --out runs/harm
+
+* ``side-effects`` (arXiv 2511.14017, §8): a tiny Llama taught to refuse harmful requests in seven domains
+  (alignkit.data.synthetic.refusal), refusal unlearned on Safety (comply_sft), then contained with 8
+  retain refusals from each of Toxicity and Bias; ``alignkit.eval.side_effects`` on the three models.
+* ``wpn`` (arXiv 2408.09459): from a model SFT'd on flagged and harmless replies (scripts/d2o_safety.py's
+  set-up), WPN vs NPO vs D²O at the same steps: flagged rate, on-topic rate, safe-reply log-prob.
+* ``u2a`` (arXiv 2504.06659): NPO on a planted mix of negatives (flagged replies, helpful to unlearn;
+  harmless replies, harmful to unlearn), with and without U2A's weights.
+
+Each part writes ``<out>/<part>/results.json`` and prints a table with mean ± sd over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from alignkit.models import build_tiny_model
+from alignkit.trainers import get_method
+
+
+def train(method, model_path, rows, out: Path, seed: int, *, trainer_cls=None, trainer_kwargs=None, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = get_method(method)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    args = spec.make_config(
+        output_dir=str(out), save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
+        logging_steps=10, seed=seed, **kwargs,
+    )  # fmt: skip
+    trainer = (trainer_cls or spec.trainer_cls)(
+        model=AutoModelForCausalLM.from_pretrained(model_path),
+        args=args,
+        train_dataset=rows,
+        processing_class=tokenizer,
+        **(trainer_kwargs or {}),
+    )
+    trainer.train()
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(out)
+    return out, trainer
+
+
+def mean_sd(values: list[float]) -> str:
+    values = [v for v in values if v == v]
+    if not values:
+        return "n/a"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
+
+
+# ------------------------------------------------------------------------------------ side effects
+
+
+def side_effects_seed(seed: int, out: Path, a) -> dict:
+    from alignkit.data.synthetic import refusal as rs
+    from alignkit.eval.side_effects import evaluate_side_effects
+
+    data = rs.refusal_domains(seed=seed)
+    folder = rs.write_domain_files(data, out / "domains")
+    base = build_tiny_model(rs.corpus(data), out / "base", vocab_size=512, num_hidden_layers=4, seed=seed)
+    sft_kwargs = dict(
+        learning_rate=1e-2, per_device_train_batch_size=16, lr_scheduler_type="cosine", warmup_steps=10
+    )
+    aligned, _ = train(
+        "finetune",
+        base,
+        rs.aligned_sft_rows(data),
+        out / "aligned",
+        seed,
+        num_train_epochs=a.sft_epochs,
+        **sft_kwargs,
+    )
+    unlearn_rows = rs.refusal_unlearning_rows(data, a.target)
+    kwargs = dict(
+        learning_rate=a.lr, per_device_train_batch_size=8, max_steps=a.steps, lr_scheduler_type="constant"
+    )
+    unlearned, _ = train("finetune", aligned, unlearn_rows, out / "unlearned", seed, **kwargs)
+    contain = rs.containment_rows(data, a.contain)
+    contained, _ = train("finetune", aligned, unlearn_rows + contain, out / "contained", seed, **kwargs)
+    result = evaluate_side_effects(
+        {"before": str(aligned), "after": str(unlearned), "contained": str(contained)},
+        folder, a.target, max_new_tokens=16, progress=False,
+    )  # fmt: skip
+    result.save(out / "eval")
+    return {
+        "seed": seed,
+        "refusal": {label: result.rates(label) for label in result.refusal},
+        "benign": {label: result.refusal[label]["benign"]["rate"] for label in result.refusal},
+        "utility": result.utility,
+        "report": result.report,
+        "similarity": result.similarity,
+        "correlation": result.correlation,
+    }
+
+
+def side_effects_table(results: list[dict], target: str) -> str:
+    domains = list(results[0]["refusal"]["before"])
+    lines = ["| domain | before | after | contained | early-layer cos to target |", "|---|---|---|---|---|"]
+    for d in domains:
+        cells = [mean_sd([r["refusal"][m][d] for r in results]) for m in ("before", "after", "contained")]
+        sim = mean_sd([r["correlation"]["early_similarity"].get(d, float("nan")) for r in results])
+        lines.append(f"| {d}{' (target)' if d == target else ''} | " + " | ".join(cells) + f" | {sim} |")
+    lines.append(
+        "| benign false refusal | "
+        + " | ".join(mean_sd([r["benign"][m] for r in results]) for m in ("before", "after", "contained"))
+        + " | |"
+    )
+    lines.append(
+        "| utility NLL/token | "
+        + " | ".join(mean_sd([r["utility"][m] for r in results]) for m in ("before", "after", "contained"))
+        + " | |"
+    )
+    summary = (
+        f"EMA index {mean_sd([r['report']['ema_index'] for r in results])}, after containment "
+        f"{mean_sd([r['report']['ema_index_contained'] for r in results])}; target efficacy "
+        f"{mean_sd([r['report']['target_efficacy'] for r in results])}; Spearman(early similarity, drop) "
+        f"{mean_sd([r['correlation']['spearman'] for r in results])}"
+    )
+    return "\n".join(lines + ["", summary])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("part", choices=["side-effects", "wpn", "u2a"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", default="runs/harmful_unlearning")
+    p.add_argument("--sft-epochs", type=float, default=12.0)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--target", default="safety")
+    p.add_argument("--contain", nargs="+", default=["toxicity", "bias"])
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    out = Path(a.out) / a.part
+    start = time.perf_counter()
+    if a.part == "side-effects":
+        results = [side_effects_seed(s, out / f"seed{s}", a) for s in a.seeds]
+        table = side_effects_table(results, a.target)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"settings": vars(a), "results": results}, indent=1))
+    print(table)
+    print(f"seeds {a.seeds}: {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
