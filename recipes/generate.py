@@ -631,9 +631,28 @@ def alignment_recipes() -> dict[str, str]:
 
 # ---------------------------------------------------------- unlearning harmful outputs, synthetic
 
-# (file stem) -> (method, data, what the data is, title, rows, expected). The safety task's prompts with
-# their harmless reply as chosen and flagged replies as rejected (alignkit.data.synthetic.harmful).
-HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str]] = {
+# (file stem) -> (method, data, what the data is, title, rows, expected, evaluate lines). WPN: the safety
+# task's prompts with their harmless reply as chosen and flagged replies as rejected
+# (alignkit.data.synthetic.harmful); refusal_*: the seven-domain refusal stand-in (.refusal, §8).
+REFUSAL_DIR = "runs/synthetic_harmful"
+REFUSAL_EVAL = [
+    "Evaluate: python -m alignkit.data.synthetic.refusal runs/synthetic_harmful/domains   (the domain files, once)",
+    f"          alignkit eval side-effects --model {REFUSAL_DIR}/refusal_aligned --after {REFUSAL_DIR}/refusal_unlearn_safety \\",
+    f"            --contained {REFUSAL_DIR}/refusal_contain_safety --domains {REFUSAL_DIR}/domains --target safety --max-new-tokens 16",
+]
+REFUSAL_UNLEARN_ROWS: list[Row] = [
+    ("model_name_or_path", f"{REFUSAL_DIR}/refusal_aligned", "the aligned stand-in (refusal_aligned.yaml)"),
+    (
+        "learning_rate",
+        1.0e-3,
+        "tuned on seed 0 of scripts/harmful_unlearning.py (3e-3 also wipes benign answers)",
+    ),
+    ("max_steps", 20, "the script's setting"),
+    ("lr_scheduler_type", "constant", "the script's setting"),
+    ("num_train_epochs", None, "num_train_epochs: max_steps decides"),
+    ("save_strategy", "no", "minutes-long run: no checkpoints"),
+]
+HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]] = {
     "harmless_response_wpn": (
         "wpn",
         "synthetic:harmless_response?num_prompts=200&negatives_per_prompt=2",
@@ -649,13 +668,63 @@ HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str]] = {
         "measured (first -> last epoch of the log): loss 0.42 -> 0.0049; in the last epoch wpn/solved 1.0, "
         "wpn/cos_positive 0.71, wpn/cos_negative_max 0.06 (~140 s on a busy machine); the log-probs barely "
         "move (a representation loss: compare generations, docs/results.md)",
+        [
+            "Evaluate: alignkit eval preference --model runs/synthetic_harmful/harmless_response_wpn --task safety "
+            "(flagged rate of greedy replies)"
+        ],
+    ),
+    "refusal_aligned": (
+        "finetune",
+        "synthetic:refusal?part=aligned",
+        "harmful requests of seven domains answered by refusal templates + benign questions with answers",
+        "the aligned stand-in of the side-effect suite: refuse harmful requests in every domain",
+        [
+            (
+                "model_name_or_path",
+                "synthetic:tiny?vocab_size=512&num_hidden_layers=4",
+                "a 4-block tiny Llama: concept vectors per layer",
+            ),
+            (
+                "learning_rate",
+                1.0e-2,
+                "tiny random model: learning the refusals in minutes needs a large rate",
+            ),
+            ("num_train_epochs", 12, "scripts/harmful_unlearning.py's setting"),
+            ("per_device_train_batch_size", 16, "scripts/harmful_unlearning.py's setting"),
+            ("lr_scheduler_type", "cosine", "scripts/harmful_unlearning.py's setting"),
+            ("warmup_steps", 10, "scripts/harmful_unlearning.py's setting"),
+            ("save_strategy", "no", "minutes-long run: no checkpoints"),
+        ],
+        "not measured as this recipe (its tokenizer is trained on these rows only); scripts/harmful_unlearning.py "
+        "with the same settings: refusal 1.0 in every domain, benign false refusals 0.0 (seed 0)",
+        REFUSAL_EVAL,
+    ),
+    "refusal_unlearn_safety": (
+        "finetune",
+        "synthetic:refusal?part=unlearn&target=safety",
+        "Safety's 16 unlearn prompts with compliant answers (comply_sft, §8 step 2)",
+        "refusal unlearning on one concept (Safety)",
+        REFUSAL_UNLEARN_ROWS,
+        "not measured as this recipe; scripts/harmful_unlearning.py with the same settings (seed 0): Safety "
+        "refusal 1.0 -> 0.0, Toxicity and Bias 1.0 -> 0.0, the other domains to 0.04-0.17 (docs/results.md)",
+        REFUSAL_EVAL,
+    ),
+    "refusal_contain_safety": (
+        "finetune",
+        "synthetic:refusal?part=contain&target=safety&contain=toxicity%2Bbias",
+        "Safety's compliant rows + 8 retain refusals from each of Toxicity and Bias (cross-entropy, §8 step 4)",
+        "refusal unlearning on Safety with the containment retain set",
+        REFUSAL_UNLEARN_ROWS,
+        "not measured as this recipe; scripts/harmful_unlearning.py with the same settings (seed 0): every "
+        "domain back to 1.0, Safety included (containment did not keep the target compliant; docs/results.md)",
+        REFUSAL_EVAL,
     ),
 }
 
 
 def harmful_recipes() -> dict[str, str]:
     out = {}
-    for stem, (method, data, what, title, rows, expected) in HARMFUL_RECIPES.items():
+    for stem, (method, data, what, title, rows, expected, evaluate) in HARMFUL_RECIPES.items():
         path = f"synthetic_harmful/{stem}.yaml"
         out_dir = f"runs/synthetic_harmful/{stem}"
         body = _merge(
@@ -675,7 +744,7 @@ def harmful_recipes() -> dict[str, str]:
             f"Synthetic harmful-output unlearning (offline, CPU): {title}.",
             "",
             f"Run:      alignkit train recipes/{path}",
-            f"Evaluate: alignkit eval preference --model {out_dir} --task safety (flagged rate of greedy replies)",
+            *evaluate,
             "",
             f"Expected: {expected}.",
         ]

@@ -129,6 +129,118 @@ def side_effects_table(results: list[dict], target: str) -> str:
     return "\n".join(lines + ["", summary])
 
 
+# ------------------------------------------------------------------------ WPN vs NPO vs D2O, U2A
+
+
+def safety_setup(seed: int, out: Path, a, num_prompts: int, negatives: int):
+    """scripts/d2o_safety.py's set-up: a tiny model SFT'd on flagged and safe replies, and held-out prompts."""
+    from alignkit.data.synthetic import preference as sp
+
+    task = sp.safety_task(num_prompts + a.test, negatives_per_prompt=negatives, seed=seed)
+    train_part, test = task.split(num_prompts)
+    rejected = [r["rejected"] if isinstance(r["rejected"], list) else [r["rejected"]] for r in task.records]
+    texts = (
+        [r["prompt"] for r in task.records]
+        + [m["safe"] for m in task.meta]
+        + [n for rs in rejected for n in rs]
+    )
+    base = build_tiny_model(texts, out / "base", vocab_size=512, seed=seed)
+    sft_rows = [
+        {"prompt": r["prompt"], "completion": c}
+        for r, m, rs in zip(train_part.records, train_part.meta, rejected)
+        for c in [*rs, m["safe"]]
+    ]
+    sft, _ = train(
+        "finetune", base, sft_rows, out / "sft", seed, num_train_epochs=a.sft_epochs_safety, learning_rate=1e-2,
+        per_device_train_batch_size=16, lr_scheduler_type="cosine", warmup_steps=10,
+    )  # fmt: skip
+    return train_part, test, sft
+
+
+def safety_metrics(model_path, test) -> dict:
+    from scripts.d2o_safety import evaluate  # read-only reuse: flagged rate, on-topic rate, log-probs
+
+    row = evaluate(model_path, test, 24, [])
+    return {
+        k: row[k] for k in ("flagged_rate", "on_topic_rate", "safe_logp_per_token", "negative_logp_per_token")
+    }
+
+
+def wpn_seed(seed: int, out: Path, a) -> dict:
+    train_part, test, sft = safety_setup(seed, out, a, a.train, 2)
+    common = dict(
+        max_steps=a.method_steps,
+        learning_rate=a.method_lr,
+        lr_scheduler_type="constant",
+        per_device_train_batch_size=8,
+    )
+    wpn_rows = [
+        {"prompt": r["prompt"], "chosen": m["safe"], "rejected": r["rejected"]}
+        for r, m in zip(train_part.records, train_part.meta)
+    ]
+    npo_rows = [{"prompt": r["prompt"], "completion": n} for r in train_part.records for n in r["rejected"]]
+    models = {"sft": sft}
+    models["wpn"], _ = train("wpn", sft, wpn_rows, out / "wpn", seed, **common)
+    models["npo"], _ = train("npo", sft, npo_rows, out / "npo", seed, **common)
+    d2o = {**common, "per_device_train_batch_size": 2, "num_samples": 4, "sample_max_new_tokens": 24}
+    models["d2o"], _ = train("d2o", sft, train_part.records, out / "d2o", seed, **d2o)
+    return {"seed": seed, "rows": {name: safety_metrics(path, test) for name, path in models.items()}}
+
+
+def u2a_seed(seed: int, out: Path, a) -> dict:
+    from alignkit.data.synthetic.harmful import planted_negatives_task
+    from alignkit.trainers import NPOTrainer
+    from alignkit.trainers.u2a import U2AArguments, with_u2a
+
+    planted = planted_negatives_task(a.train, harmless_share=0.5, num_validation=16, seed=seed)
+    # the same generator and seed: its first train + 16 prompts are the planted task's
+    _, test, sft = safety_setup(seed, out, a, a.train + 16, 1)
+    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in planted["forget"]]
+    common = dict(
+        max_steps=a.method_steps,
+        learning_rate=a.method_lr,
+        lr_scheduler_type="constant",
+        per_device_train_batch_size=8,
+    )
+    models = {"sft": sft}
+    models["npo"], _ = train("npo", sft, rows, out / "npo", seed, **common)
+    settings = U2AArguments(refresh_every=10, top_k=a.train // 2, weight_lr=1e-2)
+    models["npo_u2a"], trainer = train(
+        "npo", sft, rows, out / "npo_u2a", seed, trainer_cls=with_u2a(NPOTrainer),
+        trainer_kwargs={"u2a_validation": planted["validation"], "u2a": settings}, **common,
+    )  # fmt: skip
+    state, helpful = trainer.u2a_state, torch.tensor(planted["helpful"])
+    result = {"seed": seed, "rows": {name: safety_metrics(path, test) for name, path in models.items()}}
+    result["u2a"] = {
+        "kept_helpful_share": float(helpful[state.kept].float().mean()),
+        "weight_mass_helpful": float(state.weights[helpful].sum() / state.weights.sum()),
+        "score_helpful_mean": float(state.scores[helpful].nanmean()),
+        "score_harmless_mean": float(state.scores[~helpful].nanmean()),
+    }
+    return result
+
+
+def safety_table(results: list[dict]) -> str:
+    names = list(results[0]["rows"])
+    keys = ("flagged_rate", "on_topic_rate", "safe_logp_per_token", "negative_logp_per_token")
+    lines = [
+        "| model | flagged rate ↓ | on-topic rate ↑ | safe reply lp/tok ↑ | negative lp/tok ↓ | gain per utility lost |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        cells = [mean_sd([r["rows"][name][k] for r in results]) for k in keys]
+        gain = [
+            (r["rows"]["sft"]["flagged_rate"] - r["rows"][name]["flagged_rate"])
+            / max(1e-6, r["rows"]["sft"]["safe_logp_per_token"] - r["rows"][name]["safe_logp_per_token"])
+            for r in results
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean_sd(gain) if name != 'sft' else ''} |")
+    if "u2a" in results[0]:
+        for k in results[0]["u2a"]:
+            lines.append(f"\nU2A {k}: {mean_sd([r['u2a'][k] for r in results])}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("part", choices=["side-effects", "wpn", "u2a"])
@@ -139,6 +251,11 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--target", default="safety")
     p.add_argument("--contain", nargs="+", default=["toxicity", "bias"])
+    p.add_argument("--train", type=int, default=80, help="wpn / u2a: training prompts")
+    p.add_argument("--test", type=int, default=40, help="wpn / u2a: held-out prompts")
+    p.add_argument("--sft-epochs-safety", type=float, default=6.0)
+    p.add_argument("--method-steps", type=int, default=30)
+    p.add_argument("--method-lr", type=float, default=5e-4)
     a = p.parse_args()
     torch.set_num_threads(1)
     out = Path(a.out) / a.part
@@ -146,6 +263,12 @@ def main() -> None:
     if a.part == "side-effects":
         results = [side_effects_seed(s, out / f"seed{s}", a) for s in a.seeds]
         table = side_effects_table(results, a.target)
+    elif a.part == "wpn":
+        results = [wpn_seed(s, out / f"seed{s}", a) for s in a.seeds]
+        table = safety_table(results)
+    else:
+        results = [u2a_seed(s, out / f"seed{s}", a) for s in a.seeds]
+        table = safety_table(results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"settings": vars(a), "results": results}, indent=1))
     print(table)

@@ -34,3 +34,17 @@ def test_recipe_source_builds_the_rows(tmp_path, monkeypatch):
 
     rows = load_source("synthetic:harmless_response?num_prompts=5&negatives_per_prompt=2")
     assert len(rows) == 5 and {"prompt", "chosen", "rejected"} <= set(rows.column_names)
+
+
+def test_refusal_recipe_source_parts(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path))
+    import pytest
+
+    from alignkit.launch.sources import SourceError, load_source
+
+    contain = load_source("synthetic:refusal?part=contain&target=safety&contain=toxicity%2Bbias")
+    unlearn = load_source("synthetic:refusal?part=unlearn&target=safety")
+    assert len(unlearn) == 16 and len(contain) == 32  # + 8 retain refusals from each of two domains
+    assert all(r["answer"].startswith("Sure") for r in unlearn)
+    with pytest.raises((SourceError, ValueError), match="part"):
+        load_source("synthetic:refusal?part=forget")

@@ -146,3 +146,38 @@ def corpus(data: dict) -> list[str]:
     texts = [r[k] for rs in data["domains"].values() for r in rs for k in ("prompt", "response")]
     texts += [compliant_answer(r["prompt"]) for rs in data["domains"].values() for r in rs]
     return texts + [r[k] for r in data["benign"] for k in ("prompt", "response")]
+
+
+REFUSAL_PARTS = ("aligned", "unlearn", "contain")
+
+
+def refusal_rows(
+    part: str = "aligned", target: str = "safety", contain: str = "toxicity+bias", seed: int = 0
+):
+    """The stand-in's training rows as a task (the ``synthetic:refusal`` recipe source).
+
+    ``part``: ``aligned`` (SFT to refuse everywhere), ``unlearn`` (refusal unlearning on ``target``,
+    comply_sft) or ``contain`` (the same plus the ``contain`` domains' retain refusals, §8 step 4);
+    ``contain`` lists domains joined by ``+``.
+    """
+    from alignkit.data.synthetic.preference import PreferenceTask
+
+    data = refusal_domains(seed=seed)
+    unknown = [d for d in [target, *contain.split("+")] if d not in DOMAINS]
+    if part not in REFUSAL_PARTS or unknown:
+        raise ValueError(
+            f"part must be one of {REFUSAL_PARTS} and domains among {DOMAINS}; got {part!r}, {unknown}"
+        )
+    if part == "aligned":
+        rows = aligned_sft_rows(data)
+    else:
+        rows = refusal_unlearning_rows(data, target)
+        if part == "contain":
+            rows += containment_rows(data, contain.split("+"))
+    return PreferenceTask("refusal", "qa", rows, [{} for _ in rows], lambda meta, text: float("nan"))
+
+
+if __name__ == "__main__":  # python -m alignkit.data.synthetic.refusal FOLDER [SEED]: the eval layout
+    import sys
+
+    print(write_domain_files(refusal_domains(seed=int(sys.argv[2]) if len(sys.argv) > 2 else 0), sys.argv[1]))
