@@ -180,7 +180,12 @@ class SideEffectsResult:
         domains = list(self.similarity)
         grid = [self.similarity[d] for d in domains]
         fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(grid[0]), 0.9 + 0.45 * len(domains)))
-        image = ax.imshow(grid, vmin=-1, vmax=1, cmap="coolwarm", aspect="auto")
+        # The colour range follows the data (cosines near 1 would all look alike on [-1, 1]); every cell is labelled.
+        low = min(min(row) for row in grid)
+        image = ax.imshow(grid, vmin=min(low, 0.999), vmax=1, cmap="viridis", aspect="auto")
+        for i, row in enumerate(grid):
+            for j, value in enumerate(row):
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7, color="white")
         ax.set_yticks(range(len(domains)), domains)
         ax.set_xticks(range(len(grid[0])), [str(i) for i in range(len(grid[0]))])
         ax.set_xlabel("layer")
