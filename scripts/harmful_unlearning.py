@@ -180,11 +180,22 @@ def wpn_seed(seed: int, out: Path, a) -> dict:
     ]
     npo_rows = [{"prompt": r["prompt"], "completion": n} for r in train_part.records for n in r["rejected"]]
     models = {"sft": sft}
-    models["wpn"], _ = train("wpn", sft, wpn_rows, out / "wpn", seed, **common)
-    models["npo"], _ = train("npo", sft, npo_rows, out / "npo", seed, **common)
+    models["wpn"], wpn_trainer = train(
+        "wpn", sft, wpn_rows, out / "wpn", seed, **{**common, "learning_rate": a.wpn_lr or a.method_lr}
+    )
+    models["npo"], _ = train(
+        "npo", sft, npo_rows, out / "npo", seed, **{**common, "learning_rate": a.npo_lr or a.method_lr}
+    )
     d2o = {**common, "per_device_train_batch_size": 2, "num_samples": 4, "sample_max_new_tokens": 24}
+    d2o["learning_rate"] = a.d2o_lr or a.method_lr
     models["d2o"], _ = train("d2o", sft, train_part.records, out / "d2o", seed, **d2o)
-    return {"seed": seed, "rows": {name: safety_metrics(path, test) for name, path in models.items()}}
+    logs = [h for h in wpn_trainer.state.log_history if "wpn/solved" in h]
+    wpn_log = {
+        k: (logs[0][k], logs[-1][k])
+        for k in ("wpn/solved", "wpn/cos_positive", "wpn/cos_negative_max", "loss")
+    }
+    rows = {name: safety_metrics(path, test) for name, path in models.items()}
+    return {"seed": seed, "rows": rows, "wpn_log_first_last": wpn_log}
 
 
 def u2a_seed(seed: int, out: Path, a) -> dict:
@@ -203,6 +214,7 @@ def u2a_seed(seed: int, out: Path, a) -> dict:
         per_device_train_batch_size=8,
     )
     models = {"sft": sft}
+    common["learning_rate"] = a.npo_lr or a.method_lr
     models["npo"], _ = train("npo", sft, rows, out / "npo", seed, **common)
     settings = U2AArguments(refresh_every=10, top_k=a.train // 2, weight_lr=1e-2)
     models["npo_u2a"], trainer = train(
@@ -221,23 +233,40 @@ def u2a_seed(seed: int, out: Path, a) -> dict:
 
 
 def safety_table(results: list[dict]) -> str:
+    """Mean ± sd per model. "margin" = safe minus flagged reply log-prob per token on held-out prompts (the
+    preference unlearning should create); "Δ margin" its change from SFT (the alignment gain) and "utility
+    lost" the safe reply's log-prob lost from SFT; the last line per model divides their means (a per-seed
+    ratio is unstable when almost no utility is lost). The flagged rate of greedy replies is often already
+    0 after SFT, so it cannot carry the comparison alone."""
     names = list(results[0]["rows"])
     keys = ("flagged_rate", "on_topic_rate", "safe_logp_per_token", "negative_logp_per_token")
+
+    def margin(row):
+        return row["safe_logp_per_token"] - row["negative_logp_per_token"]
+
     lines = [
-        "| model | flagged rate ↓ | on-topic rate ↑ | safe reply lp/tok ↑ | negative lp/tok ↓ | gain per utility lost |",
-        "|---|---|---|---|---|---|",
+        "| model | flagged rate ↓ | on-topic rate ↑ | safe reply lp/tok ↑ | flagged reply lp/tok ↓ | margin ↑ "
+        "| Δ margin ↑ | utility lost ↓ |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    ratios = []
     for name in names:
         cells = [mean_sd([r["rows"][name][k] for r in results]) for k in keys]
-        gain = [
-            (r["rows"]["sft"]["flagged_rate"] - r["rows"][name]["flagged_rate"])
-            / max(1e-6, r["rows"]["sft"]["safe_logp_per_token"] - r["rows"][name]["safe_logp_per_token"])
-            for r in results
+        cells.append(mean_sd([margin(r["rows"][name]) for r in results]))
+        gain = [margin(r["rows"][name]) - margin(r["rows"]["sft"]) for r in results]
+        lost = [
+            r["rows"]["sft"]["safe_logp_per_token"] - r["rows"][name]["safe_logp_per_token"] for r in results
         ]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean_sd(gain) if name != 'sft' else ''} |")
+        cells += [mean_sd(gain), mean_sd(lost)] if name != "sft" else ["", ""]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if name != "sft":
+            ratios.append(
+                f"{name}: mean Δ margin / mean utility lost = {statistics.mean(gain) / statistics.mean(lost):.3f}"
+            )
+    lines += ["", *ratios]
     if "u2a" in results[0]:
-        for k in results[0]["u2a"]:
-            lines.append(f"\nU2A {k}: {mean_sd([r['u2a'][k] for r in results])}")
+        lines.append("")
+        lines += [f"U2A {k}: {mean_sd([r['u2a'][k] for r in results])}" for k in results[0]["u2a"]]
     return "\n".join(lines)
 
 
@@ -246,6 +275,7 @@ def main() -> None:
     p.add_argument("part", choices=["side-effects", "wpn", "u2a"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="runs/harmful_unlearning")
+    p.add_argument("--table", type=Path, help="only print the table of an earlier run's results.json")
     p.add_argument("--sft-epochs", type=float, default=12.0)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -255,8 +285,18 @@ def main() -> None:
     p.add_argument("--test", type=int, default=40, help="wpn / u2a: held-out prompts")
     p.add_argument("--sft-epochs-safety", type=float, default=6.0)
     p.add_argument("--method-steps", type=int, default=30)
-    p.add_argument("--method-lr", type=float, default=5e-4)
+    p.add_argument("--method-lr", type=float, default=5e-4, help="wpn / u2a: the methods' learning rate")
+    for name in ("wpn", "npo", "d2o"):
+        p.add_argument(f"--{name}-lr", type=float, help=f"{name}'s own learning rate (default --method-lr)")
     a = p.parse_args()
+    if a.table:
+        saved = json.loads(a.table.read_text())
+        print(
+            (side_effects_table if a.part == "side-effects" else safety_table)(
+                saved["results"], *([a.target] if a.part == "side-effects" else [])
+            )
+        )
+        return
     torch.set_num_threads(1)
     out = Path(a.out) / a.part
     start = time.perf_counter()
