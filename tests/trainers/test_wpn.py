@@ -85,7 +85,7 @@ def test_first_loss_is_the_independent_loss_and_one_forward(tiny_model_dir, tmp_
 @pytest.mark.parametrize("anchor_from", ["policy", "reference"])
 def test_run_moves_the_anchor_towards_the_harmless_reply(anchor_from, tiny_model_dir, tmp_path):
     trainer, tokenizer = make_trainer(
-        tiny_model_dir, tmp_path, max_steps=12, per_device_train_batch_size=8, anchor_from=anchor_from
+        tiny_model_dir, tmp_path, max_steps=6, per_device_train_batch_size=8, anchor_from=anchor_from
     )
     before_params = snapshot(trainer.model)
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir) if anchor_from == "reference" else None
