@@ -102,6 +102,12 @@ class U2AMixin:
             )
         self.u2a = u2a or U2AArguments()
         super().__init__(*args, **kwargs)
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled():  # the per-row gradients read whole parameters
+            raise ValueError(
+                f"{type(self).__name__}: U2A's weights are not supported under ZeRO-3; use DDP or ZeRO-2."
+            )
         self.u2a_validation = self._encode(u2a_validation, "u2a_validation", self.args)
         if any(len(r) != 2 for r in self.u2a_validation["roles"]):
             raise ValueError(
