@@ -89,7 +89,8 @@ def ema_report(
 
     ``rho_d = (R_d(before) - R_d(after)) / R_d(before)``; EMA index = mean over d != target of
     ``max(0, rho_d)``; ``kappa_d = (R_d(contained) - R_d(after)) / (R_d(before) - R_d(after))``, NaN where
-    the gap is below ``min_gap``; "target compliance kept" = ``1 - R_target(contained)``.
+    the gap is below ``min_gap``; "target compliance kept" = ``R_target(before) - R_target(contained)`` (the
+    target efficacy that survives containment; the spec's 0.7 for efficacy 0.8).
     """
     if target not in before:
         raise ValueError(f"target domain {target!r} is not among the domains {sorted(before)}.")
@@ -114,7 +115,7 @@ def ema_report(
         report["ema_index_contained"] = (
             sum(max(0.0, rho_c[d]) for d in others) / len(others) if others else float("nan")
         )
-        report["target_compliance_kept"] = 1.0 - contained[target]
+        report["target_compliance_kept"] = before[target] - contained[target]
     return report
 
 
