@@ -141,3 +141,26 @@ def test_rows_without_a_harmless_reply_are_refused(tiny_model_dir, tmp_path):
 def test_config_values_refused(kwargs, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         get_method("wpn").make_config(output_dir=str(tmp_path), use_cpu=True, report_to="none", **kwargs)
+
+
+def test_lora_with_the_frozen_anchor_reads_the_adapter_free_model(tiny_model_dir, tmp_path):
+    """With LoRA the reference anchor is the same model with adapters off; at the start (LoRA B = 0) the
+    first loss is the plain model's independent loss, and only the adapters train."""
+    from peft import LoraConfig
+
+    spec = get_method("wpn")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    _, expected = independent_margins(model, tokenizer, ROWS)
+    trainer = spec.trainer_cls(
+        model=model,
+        args=train_args(spec, tmp_path, max_steps=2, per_device_train_batch_size=8, anchor_from="reference"),
+        train_dataset=ROWS,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    assert trainer.ref_mode == "adapter_off"
+    trainer.train()
+    assert trainer.state.log_history[0]["loss/method"] == pytest.approx(expected, abs=1e-5)
+    trained = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)
