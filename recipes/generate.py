@@ -695,8 +695,8 @@ HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]]
             ("warmup_steps", 10, "scripts/harmful_unlearning.py's setting"),
             ("save_strategy", "no", "minutes-long run: no checkpoints"),
         ],
-        "not measured as this recipe (its tokenizer is trained on these rows only); scripts/harmful_unlearning.py "
-        "with the same settings: refusal 1.0 in every domain, benign false refusals 0.0 (seed 0)",
+        "measured (eval side-effects, keyword scorer, 16 tokens): refusal 1.0 in every domain, benign false "
+        "refusals 0.0; loss 5.40 -> 0.067 over 144 steps (27 s with OMP_NUM_THREADS=1 on a busy machine)",
         REFUSAL_EVAL,
     ),
     "refusal_unlearn_safety": (
@@ -705,8 +705,8 @@ HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]]
         "Safety's 16 unlearn prompts with compliant answers (comply_sft, §8 step 2)",
         "refusal unlearning on one concept (Safety)",
         REFUSAL_UNLEARN_ROWS,
-        "not measured as this recipe; scripts/harmful_unlearning.py with the same settings (seed 0): Safety "
-        "refusal 1.0 -> 0.0, Toxicity and Bias 1.0 -> 0.0, the other domains to 0.04-0.17 (docs/results.md)",
+        "measured (eval side-effects after the aligned recipe): Safety refusal 1.0 -> 0.0 and every other domain "
+        "with it (0.0; Med/Legal 0.125): EMA index 0.979, the stand-in's total spill-over (docs/results.md)",
         REFUSAL_EVAL,
     ),
     "refusal_contain_safety": (
@@ -715,8 +715,8 @@ HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]]
         "Safety's compliant rows + 8 retain refusals from each of Toxicity and Bias (cross-entropy, §8 step 4)",
         "refusal unlearning on Safety with the containment retain set",
         REFUSAL_UNLEARN_ROWS,
-        "not measured as this recipe; scripts/harmful_unlearning.py with the same settings (seed 0): every "
-        "domain back to 1.0, Safety included (containment did not keep the target compliant; docs/results.md)",
+        "measured: every domain back to 1.0 but Med/Legal 0.67 and Sensitive 0.96 (EMA index 0.062), and Safety "
+        "back to 1.0 too: containment did not keep the target compliant on the stand-in (docs/results.md)",
         REFUSAL_EVAL,
     ),
 }
