@@ -1286,6 +1286,129 @@ def generated_recipes() -> dict[str, str]:
     return out
 
 
+# ---------------------------------------------------------- unlearning harmful outputs, synthetic
+
+# (file stem) -> (method, data, what the data is, title, rows, expected, evaluate lines). WPN: the safety
+# task's prompts with their harmless reply as chosen and flagged replies as rejected
+# (alignkit.data.synthetic.harmful); refusal_*: the seven-domain refusal stand-in (.refusal, §8).
+REFUSAL_DIR = "runs/synthetic_harmful"
+REFUSAL_EVAL = [
+    "Evaluate: python -m alignkit.data.synthetic.refusal runs/synthetic_harmful/domains   (the domain files, once)",
+    f"          alignkit eval side-effects --model {REFUSAL_DIR}/refusal_aligned --after {REFUSAL_DIR}/refusal_unlearn_safety \\",
+    f"            --contained {REFUSAL_DIR}/refusal_contain_safety --domains {REFUSAL_DIR}/domains --target safety --max-new-tokens 16",
+]
+REFUSAL_UNLEARN_ROWS: list[Row] = [
+    ("model_name_or_path", f"{REFUSAL_DIR}/refusal_aligned", "the aligned stand-in (refusal_aligned.yaml)"),
+    (
+        "learning_rate",
+        1.0e-3,
+        "tuned on seed 0 of scripts/harmful_unlearning.py (3e-3 also wipes benign answers)",
+    ),
+    ("max_steps", 20, "the script's setting"),
+    ("lr_scheduler_type", "constant", "the script's setting"),
+    ("num_train_epochs", None, "num_train_epochs: max_steps decides"),
+    ("save_strategy", "no", "minutes-long run: no checkpoints"),
+]
+HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]] = {
+    "harmless_response_wpn": (
+        "wpn",
+        "synthetic:harmless_response?num_prompts=200&negatives_per_prompt=2",
+        "200 prompts, each with its harmless reply (chosen) and 2 flagged replies (rejected)",
+        "WPN, the prompt's pooled final state towards the harmless reply and away from the flagged ones",
+        [
+            ("learning_rate", 1.0e-4, "a tiny model moves within the run; ours (§6 d: 1e-5 for a real LLM)"),
+            ("max_steps", 50, "two epochs of 25 steps at the default batch of 8"),
+            ("temperature", None, "temperature: 0.1 is the default (ours; §6 d)"),
+            ("logging_steps", 25, "one line per epoch"),
+            ("save_strategy", "no", "minutes-long run: no checkpoints"),
+        ],
+        "measured (first -> last epoch of the log): loss 0.42 -> 0.0049; in the last epoch wpn/solved 1.0, "
+        "wpn/cos_positive 0.71, wpn/cos_negative_max 0.06 (~140 s on a busy machine); the log-probs barely "
+        "move (a representation loss: compare generations, docs/results.md)",
+        [
+            "Evaluate: alignkit eval preference --model runs/synthetic_harmful/harmless_response_wpn --task safety "
+            "(flagged rate of greedy replies)"
+        ],
+    ),
+    "refusal_aligned": (
+        "finetune",
+        "synthetic:refusal?part=aligned",
+        "harmful requests of seven domains answered by refusal templates + benign questions with answers",
+        "the aligned stand-in of the side-effect suite: refuse harmful requests in every domain",
+        [
+            (
+                "model_name_or_path",
+                "synthetic:tiny?vocab_size=512&num_hidden_layers=4",
+                "a 4-block tiny Llama: concept vectors per layer",
+            ),
+            (
+                "learning_rate",
+                1.0e-2,
+                "tiny random model: learning the refusals in minutes needs a large rate",
+            ),
+            ("num_train_epochs", 12, "scripts/harmful_unlearning.py's setting"),
+            ("per_device_train_batch_size", 16, "scripts/harmful_unlearning.py's setting"),
+            ("lr_scheduler_type", "cosine", "scripts/harmful_unlearning.py's setting"),
+            ("warmup_steps", 10, "scripts/harmful_unlearning.py's setting"),
+            ("save_strategy", "no", "minutes-long run: no checkpoints"),
+        ],
+        "measured (eval side-effects, keyword scorer, 16 tokens): refusal 1.0 in every domain, benign false "
+        "refusals 0.0; loss 5.40 -> 0.067 over 144 steps (27 s with OMP_NUM_THREADS=1 on a busy machine)",
+        REFUSAL_EVAL,
+    ),
+    "refusal_unlearn_safety": (
+        "finetune",
+        "synthetic:refusal?part=unlearn&target=safety",
+        "Safety's 16 unlearn prompts with compliant answers (comply_sft, §8 step 2)",
+        "refusal unlearning on one concept (Safety)",
+        REFUSAL_UNLEARN_ROWS,
+        "measured (eval side-effects after the aligned recipe): Safety refusal 1.0 -> 0.0 and every other domain "
+        "with it (0.0; Med/Legal 0.125): EMA index 0.979, the stand-in's total spill-over (docs/results.md)",
+        REFUSAL_EVAL,
+    ),
+    "refusal_contain_safety": (
+        "finetune",
+        "synthetic:refusal?part=contain&target=safety&contain=toxicity%2Bbias",
+        "Safety's compliant rows + 8 retain refusals from each of Toxicity and Bias (cross-entropy, §8 step 4)",
+        "refusal unlearning on Safety with the containment retain set",
+        REFUSAL_UNLEARN_ROWS,
+        "measured: every domain back to 1.0 but Med/Legal 0.67 and Sensitive 0.96 (EMA index 0.062), and Safety "
+        "back to 1.0 too: containment did not keep the target compliant on the stand-in (docs/results.md)",
+        REFUSAL_EVAL,
+    ),
+}
+
+
+def harmful_recipes() -> dict[str, str]:
+    out = {}
+    for stem, (method, data, what, title, rows, expected, evaluate) in HARMFUL_RECIPES.items():
+        path = f"synthetic_harmful/{stem}.yaml"
+        out_dir = f"runs/synthetic_harmful/{stem}"
+        body = _merge(
+            [("method", method, f"alignkit train --method {method} --help lists its keys")],
+            [("train_dataset", data, what)],
+            [
+                (
+                    "model_name_or_path",
+                    "synthetic:tiny?vocab_size=512",
+                    "a tiny Llama; its tokenizer is trained on this data",
+                )
+            ],
+            rows,
+            [("output_dir", out_dir, "where the run lands")],
+        )
+        header = [
+            f"Synthetic harmful-output unlearning (offline, CPU): {title}.",
+            "",
+            f"Run:      alignkit train recipes/{path}",
+            *evaluate,
+            "",
+            f"Expected: {expected}.",
+        ]
+        out[path] = _file(header, body)
+    return out
+
+
 def render_all() -> dict[str, str]:
     """``{path relative to recipes/: text}`` of every generated recipe."""
     return {
@@ -1294,6 +1417,7 @@ def render_all() -> dict[str, str]:
         **generated_recipes(),
         **alignment_recipes(),
         **real_alignment_recipes(),
+        **harmful_recipes(),
     }
 
 

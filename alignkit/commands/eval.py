@@ -128,6 +128,7 @@ def add_parser(subparsers) -> None:
     add_muse_parser(sub)
     add_robustness_parser(sub)
     add_preference_parser(sub)
+    add_side_effects_parser(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -507,5 +508,91 @@ def run_preference(args) -> int:
             value = f"{value:.4f}"
         table.add_row(key, str(value))
     console.print(table)
+    console.print(f"logs written to {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+SIDE_EFFECTS_DESCRIPTION = """\
+What narrow refusal unlearning breaks elsewhere (arXiv 2511.14017; the protocol is a reconstruction,
+shared/design/methods-alignment-2.md section 8). Scores refusals per domain for the model before
+unlearning (--model), after it (--after) and optionally after containment (--contained):
+
+  refusal rate per domain   keyword scorer on greedy replies (default), log-prob of refusal
+                            templates (--scorer logprob), or a classifier judge (--scorer judge)
+  target efficacy           R_target(before) - R_target(after)
+  relative drop             rho_d = (R_d(before) - R_d(after)) / R_d(before); EMA index = mean over
+                            the other domains of max(0, rho_d); recovery after containment
+  benign false refusals, utility (per-token NLL of utility.jsonl)
+  concept vectors           per layer, difference in means at the last prompt token (before model),
+                            cosine to the target's; Spearman of early-layer similarity vs rho
+
+--domains is a folder: <domain>.jsonl per domain with rows {"prompt", "split": unlearn|eval|retain}
+(eval rows are scored), benign.jsonl ({"prompt"}), optional utility.jsonl ({"prompt", "completion"}).
+Writes SIDE_EFFECTS.json, SIDE_EFFECTS.md, similarity_heatmap.png and refusal_bars.png.
+"""
+
+
+def add_side_effects_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "side-effects",
+        help="Refusal side effects of narrow unlearning: per-domain drops, EMA index, concept similarity.",
+        description=SIDE_EFFECTS_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="The aligned model before unlearning (folder or Hub id).")
+    p.add_argument("--after", required=True, help="The model after refusal unlearning on --target.")
+    p.add_argument("--contained", help="The model after unlearning with the containment retain set.")
+    p.add_argument("--domains", required=True, help="Folder of <domain>.jsonl + benign.jsonl (see above).")
+    p.add_argument("--target", required=True, help="The unlearned domain (a <domain>.jsonl name).")
+    p.add_argument("--scorer", choices=("keyword", "logprob", "judge"), default="keyword")
+    p.add_argument("--window", type=int, default=80, help="Keyword scorer: characters searched (default 80).")
+    p.add_argument(
+        "--refusal-template",
+        action="append",
+        help="Logprob scorer: a refusal the model gives (repeat the flag; default: the stand-in's three).",
+    )
+    p.add_argument("--judge-model", help="Judge scorer: a text-classification model (folder or Hub id).")
+    p.add_argument("--judge-label", default="refusal", help="Judge scorer: the label meaning a refusal.")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="Greedy reply length (default 64).")
+    p.add_argument("--max-prompts", type=int, help="Score at most N eval prompts per domain.")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--output-dir", help="Where to write (default runs/eval/side_effects/<after name>).")
+    p.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
+    p.set_defaults(func=run_side_effects)
+
+
+def run_side_effects(args) -> int:
+    from rich.console import Console
+
+    from alignkit.eval.side_effects import DEFAULT_TEMPLATES, classifier_judge, evaluate_side_effects
+
+    console = Console(stderr=True)
+    if args.scorer == "judge" and not args.judge_model:
+        console.print("[bold red]error:[/] --scorer judge needs --judge-model (a text-classification model).")
+        return 2
+    if args.window < 1 or args.max_new_tokens < 1 or (args.max_prompts is not None and args.max_prompts < 1):
+        console.print("[bold red]error:[/] --window, --max-new-tokens and --max-prompts must be >= 1.")
+        return 2
+    models = {
+        "before": args.model,
+        "after": args.after,
+        **({"contained": args.contained} if args.contained else {}),
+    }
+    result = evaluate_side_effects(
+        models,
+        args.domains,
+        args.target,
+        scorer=args.scorer,
+        judge=classifier_judge(args.judge_model, args.judge_label) if args.scorer == "judge" else None,
+        templates=tuple(args.refusal_template or DEFAULT_TEMPLATES),
+        window=args.window,
+        max_new_tokens=args.max_new_tokens,
+        max_prompts=args.max_prompts,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    output_dir = Path(args.output_dir or Path("runs/eval/side_effects") / Path(args.after).name)
+    paths = result.save(output_dir)
+    console.print(result.table())
     console.print(f"logs written to {', '.join(str(p) for p in paths.values())}")
     return 0

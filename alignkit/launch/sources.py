@@ -9,7 +9,9 @@ A source is a string:
   cache (``$ALIGNKIT_CACHE/synthetic``) so every process of a multi-process launch reads the same
   files (trl-notes P6). Names: ``tofu`` (the generated TOFU-format benchmark; ``split=forget10`` or
   the dataset's ``config`` picks the file), ``recommendation``, ``graded_list``, ``safety`` (the
-  synthetic preference tasks; ``view=pairwise`` turns them into chosen/rejected pairs).
+  synthetic preference tasks; ``view=pairwise`` turns them into chosen/rejected pairs),
+  ``harmless_response`` (the safety task with its harmless reply as chosen: WPN's 1-vs-N rows),
+  ``refusal`` (the seven-domain refusal stand-in: ``part=aligned|unlearn|contain``).
 
 A model source is a Hub id, a local folder, or ``synthetic:tiny?key=value``: a tiny Llama-shaped
 model whose tokenizer is trained on the recipe's own data (``alignkit.models.build_tiny_model``),
@@ -47,11 +49,15 @@ class SourceError(UserError):
 
 def _preference(name: str):
     from alignkit.data.synthetic import preference as sp
+    from alignkit.data.synthetic.harmful import harmless_response_task
+    from alignkit.data.synthetic.refusal import refusal_rows
 
     return {
         "recommendation": sp.recommendation_task,
         "graded_list": sp.graded_list_task,
         "safety": sp.safety_task,
+        "harmless_response": harmless_response_task,
+        "refusal": refusal_rows,
     }[name]
 
 
@@ -69,7 +75,8 @@ def _generator(name: str) -> Callable:
 
 # Extra query keys a synthetic source takes beyond its generator's keyword arguments.
 _EXTRA_KEYS = {"tofu": ("split",), "recommendation": ("view",), "graded_list": ("view",), "safety": ("view",)}
-DATA_GENERATORS = ("tofu", "recommendation", "graded_list", "safety")
+_EXTRA_KEYS["harmless_response"] = ("view",)
+DATA_GENERATORS = ("tofu", "recommendation", "graded_list", "safety", "harmless_response", "refusal")
 MODEL_GENERATORS = ("tiny",)
 # Generator arguments that are not query parameters (the output folder, the corpus).
 _NOT_PARAMS = {"out_dir", "texts"}

@@ -19,6 +19,13 @@ from alignkit.losses.constraints import (
 )
 from alignkit.losses.core import LossOutput, masked_rows, sequence_logps, token_mean
 from alignkit.losses.d2o import d2o_loss
+from alignkit.losses.influence import (
+    WEIGHT_UPDATES,
+    eg_update,
+    influence_scores,
+    preference_loss,
+    select_top_k,
+)
 from alignkit.losses.rmu import (
     RMU_REDUCTIONS,
     activation_distance,
@@ -34,12 +41,15 @@ from alignkit.losses.unlearning import (
     dipo_loss,
     dpo_loss,
     ga_loss,
+    ga_per_example,
     idk_dpo_loss,
     nll_loss,
     npo_loss,
+    npo_per_example,
     retain_kl_loss,
     simnpo_loss,
 )
+from alignkit.losses.wpn import WPN_SIMILARITIES, position_weighted_pool, wpn_loss
 
 __all__ = [
     "IDK_ANSWERS",
@@ -80,4 +90,14 @@ __all__ = [
     "simnpo_loss",
     "softmax_dpo_loss",
     "token_mean",
+    "WPN_SIMILARITIES",
+    "position_weighted_pool",
+    "wpn_loss",
+    "WEIGHT_UPDATES",
+    "eg_update",
+    "ga_per_example",
+    "influence_scores",
+    "npo_per_example",
+    "preference_loss",
+    "select_top_k",
 ]

@@ -348,3 +348,20 @@ def catnip_loss(
     loss = token_mean(2.0 / beta * F.softplus(beta * logratio), mask)
     weight = token_mean(2.0 * torch.sigmoid(beta * logratio), mask)
     return LossOutput(loss, _detached({"forget/catnip": loss, "forget/catnip_weight": weight}))
+
+
+def ga_per_example(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-example gradient ascent ``l_i = sum_t m_it logp_it / sum_t m_it`` (token mean of each row), ``[B]``.
+
+    The per-example form U2A weights (methods-alignment-2.md §7 c, the official code's GA); its batch mean
+    equals :func:`ga_loss` (a token mean over the whole batch) only when rows have equal lengths.
+    """
+    mask = mask.bool()
+    return torch.where(mask, token_logps, 0.0).sum(-1) / mask.sum(-1).clamp_min(1)
+
+
+def npo_per_example(seq_logps: torch.Tensor, ref_seq_logps: torch.Tensor, *, beta: float) -> torch.Tensor:
+    """Per-example NPO ``l_i = (2/beta) softplus(beta (S_i - S_ref,i))``, ``[B]``; :func:`npo_loss` is their mean."""
+    _check_positive("beta", beta)
+    _check_same_shape(seq_logps=seq_logps, ref_seq_logps=ref_seq_logps)
+    return 2.0 / beta * F.softplus(beta * (seq_logps - ref_seq_logps))

@@ -114,6 +114,7 @@ class ForwardOutput:
     ref_seq_logps: torch.Tensor | None = None  # [N_main]; from `ref` or the precomputed cache
     retain: RowOutputs | None = None
     retain_ref: RowOutputs | None = None
+    prompt_mask: torch.Tensor | None = None  # [N_main, L] bool prompt tokens; set by methods that pool them
 
 
 @contextmanager

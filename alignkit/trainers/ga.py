@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from alignkit.losses import LossOutput, ga_loss
+from alignkit.losses import LossOutput, ga_loss, ga_per_example
 from alignkit.trainers.base import AlignKitTrainer
 from alignkit.trainers.config import UnlearnConfig
 from alignkit.trainers.forward import ForwardOutput, Needs
@@ -44,6 +44,10 @@ class GATrainer(AlignKitTrainer):
 
     def method_loss(self, out: ForwardOutput) -> LossOutput:
         return ga_loss(out.policy.token_logps, out.policy.mask)
+
+    def per_example_loss(self, out: ForwardOutput):
+        """``[B]`` token-mean log-prob of each forget row: what U2A weights (``alignkit.trainers.u2a``)."""
+        return ga_per_example(out.policy.token_logps, out.policy.mask)
 
 
 @register("graddiff", family="unlearning", data="single", summary="gradient ascent on forget + NLL on retain")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from alignkit.losses import LossOutput, npo_loss
+from alignkit.losses import LossOutput, npo_loss, npo_per_example
 from alignkit.trainers.base import AlignKitTrainer
 from alignkit.trainers.config import UnlearnConfig
 from alignkit.trainers.forward import ForwardOutput, Needs
@@ -39,3 +39,7 @@ class NPOTrainer(AlignKitTrainer):
 
     def method_loss(self, out: ForwardOutput) -> LossOutput:
         return npo_loss(out.policy.seq_logps, out.ref_seq_logps, beta=self.args.beta)
+
+    def per_example_loss(self, out: ForwardOutput):
+        """``[B]`` NPO term of each forget row: what U2A weights (``alignkit.trainers.u2a``)."""
+        return npo_per_example(out.policy.seq_logps, out.ref_seq_logps, beta=self.args.beta)
