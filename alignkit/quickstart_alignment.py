@@ -347,7 +347,17 @@ LIKELIHOOD = {
 # What scripts/alignment_mechanisms.py found on its held-out seeds (docs/results.md): the verdict
 # quotes these, not the papers' claims.
 MECHANISM_FINDINGS = [
-    "Mechanism experiments: see docs/results.md (scripts/alignment_mechanisms.py, held-out seeds 100-104).",
+    "Mechanism experiments (scripts/alignment_mechanisms.py, held-out seeds 100-104, docs/results.md): "
+    "S-DPO's more negatives did not help (HR@1 by likelihood N=15 vs N=1 +0.005 [-0.009, +0.019]), nor "
+    "S-DPO vs DPO at the same sequences per step; LiPO-λ beat list_mle on NDCG (+0.006 [+0.003, +0.009]) "
+    "but not DPO or pair_logistic, and its λ weights made no difference.",
+    "Held: D²O's K=4 self-samples keep replies on topic where DPO with one loses them (0.885 vs 0.700, "
+    "+0.185 [+0.020, +0.350]); reward accuracy rises ~0.75 while likelihood ranking accuracy rises "
+    "0.02-0.08 (arXiv 2405.19534), which is why greedy recommendations barely move; DPOP keeps the chosen "
+    "log-prob up (+0.22 [+0.01, +0.42] nats vs DPO).",
+    "Seeds where the aligned model does not beat SFT on greedy answers (5 held-out seeds): graded lists "
+    "0 of 5; recommendation 1 of 5 (S-DPO and DPO on seed 103); safety D²O 0 of 5 (on-topic share "
+    "below 0.8x SFT's on 1); on tuning seed 0 recommendation does not improve (0.700 -> 0.700 / 0.675).",
 ]
 
 

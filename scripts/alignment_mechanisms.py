@@ -329,6 +329,43 @@ def verdicts(per_seed: dict) -> list[dict]:
     return out
 
 
+def ranking_rows(per_seed: dict) -> list[dict]:
+    """P8 (arXiv 2405.19534) per trained arm of ``sdpo`` and ``lipo``: the rise of reward accuracy
+    (SFT's is 0: it is the reference) minus the rise of likelihood ranking accuracy over SFT, and
+    the idealized minus the achieved ranking accuracy; paired over seeds."""
+    seeds = list(per_seed)
+    out = []
+    for exp in ("sdpo", "lipo"):
+        if any(exp not in per_seed[s] for s in seeds):
+            continue
+        for arm in per_seed[seeds[0]][exp]:
+            if arm == "sft":
+                continue
+            runs = [(per_seed[s][exp][arm], per_seed[s][exp]["sft"]) for s in seeds]
+            reward = [a["reward_accuracy"] for a, _ in runs]
+            ranking = [a["ranking_accuracy"] - b["ranking_accuracy"] for a, b in runs]
+            gap = [a["idealized_median"] - a["ranking_accuracy"] for a, _ in runs]
+            out.append(
+                {"experiment": exp, "arm": arm, "reward_rise": reward, "ranking_rise": ranking,
+                 "reward_minus_ranking": paired(reward, ranking), "idealized_minus_achieved": paired(gap, [0.0] * len(gap))}
+            )  # fmt: skip
+    return out
+
+
+def ranking_table(rows: list[dict]) -> str:
+    lines = [
+        "| arm | reward acc rise | ranking acc rise | difference [95% CI] | idealized − achieved [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        d, g = r["reward_minus_ranking"], r["idealized_minus_achieved"]
+        lines.append(
+            f"| {r['experiment']}/{r['arm']} | {mean_sd(r['reward_rise'])} | {mean_sd(r['ranking_rise'])} | "
+            f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] |"
+        )
+    return "\n".join(lines)
+
+
 def verdict_table(rows: list[dict]) -> str:
     lines = [
         "| claim | a (mean) | b (mean) | paired difference [95% CI] | verdict |",
@@ -438,6 +475,9 @@ def main(argv=None) -> int:
         md += [f"## {exp} (seeds {', '.join(map(str, args.seeds))}; mean ± sd)", "", table(results, exp), ""]
         figure(results, exp, out / f"{exp}.png")
     md += ["## Pre-registered comparisons", "", verdict_table(rows), ""]
+    ranking = ranking_rows(results)
+    if ranking:
+        md += ["## Reward accuracy vs likelihood ranking accuracy (P8)", "", ranking_table(ranking), ""]
     md += [
         f"Wall time: {sum(walls.values()):.0f} s for {len(walls)} seeds ({', '.join(f'{w:.0f}' for w in walls.values())})."
     ]
@@ -450,6 +490,7 @@ def main(argv=None) -> int:
                 "seeds": args.seeds,
                 "results": per_seed,
                 "comparisons": rows,
+                "ranking": ranking,
                 "wall_s": walls,
                 "tiny": args.tiny,
             },
