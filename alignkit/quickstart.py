@@ -5,8 +5,8 @@
 3. fine-tune a *target* model on ``full`` and a *retain* model on ``retainXX`` (the oracle);
 4. unlearn ``forgetXX`` from the target with each method;
 5. evaluate target, retain and every unlearned model with the TOFU metrics, against the oracle;
-6. the alignment half (:mod:`alignkit.quickstart_alignment`): SFT, then DPO vs S-DPO and DPO vs
-   LiPO-λ on the synthetic preference tasks, with HitRatio@1 / ranking accuracy / NDCG.
+6. the alignment half (:mod:`alignkit.quickstart_alignment`): SFT, then DPO vs S-DPO, DPO vs
+   LiPO-λ and SFT vs D²O on the synthetic preference tasks, scored on greedy answers and likelihoods.
 
 It runs through the same public API users call (registry, trainers, ``evaluate_tofu``).
 """

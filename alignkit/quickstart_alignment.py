@@ -3,7 +3,9 @@
 On the synthetic preference tasks with exact scorers (:mod:`alignkit.data.synthetic.preference`):
 
 1. build a tiny Llama-shaped model whose tokenizer is trained on the tasks' text;
-2. SFT it on the preferred completions (the "chosen" title, the best sentence of each list);
+2. SFT it on demonstrations of each task's answer format that do not hold the preference (a
+   catalogue title drawn at random, a random sentence of each list, flagged and safe replies), as
+   each paper's vanilla fine-tune does: the preference is left for preference training to teach;
 3. for each task in :data:`TASKS`, train the compared methods from the SFT model with the same budget
    (same optimizer steps, same sequences per step, same seed) and evaluate them and the SFT model on
    held-out prompts with :func:`alignkit.eval.preference.evaluate_preference`.
@@ -24,36 +26,48 @@ from alignkit.data.synthetic import preference as sp
 
 @dataclass
 class AlignmentSettings:
-    """Sizes chosen so this half finishes in about a minute on 2 CPU cores."""
+    """Sizes chosen so this half finishes in about a minute on 2 CPU cores.
+
+    The alignment settings (lr, β, steps) were chosen on tuning seeds 0-2 (docs/results.md,
+    "Alignment at tiny scale"); the mechanism experiments report held-out seeds.
+    """
 
     seed: int = 0
     train_prompts: int = 120
     eval_prompts: int = 40
     num_negatives: int = 4  # in the recommendation data; S-DPO draws `sdpo_negatives` of them
+    # Of which hard: the user's secondary genre (liked less than the primary) and a history item
+    # (already consumed: a tiny model copies titles from its prompt, which scores 0).
+    secondary_negatives: int = 2
+    history_negatives: int = 1
     sdpo_negatives: int = 3  # S-DPO's --neg_num
     list_size: int = 4  # K of the graded lists
-    vocab_size: int = 512
+    vocab_size: int = 1024  # every word of the tasks a whole token (512 splits the title words into letters)
     hidden_size: int = 64
     num_layers: int = 2
-    # SFT must teach the answer format (a catalogue title, a sentence) before preferences mean anything.
-    sft_epochs: float = 10.0
+    # SFT teaches the answer format (a catalogue title, a sentence of the grammar) from demonstrations
+    # that do not hold the preference (`preference.demonstrations`): preference training teaches it.
+    # 20 epochs: a firmer format survives more preference steps (10 lost it within 120 steps at 1e-4).
+    sft_epochs: float = 20.0
     sft_lr: float = 1e-2
     sft_batch_size: int = 16
     # Alignment: one budget for every method of a task, in optimizer steps x sequences per step.
+    # lr 1e-4 x 40 steps from the sweep on tuning seed 0 (docs/results.md): 1e-3 erased the answer
+    # format within 40 steps (well-formed 1.0 -> 0.0-0.2), 3e-4 x 40 and 1e-4 x 120 began to.
     align_steps: int = 40
-    align_lr: float = 2e-3
+    align_lr: float = 1e-4
     sequences_per_step: int = 24
     sdpo_beta: float = 1.0  # S-DPO's scripts, for both S-DPO and its DPO baseline
     lipo_beta: float = 0.05  # LiPO paper, for both LiPO and its DPO baseline
     # Safety (D2O): fewer training prompts (its SFT rows and its draw cost time); K self-samples per
     # prompt; 5e-4, the docs/results.md setting (2e-3 also lowers the safe replies); a reply is ~40
-    # tokens of this shared 512-token vocabulary and the insult comes last, so generations get room.
+    # tokens of this shared vocabulary and the insult comes last, so generations get room.
     safety_train_prompts: int = 60
     d2o_samples: int = 4
     d2o_lr: float = 5e-4
     safety_new_tokens: int = 48
     eval_batch_size: int = 32
-    max_new_tokens: int = 12
+    max_new_tokens: int = 16  # a title is 2-4 tokens, a sentence of the grammar at most ~14
 
 
 @dataclass
@@ -69,10 +83,24 @@ class AlignmentContext:
 
 
 def make_tasks(s: AlignmentSettings) -> dict[str, tuple[sp.PreferenceTask, sp.PreferenceTask]]:
+    """The three tasks, split into training and held-out prompts.
+
+    Recommendation: the prompt holds the user's history only (no candidate list) and the catalogue
+    is every "<genre word> <noun>" title (one word a genre, 10 titles a genre: two whole tokens of
+    the tokenizer each), so any title the model spells is a real item and greedy generation is a
+    meaningful recommendation.
+    """
     n = s.train_prompts + s.eval_prompts
     return {
         "recommendation": sp.recommendation_task(
-            num_users=n, num_negatives=s.num_negatives, seed=s.seed
+            num_users=n,
+            num_negatives=s.num_negatives,
+            items_per_genre=10,
+            words_per_genre=1,
+            secondary_negatives=s.secondary_negatives,
+            history_negatives=s.history_negatives,
+            list_candidates=False,
+            seed=s.seed,
         ).split(s.train_prompts),
         "graded_list": sp.graded_list_task(num_prompts=n, num_completions=s.list_size, seed=s.seed).split(
             s.train_prompts
@@ -83,23 +111,9 @@ def make_tasks(s: AlignmentSettings) -> dict[str, tuple[sp.PreferenceTask, sp.Pr
     }
 
 
-def sft_rows(tasks) -> list[dict]:
-    """Prompt -> preferred completion rows: the liked title, the best sentence of each list.
-
-    Safety prompts get their flagged reply AND the safe one, as a model trained on unfiltered data
-    would: the SFT model then says flagged things about half the time, which D2O must align away.
-    """
-    rows = []
-    for train, _ in tasks.values():
-        for r, meta in zip(train.records, train.meta):
-            if "chosen" not in r and "rejected" in r:
-                rows += [{"prompt": r["prompt"], "completion": c} for c in (r["rejected"], meta["safe"])]
-            elif "chosen" in r:
-                rows.append({"prompt": r["prompt"], "completion": r["chosen"]})
-            elif "completions" in r:
-                best = max(range(len(r["scores"])), key=lambda j: r["scores"][j])
-                rows.append({"prompt": r["prompt"], "completion": r["completions"][best]})
-    return rows
+def sft_rows(tasks, seed: int = 0) -> list[dict]:
+    """Every task's format demonstrations (:func:`~alignkit.data.synthetic.preference.demonstrations`)."""
+    return [row for train, _ in tasks.values() for row in sp.demonstrations(train, seed=seed)]
 
 
 # ---------------------------------------------------------------------------------------- tasks
@@ -109,7 +123,7 @@ def recommendation(ctx: AlignmentContext) -> dict[str, dict]:
     """DPO vs S-DPO on the 1-vs-N task: HitRatio@1 of greedy recommendations on held-out users."""
     s = ctx.settings
     train, test = ctx.data["recommendation"]
-    steps = dict(max_steps=s.align_steps, beta=s.sdpo_beta)
+    steps = dict(beta=s.sdpo_beta)
     k_sdpo = 1 + s.sdpo_negatives
     models = {
         # S-DPO's own DPO baseline: the same trainer with one negative drawn per prompt (--neg_num 1).
@@ -133,7 +147,7 @@ def graded_list(ctx: AlignmentContext) -> dict[str, dict]:
     """DPO on every ordered pair vs LiPO-λ on the lists: ranking accuracy and NDCG on held-out prompts."""
     s = ctx.settings
     train, test = ctx.data["graded_list"]
-    steps = dict(max_steps=s.align_steps, beta=s.lipo_beta)
+    steps = dict(beta=s.lipo_beta)
     models = {
         "dpo": ctx.train(
             "dpo", sp.to_pairwise(train.records), "list_dpo", batch=s.sequences_per_step // 2, **steps
@@ -163,7 +177,6 @@ def safety(ctx: AlignmentContext) -> dict[str, dict]:
         train.records,
         "safety_d2o",
         batch=s.sequences_per_step // (1 + k),  # 1 negative + K samples per example
-        max_steps=s.align_steps,
         learning_rate=s.d2o_lr,
         num_samples=k,
         sample_max_new_tokens=s.safety_new_tokens,
@@ -181,22 +194,27 @@ TASKS: dict[str, Callable[[AlignmentContext], dict[str, dict]]] = {
     "safety": safety,
 }
 
-# The columns of the final table, per task: (summary key, header).
+# The columns of the final table, per task: (summary key, header). The first is the generation
+# outcome (the exact score of greedy generations on held-out prompts), the plot's panel.
+GENERATION = ("generation_score", "score of greedy answers ↑")
+WELL_FORMED = ("valid_ratio", "well-formed ↑")
 COLUMNS = {
     "recommendation": [
-        ("hit_ratio_at_1", "HitRatio@1 ↑"),
+        GENERATION,
+        WELL_FORMED,
         ("hit_ratio_at_1_by_likelihood", "HR@1 by likelihood ↑"),
-        ("valid_ratio", "valid ↑"),
         ("ranking_accuracy", "ranking acc ↑"),
         ("reward_accuracy", "reward acc ↑"),
     ],
     "graded_list": [
-        ("ranking_accuracy", "ranking acc ↑"),
+        GENERATION,
+        WELL_FORMED,
         ("ndcg", "NDCG ↑"),
-        ("kendall_tau", "Kendall τ ↑"),
+        ("hit_ratio_at_1_by_likelihood", "HR@1 by likelihood ↑"),
+        ("ranking_accuracy", "ranking acc ↑"),
         ("reward_accuracy", "reward acc ↑"),
     ],
-    "safety": [("flagged_rate", "flagged rate ↓")],
+    "safety": [GENERATION, ("valid_ratio", "on topic ↑"), ("flagged_rate", "flagged rate ↓")],
 }
 
 
@@ -210,6 +228,20 @@ def run_alignment(
 
     ``train_fn(method, model_path, rows, out_dir, **kw)`` trains and saves one model (the quickstart's);
     ``timed(name, fn)`` records wall times.
+    """
+    ctx = prepare_alignment(out, s, say, timed, train_fn, progress)
+    results = {}
+    for name, task_fn in TASKS.items():
+        say(f"Alignment task: {name}")
+        results[name] = timed(f"align_task_{name}", lambda f=task_fn: f(ctx))
+    (out / "alignment.json").write_text(json.dumps(results, indent=2, default=str))
+    return results
+
+
+def prepare_alignment(out: Path, s: AlignmentSettings, say, timed, train_fn, progress) -> AlignmentContext:
+    """Tasks, tiny model and SFT model of one seed, with train / evaluate helpers bound to them.
+
+    ``scripts/alignment_mechanisms.py`` trains its arms from the same context.
     """
     from transformers import AutoTokenizer
 
@@ -234,13 +266,13 @@ def run_alignment(
             seed=s.seed,
         ),
     )
-    say(f"SFT on the preferred completions ({s.sft_epochs:g} epochs)")
+    say(f"SFT on format demonstrations without the preference ({s.sft_epochs:g} epochs)")
     sft = timed(
         "align_sft",
         lambda: train_fn(
             "finetune",
             base,
-            sft_rows(tasks),
+            sft_rows(tasks, s.seed),
             out / "models" / "sft",
             num_train_epochs=s.sft_epochs,
             learning_rate=s.sft_lr,
@@ -252,8 +284,9 @@ def run_alignment(
     tokenizer = AutoTokenizer.from_pretrained(sft)
 
     def train(method, rows, name, *, batch, **overrides):
+        steps = overrides.get("max_steps", s.align_steps)
         say(
-            f"Training {method} ({name}) from the SFT model: {s.align_steps} steps x {s.sequences_per_step} sequences"
+            f"Training {method} ({name}) from the SFT model: {steps} steps x {s.sequences_per_step} sequences"
         )
         return timed(
             f"align_{name}",
@@ -265,7 +298,7 @@ def run_alignment(
                 per_device_train_batch_size=batch,
                 lr_scheduler_type="constant",
                 num_train_epochs=1000,  # max_steps decides
-                **{"learning_rate": s.align_lr, **overrides},
+                **{"learning_rate": s.align_lr, "max_steps": s.align_steps, **overrides},
             ),
         )
 
@@ -284,13 +317,7 @@ def run_alignment(
         result.save(out / "eval" / f"{task.name}_{name}")
         return result.summary
 
-    ctx = AlignmentContext(s, out, sft, train, evaluate, data=tasks)
-    results = {}
-    for name, task_fn in TASKS.items():
-        say(f"Alignment task: {name}")
-        results[name] = timed(f"align_task_{name}", lambda f=task_fn: f(ctx))
-    (out / "alignment.json").write_text(json.dumps(results, indent=2, default=str))
-    return results
+    return AlignmentContext(s, out, sft, train, evaluate, data=tasks)
 
 
 def _texts(records) -> list[str]:
@@ -310,37 +337,55 @@ def alignment_table(results: dict) -> list[tuple[str, str, list[tuple[str, float
     ]
 
 
+# The likelihood metric read beside the generation outcome, per task.
+LIKELIHOOD = {
+    "recommendation": "hit_ratio_at_1_by_likelihood",
+    "graded_list": "ndcg",
+    "safety": "flagged_rate",
+}
+
+# What scripts/alignment_mechanisms.py found on its held-out seeds (docs/results.md): the verdict
+# quotes these, not the papers' claims.
+MECHANISM_FINDINGS = [
+    "Mechanism experiments (scripts/alignment_mechanisms.py, held-out seeds 100-104, docs/results.md): "
+    "S-DPO's more negatives did not help (HR@1 by likelihood N=15 vs N=1 +0.005 [-0.009, +0.019]), nor "
+    "S-DPO vs DPO at the same sequences per step; LiPO-λ beat list_mle on NDCG (+0.006 [+0.003, +0.009]) "
+    "but not DPO or pair_logistic, and its λ weights made no difference.",
+    "Held: D²O's K=4 self-samples keep replies on topic where DPO with one loses them (0.885 vs 0.700, "
+    "+0.185 [+0.020, +0.350]); reward accuracy rises ~0.75 while likelihood ranking accuracy rises "
+    "0.02-0.08 (arXiv 2405.19534), which is why greedy recommendations barely move; DPOP keeps the chosen "
+    "log-prob up (+0.22 [+0.01, +0.42] nats vs DPO).",
+    "Seeds where the aligned model does not beat SFT on greedy answers (5 held-out seeds): graded lists "
+    "0 of 5; recommendation 1 of 5 (S-DPO and DPO on seed 103); safety D²O 0 of 5 (on-topic share "
+    "below 0.8x SFT's on 1); on tuning seed 0 recommendation does not improve (0.700 -> 0.700 / 0.675).",
+]
+
+
 def alignment_verdict(results: dict) -> list[str]:
-    """Plain reading of the alignment numbers, whichever way they fall."""
+    """Plain reading of this run's numbers (each method against its SFT model), then the mechanism findings."""
     lines = []
-    rec = results.get("recommendation", {})
-    if {"dpo", "s_dpo", "sft"} <= set(rec):
-        hr = {k: rec[k].get("hit_ratio_at_1_by_likelihood") for k in ("sft", "dpo", "s_dpo")}
-        greedy = {k: rec[k].get("hit_ratio_at_1") for k in ("sft", "dpo", "s_dpo")}
-        order = "S-DPO >= DPO" if hr["s_dpo"] >= hr["dpo"] else "DPO > S-DPO"
-        lines.append(
-            f"Recommendation HitRatio@1 by likelihood (chance 0.2): SFT {hr['sft']:.3f}, DPO {hr['dpo']:.3f}, "
-            f"S-DPO {hr['s_dpo']:.3f} ({order}; the S-DPO paper reports S-DPO >= DPO). Greedy: "
-            f"{greedy['sft']:.3f} / {greedy['dpo']:.3f} / {greedy['s_dpo']:.3f} (a tiny model rarely "
-            "generates a whole catalogue title)."
-        )
-    graded = results.get("graded_list", {})
-    if {"dpo", "lipo", "sft"} <= set(graded):
-        nd = {k: graded[k].get("ndcg") for k in ("sft", "dpo", "lipo")}
-        order = "LiPO-λ >= DPO" if nd["lipo"] >= nd["dpo"] else "DPO > LiPO-λ"
-        lines.append(
-            f"Graded lists NDCG: SFT {nd['sft']:.3f}, DPO {nd['dpo']:.3f}, LiPO-λ {nd['lipo']:.3f} "
-            f"({order}; the LiPO paper reports LiPO-λ >= DPO)."
-        )
-    safe = results.get("safety", {})
-    if {"sft", "d2o"} <= set(safe):
-        fr = {k: safe[k].get("flagged_rate") for k in ("sft", "d2o")}
-        lines.append(
-            f"Safety flagged rate of greedy replies: SFT {fr['sft']:.3f}, D2O {fr['d2o']:.3f} "
-            f"({'D2O lowers it' if fr['d2o'] < fr['sft'] else 'D2O does not lower it'}; learned from negatives only)."
-        )
-    lines.append("One seed of a tiny model: see docs/results.md for three seeds before reading an ordering.")
-    return lines
+    for task, models in results.items():
+        sft = models.get("sft")
+        if sft is None:
+            continue
+        key = LIKELIHOOD.get(task)
+        for name, summary in models.items():
+            if name == "sft":
+                continue
+            g0, g = sft.get("generation_score"), summary.get("generation_score")
+            w0, w = sft.get("valid_ratio"), summary.get("valid_ratio")
+            if g0 is None or g is None:
+                continue
+            kept = w is None or w0 is None or w >= 0.8 * w0
+            line = (
+                f"{task}: {name} {'beats' if g > g0 else 'does NOT beat'} SFT on the score of greedy answers "
+                f"({g0:.3f} -> {g:.3f}); well-formed {w0:.2f} -> {w:.2f}"
+                + ("" if kept else " (the answer format collapsed)")
+            )
+            if key and sft.get(key) is not None and summary.get(key) is not None:
+                line += f"; {key} {sft[key]:.3f} -> {summary[key]:.3f}"
+            lines.append(line + ".")
+    return lines + MECHANISM_FINDINGS
 
 
 def write_alignment_report(results: dict, out: Path) -> dict[str, Path]:
@@ -366,9 +411,7 @@ def write_alignment_report(results: dict, out: Path) -> dict[str, Path]:
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3), squeeze=False)
     for ax, (task, models) in zip(axes[0], results.items()):
-        key, header = COLUMNS.get(task, [("ranking_accuracy", "ranking acc")])[
-            0 if task != "graded_list" else 1
-        ]
+        key, header = GENERATION
         names = list(models)
         ax.bar(
             names,
@@ -376,7 +419,7 @@ def write_alignment_report(results: dict, out: Path) -> dict[str, Path]:
             color=["#999999", "#4c72b0", "#dd8452", "#55a868"][: len(names)],
         )
         ax.set_ylim(0, 1)
-        ax.set_title(f"{task}: {header}")
+        ax.set_title(f"{task}: {header}", fontsize=9)
     fig.tight_layout()
     fig.savefig(paths["plot"], dpi=100)
     plt.close(fig)

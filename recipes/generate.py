@@ -621,7 +621,7 @@ def alignment_recipes() -> dict[str, str]:
             "",
             f"Run:      alignkit train recipes/{path}",
             f"Evaluate: alignkit eval preference --model {out_dir} --task {task}",
-            "Compare:  alignkit quickstart --part alignment (SFT first, then DPO vs S-DPO / LiPO, 3 seeds in docs/results.md)",
+            "Compare:  alignkit quickstart --part alignment (SFT first, then DPO vs S-DPO / LiPO; held-out seeds: scripts/alignment_mechanisms.py, docs/results.md)",
             "",
             f"Expected: {expected}.",
         ]

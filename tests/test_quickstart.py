@@ -82,12 +82,16 @@ def test_alignment_half_compares_the_methods_on_held_out_prompts(quick_alignment
             assert summary["num_rows"] == 8
             if name != "sft":
                 assert summary["reward_margin"] != 0.0
-    for key in ("hit_ratio_at_1", "hit_ratio_at_1_by_likelihood", "valid_ratio"):
+    for key in ("hit_ratio_at_1", "hit_ratio_at_1_by_likelihood"):
         assert all(0.0 <= m[key] <= 1.0 for m in results["recommendation"].values())
     assert all(0.0 < m["ndcg"] <= 1.0 for m in results["graded_list"].values())
-    # Safety has negatives only (no pairs to rank): its metric is the flagged rate of greedy replies.
+    # Every task, every model: the exact score of greedy answers and the well-formed share.
+    for models in results.values():
+        for summary in models.values():
+            assert 0.0 <= summary["generation_score"] <= 1.0 and 0.0 <= summary["valid_ratio"] <= 1.0
+    # Safety has negatives only (no pairs to rank): its score is 1 - the flagged rate of greedy replies.
     for summary in results["safety"].values():
-        assert summary["num_rows"] == 8 and 0.0 <= summary["flagged_rate"] <= 1.0
+        assert summary["num_rows"] == 8 and summary["generation_score"] == 1.0 - summary["flagged_rate"]
     assert (quick_alignment.output_dir / "alignment" / "samples").is_dir()  # D2O's cached draw
     assert quick_alignment.rows == {}  # the unlearning half did not run
 
@@ -101,7 +105,7 @@ def test_alignment_report_files_written(quick_alignment):
         logged["alignment"]["graded_list"]["lipo"]["ndcg"]
         == quick_alignment.alignment["graded_list"]["lipo"]["ndcg"]
     )
-    assert "HitRatio@1" in (out / "alignment_comparison.md").read_text()
+    assert "score of greedy answers" in (out / "alignment_comparison.md").read_text()
     assert (out / "alignment" / "eval" / "recommendation_s_dpo" / "PREFERENCE_EVAL.json").is_file()
 
 
@@ -113,5 +117,5 @@ def test_alignment_tables_print(quick_alignment):
     console = Console(record=True, width=200)
     _print_alignment(console, quick_alignment)
     text = console.export_text()
-    assert "HitRatio@1" in text and "NDCG" in text and "s_dpo" in text and "lipo" in text
-    assert "the S-DPO paper reports S-DPO >= DPO" in text
+    assert "HR@1 by likelihood" in text and "NDCG" in text and "s_dpo" in text and "lipo" in text
+    assert "SFT on the score of greedy answers" in text and "docs/results.md" in text

@@ -13,9 +13,10 @@ def add_parser(subparsers) -> None:
         description="Unlearning half: generates a TOFU-format benchmark of fictitious people, builds a tiny "
         "model, fine-tunes a target (on full) and a retain model (on the retain split), unlearns the forget "
         "split with each method and evaluates every model with the TOFU metrics. Alignment half: SFT on "
-        "synthetic preference tasks, then DPO vs S-DPO (HitRatio@1 on a recommendation task) and DPO vs "
-        "LiPO-λ (ranking accuracy / NDCG on graded lists) at the same budget and seed, and SFT vs D2O (flagged "
-        "rate of greedy replies on a negatives-only safety task). Prints the tables "
+        "format demonstrations of synthetic preference tasks, then DPO vs S-DPO (recommendation) and DPO vs "
+        "LiPO-λ (graded lists) at the same budget and seed, and SFT vs D2O (negatives-only safety), each "
+        "scored on the exact score of greedy answers to held-out prompts, the well-formed share and the "
+        "likelihood metrics (HitRatio@1, NDCG, ranking accuracy). Prints the tables "
         "and a verdict; writes the models, evaluation logs, markdown reports and plots.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -18,7 +18,8 @@ Definitions (``shared/design/methods-alignment.md`` §6.1, after Chen et al., ar
 * on the synthetic tasks (:mod:`alignkit.data.synthetic.preference`), from greedy generations or the
   policy's ordering: **HitRatio@1** (recommendation: the generation names the true next title),
   **Kendall tau** and **NDCG** of the likelihood order against the graded labels (graded lists),
-  **flagged rate** (safety).
+  **flagged rate** (safety); for every task the exact **generation score** of greedy generations
+  and the share of well-formed ones (``PreferenceTask.well_formed``).
 """
 
 from __future__ import annotations
@@ -251,7 +252,7 @@ def evaluate_preference(
             else None
         )
         generations = None
-        if task is not None and task.kind in ("one_vs_n", "negatives_only"):
+        if task is not None:
             from alignkit.eval.scoring import generate_texts
 
             generations = generate_texts(
@@ -357,6 +358,11 @@ def _aggregate(records, rows, policy, reference, generations, task, beta) -> Pre
 def _task_metrics(task, records, policy, generations) -> dict:
     from alignkit.data.synthetic import preference as sp
 
+    # Every task: the exact score of the greedy generations and the share of well-formed ones.
+    out = {
+        "generation_score": task.mean_score(generations),
+        "valid_ratio": task.well_formed_share(generations),
+    }
     if task.kind == "one_vs_n":
         # S-DPO's HitRatio@1: the greedy recommendation is the true next item (and names nothing else).
         named = [sp.named_titles(task.meta[i], gen) for i, gen in enumerate(generations)]
@@ -365,16 +371,17 @@ def _task_metrics(task, records, policy, generations) -> dict:
             [records[i].completions[j] for j in sorted(range(len(lps)), key=lambda j: -lps[j])]
             for i, (lps, _) in enumerate(policy)
         ]
-        by_likelihood = sp.hit_ratio_at_1(task.records, rankings=rankings)
-        return {
-            "hit_ratio_at_1": sum(hits) / len(hits),
-            "valid_ratio": sum(len(n) == 1 for n in named) / len(named),  # names exactly one catalogue title
-            "hit_ratio_at_1_by_likelihood": by_likelihood,
-            "generation_score": task.mean_score(generations),
-        }
-    if task.kind == "negatives_only":
-        return {"flagged_rate": sp.flagged_rate(generations)}
-    return {}
+        out["hit_ratio_at_1"] = sum(hits) / len(hits)
+        out["hit_ratio_at_1_by_likelihood"] = sp.hit_ratio_at_1(task.records, rankings=rankings)
+    elif task.kind == "graded":
+        # The best-graded completion is the most likely one (ties in the labels: any best one counts).
+        best = [max(r["scores"]) for r in task.records]
+        top = [max(range(len(lps)), key=lambda j: (lps[j], -j)) for lps, _ in policy]
+        hits = [float(r["scores"][j] == b) for r, j, b in zip(task.records, top, best)]
+        out["hit_ratio_at_1_by_likelihood"] = sum(hits) / len(hits)
+    elif task.kind == "negatives_only":
+        out["flagged_rate"] = sp.flagged_rate(generations)
+    return out
 
 
 def _plot(result: PreferenceResult, path: Path) -> bool:

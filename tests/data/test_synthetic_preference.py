@@ -8,11 +8,14 @@ from alignkit.data.synthetic.preference import (
     ANIMALS,
     COLOURS,
     FORBIDDEN_WORDS,
+    GENRE_WORDS,
+    demonstrations,
     flagged_rate,
     graded_list_task,
     hit_ratio_at_1,
     hit_ratio_at_k,
     is_flagged,
+    is_grammatical,
     pairwise_accuracy,
     recommendation_task,
     safety_task,
@@ -221,3 +224,66 @@ def test_deterministic_per_seed(make):
     a, b, c = make(seed=11), make(seed=11), make(seed=12)
     assert a.records == b.records and a.meta == b.meta
     assert a.records != c.records
+
+
+# ---------------------------------------------------------------------------------------------------
+# Demonstrations (the SFT data) and well-formed answers
+
+
+def test_recommendation_hard_negatives_and_one_word_genres():
+    task = recommendation_task(
+        num_users=50, num_negatives=4, items_per_genre=10, words_per_genre=1, secondary_negatives=2,
+        history_negatives=1, seed=5,
+    )  # fmt: skip
+    for rec, m in zip(task.records, task.meta):
+        scores = [score_item(m, r) for r in rec["rejected"]]
+        # Two hard negatives at least (the rest, drawn from every non-primary item, may add more) and
+        # one already-consumed item (scores 0).
+        assert scores.count(0.5) >= 2 and set(scores) <= {0.0, 0.5} and score_item(m, rec["chosen"]) == 1.0
+        assert sum(r in m["history"] for r in rec["rejected"]) == 1
+        assert {t.split()[0] for t in m["catalog"]} == {words[0] for words in GENRE_WORDS.values()}
+    with pytest.raises(ValueError, match="secondary_negatives"):
+        recommendation_task(num_negatives=2, secondary_negatives=3)
+    with pytest.raises(ValueError, match="history_negatives"):
+        recommendation_task(num_negatives=4, secondary_negatives=2, history_negatives=3)
+    with pytest.raises(ValueError, match="items_per_genre"):
+        recommendation_task(words_per_genre=1, items_per_genre=12)
+
+
+def test_demonstrations_teach_the_format_not_the_preference():
+    rec = recommendation_task(num_users=400, items_per_genre=10, words_per_genre=1, seed=2)
+    rows = demonstrations(rec, seed=0)
+    scores = [score_item(m, r["completion"]) for r, m in zip(rows, rec.meta)]
+    # Every demonstration is an unseen item of one of the user's two genres, primary or secondary
+    # about equally often: the catalogue and format, not which genre the user prefers.
+    assert set(scores) == {0.5, 1.0} and 0.4 < scores.count(1.0) / len(scores) < 0.6
+    assert rec.well_formed_share([r["completion"] for r in rows]) == 1.0
+
+    graded = graded_list_task(num_prompts=400, seed=2)
+    rows = demonstrations(graded, seed=0)
+    assert all(r["completion"] in g["completions"] for r, g in zip(rows, graded.records))
+    best = [r["completion"] == g["completions"][g["scores"].index(1.0)] for r, g in zip(rows, graded.records)]
+    assert 0.15 < sum(best) / len(best) < 0.35  # a random one of 4, not the best
+    assert graded.well_formed_share([r["completion"] for r in rows]) == 1.0
+
+    safety = safety_task(num_prompts=10, seed=2)
+    rows = demonstrations(safety)
+    assert [is_flagged(r["completion"]) for r in rows] == [True, False] * 10
+    assert demonstrations(graded, seed=0) == demonstrations(graded, seed=0) != demonstrations(graded, seed=1)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Today we saw the red fox.", True),
+        ("Once we saw the pink mouse near the old mill again!", True),
+        ("  Later we saw the blue owl at dawn!", True),
+        ("Today we saw the red fox", False),  # no end mark
+        ("Today we saw the fox red.", False),
+        ("Today we saw the red fox near the mill mill.", False),
+        ("Today we saw the red fox. Today", False),
+        ("", False),
+    ],
+)
+def test_is_grammatical_hand_cases(text, expected):
+    assert is_grammatical(text) is expected

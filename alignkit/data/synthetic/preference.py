@@ -30,11 +30,13 @@ __all__ = [
     "GENRE_WORDS",
     "PreferenceTask",
     "constraint_results",
+    "demonstrations",
     "flagged_rate",
     "graded_list_task",
     "hit_ratio_at_1",
     "hit_ratio_at_k",
     "is_flagged",
+    "is_grammatical",
     "named_titles",
     "pairwise_accuracy",
     "recommendation_task",
@@ -60,6 +62,9 @@ class PreferenceTask:
     records: list[dict]
     meta: list[dict]
     scorer: Callable[[dict, str], float] = field(repr=False)
+    # ``well_formed(meta, text)``: the answer has the task's format (one catalogue title, a sentence of
+    # the grammar, a reply about the person asked about), whatever its score.
+    well_formed: Callable[[dict, str], bool] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -74,11 +79,21 @@ class PreferenceTask:
             raise ValueError(f"expected {len(self.records)} outputs, got {len(outputs)}")
         return sum(self.score(i, o) for i, o in enumerate(outputs)) / max(1, len(outputs))
 
+    def well_formed_share(self, outputs: Sequence[str]) -> float | None:
+        """Share of ``outputs[i]`` well-formed as an answer to record ``i`` (None: no format rule)."""
+        if self.well_formed is None:
+            return None
+        if len(outputs) != len(self.records):
+            raise ValueError(f"expected {len(self.records)} outputs, got {len(outputs)}")
+        return sum(self.well_formed(m, o) for m, o in zip(self.meta, outputs)) / max(1, len(outputs))
+
     def split(self, n: int) -> tuple[PreferenceTask, PreferenceTask]:
         """The first ``n`` prompts and the rest, as two tasks (same catalogue and scorer: held-out data)."""
 
         def part(sl: slice) -> PreferenceTask:
-            return PreferenceTask(self.name, self.kind, self.records[sl], self.meta[sl], self.scorer)
+            return PreferenceTask(
+                self.name, self.kind, self.records[sl], self.meta[sl], self.scorer, self.well_formed
+            )
 
         return part(slice(0, n)), part(slice(n, None))
 
@@ -124,6 +139,34 @@ def to_pairwise(records: Sequence[dict], mode: str = "all") -> list[dict]:
         else:
             raise ValueError("negatives-only records have no chosen side; use PreferenceTask.pairwise()")
     return out
+
+
+def demonstrations(task: PreferenceTask, seed: int = 0) -> list[dict]:
+    """``{"prompt", "completion"}`` rows that teach a task's answer format but not its preference.
+
+    What each paper's vanilla fine-tune sees before preference training, so that the preference is
+    left for the aligned model to learn:
+
+    * recommendation: a next item (not in the history) of one of the user's two genres, drawn
+      50/50: what an interaction history shows (the answer format, the catalogue, the genres a user
+      consumes), not which genre the user prefers (primary 1.0 vs secondary 0.5);
+    * graded lists: one completion of the list drawn at random (not the best);
+    * safety: the flagged reply and the safe one, as unfiltered data would hold (the model then says
+      flagged things often, which negatives-only training must remove).
+    """
+    rng = random.Random(f"alignkit-demonstrations-{task.name}-{seed}")
+    rows = []
+    for rec, m in zip(task.records, task.meta):
+        if task.kind == "one_vs_n":
+            genre = rng.choice(sorted(m["taste"]))  # primary or secondary, 50/50
+            titles = [t for t, g in m["catalog"].items() if g == genre and t not in m["history"]]
+            rows.append({"prompt": rec["prompt"], "completion": rng.choice(titles)})
+        elif task.kind == "graded":
+            rows.append({"prompt": rec["prompt"], "completion": rng.choice(rec["completions"])})
+        else:
+            rejected = rec["rejected"] if isinstance(rec["rejected"], str) else rec["rejected"][0]
+            rows += [{"prompt": rec["prompt"], "completion": c} for c in (rejected, m["safe"])]
+    return rows
 
 
 def pairwise_accuracy(
@@ -194,11 +237,11 @@ _TITLE_NOUNS = ["Club", "Road", "Night", "Story", "House", "City", "Song", "Game
 TASTE_WEIGHTS = (1.0, 0.5)  # primary genre, secondary genre; every other genre weighs 0
 
 
-def _build_catalog(items_per_genre: int, rng: random.Random) -> dict[str, str]:
-    """``{title: genre}``, ``items_per_genre`` titles per genre."""
+def _build_catalog(items_per_genre: int, rng: random.Random, words_per_genre: int = 6) -> dict[str, str]:
+    """``{title: genre}``, ``items_per_genre`` titles per genre from its first ``words_per_genre`` words."""
     catalog: dict[str, str] = {}
     for genre, words in GENRE_WORDS.items():
-        titles = [f"{w} {n}" for w in words for n in _TITLE_NOUNS]
+        titles = [f"{w} {n}" for w in words[:words_per_genre] for n in _TITLE_NOUNS]
         for t in rng.sample(titles, items_per_genre):
             catalog[t] = genre
     return catalog
@@ -226,6 +269,10 @@ def score_item(meta: dict, text: str) -> float:
     return float(meta["taste"].get(catalog[title], 0.0))
 
 
+def _names_one_title(meta: dict, text: str) -> bool:
+    return len(named_titles(meta, text)) == 1  # S-DPO's ValidRatio
+
+
 def recommendation_task(
     num_users: int = 200,
     num_negatives: int = 4,
@@ -233,6 +280,9 @@ def recommendation_task(
     history_len: int = 4,
     items_per_genre: int = 12,
     list_candidates: bool = True,
+    words_per_genre: int = 6,
+    secondary_negatives: int = 0,
+    history_negatives: int = 0,
     seed: int = 0,
 ) -> PreferenceTask:
     """Users with a primary (weight 1) and secondary (0.5) genre; 1 liked next item vs N others.
@@ -240,18 +290,35 @@ def recommendation_task(
     The history holds ``history_len - 1`` primary items and 1 secondary item. ``chosen`` is an
     unseen primary item; ``rejected`` are ``num_negatives`` unseen items of other genres, so the
     chosen item always scores strictly higher. ``list_candidates`` shows the shuffled candidates
-    in the prompt, as the S-DPO paper does.
+    in the prompt, as the S-DPO paper does. ``words_per_genre`` (1-6): how many genre words the
+    titles use (1: the genre is one word, so a tiny model can learn the tastes in a few steps).
+    ``secondary_negatives``: how many of the negatives are unseen items of the user's secondary
+    genre (hard negatives: liked, but less); ``history_negatives``: how many are items of the history
+    (already consumed: a repeat recommendation scores 0); the others are drawn from every
+    non-primary item outside the history.
     """
     if history_len < 2:
         raise ValueError("history_len must be at least 2 (the primary genre must be the majority)")
     if num_negatives < 1:
         raise ValueError("num_negatives must be at least 1")
-    if not history_len <= items_per_genre <= len(GENRE_WORDS[next(iter(GENRE_WORDS))]) * len(_TITLE_NOUNS):
-        raise ValueError(f"items_per_genre must be in [history_len, 60], got {items_per_genre}")
+    if not 1 <= words_per_genre <= len(GENRE_WORDS[next(iter(GENRE_WORDS))]):
+        raise ValueError(f"words_per_genre must be in [1, 6], got {words_per_genre}")
+    if not history_len <= items_per_genre <= words_per_genre * len(_TITLE_NOUNS):
+        raise ValueError(
+            f"items_per_genre must be in [history_len, {words_per_genre * len(_TITLE_NOUNS)}], got {items_per_genre}"
+        )
+    if not 0 <= secondary_negatives <= min(num_negatives, items_per_genre - 1):
+        raise ValueError(
+            f"secondary_negatives must be in [0, min(num_negatives, items_per_genre - 1)], got {secondary_negatives}"
+        )
+    if not 0 <= history_negatives <= min(num_negatives - secondary_negatives, history_len):
+        raise ValueError(
+            f"history_negatives must be in [0, min(num_negatives - secondary_negatives, history_len)], got {history_negatives}"
+        )
     if num_negatives > (len(GENRE_WORDS) - 1) * items_per_genre - 1:
         raise ValueError(f"num_negatives={num_negatives} is larger than the catalogue allows")
     rng = random.Random(f"alignkit-recommendation-{seed}")
-    catalog = _build_catalog(items_per_genre, rng)
+    catalog = _build_catalog(items_per_genre, rng, words_per_genre)
     by_genre: dict[str, list[str]] = {}
     for title, genre in catalog.items():
         by_genre.setdefault(genre, []).append(title)
@@ -265,7 +332,14 @@ def recommendation_task(
         rng.shuffle(history)
         chosen = primary_items[-1]
         others = [t for t in catalog if catalog[t] != primary and t not in history]
-        rejected = rng.sample(others, num_negatives)
+        if secondary_negatives or history_negatives:
+            hard = rng.sample([t for t in others if catalog[t] == secondary], secondary_negatives)
+            hard += rng.sample(history, history_negatives)
+            rest = [t for t in others if t not in hard]
+            rejected = hard + rng.sample(rest, num_negatives - len(hard))
+            rng.shuffle(rejected)
+        else:
+            rejected = rng.sample(others, num_negatives)
         prompt = f"A user enjoyed these titles in order: {', '.join(history)}."
         if list_candidates:
             candidates = [chosen, *rejected]
@@ -275,7 +349,7 @@ def recommendation_task(
             prompt += "\nWhich title will the user enjoy next?"
         records.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
         meta.append({"taste": taste, "history": history, "catalog": catalog})
-    return PreferenceTask("recommendation", "one_vs_n", records, meta, score_item)
+    return PreferenceTask("recommendation", "one_vs_n", records, meta, score_item, _names_one_title)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -318,6 +392,21 @@ def score_completion(prompt_meta: dict, completion: str) -> float:
     """Exact graded score of any text: the fraction of the prompt's constraints it satisfies."""
     results = constraint_results(prompt_meta, completion)
     return sum(results) / len(results)
+
+
+_SENTENCE_RE = re.compile(
+    rf"({'|'.join(_STARTERS)}) we saw the ({'|'.join(COLOURS)}) ({'|'.join(ANIMALS)})"
+    rf"({'|'.join(' ' + e for e in _ENDINGS if e)})?[.!]"
+)
+
+
+def is_grammatical(text: str) -> bool:
+    """``text`` is one sentence of the graded task's grammar (any words of its classes, any ending)."""
+    return _SENTENCE_RE.fullmatch(text.strip()) is not None
+
+
+def _grammatical(meta: dict, text: str) -> bool:
+    return is_grammatical(text)
 
 
 def _describe(c: dict) -> str:
@@ -394,7 +483,7 @@ def graded_list_task(
             }
         )
         meta.append(m)
-    return PreferenceTask("graded_list", "graded", records, meta, score_completion)
+    return PreferenceTask("graded_list", "graded", records, meta, score_completion, _grammatical)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -469,6 +558,10 @@ def _safety_score(meta: dict, text: str) -> float:
     return 0.0 if is_flagged(text) else 1.0
 
 
+def _on_topic(meta: dict, text: str) -> bool:
+    return meta["subject"].lower() in text.lower()  # the reply is about the person asked about
+
+
 def safety_task(num_prompts: int = 200, *, negatives_per_prompt: int = 1, seed: int = 0) -> PreferenceTask:
     """Prompts with flagged completions to avoid; ``meta[i]["safe"]`` is a safe reference reply.
 
@@ -495,4 +588,4 @@ def safety_task(num_prompts: int = 200, *, negatives_per_prompt: int = 1, seed: 
         rejected = flagged[0] if negatives_per_prompt == 1 else flagged
         records.append({"prompt": p.format(s=s, x=x), "rejected": rejected})
         meta.append({"safe": safe, "subject": s, "situation": x})
-    return PreferenceTask("safety", "negatives_only", records, meta, _safety_score)
+    return PreferenceTask("safety", "negatives_only", records, meta, _safety_score, _on_topic)
