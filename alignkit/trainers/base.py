@@ -439,8 +439,16 @@ class AlignKitTrainer(Trainer):
         """Hook: read back what ``_save_extra_state`` wrote, from the complete checkpoint being resumed."""
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        """``Trainer._save``; with ``save_on_each_node`` the weights reach every node's folder (see ``node_local``)."""
-        if not (self.args.save_on_each_node and self.args.should_save and self.args.process_index != 0):
+        """``Trainer._save``; with ``save_on_each_node`` the weights reach every node's folder (see ``node_local``).
+
+        Not under ZeRO-3: DeepSpeed gathers the 16-bit weights on global rank 0 only (``state_dict`` is
+        None elsewhere, and the model's own parameters are empty shards), so the other nodes' folders keep
+        their DeepSpeed shards, which resume reads, and no gathered model."""
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if not (self.args.save_on_each_node and self.args.should_save and self.args.process_index != 0) or (
+            state_dict is None and is_deepspeed_zero3_enabled()
+        ):
             return super()._save(output_dir, state_dict=state_dict)
         with save_pretrained_on_this_node(self.model, self.accelerator.unwrap_model(self.model)):
             return super()._save(output_dir, state_dict=state_dict)
