@@ -64,23 +64,29 @@ def node_env(root: Path, rank: int) -> dict:
     return {**launch_env(home), "HF_HOME": str(home / "hf")}
 
 
-def node_command(rank: int, port: int, recipe: Path, *extra: str) -> list[str]:
-    """The documented per-node line, as a user types it on node ``rank`` (plus the CPU flag)."""
-    return [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(CONFIGS / "multi_node_ddp.yaml"),
+def node_command(rank: int, port: int, recipe: Path, *extra: str, wrapper: bool = False) -> list[str]:
+    """The documented per-node line, as a user types it on node ``rank`` (plus the CPU flag): accelerate's
+    own launcher, or ``alignkit train --accelerate_config`` (the same launch, failures as one line)."""
+    machines = [
         "--num_machines", str(NODES), "--num_processes", str(NODES), "--machine_rank", str(rank),
         "--main_process_ip", "127.0.0.1", "--main_process_port", str(port), "--mixed_precision", "no",
-        "-m", "alignkit.cli", "train", str(recipe), *extra,
     ]  # fmt: skip
+    if wrapper:
+        config = ["--accelerate_config", "multi_node_ddp"]
+        return [sys.executable, "-m", "alignkit.cli", "train", str(recipe), *config, *machines, *extra]
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
+    config = ["--config_file", str(CONFIGS / "multi_node_ddp.yaml")]
+    return [*accelerate, *config, *machines, "-m", "alignkit.cli", "train", str(recipe), *extra]
 
 
-def start_nodes(root: Path, name: str, recipe: Path, per_node, env=node_env) -> list[subprocess.Popen]:
+def start_nodes(
+    root: Path, name: str, recipe: Path, per_node, env=node_env, wrapper: bool = False
+) -> list[subprocess.Popen]:
     """Launch every node (``per_node(rank)`` gives its extra flags); each in its own process group."""
     port, procs = free_port(), []
     (root / "logs").mkdir(exist_ok=True)
     for rank in range(NODES):
-        cmd = node_command(rank, port, recipe, *per_node(rank))
+        cmd = node_command(rank, port, recipe, *per_node(rank), wrapper=wrapper)
         with open(root / "logs" / f"{name}-node{rank}.log", "w") as log:  # the node keeps its own copy
             procs.append(
                 subprocess.Popen(
@@ -271,7 +277,8 @@ def sdpo(tmp_path_factory):
 
 def test_sdpo_two_nodes_with_a_shared_output_dir_and_cache_match_one_process(sdpo):
     """One output folder and one cache for both nodes (a shared file system): node 0 computes the
-    reference log-probs and writes the run folder; node 1 reads the cache and writes nothing there."""
+    reference log-probs and writes the run folder; node 1 reads the cache and writes nothing there.
+    Launched with ``alignkit train --accelerate_config multi_node_ddp --machine_rank R ...`` on each node."""
     root, env, recipe = sdpo
     ref = single(sdpo, "single")
     out = root / "two_nodes"
@@ -279,7 +286,8 @@ def test_sdpo_two_nodes_with_a_shared_output_dir_and_cache_match_one_process(sdp
     def per_node(rank: int) -> list[str]:
         return ["--output_dir", str(out), "--per_device_train_batch_size", "2", "--ref_mode", "precomputed"]
 
-    wall = finish(root, "sdpo", start_nodes(root, "sdpo", recipe, per_node, env=lambda root, rank: env))
+    procs = start_nodes(root, "sdpo", recipe, per_node, env=lambda root, rank: env, wrapper=True)
+    wall = finish(root, "sdpo", procs)
     print(f"\n2-node S-DPO wall time {wall:.1f} s")
     got = info(out)
     assert got["reference"]["mode"] == "precomputed" and ref["reference"]["mode"] == "model"
