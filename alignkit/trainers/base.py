@@ -408,8 +408,9 @@ class AlignKitTrainer(Trainer):
 
     def _newest_complete_on_every_node(self) -> str | bool:
         """``resume_from_checkpoint=True`` on several processes: the newest step complete in every rank's
-        ``output_dir``. With node-local output dirs (``save_on_each_node``) each node marks its own copy,
-        so a node killed between two nodes' markers is one checkpoint behind; all resume from the same step."""
+        ``output_dir`` (``True`` where that is this rank's own newest). With node-local output dirs
+        (``save_on_each_node``) each node marks its own copy, so a node killed between two nodes' markers
+        is one checkpoint behind; all resume from the same step."""
         from accelerate.utils import gather_object
 
         per_rank = gather_object([checkpoints.complete_steps(self.args.output_dir)])
@@ -430,6 +431,9 @@ class AlignKitTrainer(Trainer):
                 newest,
                 step,
             )
+        # This rank's own newest: resolve_resume names it (and what it skipped) as on one node.
+        if step == max(per_rank[self.args.process_index], default=None):
+            return True
         return os.path.join(self.args.output_dir, f"checkpoint-{step}")
 
     def _save_extra_state(self, folder: str) -> None:
