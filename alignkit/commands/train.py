@@ -76,7 +76,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     launch.add_argument(
         "--mixed_precision", choices=("no", "fp16", "bf16"), help="overrides the config file (`no` on CPU)"
     )
-    launch.add_argument("--main_process_port", type=int, help="rendezvous port (default: a free one)")
+    launch.add_argument(
+        "--main_process_port",
+        type=int,
+        help="rendezvous port (default: a free one; on several machines the config's, the same on every node)",
+    )
+    launch.add_argument(
+        "--num_machines", type=int, help="machines (nodes) in the launch; run the same command on each"
+    )
+    launch.add_argument("--machine_rank", type=int, help="this machine's rank, 0 .. num_machines-1")
+    launch.add_argument(
+        "--main_process_ip", metavar="HOST", help="machine rank 0's address, reachable from every node"
+    )
     parser.set_defaults(func=run, accepts_extra=True, _parser=parser)
     return parser
 
@@ -127,8 +138,32 @@ def launch_command(args, extra: list[str]) -> list[str]:
         cmd += ["--num_processes", str(args.num_processes)]
     if args.mixed_precision:
         cmd += ["--mixed_precision", args.mixed_precision]
-    cmd += ["--main_process_port", str(args.main_process_port or free_port())]
+    several = _machines(args, config)
+    for flag in ("num_machines", "machine_rank", "main_process_ip"):
+        if getattr(args, flag, None) is not None:
+            cmd += [f"--{flag}", str(getattr(args, flag))]
+    if several > 1 and not (getattr(args, "main_process_ip", None) or _config(config).get("main_process_ip")):
+        raise ValueError(
+            f"--main_process_ip: a launch on {several} machines needs machine rank 0's address, the same "
+            "on every node (e.g. --main_process_ip 10.0.0.1)."
+        )
+    port = args.main_process_port
+    if port is None and several == 1:  # every node must agree on the port: several machines use the config's
+        port = free_port()
+    if port is not None:
+        cmd += ["--main_process_port", str(port)]
     return [*cmd, "-m", "alignkit.cli", "train", *([args.recipe] if args.recipe else []), *extra]
+
+
+def _config(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _machines(args, config: Path) -> int:
+    """How many machines the launch spans: ``--num_machines``, else the config's ``num_machines``."""
+    return getattr(args, "num_machines", None) or int(_config(config).get("num_machines", 1))
 
 
 def quiet_deepspeed_on_cpu() -> None:
@@ -175,7 +210,16 @@ def run(args) -> int:
             "alignkit train RECIPE.yaml --learning_rate 1e-5"
         )
     launch_only = [
-        f"--{k}" for k in ("num_processes", "mixed_precision", "main_process_port") if getattr(args, k)
+        f"--{k}"
+        for k in (
+            "num_processes",
+            "mixed_precision",
+            "main_process_port",
+            "num_machines",
+            "machine_rank",
+            "main_process_ip",
+        )
+        if getattr(args, k) is not None
     ]
     if launch_only and not args.accelerate_config:
         return _error(
@@ -190,7 +234,7 @@ def run(args) -> int:
     if args.accelerate_config:
         try:
             cmd = launch_command(args, extra)
-        except FileNotFoundError as err:
+        except (FileNotFoundError, ValueError) as err:
             return _error(str(err))
         _console().print(f"[bold]launching:[/] {' '.join(cmd[1:])}", markup=True)
         return subprocess.call(cmd, env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"})

@@ -307,7 +307,7 @@ def save_run(recipe: Recipe, built: Built, train_metrics: dict) -> dict:
     out = Path(trainer.args.output_dir)
     trainer.save_model(str(out))
     info = run_info(recipe, built, train_metrics)
-    if trainer.is_world_process_zero():
+    if trainer.args.should_save:  # global rank 0, or each node's local rank 0 (save_on_each_node)
         out.mkdir(parents=True, exist_ok=True)
         built.tokenizer.save_pretrained(str(out))
         header = (
@@ -342,7 +342,7 @@ def write_json(path: Path, data: dict, recipe: Recipe | None = None) -> None:
 def write_run_info_early(recipe: Recipe, built: Built) -> None:
     """run_info.json before training, so ``Trainer.push_to_hub`` checkpoints get the same card."""
     trainer = built.trainer
-    if trainer.is_world_process_zero():
+    if trainer.args.should_save:
         out = Path(trainer.args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / RUN_INFO, run_info(recipe, built), recipe)
@@ -365,16 +365,12 @@ def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
     if show:
         summary.print_plan(console, recipe, built)
     write_run_info_early(recipe, built)
-    resumed_from = None  # the checkpoint this run continues (chosen before training adds newer ones)
-    if resume is True:
-        from alignkit.trainers.checkpoints import newest_complete
-
-        resumed_from = newest_complete(recipe.training.output_dir)[0]
-    elif resume:
-        resumed_from = Path(resume)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(result.metrics)
+    # The checkpoint this run continued: the one the trainer chose (on several nodes, the newest complete
+    # on every node), before training added newer ones.
+    resumed_from = Path(trainer.resumed_from) if trainer.resumed_from else None
     if resumed_from is not None:
         metrics["resumed_from"] = str(resumed_from)
         metrics["resumed_at_step"] = int(resumed_from.name.rpartition("-")[2] or 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -41,11 +42,19 @@ def gathered_parameters(module: torch.nn.Module):
     return deepspeed.zero.GatheredParameters(list(module.parameters()))
 
 
+def config_fingerprint(config) -> str:
+    """A model config's hash, without ``_name_or_path``: where the folder lies is not what the model computes
+    (the same model read from each node's own disk, or from a moved folder, keys the same cache entry)."""
+    if config is None:
+        return hashlib.sha256(b"").hexdigest()
+    settings = json.loads(config.to_json_string(use_diff=False))
+    settings.pop("_name_or_path", None)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """Weights (TRL's ``hash_module``) and config: identical weights under another config score differently."""
-    config = getattr(model, "config", None)
-    config_json = config.to_json_string(use_diff=False) if config is not None else ""
-    return f"{hash_module(model)}-{hashlib.sha256(config_json.encode()).hexdigest()}"
+    return f"{hash_module(model)}-{config_fingerprint(getattr(model, 'config', None))}"
 
 
 def sample_cache_key(*, models: list[str], data: str, settings: dict, extra: dict) -> str:
@@ -71,6 +80,25 @@ def _nested(stored: dict[str, torch.Tensor]) -> list[list[float]]:
     return out
 
 
+def is_cache_writer() -> bool:
+    """Whether this process writes the sample cache: each node's local main process.
+
+    The cache directory may be node-local (``$ALIGNKIT_CACHE`` on local disk) or shared: one writer per
+    node fills every node-local cache, and on a shared one the nodes' writes of the same draw are atomic
+    renames of identical files (see docs/architecture.md, "Who writes what on several nodes").
+    """
+    from accelerate import PartialState
+
+    return PartialState().is_local_main_process
+
+
+def _temporary(final: Path) -> Path:
+    # A name of its own per writer: several nodes may write the same entry of a shared cache at once.
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
 def save_samples(
     directory: str | Path, key: str, completions: list[list[str]], ref_logps: list[list[float]], meta: dict
 ) -> Path:
@@ -78,9 +106,10 @@ def save_samples(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors, text = directory / f"{key}.safetensors", directory / f"{key}.json"
-    save_file(_flat(ref_logps), str(tensors) + ".tmp")
-    os.replace(str(tensors) + ".tmp", tensors)
-    tmp = Path(str(text) + ".tmp")
+    tmp = _temporary(tensors)
+    save_file(_flat(ref_logps), str(tmp))
+    os.replace(tmp, tensors)
+    tmp = _temporary(text)
     tmp.write_text(json.dumps({"v": FORMAT_VERSION, "completions": completions, "meta": meta}))
     os.replace(tmp, text)  # the JSON is the commit marker: written last, a killed run leaves no half cache
     return text
@@ -93,3 +122,19 @@ def load_samples(directory: str | Path, key: str) -> tuple[list[list[str]], list
         return None
     stored = json.loads(text.read_text())
     return stored["completions"], _nested(load_file(str(tensors))), stored["meta"]
+
+
+def load_samples_on_every_rank(directory: str | Path, key: str):
+    """:func:`load_samples`, or ``None`` on every rank unless every rank's cache holds the draw.
+
+    A draw is collective (each rank samples a shard, the shards are gathered), so the ranks must agree
+    on drawing: with node-local caches one node may hold a draw that another lacks (a node that is new,
+    or whose disk was wiped), and then every rank draws again rather than one node waiting forever.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    stored = load_samples(directory, key)
+    if PartialState().num_processes > 1 and not all(gather_object([stored is not None])):
+        return None
+    return stored

@@ -30,7 +30,8 @@ from alignkit.sampling import (
     SamplingSettings,
     default_sample_cache_dir,
     gathered_parameters,
-    load_samples,
+    is_cache_writer,
+    load_samples_on_every_rank,
     model_fingerprint,
     sample_cache_key,
     sample_prompts,
@@ -210,7 +211,7 @@ class AltPOTrainer(IdkDPOTrainer):
                 drop=args.drop_alternates,
                 hit_limit=hit_limit,
             )
-            if args.process_index == 0 and rows:
+            if args.should_save and rows:  # every node's output_dir when node-local (save_on_each_node)
                 alt.write_run_file(os.path.join(args.output_dir, alt.RUN_FILE), key, rows, meta)
         counts = meta["counts"]
         # Flagged alternates are shown (a warning), as the spec asks; a clean draw is an info line.
@@ -268,7 +269,7 @@ class AltPOTrainer(IdkDPOTrainer):
         settings, tokenizer = args.sampling_settings(), self.collator.tokenizer
         directory = args.sample_cache_dir or default_sample_cache_dir()
         state = PartialState()
-        cached = load_samples(directory, key)
+        cached = load_samples_on_every_rank(directory, key)
         if cached is not None:
             completions, seconds = cached[0], cached[2].get("seconds", 0.0)
             logger.info("AltPO: alternates of %d questions loaded from cache %s/%s", len(ids), directory, key)
@@ -294,7 +295,7 @@ class AltPOTrainer(IdkDPOTrainer):
                     desc="AltPO alternates",
                 )
             completions, seconds = result.completions, result.seconds
-            if state.is_main_process:
+            if is_cache_writer():
                 save_samples(directory, key, completions, [[] for _ in completions], {"seconds": seconds})
 
         def hit_limit(raw: str) -> bool:
@@ -317,7 +318,7 @@ class AltPOTrainer(IdkDPOTrainer):
 
     # ------------------------------------------------------------------ checkpoints
     def _save_extra_state(self, folder: str) -> None:
-        if self.is_world_process_zero():
+        if self.args.should_save:
             alt.write_run_file(
                 os.path.join(folder, alt.RUN_FILE), self.alternates_key, self.alternates, self.alternates_meta
             )

@@ -38,6 +38,7 @@ from alignkit.trainers import checkpoints
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
 from alignkit.trainers.constraints import ConstraintCallback, ConstraintSet, config_reads, parse_constraints
 from alignkit.trainers.forward import ForwardOutput, Needs, resolve_fused_lm_head, row_outputs
+from alignkit.trainers.node_local import save_pretrained_on_this_node
 from alignkit.trainers.nonfinite import NonFiniteGuard
 from alignkit.trainers.process_exit import settle_collectives_at_exit
 from alignkit.trainers.ref_cache import with_ref_logps
@@ -79,6 +80,7 @@ class AlignKitTrainer(Trainer):
     # ``hub.card_for_trainer``, the card of ``alignkit push``) because publishing sits above the
     # trainers: trainers never import ``hub``. A subclass may set its own.
     card_renderer: ClassVar[Any] = None
+    resumed_from: str | None = None  # the checkpoint ``train`` resumed from (set there)
 
     def __init__(
         self,
@@ -392,20 +394,68 @@ class AlignKitTrainer(Trainer):
     # ------------------------------------------------------------------ checkpoints
     def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
         """``Trainer.train``, resuming only from a complete checkpoint (see ``checkpoints``)."""
+        if resume_from_checkpoint is True and self.args.world_size > 1:
+            resume_from_checkpoint = self._newest_complete_on_every_node()
         resume_from_checkpoint, note = checkpoints.resolve_resume(
             resume_from_checkpoint, self.args.output_dir
         )
         if note and self.is_world_process_zero():
             logger.warning(note)
+        self.resumed_from = resume_from_checkpoint  # the run folder's record (run_info) names this one
         if resume_from_checkpoint is not None:
             self._load_extra_state(resume_from_checkpoint)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def _newest_complete_on_every_node(self) -> str | bool:
+        """``resume_from_checkpoint=True`` on several processes: the newest step complete in every rank's
+        ``output_dir`` (``True`` where that is this rank's own newest). With node-local output dirs
+        (``save_on_each_node``) each node marks its own copy, so a node killed between two nodes' markers
+        is one checkpoint behind; all resume from the same step."""
+        from accelerate.utils import gather_object
+
+        per_rank = gather_object([checkpoints.complete_steps(self.args.output_dir)])
+        step = checkpoints.newest_common_step(per_rank)
+        if step is None:
+            if not any(per_rank):
+                return True  # none anywhere: resolve_resume says so, in its words
+            raise ValueError(
+                f"resume_from_checkpoint=True: no checkpoint step is complete on every node (complete steps per "
+                f"rank: {per_rank}); copy one complete checkpoint-N to every node's {self.args.output_dir}, or "
+                "start the run without resume_from_checkpoint."
+            )
+        newest = max(max(steps, default=0) for steps in per_rank)
+        if step < newest and self.is_world_process_zero():
+            logger.warning(
+                "checkpoint-%d is not complete on every node (a save cut short by a kill); all resume from "
+                "checkpoint-%d, the newest that every node completed.",
+                newest,
+                step,
+            )
+        # This rank's own newest: resolve_resume names it (and what it skipped) as on one node.
+        if step == max(per_rank[self.args.process_index], default=None):
+            return True
+        return os.path.join(self.args.output_dir, f"checkpoint-{step}")
 
     def _save_extra_state(self, folder: str) -> None:
         """Hook: a method's own state (e.g. D²O's samples) written into ``folder`` before it is marked complete."""
 
     def _load_extra_state(self, folder: str) -> None:
         """Hook: read back what ``_save_extra_state`` wrote, from the complete checkpoint being resumed."""
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """``Trainer._save``; with ``save_on_each_node`` the weights reach every node's folder (see ``node_local``).
+
+        Not under ZeRO-3: DeepSpeed gathers the 16-bit weights on global rank 0 only (``state_dict`` is
+        None elsewhere, and the model's own parameters are empty shards), so the other nodes' folders keep
+        their DeepSpeed shards, which resume reads, and no gathered model."""
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if not (self.args.save_on_each_node and self.args.should_save and self.args.process_index != 0) or (
+            state_dict is None and is_deepspeed_zero3_enabled()
+        ):
+            return super()._save(output_dir, state_dict=state_dict)
+        with save_pretrained_on_this_node(self.model, self.accelerator.unwrap_model(self.model)):
+            return super()._save(output_dir, state_dict=state_dict)
 
     def _save_checkpoint(self, model, trial) -> None:
         """``Trainer._save_checkpoint``, then the completion marker once every rank has written its
@@ -424,9 +474,13 @@ class AlignKitTrainer(Trainer):
         finally:
             self.args.save_total_limit = limit
         self._save_extra_state(folder)
+        self.accelerator.wait_for_everyone()  # every rank of every node has written its part
+        if self.args.should_save:  # global rank 0; each node's local rank 0 with save_on_each_node
+            checkpoints.mark_complete(folder, self.state.global_step)
+        # No node deletes an older complete checkpoint before every node has marked the new one: a kill
+        # between two nodes' markers must leave a step that every node still has complete.
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            checkpoints.mark_complete(folder, self.state.global_step)
             rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
 
     # ------------------------------------------------------------------ forward

@@ -69,6 +69,16 @@ def checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+def complete_steps(output_dir: str | os.PathLike) -> list[int]:
+    """The steps of ``output_dir``'s complete checkpoints, newest first."""
+    return [step for step, folder in checkpoints(output_dir) if is_complete(folder)]
+
+
+def newest_common_step(steps_per_rank: list[list[int]]) -> int | None:
+    """The newest step that every rank (every node's output dir) holds complete; ``None`` if there is none."""
+    return max(set.intersection(*map(set, steps_per_rank)), default=None) if steps_per_rank else None
+
+
 def newest_complete(output_dir: str | os.PathLike) -> tuple[Path | None, list[Path]]:
     """The newest complete checkpoint, and the incomplete ones newer than it (skipped)."""
     skipped = []

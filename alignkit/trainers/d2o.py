@@ -45,7 +45,8 @@ from alignkit.sampling import (
     default_sample_cache_dir,
     filter_samples,
     gathered_parameters,
-    load_samples,
+    is_cache_writer,
+    load_samples_on_every_rank,
     model_fingerprint,
     sample_cache_key,
     sample_prompts,
@@ -297,11 +298,12 @@ class D2OTrainer(AlignKitTrainer):
         state.updated_at_step = step
 
     def _first_draw(self, model) -> None:
-        """Round 0: from the cache when the key matches, else drawn, scored and cached (rank 0 writes)."""
+        """Round 0: from the cache when every rank's holds the key, else drawn, scored and cached (each
+        node's local main writes: the cache may be node-local)."""
         args, state = self.args, self.samples
         key = self._cache_key(model)
         directory = args.sample_cache_dir or default_sample_cache_dir()
-        stored = load_samples(directory, key)
+        stored = load_samples_on_every_rank(directory, key)
         if stored is not None:
             state.completions, state.ref_logps, meta = stored
             state.drops = meta.get("drops", {})
@@ -311,7 +313,7 @@ class D2OTrainer(AlignKitTrainer):
             return
         self._draw(model)
         state.ref_logps = self._reference_logps(model)
-        if self.accelerator.is_main_process:
+        if is_cache_writer():
             save_samples(
                 directory,
                 key,
@@ -457,7 +459,7 @@ class D2OTrainer(AlignKitTrainer):
     # ------------------------------------------------------------------ checkpoints
     def _save_extra_state(self, folder: str) -> None:
         """The samples (and an updated reference) go in before the base marks the checkpoint complete."""
-        if not self.is_world_process_zero() or self.samples.completions is None:
+        if not self.args.should_save or self.samples.completions is None:  # each node's, when node-local
             return
         self.samples.save(folder)
         if self.samples.ref_version:

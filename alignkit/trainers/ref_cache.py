@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from alignkit._trl_compat import hash_module
 from alignkit.paths import cache_root
+from alignkit.sampling.cache import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +36,9 @@ def data_hash(encoded: datasets.Dataset) -> str:
 
 
 def cache_key(ref_model: torch.nn.Module, encoded: datasets.Dataset) -> str:
-    # The config joins the weights in the key: identical weights under another config (rope scaling,
-    # softcapping, ...) give other log-probs.
-    config = getattr(ref_model, "config", None)
-    config_json = config.to_json_string(use_diff=False) if config is not None else ""
-    parts = (
-        f"{hash_module(ref_model)}-{hashlib.sha256(config_json.encode()).hexdigest()}-{data_hash(encoded)}"
-    )
+    # The config joins the weights in the key (identical weights under another config, rope scaling,
+    # softcapping, ..., give other log-probs); the folder's path does not (each node's own copy).
+    parts = f"{model_fingerprint(ref_model)}-{data_hash(encoded)}"
     return hashlib.sha256(parts.encode()).hexdigest()[:32]
 
 

@@ -159,6 +159,7 @@ ACCELERATE = sorted((REPO / "accelerate_configs").glob("*.yaml"))
 def test_accelerate_configs_ship_every_launch_mode():
     names = {p.stem for p in ACCELERATE}
     assert names >= {"single_gpu", "multi_gpu", "zero2", "zero3", "zero3_offload", "fsdp2", "multi_cpu"}
+    assert names >= {"multi_node_ddp", "multi_node_zero3"}  # several machines (README, "Several machines")
 
 
 @pytest.mark.parametrize("path", ACCELERATE, ids=[p.stem for p in ACCELERATE])
