@@ -19,6 +19,15 @@ from alignkit.losses.constraints import (
 )
 from alignkit.losses.core import LossOutput, masked_rows, sequence_logps, token_mean
 from alignkit.losses.d2o import d2o_loss
+from alignkit.losses.ranking import (
+    AFT_CONSTRAINTS,
+    RANKING_CONSTRAINTS,
+    aft_loss,
+    boundary_loss,
+    pro_loss,
+    rrhf_loss,
+    token_mean_scores,
+)
 from alignkit.losses.rmu import (
     RMU_REDUCTIONS,
     activation_distance,
@@ -42,6 +51,13 @@ from alignkit.losses.unlearning import (
 )
 
 __all__ = [
+    "AFT_CONSTRAINTS",
+    "RANKING_CONSTRAINTS",
+    "aft_loss",
+    "boundary_loss",
+    "pro_loss",
+    "rrhf_loss",
+    "token_mean_scores",
     "IDK_ANSWERS",
     "LIPO_LOSS_TYPES",
     "RMU_REDUCTIONS",
