@@ -547,6 +547,22 @@ ALIGN_METHODS: dict[tuple[str, str], tuple[str, list[Row], str]] = {
         [("score_to_label", "identity", "the task's scores are already fractions in [0, 1]")],
         "rewards/pair_accuracy rises; the LiPO paper's ordering is LiPO-lambda >= DPO",
     ),
+    ("rrhf", "graded_list"): (
+        "RRHF on the graded lists: a hinge on token-mean log-probs plus SFT on the best sentence",
+        [],
+        "rrhf/violated_pairs falls; RRHF only reads the order of the scores",
+    ),
+    ("pro", "graded_list"): (
+        "PRO on the graded lists: stage-wise list softmax tempered by score gaps, plus SFT on the best",
+        [],
+        "pro/ranking falls; the scores' scale sets the sharpness (gaps of 0.25 here)",
+    ),
+    ("aft", "graded_list"): (
+        "AFT's ranking form (a reconstruction) on the graded lists, boundary constraint at margin 0.5",
+        [],
+        "aft/assessment_accuracy rises; without a `reference` column there is no VFT term "
+        "(see the reasoning recipes for the full AFT pipeline)",
+    ),
     ("d2o", "safety"): (
         "D2O, the model's own samples preferred over the human negatives",
         [
