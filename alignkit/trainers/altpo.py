@@ -30,16 +30,15 @@ from alignkit.sampling import (
     SamplingSettings,
     default_sample_cache_dir,
     gathered_parameters,
-    load_samples,
     model_fingerprint,
     sample_cache_key,
     sample_prompts,
-    save_samples,
 )
 from alignkit.trainers import alternates as alt
 from alignkit.trainers import checkpoints
 from alignkit.trainers.idk_dpo import ForgetDPOConfig, IdkDPOTrainer, with_chosen
 from alignkit.trainers.registry import register
+from alignkit.trainers.self_samples import cache_or_draw
 
 logger = logging.getLogger(__name__)
 
@@ -268,11 +267,8 @@ class AltPOTrainer(IdkDPOTrainer):
         settings, tokenizer = args.sampling_settings(), self.collator.tokenizer
         directory = args.sample_cache_dir or default_sample_cache_dir()
         state = PartialState()
-        cached = load_samples(directory, key)
-        if cached is not None:
-            completions, seconds = cached[0], cached[2].get("seconds", 0.0)
-            logger.info("AltPO: alternates of %d questions loaded from cache %s/%s", len(ids), directory, key)
-        else:
+
+        def draw():
             logger.info(
                 "AltPO: generating %d alternates per question for %d questions (once; cached after)",
                 settings.num_samples,
@@ -293,9 +289,12 @@ class AltPOTrainer(IdkDPOTrainer):
                     show_progress=state.is_main_process and not args.disable_tqdm,
                     desc="AltPO alternates",
                 )
-            completions, seconds = result.completions, result.seconds
-            if state.is_main_process:
-                save_samples(directory, key, completions, [[] for _ in completions], {"seconds": seconds})
+            return result.completions, [[] for _ in result.completions], {"seconds": result.seconds}
+
+        completions, _, stored_meta, _ = cache_or_draw(
+            directory, key, draw, method="AltPO", is_main=state.is_main_process
+        )
+        seconds = stored_meta.get("seconds", 0.0)
 
         def hit_limit(raw: str) -> bool:
             # Re-tokenised (the sampler returns text): a completion that ran to the limit has no EOS.

@@ -15,11 +15,107 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from alignkit.data.records import PreferenceRecord, RecordError, normalize_record
+from alignkit.data.verifiers import Verifier, verify
 from alignkit.sampling import load_samples, save_samples
 
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "self_samples"
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.split())
+
+
+def dedupe_samples(completions: list[list[str]]) -> tuple[list[list[str]], int]:
+    """Each prompt's samples without repeats (exact match after whitespace normalisation; first kept), and
+    how many were dropped (spec ``methods-alignment-2.md`` §2(c): AFT de-duplicates before labelling)."""
+    kept, dropped = [], 0
+    for samples in completions:
+        seen, row = set(), []
+        for sample in samples:
+            key = _normalised(sample)
+            if key in seen:
+                dropped += 1
+                continue
+            seen.add(key)
+            row.append(sample)
+        kept.append(row)
+    return kept, dropped
+
+
+def label_samples(
+    rows: list[dict], completions: list[list[str]], verifier: Verifier, *, source: str = "train_dataset"
+) -> tuple[list[list[float]], dict[str, int]]:
+    """The verifier's label of every sample (bools as 1.0 / 0.0) and the counts of prompts whose samples are
+    all right, all wrong, or mixed (only binary labels count as right/wrong; others count as graded)."""
+    labels, counts = [], {"all_correct": 0, "all_wrong": 0, "mixed": 0, "no_samples": 0}
+    for i, (row, samples) in enumerate(zip(rows, completions)):
+        values = [verify(verifier, row, s, index=i, source=source) for s in samples]
+        labels.append([float(v) for v in values])
+        if not values:
+            counts["no_samples"] += 1
+        elif all(v is True for v in values):
+            counts["all_correct"] += 1
+        elif all(v is False for v in values):
+            counts["all_wrong"] += 1
+        else:
+            counts["mixed"] += 1
+    return labels, counts
+
+
+def cache_or_draw(directory, key: str, draw, *, method: str, is_main: bool):
+    """The sampler-cache step every self-sampling method runs: ``(completions, values, meta, from_cache)``.
+
+    ``draw()`` returns ``(completions, values, meta)`` (``values``: per-prompt floats stored beside the
+    texts, e.g. reference log-probs or labels); it runs only when ``directory`` has nothing under ``key``
+    (the key hashes the weights, data and settings), and the main process then stores the result.
+    """
+    stored = load_samples(directory, key)
+    if stored is not None:
+        logger.info(
+            "%s: samples of %d prompts loaded from cache %s/%s", method, len(stored[0]), directory, key
+        )
+        return (*stored, True)
+    completions, values, meta = draw()
+    if is_main:
+        save_samples(directory, key, completions, values, meta)
+    return completions, values, meta, False
+
+
+def describe_draw(method: str, num_prompts: int, counts: dict[str, int]) -> str:
+    """One line with every count of a draw (the single place these are worded)."""
+    parts = [f"{name.replace('_', ' ')} {value}" for name, value in counts.items() if value]
+    return f"{method}: {num_prompts} prompts sampled; " + (", ".join(parts) or "nothing dropped")
+
+
+class RunSamples:
+    """A self-sampling method's draw in its run folder and every checkpoint, under one file name.
+
+    A re-run or a resumed run reads it back and never draws again; a file made for other weights, data
+    or settings (another key) is an error, never silently replaced.
+    """
+
+    def __init__(self, name: str, method: str):
+        self.name, self.method = name, method
+
+    def read(self, output_dir: str, key: str, newest_checkpoint=None):
+        for folder in (output_dir, newest_checkpoint):
+            if folder is None:
+                continue
+            stored = load_samples(folder, self.name)
+            if stored is None:
+                continue
+            if stored[2].get("key") != key:
+                raise ValueError(
+                    f"{folder}/{self.name}.json holds {self.method} samples made for other weights, data or "
+                    "settings; use a new output_dir or delete the file to draw anew."
+                )
+            return stored
+        return None
+
+    def write(self, folder: str, completions, values, meta: dict) -> None:
+        save_samples(folder, self.name, completions, values, meta)
 
 
 def _prompt_key(prompt) -> str:

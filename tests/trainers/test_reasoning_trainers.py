@@ -169,3 +169,86 @@ def test_rrhf_upstream_sft_reduction_and_constraint_run(tiny_model_dir, tokenize
         0
     ]
     assert first["rrhf/sft"] < token_mean["rrhf/sft"]
+
+
+# ------------------------------------------------------------------------------ the self-sampling step
+
+
+def qa_rows(n: int = 4) -> list[dict]:
+    return arithmetic_task(n, seed=9).records  # GSM8K's {"question", "answer"} layout
+
+
+def even_length(row, completion) -> bool:  # a verifier whose labels are mixed on a random model's samples
+    return len(completion) % 2 == 0
+
+
+def aft_sampling(tiny_model_dir, tokenizer, out, rows, **overrides):
+    spec = get_method("aft")
+    args = train_args(
+        spec,
+        out,
+        max_steps=2,
+        num_samples=3,
+        sample_max_new_tokens=8,
+        sample_cache_dir=str(out / "cache"),
+        **overrides,
+    )
+    return spec.trainer_cls(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args=args,
+        train_dataset=rows,
+        processing_class=tokenizer,
+    )
+
+
+def test_aft_draws_labels_stores_and_reuses_its_own_samples(tiny_model_dir, tokenizer, tmp_path):
+    rows = qa_rows()
+    trainer = aft_sampling(
+        tiny_model_dir, tokenizer, tmp_path / "run", rows, verifier="test_reasoning_trainers:even_length"
+    )
+    kept, labels = trainer.samples
+    assert len(kept) == 4 and all(1 <= len(k) <= 3 for k in kept)
+    assert labels == [[float(even_length(None, c)) for c in k] for k in kept]
+    counts = trainer.sample_counts
+    assert counts["duplicates"] + sum(len(k) for k in kept) == 12
+    assert counts["all_correct"] + counts["all_wrong"] + counts["mixed"] == 4
+    # Each training row is [gold chain, samples...]: the gold chain is the row's answer.
+    encoded = trainer.train_dataset[0]
+    assert tokenizer.decode(encoded["completion_ids"][0]).startswith(rows[0]["answer"].split(".")[0])
+    output = trainer.train()
+    assert output.metrics["samples_mixed"] == counts["mixed"]
+    stored = (tmp_path / "run" / "aft_samples.json").read_text()
+    # A re-run in the same folder reads the draw back (with the cache gone, it could not draw the same
+    # samples from other weights silently either: the key covers the weights).
+    for file in (tmp_path / "run" / "cache").iterdir():
+        file.unlink()
+    again = aft_sampling(
+        tiny_model_dir, tokenizer, tmp_path / "run", rows, verifier="test_reasoning_trainers:even_length"
+    )
+    assert again.samples == trainer.samples
+    assert not any((tmp_path / "run" / "cache").iterdir())  # nothing drawn, nothing cached
+    assert (tmp_path / "run" / "aft_samples.json").read_text() == stored
+    # Other settings in the same folder: an error, never a silent redraw.
+    with pytest.raises(
+        ValueError, match="aft_samples.json holds AFT samples made for other weights, data or settings"
+    ):
+        aft_sampling(tiny_model_dir, tokenizer, tmp_path / "run", rows, verifier="arithmetic")
+
+
+def test_aft_qa_rows_need_a_verifier_and_a_bad_verifier_names_the_row(tiny_model_dir, tokenizer, tmp_path):
+    from alignkit.data.verifiers import VerifierError
+
+    with pytest.raises(RecordError, match="QA rows with a `verifier`"):
+        aft_sampling(tiny_model_dir, tokenizer, tmp_path / "a", qa_rows(2))
+    with pytest.raises(VerifierError, match=r"train_dataset, row 0: verifier .* returned 'right'"):
+        aft_sampling(
+            tiny_model_dir,
+            tokenizer,
+            tmp_path / "b",
+            qa_rows(2),
+            verifier="test_reasoning_trainers:says_right",
+        )
+
+
+def says_right(row, completion):
+    return "right"
