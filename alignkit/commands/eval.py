@@ -401,6 +401,11 @@ def add_preference_parser(subparsers) -> None:
         "--output-dir", help="Where to write the logs (default runs/eval/preference/<model name>)."
     )
     p.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
+    p.add_argument(
+        "--verifier",
+        help="Report answer_accuracy: greedy answers labelled by a verifier (gsm8k, arithmetic, "
+        "arithmetic_steps or package.module:function).",
+    )
     p.set_defaults(func=run_preference)
 
 
@@ -444,6 +449,7 @@ def run_preference(args) -> int:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         progress=not args.no_progress,
+        verifier=args.verifier,
     )
     paths = result.save(output_dir)
     table = Table(title=f"Preference evaluation - {args.model}")

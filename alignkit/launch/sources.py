@@ -9,7 +9,8 @@ A source is a string:
   cache (``$ALIGNKIT_CACHE/synthetic``) so every process of a multi-process launch reads the same
   files (trl-notes P6). Names: ``tofu`` (the generated TOFU-format benchmark; ``split=forget10`` or
   the dataset's ``config`` picks the file), ``recommendation``, ``graded_list``, ``safety`` (the
-  synthetic preference tasks; ``view=pairwise`` turns them into chosen/rejected pairs).
+  synthetic preference tasks; ``view=pairwise`` turns them into chosen/rejected pairs), ``arithmetic``
+  (multi-step word problems with a gold chain of thought in GSM8K's question/answer layout; AFT's task).
 
 A model source is a Hub id, a local folder, or ``synthetic:tiny?key=value``: a tiny Llama-shaped
 model whose tokenizer is trained on the recipe's own data (``alignkit.models.build_tiny_model``),
@@ -48,6 +49,10 @@ class SourceError(UserError):
 def _preference(name: str):
     from alignkit.data.synthetic import preference as sp
 
+    if name == "arithmetic":  # reasoning word problems in GSM8K's question/answer layout
+        from alignkit.data.synthetic.reasoning import arithmetic_task
+
+        return arithmetic_task
     return {
         "recommendation": sp.recommendation_task,
         "graded_list": sp.graded_list_task,
@@ -69,7 +74,7 @@ def _generator(name: str) -> Callable:
 
 # Extra query keys a synthetic source takes beyond its generator's keyword arguments.
 _EXTRA_KEYS = {"tofu": ("split",), "recommendation": ("view",), "graded_list": ("view",), "safety": ("view",)}
-DATA_GENERATORS = ("tofu", "recommendation", "graded_list", "safety")
+DATA_GENERATORS = ("tofu", "recommendation", "graded_list", "safety", "arithmetic")
 MODEL_GENERATORS = ("tiny",)
 # Generator arguments that are not query parameters (the output folder, the corpus).
 _NOT_PARAMS = {"out_dir", "texts"}

@@ -18,10 +18,11 @@ from alignkit.trainers.config import AlignConfig
 from alignkit.trainers.forward import ForwardOutput
 from alignkit.trainers.registry import register
 from alignkit.trainers.rrhf import ConstraintFields, TokenMeanRankingTrainer
+from alignkit.trainers.verified_samples import VerifiedSampleFields
 
 
 @dataclass
-class PROConfig(AlignConfig, ConstraintFields):
+class PROConfig(AlignConfig, ConstraintFields, VerifiedSampleFields):
     """PRO. Defaults: the official launch scripts (SFT weight 0.05 x (n-1)^2; lr 5e-6 constant, 2 epochs)."""
 
     sft_weight: float = field(
@@ -30,6 +31,7 @@ class PROConfig(AlignConfig, ConstraintFields):
 
     def __post_init__(self):
         super().__post_init__()
+        self.sampling_settings()  # validates the sampling fields, naming the bad one
         self._check_constraint()
         if self.sft_weight < 0:
             raise ValueError(f"`sft_weight` must be >= 0, got {self.sft_weight}.")

@@ -24,6 +24,7 @@ from alignkit.trainers.base import AlignKitTrainer
 from alignkit.trainers.config import AlignConfig
 from alignkit.trainers.forward import ForwardOutput, Needs
 from alignkit.trainers.registry import register
+from alignkit.trainers.verified_samples import VerifiedSampleFields, VerifiedSamplesMixin
 
 
 @dataclass
@@ -52,7 +53,7 @@ class ConstraintFields:
 
 
 @dataclass
-class RRHFConfig(AlignConfig, ConstraintFields):
+class RRHFConfig(AlignConfig, ConstraintFields, VerifiedSampleFields):
     """RRHF. Defaults: the official launch scripts (weight 1, token-mean score; lr 2e-5, 3 epochs)."""
 
     rrhf_weight: float = field(
@@ -70,6 +71,7 @@ class RRHFConfig(AlignConfig, ConstraintFields):
 
     def __post_init__(self):
         super().__post_init__()
+        self.sampling_settings()  # validates the sampling fields, naming the bad one
         self._check_constraint()
         if self.rrhf_weight < 0:
             raise ValueError(f"`rrhf_weight` must be >= 0, got {self.rrhf_weight}.")
@@ -79,13 +81,24 @@ class RRHFConfig(AlignConfig, ConstraintFields):
             )
 
 
-class TokenMeanRankingTrainer(AlignKitTrainer):
-    """Rows -> ranked lists of the token-mean ranking methods (RRHF, PRO); no reference model."""
+class TokenMeanRankingTrainer(VerifiedSamplesMixin, AlignKitTrainer):
+    """Rows -> ranked lists of the token-mean ranking methods (RRHF, PRO); no reference model.
+
+    QA rows with a ``verifier`` go through the self-sampling step (:mod:`~alignkit.trainers.verified_samples`):
+    the gold answer is ranked with the model's own samples by their verifier labels.
+    """
 
     needs = Needs(reference="none", retain="never")
     accepts_ranks = True
 
+    def _encode(self, data, name: str, args, transform=None):
+        if name == "train_dataset":
+            data = self._maybe_self_sample([dict(row) for row in data], args)
+        return super()._encode(data, name, args, transform)
+
     def transform_row(self, row: dict, index: int) -> PreferenceRecord:
+        if self.sampled is not None:
+            return self.sampled_list(index)
         err = ranked.row_error(index)
         record = normalize_record(row, index=index, source="train_dataset")
         ranked.check_size(record, self.method_args.max_completions, err)

@@ -27,16 +27,17 @@ def _normalised(text: str) -> str:
     return " ".join(text.split())
 
 
-def dedupe_samples(completions: list[list[str]]) -> tuple[list[list[str]], int]:
-    """Each prompt's samples without repeats (exact match after whitespace normalisation; first kept), and
-    how many were dropped (spec ``methods-alignment-2.md`` §2(c): AFT de-duplicates before labelling)."""
-    kept, dropped = [], 0
+def dedupe_samples(completions: list[list[str]]) -> tuple[list[list[str]], dict[str, int]]:
+    """Each prompt's samples without empty ones and repeats (exact match after whitespace normalisation;
+    the first kept), and ``{"empty", "duplicates"}`` counts (spec ``methods-alignment-2.md`` §2(c): AFT
+    de-duplicates before labelling)."""
+    kept, dropped = [], {"empty": 0, "duplicates": 0}
     for samples in completions:
         seen, row = set(), []
         for sample in samples:
             key = _normalised(sample)
-            if key in seen:
-                dropped += 1
+            if not key or key in seen:
+                dropped["empty" if not key else "duplicates"] += 1
                 continue
             seen.add(key)
             row.append(sample)

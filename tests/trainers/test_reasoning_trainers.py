@@ -210,7 +210,7 @@ def test_aft_draws_labels_stores_and_reuses_its_own_samples(tiny_model_dir, toke
     assert len(kept) == 4 and all(1 <= len(k) <= 3 for k in kept)
     assert labels == [[float(even_length(None, c)) for c in k] for k in kept]
     counts = trainer.sample_counts
-    assert counts["duplicates"] + sum(len(k) for k in kept) == 12
+    assert counts["duplicates"] + counts["empty"] + sum(len(k) for k in kept) == 12
     assert counts["all_correct"] + counts["all_wrong"] + counts["mixed"] == 4
     # Each training row is [gold chain, samples...]: the gold chain is the row's answer.
     encoded = trainer.train_dataset[0]
