@@ -26,19 +26,17 @@ from dataclasses import dataclass, field
 from alignkit.data.records import normalize_record
 from alignkit.losses import altpo_loss
 from alignkit.sampling import (
-    GenerateBackend,
     SamplingSettings,
     default_sample_cache_dir,
     gathered_parameters,
     model_fingerprint,
     sample_cache_key,
-    sample_prompts,
 )
 from alignkit.trainers import alternates as alt
 from alignkit.trainers import checkpoints
 from alignkit.trainers.idk_dpo import ForgetDPOConfig, IdkDPOTrainer, with_chosen
 from alignkit.trainers.registry import register
-from alignkit.trainers.self_samples import cache_or_draw
+from alignkit.trainers.self_samples import cache_or_draw, draw_from_starting_weights
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +260,6 @@ class AltPOTrainer(IdkDPOTrainer):
         """K raw completions per request (from the sampler cache when it has them), their record, and
         the test for a completion that used every new token."""
         from accelerate import PartialState
-        from transformers.integrations import is_deepspeed_zero3_enabled
 
         settings, tokenizer = args.sampling_settings(), self.collator.tokenizer
         directory = args.sample_cache_dir or default_sample_cache_dir()
@@ -274,21 +271,15 @@ class AltPOTrainer(IdkDPOTrainer):
                 settings.num_samples,
                 len(ids),
             )
-            model = self._generator
-            if not is_deepspeed_zero3_enabled():  # ZeRO-3 placed the shards already
-                model = model.to(args.device)
-            with gathered_parameters(model):  # before the engine exists: gather ZeRO-3 shards to sample
-                result = sample_prompts(
-                    model,
-                    tokenizer,
-                    ids,
-                    settings,
-                    backend=GenerateBackend(),
-                    process_index=state.process_index,
-                    num_processes=state.num_processes,
-                    show_progress=state.is_main_process and not args.disable_tqdm,
-                    desc="AltPO alternates",
-                )
+            result = draw_from_starting_weights(
+                self._generator,
+                tokenizer,
+                ids,
+                settings,
+                device=args.device,
+                show_progress=not args.disable_tqdm,
+                desc="AltPO alternates",
+            )
             return result.completions, [[] for _ in result.completions], {"seconds": result.seconds}
 
         completions, _, stored_meta, _ = cache_or_draw(

@@ -84,6 +84,32 @@ def cache_or_draw(directory, key: str, draw, *, method: str, is_main: bool):
     return completions, values, meta, False
 
 
+def draw_from_starting_weights(model, tokenizer, ids, settings, *, device, show_progress: bool, desc: str):
+    """K samples per prompt from weights that are not wrapped for training yet (AltPO, AFT, RRHF, PRO draw
+    during the encoding): moved to ``device`` (ZeRO-3 placed its shards already) and, under ZeRO-3,
+    gathered; sharded over the processes like any draw of the shared sampler."""
+    from accelerate import PartialState
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    from alignkit.sampling import GenerateBackend, gathered_parameters, sample_prompts
+
+    state = PartialState()
+    if not is_deepspeed_zero3_enabled():
+        model = model.to(device)
+    with gathered_parameters(model):
+        return sample_prompts(
+            model,
+            tokenizer,
+            ids,
+            settings,
+            backend=GenerateBackend(),
+            process_index=state.process_index,
+            num_processes=state.num_processes,
+            show_progress=show_progress and state.is_main_process,
+            desc=desc,
+        )
+
+
 def describe_draw(method: str, num_prompts: int, counts: dict[str, int]) -> str:
     """One line with every count of a draw (the single place these are worded)."""
     parts = [f"{name.replace('_', ' ')} {value}" for name, value in counts.items() if value]

@@ -21,13 +21,11 @@ from dataclasses import dataclass, field
 from alignkit.data import PreferenceRecord, RecordError, normalize_record
 from alignkit.data.verifiers import resolve_verifier, verify
 from alignkit.sampling import (
-    GenerateBackend,
     SamplingSettings,
     default_sample_cache_dir,
     gathered_parameters,
     model_fingerprint,
     sample_cache_key,
-    sample_prompts,
 )
 from alignkit.trainers import checkpoints
 from alignkit.trainers.self_samples import (
@@ -35,6 +33,7 @@ from alignkit.trainers.self_samples import (
     cache_or_draw,
     dedupe_samples,
     describe_draw,
+    draw_from_starting_weights,
     label_samples,
 )
 
@@ -174,25 +173,15 @@ class VerifiedSamplesMixin:
         )
 
     def _draw_samples(self, ids, settings: SamplingSettings, args, method: str) -> list[list[str]]:
-        from accelerate import PartialState
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
-        state = PartialState()
-        model = self._generator
-        if not is_deepspeed_zero3_enabled():  # ZeRO-3 placed the shards already
-            model = model.to(args.device)
-        with gathered_parameters(model):
-            result = sample_prompts(
-                model,
-                self.collator.tokenizer,
-                ids,
-                settings,
-                backend=GenerateBackend(),
-                process_index=state.process_index,
-                num_processes=state.num_processes,
-                show_progress=state.is_main_process and not args.disable_tqdm,
-                desc=f"{method} sampling",
-            )
+        result = draw_from_starting_weights(
+            self._generator,
+            self.collator.tokenizer,
+            ids,
+            settings,
+            device=args.device,
+            show_progress=not args.disable_tqdm,
+            desc=f"{method} sampling",
+        )
         return [[c.strip() for c in row] for row in result.completions]
 
     def _save_extra_state(self, folder: str) -> None:
