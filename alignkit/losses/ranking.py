@@ -116,6 +116,18 @@ def boundary_loss(
     return _log1p_sum_exp(exps, has_pair), has_pair
 
 
+def _mean_with_bound(
+    per_list, u, scores, valid, constraint: str, margin: float, metrics: dict
+) -> torch.Tensor:
+    """Mean over the lists of ``per_list``, plus (``constraint="bc"``) the boundary term on the score ``u``."""
+    lists = valid.bool().any(-1)
+    if constraint == "bc":
+        bound, _ = boundary_loss(u, scores, valid, margin=margin)
+        per_list = per_list + bound
+        metrics["constraint/bound"] = _mean_over(bound, lists)
+    return _mean_over(per_list, lists)
+
+
 # ---------------------------------------------------------------------------------------- AFT
 
 
@@ -262,13 +274,8 @@ def rrhf_loss(
             raise ValueError("rrhf_loss(sft_reduction='upstream') needs `padded_lengths`.")
         sft = nll_sum / padded_lengths.to(nll_sum.dtype)
     lists = valid.any(-1)
-    per_prompt = rank_weight * rank + sft
     metrics = {}
-    if constraint == "bc":
-        bound, _ = boundary_loss(p, scores, valid, margin=boundary_margin)
-        per_prompt = per_prompt + bound
-        metrics["constraint/bound"] = _mean_over(bound, lists)
-    loss = _mean_over(per_prompt, lists)
+    loss = _mean_with_bound(rank_weight * rank + sft, p, scores, valid, constraint, boundary_margin, metrics)
     with torch.no_grad():
         violated = better & (p[..., None, :] > p[..., :, None])
         metrics.update(
@@ -337,13 +344,8 @@ def pro_loss(
     n = ok.sum(-1).to(s.dtype)
     lists = ok.any(-1)
     sft = sft_weight * (n - 1).clamp_min(0) ** 2 * (-lp_sorted[..., 0])
-    per_list = stages.sum(-1) + sft
     metrics = {}
-    if constraint == "bc":
-        bound, _ = boundary_loss(s_all, scores, valid, margin=boundary_margin)
-        per_list = per_list + bound
-        metrics["constraint/bound"] = _mean_over(bound, lists)
-    loss = _mean_over(per_list, lists)
+    loss = _mean_with_bound(stages.sum(-1) + sft, s_all, scores, valid, constraint, boundary_margin, metrics)
     with torch.no_grad():
         metrics["pro/sft"] = _mean_over(sft, lists)
         metrics["pro/ranking"] = _mean_over(stages.sum(-1), lists)
