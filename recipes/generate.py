@@ -547,6 +547,22 @@ ALIGN_METHODS: dict[tuple[str, str], tuple[str, list[Row], str]] = {
         [("score_to_label", "identity", "the task's scores are already fractions in [0, 1]")],
         "rewards/pair_accuracy rises; the LiPO paper's ordering is LiPO-lambda >= DPO",
     ),
+    ("rrhf", "graded_list"): (
+        "RRHF on the graded lists: a hinge on token-mean log-probs plus SFT on the best sentence",
+        [],
+        "rrhf/violated_pairs falls; RRHF only reads the order of the scores",
+    ),
+    ("pro", "graded_list"): (
+        "PRO on the graded lists: stage-wise list softmax tempered by score gaps, plus SFT on the best",
+        [],
+        "pro/ranking falls; the scores' scale sets the sharpness (gaps of 0.25 here)",
+    ),
+    ("aft", "graded_list"): (
+        "AFT's ranking form (a reconstruction) on the graded lists, boundary constraint at margin 0.5",
+        [],
+        "aft/assessment_accuracy rises; without a `reference` column there is no VFT term "
+        "(see the reasoning recipes for the full AFT pipeline)",
+    ),
     ("d2o", "safety"): (
         "D2O, the model's own samples preferred over the human negatives",
         [
@@ -587,6 +603,186 @@ ALIGN_EXTRA: dict[str, tuple[str, str, str, list[Row], str]] = {
         "it climbs only once the chosen answers drift more than 2 nats under the reference",
     ),
 }
+
+
+# Reasoning alignment (AFT, arXiv 2309.02144; methods-alignment-2.md §2-§5): VFT, then each method on the
+# model's own samples labelled by a verifier. (file stem, method, title, rows, expected)
+ARITH_DATA = "synthetic:arithmetic?num_questions=400&min_steps=1&max_steps=2&max_value=12"
+ARITH_VFT = "runs/synthetic_reasoning/arithmetic_vft"
+REASONING_SAMPLING: list[Row] = [
+    ("num_samples", 4, "K=4 chains per question (default 8): a CPU-sized draw"),
+    ("sample_max_new_tokens", 24, "the task's chains are shorter than 24 tokens"),
+]
+REASONING_RUNS: list[tuple[str, str, str, list[Row], str]] = [
+    (
+        "aft",
+        "aft",
+        "AFT, binary feedback (right final answer), boundary constraint at margin 0.5",
+        [("verifier", "arithmetic", "exact final answer: binary feedback")],
+        "aft/assessment_accuracy rises and aft/below_boundary stays low; the run prints how many questions "
+        "were all right / all wrong (VFT only)",
+    ),
+    (
+        "aft_ranked",
+        "aft",
+        "AFT, ranking feedback (step-level score, a reconstruction), boundary constraint",
+        [
+            ("verifier", "arithmetic_steps", "fraction of right steps + 1 for the right answer"),
+            ("feedback", "ranked", "the L_RBC form (a reconstruction; equal to binary on two levels)"),
+        ],
+        "aft/assessment_accuracy rises on the graded chains",
+    ),
+    (
+        "rrhf",
+        "rrhf",
+        "RRHF on the step-scored chains (gold chain included), no constraint: the paper's baseline",
+        [("verifier", "arithmetic_steps", "the ranking score of each chain")],
+        "rrhf/violated_pairs falls; the AFT paper reports RRHF can fall below VFT without a constraint",
+    ),
+    (
+        "rrhf_bc",
+        "rrhf",
+        "RRHF with AFT's boundary constraint (a reconstruction)",
+        [
+            ("verifier", "arithmetic_steps", "the ranking score of each chain"),
+            ("constraint", "bc", "wrong chains stop falling 0.5 nats/token below the weakest better one"),
+        ],
+        "constraint/bound stays near its floor while rrhf/violated_pairs falls",
+    ),
+    (
+        "pro",
+        "pro",
+        "PRO on the step-scored chains (gold chain included), no constraint",
+        [("verifier", "arithmetic_steps", "raw scores in [0, 2]: the gaps set PRO's temperatures")],
+        "pro/ranking falls; the AFT paper reports PRO can fall below VFT without a constraint",
+    ),
+    (
+        "pro_bc",
+        "pro",
+        "PRO with AFT's boundary constraint (a reconstruction)",
+        [
+            ("verifier", "arithmetic_steps", "raw scores in [0, 2]: the gaps set PRO's temperatures"),
+            ("constraint", "bc", "wrong chains stop falling 0.5 nats/token below the weakest better one"),
+        ],
+        "constraint/bound stays near its floor while pro/ranking falls",
+    ),
+]
+GSM8K_MODEL = "meta-llama/Llama-2-7b-hf"  # the AFT paper's LLaMA-2 7B
+
+
+def reasoning_recipes() -> dict[str, str]:
+    out = {}
+    vft_rows: list[Row] = [
+        ("method", "finetune", "VFT: token-mean NLL on the gold chains"),
+        (
+            "model_name_or_path",
+            "synthetic:tiny?vocab_size=256",
+            "a tiny Llama; its tokenizer is trained on this data",
+        ),
+        (
+            "train_dataset",
+            ARITH_DATA,
+            "400 word problems of 1-2 steps, gold chain ending in #### N (GSM8K layout)",
+        ),
+        ("learning_rate", 3.0e-3, "tiny random model: learning the format in minutes needs a large rate"),
+        ("num_train_epochs", 16, "scripts/reasoning_alignment.py's VFT budget"),
+        ("save_strategy", "no", "minutes-long run: no checkpoints"),
+        ("output_dir", ARITH_VFT, "the AFT / RRHF / PRO recipes start from this model"),
+    ]
+    out["synthetic_reasoning/arithmetic_vft.yaml"] = _file(
+        [
+            "Synthetic arithmetic reasoning (offline, CPU): VFT, step 1 of AFT's pipeline.",
+            "",
+            "Run:      alignkit train recipes/synthetic_reasoning/arithmetic_vft.yaml",
+            "",
+            "Expected: the NLL per gold-chain token falls epoch over epoch; then run the aft/rrhf/pro recipes.",
+        ],
+        vft_rows,
+    )
+    for stem, method, title, rows, expected in REASONING_RUNS:
+        path = f"synthetic_reasoning/arithmetic_{stem}.yaml"
+        out_dir = f"runs/synthetic_reasoning/arithmetic_{stem}"
+        body = _merge(
+            [("method", method, f"alignkit train --method {method} --help lists its keys")],
+            [("model_name_or_path", ARITH_VFT, "the VFT model (arithmetic_vft.yaml): it draws the chains")],
+            [("train_dataset", ARITH_DATA, "the VFT questions; each gets K self-sampled chains, labelled")],
+            REASONING_SAMPLING,
+            rows,
+            [
+                ("learning_rate", 1.0e-3, "a tiny model tolerates a large rate"),
+                ("max_steps", 60, "a short alignment stage after VFT"),
+                ("save_strategy", "no", "minutes-long run: no checkpoints"),
+                ("output_dir", out_dir, "the draw (aft/rrhf/pro_samples.json) and the model land here"),
+            ],
+        )
+        header = [
+            f"Synthetic arithmetic reasoning (offline, CPU): {title}.",
+            "",
+            "Run:      alignkit train recipes/synthetic_reasoning/arithmetic_vft.yaml   (once: the VFT model)",
+            f"          alignkit train recipes/{path}",
+            f"Evaluate: alignkit eval preference --model {out_dir} --data {out_dir}/heldout.jsonl --verifier arithmetic",
+            "          (rows with question/answer: answer accuracy; ranked lists: assessment accuracy)",
+            "Compare:  scripts/reasoning_alignment.py (every arm, tuning and held-out seeds; docs/results.md)",
+            "",
+            f"Expected: {expected}.",
+        ]
+        out[path] = _file(header, body)
+    for method, title, rows in (
+        ("aft", "AFT (binary feedback, boundary constraint)", []),
+        ("rrhf", "RRHF on the verifier's labels (gold chain ranked first on ties)", []),
+        ("pro", "PRO on the verifier's labels (reward gaps of 1 between right and wrong)", []),
+    ):
+        path = f"gsm8k/{method}.yaml"
+        out_dir = f"runs/gsm8k/{method}"
+        body = _merge(
+            [("method", method, f"alignkit train --method {method} --help lists its keys")],
+            [
+                (
+                    "model_name_or_path",
+                    f"{out_dir.rsplit('/', 1)[0]}/vft",
+                    "your VFT model of the base below",
+                ),
+                (
+                    "train_dataset",
+                    "openai/gsm8k",
+                    "GSM8K (a local .jsonl in its question/answer layout works too)",
+                ),
+                ("train_dataset_config", "main", "the question/answer config; answers end in #### N"),
+                ("verifier", "gsm8k", "the number after #### (or 'The answer is'), numeric equality"),
+                (
+                    "num_samples",
+                    None,
+                    "num_samples: 8 chains per question is the default (the paper's K: unknown)",
+                ),
+                (
+                    "sample_max_new_tokens",
+                    None,
+                    "sample_max_new_tokens: 256 is the default; a GSM8K chain fits",
+                ),
+                ("dtype", "bfloat16", "load the weights in bf16"),
+                ("bf16", True, "bf16 mixed precision on GPU"),
+                ("learning_rate", 2.0e-5, "the VFT stage's rate (AFT: same optimiser and schedule as VFT)"),
+                ("num_train_epochs", None, "num_train_epochs: 3 is the default (AFT's alignkit default)"),
+                ("gradient_checkpointing", True, "K+1 chains of 256 tokens per question"),
+                ("per_device_train_batch_size", 1, "one question (its K chains) per device step"),
+                ("gradient_accumulation_steps", 16, "16 questions per optimizer step"),
+                ("output_dir", out_dir, "model, the draw and run_info.json land here"),
+            ],
+            rows,
+        )
+        header = [
+            f"GSM8K: {title} after VFT of {GSM8K_MODEL} (the AFT paper's LLaMA-2 7B).",
+            "",
+            f"VFT:      alignkit train --method finetune --model_name_or_path {GSM8K_MODEL} --train_dataset openai/gsm8k \\",
+            "            --train_dataset_config main --output_dir runs/gsm8k/vft --num_train_epochs 3 --learning_rate 2e-5 --bf16",
+            f"Run (1 GPU): alignkit train recipes/{path}",
+            f"Evaluate: alignkit eval preference --model {out_dir} --data GSM8K_TEST.jsonl --verifier gsm8k",
+            "",
+            "Expected: the AFT paper reports AFT above VFT on GSM8K; RRHF and PRO without a constraint can fall",
+            "below VFT (add constraint: bc to compare). The first step samples K chains per training question.",
+        ]
+        out[path] = _file(header, body)
+    return out
 
 
 def alignment_recipes() -> dict[str, str]:
@@ -1418,6 +1614,7 @@ def render_all() -> dict[str, str]:
         **alignment_recipes(),
         **real_alignment_recipes(),
         **harmful_recipes(),
+        **reasoning_recipes(),
     }
 
 

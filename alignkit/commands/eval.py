@@ -433,6 +433,11 @@ def add_preference_parser(subparsers) -> None:
         "--judge-max-new-tokens", type=int, default=128, help="Answer length for the judge (default 128)."
     )
     p.add_argument("--no-progress", action="store_true", help="Do not show progress bars.")
+    p.add_argument(
+        "--verifier",
+        help="Report answer_accuracy: greedy answers labelled by a verifier (gsm8k, arithmetic, "
+        "arithmetic_steps or package.module:function).",
+    )
     p.set_defaults(func=run_preference)
 
 
@@ -493,6 +498,7 @@ def run_preference(args) -> int:
             judge=args.judge,
             judge_protocol=args.judge_protocol,
             judge_max_new_tokens=args.judge_max_new_tokens,
+            verifier=args.verifier,
         )
     except UserError as err:
         console.print(f"[bold red]error:[/] {err}")

@@ -211,6 +211,7 @@ def evaluate_preference(
     judge=None,
     judge_protocol: str = "pairwise",
     judge_max_new_tokens: int = 128,
+    verifier=None,
 ) -> PreferenceResult:
     """Evaluate ``model`` (path or model) on preference ``rows`` of any shape the collator accepts.
 
@@ -219,7 +220,8 @@ def evaluate_preference(
     exact task metrics (greedy generations for recommendation and safety). ``judge`` (a
     :class:`~alignkit.eval.judge.Judge`, a callable or a ``python:``/``reward:``/``chat:`` spec) adds
     the win rate of the model's greedy answers against ``ref_model``'s under ``judge_protocol``
-    (:mod:`alignkit.eval.judge`).
+    (:mod:`alignkit.eval.judge`). ``verifier`` (a callable ``(row, completion) -> label`` or a name, :mod:`alignkit.data.verifiers`) adds ``answer_accuracy``:
+    the share of rows whose greedy generation the verifier accepts (AFT's task accuracy).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -239,7 +241,7 @@ def evaluate_preference(
         if ref_model is None:
             raise ValueError("evaluate_preference: a judge's win rate compares against `ref_model`; pass it.")
         judge = load_judge(judge, judge_protocol)
-    judged = None
+    judged = answers = None
     with StageProgress(progress) as bars:
 
         def stage(what, total):
@@ -278,12 +280,63 @@ def evaluate_preference(
                 batch_size=batch_size,
                 stage=stage,
             )
+        if verifier is not None:
+            answers = _answer_accuracy(
+                model, tokenizer, records, rows, verifier, max_new_tokens, batch_size, stage
+            )
     result = _aggregate(records, rows, policy, reference, generations, task, beta)
+    result.summary.update(_assessment_accuracy(records, policy))
+    if answers is not None:
+        result.summary["answer_accuracy"] = answers
     if judged is not None:
         result.summary.update(judged.summary)
         for entry, verdict in zip(result.rows, judged.rows, strict=True):
             entry["judge"] = {k: v for k, v in verdict.items() if k != "index"}
     return result
+
+
+def _assessment_accuracy(records, policy) -> dict:
+    """AFT's assessment accuracy (methods-alignment-2.md §2, step 4): the share of strictly ordered pairs
+    whose token-mean log-probs are strictly in the label order."""
+    right = total = 0
+    for record, (lps, lengths) in zip(records, policy):
+        for a, b in _pairs(record):
+            total += 1
+            right += lps[a] / max(1, lengths[a]) > lps[b] / max(1, lengths[b])
+    return {"assessment_accuracy": right / total} if total else {}
+
+
+def _answer_accuracy(model, tokenizer, records, rows, verifier, max_new_tokens, batch_size, stage) -> float:
+    """Greedy generation from each row's prompt, labelled by the verifier (a float label counts as its value)."""
+    from alignkit.data.prompt_format import PromptFormat
+    from alignkit.data.verifiers import resolve_verifier, verify
+    from alignkit.eval.scoring import generate_texts
+
+    verifier = resolve_verifier(verifier)
+    fmt = PromptFormat.for_tokenizer(tokenizer)
+    prompts = [
+        fmt.render_prompt(tokenizer, r.prompt)
+        if r.is_qa
+        else (
+            fmt.render_messages(tokenizer, r.prompt, add_generation_prompt=True)
+            if r.conversational
+            else r.prompt
+        )
+        for r in records
+    ]
+    generations = generate_texts(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=stage("greedy answers", len(prompts)),
+    )
+    labels = [
+        float(verify(verifier, dict(rows[i]), g, index=i, source="eval rows"))
+        for i, g in enumerate(generations)
+    ]
+    return sum(labels) / len(labels)
 
 
 def _aggregate(records, rows, policy, reference, generations, task, beta) -> PreferenceResult:

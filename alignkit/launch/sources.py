@@ -11,7 +11,8 @@ A source is a string:
   the dataset's ``config`` picks the file), ``recommendation``, ``graded_list``, ``safety`` (the
   synthetic preference tasks; ``view=pairwise`` turns them into chosen/rejected pairs),
   ``harmless_response`` (the safety task with its harmless reply as chosen: WPN's 1-vs-N rows),
-  ``refusal`` (the seven-domain refusal stand-in: ``part=aligned|unlearn|contain``).
+  ``refusal`` (the seven-domain refusal stand-in: ``part=aligned|unlearn|contain``), ``arithmetic``
+  (multi-step word problems with a gold chain of thought in GSM8K's question/answer layout; AFT's task).
 
 A model source is a Hub id, a local folder, or ``synthetic:tiny?key=value``: a tiny Llama-shaped
 model whose tokenizer is trained on the recipe's own data (``alignkit.models.build_tiny_model``),
@@ -52,6 +53,10 @@ def _preference(name: str):
     from alignkit.data.synthetic.harmful import harmless_response_task
     from alignkit.data.synthetic.refusal import refusal_rows
 
+    if name == "arithmetic":  # reasoning word problems in GSM8K's question/answer layout
+        from alignkit.data.synthetic.reasoning import arithmetic_task
+
+        return arithmetic_task
     return {
         "recommendation": sp.recommendation_task,
         "graded_list": sp.graded_list_task,
@@ -76,7 +81,15 @@ def _generator(name: str) -> Callable:
 # Extra query keys a synthetic source takes beyond its generator's keyword arguments.
 _EXTRA_KEYS = {"tofu": ("split",), "recommendation": ("view",), "graded_list": ("view",), "safety": ("view",)}
 _EXTRA_KEYS["harmless_response"] = ("view",)
-DATA_GENERATORS = ("tofu", "recommendation", "graded_list", "safety", "harmless_response", "refusal")
+DATA_GENERATORS = (
+    "tofu",
+    "recommendation",
+    "graded_list",
+    "safety",
+    "harmless_response",
+    "refusal",
+    "arithmetic",
+)
 MODEL_GENERATORS = ("tiny",)
 # Generator arguments that are not query parameters (the output folder, the corpus).
 _NOT_PARAMS = {"out_dir", "texts"}

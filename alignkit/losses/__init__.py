@@ -26,6 +26,15 @@ from alignkit.losses.influence import (
     preference_loss,
     select_top_k,
 )
+from alignkit.losses.ranking import (
+    AFT_CONSTRAINTS,
+    RANKING_CONSTRAINTS,
+    aft_loss,
+    boundary_loss,
+    pro_loss,
+    rrhf_loss,
+    token_mean_scores,
+)
 from alignkit.losses.rmu import (
     RMU_REDUCTIONS,
     activation_distance,
@@ -52,6 +61,13 @@ from alignkit.losses.unlearning import (
 from alignkit.losses.wpn import WPN_SIMILARITIES, position_weighted_pool, wpn_loss
 
 __all__ = [
+    "AFT_CONSTRAINTS",
+    "RANKING_CONSTRAINTS",
+    "aft_loss",
+    "boundary_loss",
+    "pro_loss",
+    "rrhf_loss",
+    "token_mean_scores",
     "IDK_ANSWERS",
     "LIPO_LOSS_TYPES",
     "RMU_REDUCTIONS",

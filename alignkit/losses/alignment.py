@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from alignkit.losses.core import LossOutput, _check_positive, _detached
+from alignkit.losses.ranking import RANKING_CONSTRAINTS, boundary_exponents
 
 __all__ = [
     "LIPO_LOSS_TYPES",
@@ -64,6 +65,9 @@ def softmax_dpo_loss(
     *,
     beta: float,
     dpop_lambda: float = 0.0,
+    constraint: str = "none",
+    boundary_margin: float = 0.1,
+    boundary_form: str = "separate",
 ) -> LossOutput:
     """S-DPO (Chen et al., arXiv 2406.09215): column 0 is the chosen completion, 1.. the negatives.
 
@@ -77,6 +81,14 @@ def softmax_dpo_loss(
     sigmoid: the chosen score becomes ``beta*(r_c - lambda*max(0, ref_logps_c - logps_c))``, so the
     loss equals (S-)DPO while the chosen log-prob stays above the reference.
 
+    ``constraint`` (AFT's constraint on DPO, arXiv 2309.02144; the form is a RECONSTRUCTION,
+    ``methods-alignment-2.md`` §5), on the implicit rewards ``u = beta*r``: ``"dc"`` detaches the
+    negatives' rewards (only the chosen one gets gradient); ``"bc"`` adds the boundary term
+    ``log(1 + sum_j exp(T - u_j))``, ``T = 2*B - sg(u_c)``, ``B = sg(u_c) - boundary_margin`` (in
+    implicit-reward units): it pushes a negative back up once it falls ``boundary_margin`` below the
+    chosen one. ``boundary_form="one_log"`` puts those terms inside the loss's own log instead
+    (``log(1 + e^{-m} + e^{m - 2 margin})`` for one negative, ``m = u_c - u_l``; spec §5's alternative).
+
     Metrics use the upstream names: ``rewards/chosen``, ``rewards/rejected{j}``,
     ``rewards/margins-rejected{j}`` (j = 1..N_max, averaged over the prompts that have a j-th
     negative), ``rewards/accuracies`` (chosen strictly above every negative), plus TRL's pooled
@@ -85,6 +97,11 @@ def softmax_dpo_loss(
     _check_positive("beta", beta)
     if dpop_lambda < 0:
         raise ValueError(f"`dpop_lambda` must be >= 0, got {dpop_lambda!r}.")
+    if constraint not in RANKING_CONSTRAINTS:
+        raise ValueError(f"`constraint` must be one of {RANKING_CONSTRAINTS}, got {constraint!r}.")
+    if boundary_form not in ("separate", "one_log"):
+        raise ValueError(f"`boundary_form` must be 'separate' or 'one_log', got {boundary_form!r}.")
+    _check_positive("boundary_margin", boundary_margin)
     valid = valid.bool()
     rewards = _scores(logps, ref_logps, valid, beta)  # [B, K]
     chosen = rewards[:, 0]
@@ -93,9 +110,23 @@ def softmax_dpo_loss(
         chosen = chosen - beta * dpop_lambda * below_ref
     negatives = valid[:, 1:]
     has_negative = valid[:, 0] & negatives.any(-1)
-    gaps = torch.where(negatives, rewards[:, 1:] - chosen[:, None], _NEG_INF)  # [B, N]
-    z = torch.logsumexp(gaps, -1)
-    per_prompt = F.softplus(torch.where(has_negative, z, 0.0))
+    rejected = rewards[:, 1:].detach() if constraint == "dc" else rewards[:, 1:]
+    gaps = torch.where(negatives, rejected - chosen[:, None], _NEG_INF)  # [B, N]
+    bound_terms = None
+    if constraint == "bc":
+        better = torch.zeros(valid.shape + valid.shape[-1:], dtype=torch.bool, device=valid.device)
+        better[:, 0, 1:] = negatives & has_negative[:, None]
+        bound_terms = boundary_exponents(rewards, better, boundary_margin)[0][:, 0, 1:]  # [B, N]
+        if boundary_form == "one_log":
+            gaps = torch.cat([gaps, bound_terms], -1)
+    z = torch.logsumexp(torch.where(has_negative[:, None], gaps, 0.0), -1)
+    per_prompt = torch.where(has_negative, F.softplus(z), 0.0)
+    extra = {}
+    if bound_terms is not None and boundary_form == "separate":
+        bound_z = torch.logsumexp(torch.where(has_negative[:, None], bound_terms, 0.0), -1)
+        bound = torch.where(has_negative, F.softplus(bound_z), 0.0)
+        per_prompt = per_prompt + bound
+        extra["constraint/bound"] = _mean_over(bound, has_negative)
     loss = _mean_over(per_prompt, has_negative)
 
     with torch.no_grad():
@@ -115,6 +146,7 @@ def softmax_dpo_loss(
             metrics[f"rewards/margins-rejected{j + 1}"] = _mean_over(plain_chosen - rewards[:, j + 1], keep)
         if dpop_lambda:
             metrics["dpop/penalty"] = _mean_over(below_ref, has_negative)
+        metrics.update(extra)
     return LossOutput(loss, _detached(metrics))
 
 

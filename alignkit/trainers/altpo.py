@@ -26,21 +26,17 @@ from dataclasses import dataclass, field
 from alignkit.data.records import normalize_record
 from alignkit.losses import altpo_loss
 from alignkit.sampling import (
-    GenerateBackend,
     SamplingSettings,
     default_sample_cache_dir,
     gathered_parameters,
-    is_cache_writer,
-    load_samples_on_every_rank,
     model_fingerprint,
     sample_cache_key,
-    sample_prompts,
-    save_samples,
 )
 from alignkit.trainers import alternates as alt
 from alignkit.trainers import checkpoints
 from alignkit.trainers.idk_dpo import ForgetDPOConfig, IdkDPOTrainer, with_chosen
 from alignkit.trainers.registry import register
+from alignkit.trainers.self_samples import cache_or_draw, draw_from_starting_weights
 
 logger = logging.getLogger(__name__)
 
@@ -263,40 +259,28 @@ class AltPOTrainer(IdkDPOTrainer):
     def _draw(self, ids, key: str, args: AltPOConfig):
         """K raw completions per request (from the sampler cache when it has them), their record, and
         the test for a completion that used every new token."""
-        from accelerate import PartialState
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
         settings, tokenizer = args.sampling_settings(), self.collator.tokenizer
         directory = args.sample_cache_dir or default_sample_cache_dir()
-        state = PartialState()
-        cached = load_samples_on_every_rank(directory, key)
-        if cached is not None:
-            completions, seconds = cached[0], cached[2].get("seconds", 0.0)
-            logger.info("AltPO: alternates of %d questions loaded from cache %s/%s", len(ids), directory, key)
-        else:
+
+        def draw():
             logger.info(
                 "AltPO: generating %d alternates per question for %d questions (once; cached after)",
                 settings.num_samples,
                 len(ids),
             )
-            model = self._generator
-            if not is_deepspeed_zero3_enabled():  # ZeRO-3 placed the shards already
-                model = model.to(args.device)
-            with gathered_parameters(model):  # before the engine exists: gather ZeRO-3 shards to sample
-                result = sample_prompts(
-                    model,
-                    tokenizer,
-                    ids,
-                    settings,
-                    backend=GenerateBackend(),
-                    process_index=state.process_index,
-                    num_processes=state.num_processes,
-                    show_progress=state.is_main_process and not args.disable_tqdm,
-                    desc="AltPO alternates",
-                )
-            completions, seconds = result.completions, result.seconds
-            if is_cache_writer():
-                save_samples(directory, key, completions, [[] for _ in completions], {"seconds": seconds})
+            result = draw_from_starting_weights(
+                self._generator,
+                tokenizer,
+                ids,
+                settings,
+                device=args.device,
+                show_progress=not args.disable_tqdm,
+                desc="AltPO alternates",
+            )
+            return result.completions, [[] for _ in result.completions], {"seconds": result.seconds}
+
+        completions, _, stored_meta, _ = cache_or_draw(directory, key, draw, method="AltPO")
+        seconds = stored_meta.get("seconds", 0.0)
 
         def hit_limit(raw: str) -> bool:
             # Re-tokenised (the sampler returns text): a completion that ran to the limit has no EOS.

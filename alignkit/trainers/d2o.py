@@ -45,18 +45,15 @@ from alignkit.sampling import (
     default_sample_cache_dir,
     filter_samples,
     gathered_parameters,
-    is_cache_writer,
-    load_samples_on_every_rank,
     model_fingerprint,
     sample_cache_key,
     sample_prompts,
-    save_samples,
 )
 from alignkit.trainers.base import AlignKitTrainer
 from alignkit.trainers.config import AlignKitConfig
 from alignkit.trainers.forward import ForwardOutput, Needs, row_outputs
 from alignkit.trainers.registry import register
-from alignkit.trainers.self_samples import SampleState, SelfSampleData
+from alignkit.trainers.self_samples import SampleState, SelfSampleData, cache_or_draw, describe_draw
 
 logger = logging.getLogger(__name__)
 REFERENCE_FILE = "d2o_reference.safetensors"
@@ -303,24 +300,18 @@ class D2OTrainer(AlignKitTrainer):
         args, state = self.args, self.samples
         key = self._cache_key(model)
         directory = args.sample_cache_dir or default_sample_cache_dir()
-        stored = load_samples_on_every_rank(directory, key)
-        if stored is not None:
-            state.completions, state.ref_logps, meta = stored
-            state.drops = meta.get("drops", {})
-            logger.info(
-                "D2O: %d prompts' samples loaded from cache %s/%s", len(state.completions), directory, key
-            )
-            return
-        self._draw(model)
-        state.ref_logps = self._reference_logps(model)
-        if is_cache_writer():
-            save_samples(
-                directory,
-                key,
+
+        def draw():
+            self._draw(model)
+            state.ref_logps = self._reference_logps(model)
+            return (
                 state.completions,
                 state.ref_logps,
                 {"drops": state.drops, "seconds": state.sampling_seconds},
             )
+
+        state.completions, state.ref_logps, meta, _ = cache_or_draw(directory, key, draw, method="D2O")
+        state.drops = meta.get("drops", {})
 
     def _cache_key(self, model) -> str:
         models = []
@@ -393,6 +384,7 @@ class D2OTrainer(AlignKitTrainer):
             )
         state.completions, state.drops = kept, drops
         state.sampling_seconds += result.seconds
+        logger.info("%s", describe_draw(f"D2O round {state.round}", len(kept), drops))
         store = self._metrics["train"]
         store["sampling/seconds"].append(result.seconds)
         store["sampling/tokens_per_second"].append(result.stats["tokens_per_second"])

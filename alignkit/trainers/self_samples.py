@@ -15,11 +15,136 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from alignkit.data.records import PreferenceRecord, RecordError, normalize_record
-from alignkit.sampling import load_samples, save_samples
+from alignkit.data.verifiers import Verifier, verify
+from alignkit.sampling import is_cache_writer, load_samples, load_samples_on_every_rank, save_samples
 
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "self_samples"
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.split())
+
+
+def dedupe_samples(completions: list[list[str]]) -> tuple[list[list[str]], dict[str, int]]:
+    """Each prompt's samples without empty ones and repeats (exact match after whitespace normalisation;
+    the first kept), and ``{"empty", "duplicates"}`` counts (spec ``methods-alignment-2.md`` §2(c): AFT
+    de-duplicates before labelling)."""
+    kept, dropped = [], {"empty": 0, "duplicates": 0}
+    for samples in completions:
+        seen, row = set(), []
+        for sample in samples:
+            key = _normalised(sample)
+            if not key or key in seen:
+                dropped["empty" if not key else "duplicates"] += 1
+                continue
+            seen.add(key)
+            row.append(sample)
+        kept.append(row)
+    return kept, dropped
+
+
+def label_samples(
+    rows: list[dict], completions: list[list[str]], verifier: Verifier, *, source: str = "train_dataset"
+) -> tuple[list[list[float]], dict[str, int]]:
+    """The verifier's label of every sample (bools as 1.0 / 0.0) and the counts of prompts whose samples are
+    all right, all wrong, or mixed (only binary labels count as right/wrong; others count as graded)."""
+    labels, counts = [], {"all_correct": 0, "all_wrong": 0, "mixed": 0, "no_samples": 0}
+    for i, (row, samples) in enumerate(zip(rows, completions)):
+        values = [verify(verifier, row, s, index=i, source=source) for s in samples]
+        labels.append([float(v) for v in values])
+        if not values:
+            counts["no_samples"] += 1
+        elif all(v is True for v in values):
+            counts["all_correct"] += 1
+        elif all(v is False for v in values):
+            counts["all_wrong"] += 1
+        else:
+            counts["mixed"] += 1
+    return labels, counts
+
+
+def cache_or_draw(directory, key: str, draw, *, method: str):
+    """The sampler-cache step every self-sampling method runs: ``(completions, values, meta, from_cache)``.
+
+    ``draw()`` returns ``(completions, values, meta)`` (``values``: per-prompt floats stored beside the
+    texts, e.g. reference log-probs or labels); it runs only when ``directory`` has nothing under ``key``
+    (the key hashes the weights, data and settings). A cached draw is used only when every rank's cache
+    holds it (caches may be node-local: one node must never wait in a collective draw the others skip),
+    and each node's local main process stores a new one (docs/architecture.md, several nodes).
+    """
+    stored = load_samples_on_every_rank(directory, key)
+    if stored is not None:
+        logger.info(
+            "%s: samples of %d prompts loaded from cache %s/%s", method, len(stored[0]), directory, key
+        )
+        return (*stored, True)
+    completions, values, meta = draw()
+    if is_cache_writer():
+        save_samples(directory, key, completions, values, meta)
+    return completions, values, meta, False
+
+
+def draw_from_starting_weights(model, tokenizer, ids, settings, *, device, show_progress: bool, desc: str):
+    """K samples per prompt from weights that are not wrapped for training yet (AltPO, AFT, RRHF, PRO draw
+    during the encoding): moved to ``device`` (ZeRO-3 placed its shards already) and, under ZeRO-3,
+    gathered; sharded over the processes like any draw of the shared sampler."""
+    from accelerate import PartialState
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    from alignkit.sampling import GenerateBackend, gathered_parameters, sample_prompts
+
+    state = PartialState()
+    if not is_deepspeed_zero3_enabled():
+        model = model.to(device)
+    with gathered_parameters(model):
+        return sample_prompts(
+            model,
+            tokenizer,
+            ids,
+            settings,
+            backend=GenerateBackend(),
+            process_index=state.process_index,
+            num_processes=state.num_processes,
+            show_progress=show_progress and state.is_main_process,
+            desc=desc,
+        )
+
+
+def describe_draw(method: str, num_prompts: int, counts: dict[str, int]) -> str:
+    """One line with every count of a draw (the single place these are worded)."""
+    parts = [f"{name.replace('_', ' ')} {value}" for name, value in counts.items() if value]
+    return f"{method}: {num_prompts} prompts sampled; " + (", ".join(parts) or "nothing dropped")
+
+
+class RunSamples:
+    """A self-sampling method's draw in its run folder and every checkpoint, under one file name.
+
+    A re-run or a resumed run reads it back and never draws again; a file made for other weights, data
+    or settings (another key) is an error, never silently replaced.
+    """
+
+    def __init__(self, name: str, method: str):
+        self.name, self.method = name, method
+
+    def read(self, output_dir: str, key: str, newest_checkpoint=None):
+        for folder in (output_dir, newest_checkpoint):
+            if folder is None:
+                continue
+            stored = load_samples(folder, self.name)
+            if stored is None:
+                continue
+            if stored[2].get("key") != key:
+                raise ValueError(
+                    f"{folder}/{self.name}.json holds {self.method} samples made for other weights, data or "
+                    "settings; use a new output_dir or delete the file to draw anew."
+                )
+            return stored
+        return None
+
+    def write(self, folder: str, completions, values, meta: dict) -> None:
+        save_samples(folder, self.name, completions, values, meta)
 
 
 def _prompt_key(prompt) -> str:

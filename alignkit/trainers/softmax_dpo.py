@@ -4,7 +4,10 @@
 completion tokens: cross-entropy of the chosen completion against N negatives. With N = 1 it is
 DPO-sigmoid (Rafailov et al., arXiv 2305.18290) exactly, so ``dpo`` is this trainer on pairwise data
 (β 0.1, TRL's default), not a second implementation; for DPO's other variants use
-``trl.DPOTrainer``. ``dpop_lambda`` > 0 turns on DPOP (Pal et al., arXiv 2402.13228).
+``trl.DPOTrainer``. ``dpop_lambda`` > 0 turns on DPOP (Pal et al., arXiv 2402.13228). ``constraint`` (dc | bc) adds AFT's
+constraint (arXiv 2309.02144; a RECONSTRUCTION, ``methods-alignment-2.md`` §5): dc stops the gradient
+into the rejected rewards, bc keeps each rejected reward from falling more than ``boundary_margin``
+below the chosen one.
 Data: ``{"prompt", "chosen", "rejected": [...]}`` (1-vs-N) or TRL's pairwise rows.
 """
 
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 
 from alignkit.data import PreferenceRecord, RecordError, normalize_record, to_dense
 from alignkit.data.negatives import ResampledNegatives, pick_negatives
-from alignkit.losses import LossOutput, softmax_dpo_loss
+from alignkit.losses import RANKING_CONSTRAINTS, LossOutput, softmax_dpo_loss
 from alignkit.trainers.base import AlignKitTrainer
 from alignkit.trainers.config import AlignConfig
 from alignkit.trainers.forward import ForwardOutput, Needs
@@ -52,11 +55,31 @@ class SoftmaxDPOConfig(AlignConfig):
             "reference, inside the sigmoid (50: the paper). 0 turns it off."
         },
     )
+    constraint: str = field(
+        default="none",
+        metadata={
+            "help": "AFT's constraint (a reconstruction): none, dc (no gradient into the rejected rewards) "
+            "or bc (add the boundary term on the implicit rewards)."
+        },
+    )
+    boundary_margin: float = field(
+        default=0.1, metadata={"help": "bc: the margin in implicit-reward units (beta x log-ratio)."}
+    )
+    boundary_form: str = field(
+        default="separate",
+        metadata={"help": "bc: separate (its own log term) or one_log (inside DPO's log, AFT's Eq. 8 form)."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
         if self.beta <= 0:
             raise ValueError(f"`beta` must be > 0, got {self.beta}.")
+        if self.constraint not in RANKING_CONSTRAINTS:
+            raise ValueError(f"`constraint` must be one of {RANKING_CONSTRAINTS}, got {self.constraint!r}.")
+        if self.boundary_form not in ("separate", "one_log"):
+            raise ValueError(f"`boundary_form` must be 'separate' or 'one_log', got {self.boundary_form!r}.")
+        if not self.boundary_margin > 0:
+            raise ValueError(f"`boundary_margin` must be > 0, got {self.boundary_margin}.")
         if self.num_negatives is not None and self.num_negatives < 1:
             raise ValueError(f"`num_negatives` must be >= 1 or None, got {self.num_negatives}.")
         if self.resample_negatives_each_epoch and self.num_negatives is None:
@@ -125,6 +148,14 @@ class SoftmaxDPOTrainer(AlignKitTrainer):
     def method_loss(self, out: ForwardOutput) -> LossOutput:
         logps, valid = to_dense(out.policy.seq_logps, out.group_sizes)
         ref_logps, _ = to_dense(out.ref_seq_logps, out.group_sizes)
+        a = self.args
         return softmax_dpo_loss(
-            logps, ref_logps, valid, beta=self.args.beta, dpop_lambda=self.args.dpop_lambda
+            logps,
+            ref_logps,
+            valid,
+            beta=a.beta,
+            dpop_lambda=a.dpop_lambda,
+            constraint=a.constraint,
+            boundary_margin=a.boundary_margin,
+            boundary_form=a.boundary_form,
         )

@@ -41,6 +41,9 @@ RUN_OVERRIDES = {
 OWN_DIRECTION_TEST = {
     "wpn": "representation-level loss: tests/trainers/test_wpn.py checks its cosine margin moves",
 }
+# Methods that rank on the token-mean log-prob (spec methods-alignment-2.md §1): their direction is
+# measured on that score.
+TOKEN_MEAN_RANKERS = {"aft", "rrhf", "pro"}
 
 
 def _roles(trainer) -> set[str]:
@@ -81,7 +84,8 @@ def test_method_trains_in_its_familys_direction(name, tiny_model_dir, unlearn_mo
     before = snapshot(model)
     if spec.family == "alignment":
         rows = preference_rows(spec.data)
-        quality0 = preference_quality(model, tokenizer, rows, spec.data)
+        per_token = name in TOKEN_MEAN_RANKERS
+        quality0 = preference_quality(model, tokenizer, rows, spec.data, per_token)
     else:
         rows = FORGET
         forget0 = mean_token_logp(model, tokenizer, FORGET)
@@ -102,7 +106,7 @@ def test_method_trains_in_its_familys_direction(name, tiny_model_dir, unlearn_mo
     assert not unchanged, f"{name}: parameters did not change: {unchanged}"
 
     if spec.family == "alignment":
-        quality1 = preference_quality(trainer.model, tokenizer, rows, spec.data)
+        quality1 = preference_quality(trainer.model, tokenizer, rows, spec.data, per_token)
         assert quality1 > quality0 + 0.05 * max(1.0, abs(quality0)), (
             f"{name} ({spec.data}): {quality0:.4f} -> {quality1:.4f}"
         )

@@ -113,8 +113,10 @@ def preference_rows(shape: str, n: int = 8) -> list[dict]:
     raise ValueError(f"no preference rows for data shape {shape!r}")
 
 
-def preference_quality(model, tokenizer, rows: list[dict], shape: str) -> float:
+def preference_quality(model, tokenizer, rows: list[dict], shape: str, per_token: bool = False) -> float:
     """How well the policy's own log-probs order the completions (higher is better), per data shape.
+
+    ``per_token``: compare token-mean log-probs (the score AFT, RRHF and PRO rank on) instead of sums.
 
     one_vs_n / pairwise: mean over prompts of ``lp(chosen) - mean lp(rejected)``; ranked: the fraction
     of strictly ordered pairs (by score) whose log-probs are in the same order (ranking accuracy);
@@ -122,7 +124,9 @@ def preference_quality(model, tokenizer, rows: list[dict], shape: str) -> float:
     """
     from alignkit.data import normalize_record
 
-    seq, _ = answer_logps(model, tokenizer, rows)
+    seq, lengths = answer_logps(model, tokenizer, rows)
+    if per_token:
+        seq = seq / lengths.clamp_min(1)
     values, start = [], 0
     for i, row in enumerate(rows):
         record = normalize_record(row, index=i)
