@@ -477,32 +477,24 @@ def run_preference(args) -> int:
             else:
                 rows = list(load_source(args.data, args.data_config, args.data_split))
         except (UserError, FileNotFoundError) as err:
-            console.print(f"[bold red]error:[/] --data: {err}")
-            return 2
+            raise UserError(f"--data: {err}") from None
     if args.judge and not args.ref_model:
-        console.print(
-            "[bold red]error:[/] --judge compares against the reference's answers: add --ref-model."
-        )
-        return 2
+        raise UserError("--judge compares against the reference's answers: add --ref-model.")
     output_dir = Path(args.output_dir or Path("runs/eval/preference") / Path(args.model).name)
-    try:
-        result = evaluate_preference(
-            args.model,
-            rows,
-            ref_model=args.ref_model,
-            beta=args.beta,
-            task=task,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            progress=not args.no_progress,
-            judge=args.judge,
-            judge_protocol=args.judge_protocol,
-            judge_max_new_tokens=args.judge_max_new_tokens,
-            verifier=args.verifier,
-        )
-    except UserError as err:
-        console.print(f"[bold red]error:[/] {err}")
-        return 2
+    result = evaluate_preference(
+        args.model,
+        rows,
+        ref_model=args.ref_model,
+        beta=args.beta,
+        task=task,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        progress=not args.no_progress,
+        judge=args.judge,
+        judge_protocol=args.judge_protocol,
+        judge_max_new_tokens=args.judge_max_new_tokens,
+        verifier=args.verifier,
+    )
     paths = result.save(output_dir)
     table = Table(title=f"Preference evaluation - {args.model}")
     table.add_column("metric")
