@@ -109,7 +109,7 @@ def test_chunked_token_logps_have_the_gradients_of_the_whole_head(small_chunks):
 
 class LargestVocabTensor(TorchDispatchMode):
     """Records the most rows of any tensor an operator returns whose last dimension is the vocabulary
-    (views of the head's own weight aside)."""
+    (the head's weight, its views and weight-shaped gradients ``[d, V]`` aside)."""
 
     def __init__(self, model):
         super().__init__()
@@ -124,6 +124,7 @@ class LargestVocabTensor(TorchDispatchMode):
                 and t.dim() >= 2
                 and t.shape[-1] == self.vocab
                 and t.untyped_storage().data_ptr() != self.weight.untyped_storage().data_ptr()
+                and t.shape != self.weight.T.shape
             ):
                 self.rows = max(self.rows, t.numel() // self.vocab)
         return out
@@ -174,3 +175,33 @@ def test_teacher_forced_scores_are_chunked_and_exact(tiny, small_chunks):
         logps, _, _, argmax = expected_stats(model, prompt + target)
         close(s.token_logps, logps[len(prompt) - 1 :])
         assert s.argmax_ids == argmax[len(prompt) - 1 :].tolist()
+
+
+def test_training_forward_is_chunked_with_the_same_values_and_gradients(tiny, small_chunks):
+    """The compact training head (``row_outputs``) over many chunks equals it over one chunk, backward included."""
+    from alignkit.trainers.forward import row_outputs
+
+    model, tok = tiny
+    ids = [tok(t)["input_ids"] for t in TEXTS]
+    width = max(map(len, ids))
+    batch = {
+        "input_ids": torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids]),
+        "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids]),
+        "completion_mask": torch.tensor([[0] * 2 + [1] * (len(i) - 2) + [0] * (width - len(i)) for i in ids]),
+    }
+
+    def run():
+        model.zero_grad()
+        out = row_outputs(model, batch, want_logits=False, fused=False)
+        (out.token_logps * torch.linspace(-1, 2, out.token_logps.shape[1])).sum().backward()
+        return out.token_logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    whole, g_whole = run()  # the default budget: every position in one chunk
+    small_chunks(model.config.vocab_size)
+    with LargestVocabTensor(model) as seen:
+        chunked, g_chunked = run()
+    assert seen.rows == CHUNK
+    assert model._alignkit_compact_head is True
+    close(chunked, whole)
+    for name in g_whole:
+        close(g_chunked[name], g_whole[name])
