@@ -174,6 +174,36 @@ def peak(side: str, model_dir: Path, profile: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+class Budgeted:
+    """A stepper whose steps run with the given LM-head chunk budget."""
+
+    def __init__(self, stepper, budget: int):
+        self.stepper, self.budget = stepper, budget
+
+    def step(self, i: int) -> float:
+        from alignkit.models import head
+
+        head.CHUNK_BYTES = self.budget
+        return self.stepper.step(i)
+
+
+def chunk_cost(vocab: int, profile: str, steps: int, warmup: int) -> dict:
+    """alignkit chunked (``CHUNK_BYTES``, recomputed in the backward) / alignkit with one chunk, alternated."""
+    from alignkit.models import head
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir, rows = build_model(Path(tmp) / "models", vocab), make_rows(profile)
+        chunked, whole = (ours(model_dir, rows, Path(tmp) / side, steps) for side in ("a", "b"))
+        budget = head.CHUNK_BYTES
+        try:
+            r = bench.alternate(Budgeted(chunked, budget), Budgeted(whole, 2**40), steps, warmup)
+        finally:
+            head.CHUNK_BYTES = budget
+    print(f"vocab {vocab} {profile}: chunked / one-chunk step time {bench.fmt_ratio(r)}; "
+          f"{r['a_s'] * 1e3:.0f} vs {r['b_s'] * 1e3:.0f} ms", flush=True)  # fmt: skip
+    return r
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vocabs", default="32000,128256")
@@ -181,11 +211,17 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json")
+    parser.add_argument("--chunk-cost", action="store_true", help="only: chunked vs one-chunk alignkit head")
     parser.add_argument("--peak-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.peak_child:
         peak_child(*args.peak_child)
+        return 0
+    if args.chunk_cost:
+        for vocab in map(int, args.vocabs.split(",")):
+            for profile in args.profiles.split(","):
+                chunk_cost(vocab, profile, args.steps, args.warmup)
         return 0
     results = []
     with tempfile.TemporaryDirectory() as tmp:
