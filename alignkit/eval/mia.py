@@ -34,6 +34,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from alignkit.models.head import forward_states, position_stats
+
 MinKCount = Literal["at_least_one", "floor"]
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm")
 # OU's metric names, used as keys of the eval log.
@@ -239,7 +241,9 @@ def text_token_stats(
     """Teacher-forced statistics of raw ``texts`` under ``model``, one forward per batch.
 
     Token selection follows :func:`raw_text_ids`. Logits are upcast to float32 before the
-    log-softmax (the models usually run in bf16). Right padding with an attention mask; padding
+    log-softmax (the models usually run in bf16). The LM head runs on a chunk of positions at a time
+    and every statistic is reduced per chunk (:mod:`alignkit.models.head`), so memory does not grow
+    with length x vocabulary. Right padding with an attention mask; padding
     does not change the values of real positions under a causal mask. ``progress(n)`` is called
     with the number of texts finished after each batch.
     """
@@ -255,7 +259,7 @@ def text_token_stats(
         for row, (ids, _) in enumerate(chunk):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention[row, : len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+        x, head = forward_states(model, input_ids.to(device), attention.to(device))
         for row, (ids, n_ctx) in enumerate(chunk):
             n = len(ids)
             if n <= n_ctx:
@@ -268,18 +272,12 @@ def text_token_stats(
                     )
                 )
                 continue
-            # Position t-1 predicts token t: logits[n_ctx-1 : n-1] score ids[n_ctx : n].  # [T, V]
-            logp = torch.log_softmax(logits[row, n_ctx - 1 : n - 1].float(), dim=-1)
-            target = torch.tensor(ids[n_ctx:], device=logp.device)
-            token_logps = logp.gather(-1, target[:, None]).squeeze(-1)
-            mu = var = None
+            # Position t-1 predicts token t: positions n_ctx-1 .. n-2 score ids[n_ctx : n].
+            target = torch.tensor(ids[n_ctx:], device=x.device)
+            token_logps, mu, var, _ = position_stats(
+                x[row, n_ctx - 1 : n - 1], head, target, vocab_stats=vocab_stats
+            )
             if vocab_stats:
-                p = logp.exp()
-                # p * log p is 0 where p underflows to 0, even if log p is -inf (0 * -inf = nan).
-                plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
-                plogp2 = torch.where(p > 0, plogp * logp, torch.zeros_like(p))
-                mu = plogp.sum(-1)
-                var = plogp2.sum(-1) - mu.square()
                 mu, var = mu.cpu(), var.cpu()
             out.append(TextTokenStats(token_logps.cpu(), ids[n_ctx:], mu, var))
         if progress is not None:

@@ -16,7 +16,6 @@ items finished after each batch (``rich.progress.Progress.advance`` wrapped in a
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from alignkit.data.tokenize import Boundary, encode_prompt_completion
+from alignkit.models.head import forward_states, position_stats
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +90,6 @@ def _model_device(model) -> torch.device:
         return torch.device("cpu")
 
 
-def _accepts(model, name: str) -> bool:
-    try:
-        return name in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return False
-
-
 @torch.inference_mode()
 def score_token_ids(
     model,
@@ -136,7 +129,6 @@ def score_token_ids(
     todo.sort(key=lambda k: len(keys[k][0]) + len(keys[k][1]), reverse=True)
 
     device = _model_device(model)
-    keep_kw = _accepts(model, "logits_to_keep")
     if progress is not None and len(todo) < len(keys):
         progress(sum(copies[k] for k in range(len(keys)) if results[k] is not None))
     for b in range(0, len(todo), batch_size):
@@ -149,21 +141,18 @@ def score_token_ids(
             input_ids[i, : len(s)] = torch.tensor(s)
             attention[i, : len(s)] = 1
         starts = [max(len(keys[k][0]), 1) for k in chunk]
-        # Only logits from the earliest predicting position onwards are needed; skipping the rest
-        # saves the [B, L, V] memory a long prompt would otherwise cost.
-        first = min(starts) - 1
-        kwargs = {"logits_to_keep": width - first} if keep_kw else {}
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs).logits
-        offset = width - logits.shape[1]
+        # The LM head runs on the scored positions only, a chunk at a time (alignkit.models.head):
+        # no [B, L, V] logits, whatever the prompt's length or the vocabulary.
+        x, head = forward_states(model, input_ids.to(device), attention.to(device))
         if stats is not None:
             stats["forwards"] = stats.get("forwards", 0) + 1
             stats["sequences"] = stats.get("sequences", 0) + len(chunk)
         for i, k in enumerate(chunk):
             target = seqs[i][starts[i] :]
-            lo = starts[i] - 1 - offset
-            row = logits[i, lo : lo + len(target)].float().log_softmax(-1)
-            logps = row.gather(-1, torch.tensor(target, device=row.device)[:, None])[:, 0].cpu()
-            results[k] = ScoredText(logps, target, valid=True, argmax_ids=row.argmax(-1).tolist())
+            lo = starts[i] - 1
+            ids = torch.tensor(target, device=x.device)
+            logps, _, _, argmax = position_stats(x[i, lo : lo + len(target)], head, ids, argmax=True)
+            results[k] = ScoredText(logps.cpu(), target, valid=True, argmax_ids=argmax.tolist())
         if progress is not None:
             progress(sum(copies[k] for k in chunk))
     return [results[k] for k in order]  # type: ignore[misc]

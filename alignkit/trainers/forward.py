@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from alignkit._trl_compat import selective_log_softmax
+from alignkit.models.head import token_logps as head_token_logps
 from alignkit.trainers import shared_prompt
 
 # The `auto` rule of `fused_lm_head`. On CPU TRL's kernel scores every position in tiles (its compact,
@@ -228,11 +229,11 @@ def row_outputs(
                 logits_to_keep=1,
             )
             head = _innermost(model).get_output_embeddings()
-            # As one [1, T, V] row: TRL's selective_log_softmax loops over the first dimension to save memory.
-            logps = selective_log_softmax(
-                head(out.hidden_states[-1][:, :-1][scored]).float()[None],
-                labels[:, : width - 1][scored][None],
-            )[0]
+            # A chunk of positions at a time (recomputed in the backward where there are several): the
+            # [T, V] logits of a whole batch are never held (alignkit.models.head).
+            logps = head_token_logps(
+                out.hidden_states[-1][:, :-1][scored], head, labels[:, : width - 1][scored]
+            )
             # masked_scatter keeps the graph even when no position is scored (a zero, not an error, in backward)
             token_logps = logps.new_zeros(scored.shape).masked_scatter(scored, logps)
         else:

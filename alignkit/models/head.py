@@ -1,0 +1,150 @@
+"""The LM head applied to a few positions at a time, so no ``[batch, length, vocab]`` logits are built.
+
+A causal LM's logits are ``head(decoder(x))``. With a 32k-152k vocabulary the ``[B, L, V]`` float32
+logits of a batch (8 x 2048 x 128,256 x 4 bytes = 8.4 GB) dwarf everything else a small model
+holds, and each full-vocabulary statistic computed from them (log-softmax, its exp, ``p log p``)
+adds another tensor of that size. Here the decoder runs once and the head is applied to chunks of
+positions sized so that one chunk's float32 logits stay under :data:`CHUNK_BYTES`; every statistic
+is reduced per chunk, so peak memory no longer grows with the batch's positions times the vocabulary.
+
+:func:`decoder_states` gets the decoder's output without the full logits: the model is called with
+``logits_to_keep=1`` while a hook on the decoder keeps its output, and it is checked once per model
+that ``head(that output)`` reproduces the model's own logits (models that scale or soft-cap their
+logits after the head, or that do not take ``logits_to_keep``, fail the check; callers then fall back
+to the model's logits, still reduced a chunk at a time). The training forward has the same idea
+with autograd (:func:`token_logps`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+# One chunk's float32 logits stay under this (64 MiB: 130 positions at a 128,256 vocabulary, 524 at 32,000).
+CHUNK_BYTES = 64 * 2**20
+
+
+def chunk_positions(vocab_size: int) -> int:
+    """How many positions' float32 logits fit in :data:`CHUNK_BYTES` (at least one)."""
+    return max(1, CHUNK_BYTES // (4 * vocab_size))
+
+
+def _decoder(model) -> torch.nn.Module | None:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder() if hasattr(base, "get_decoder") else None
+
+
+def _last_state(output) -> torch.Tensor:
+    state = getattr(output, "last_hidden_state", None)
+    return state if state is not None else output[0]
+
+
+def decoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """The ``[B, L, d]`` states the LM head reads, from one forward that builds no full logits.
+
+    None when the model's logits are not ``head(decoder output)`` (checked once per model and cached
+    on it) or the model has no decoder/head to reach; the caller then uses ``model(...).logits``.
+    """
+    decoder, head = _decoder(model), model.get_output_embeddings()
+    if decoder is None or head is None or getattr(model, "_alignkit_head_exact", True) is False:
+        return None
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(_module, _inputs, output) -> None:  # returns None: the output itself is left as it is
+        store.setdefault("out", _last_state(output))
+
+    handle = decoder.register_forward_hook(keep)
+    try:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+    except (TypeError, ValueError):  # a model whose forward does not take logits_to_keep
+        model._alignkit_head_exact = False
+        return None
+    finally:
+        handle.remove()
+    states = store.get("out")
+    if not hasattr(model, "_alignkit_head_exact"):
+        model._alignkit_head_exact = bool(
+            states is not None
+            and out.logits.shape[1] == 1
+            and states.shape[:2] == input_ids.shape
+            and torch.allclose(head(states[:, -1:]).float(), out.logits.float(), rtol=1e-4, atol=1e-5)
+        )
+    return states if model._alignkit_head_exact else None
+
+
+def forward_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """``(x, head)``: the decoder states and the LM head, or ``(logits, None)`` where the compact
+    path does not reproduce the model (see :func:`decoder_states`); :func:`position_stats` reads either."""
+    states = decoder_states(model, input_ids, attention_mask)
+    if states is not None:
+        return states, model.get_output_embeddings()
+    return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits, None
+
+
+def position_stats(x: torch.Tensor, head: torch.nn.Module | None, targets: torch.Tensor, **kwargs):
+    """:func:`reduce_logits` of some positions ``x [T, ...]`` of :func:`forward_states`' output, in chunks."""
+    if head is not None:
+        return head_stats(x, head, targets, **kwargs)
+    step = chunk_positions(x.shape[-1])
+    parts = [reduce_logits(c, t, **kwargs) for c, t in zip(x.split(step), targets.split(step))]
+    return _cat(parts)
+
+
+def _cat(parts):
+    return tuple(None if part[0] is None else torch.cat(part) for part in zip(*parts))
+
+
+def reduce_logits(
+    logits: torch.Tensor, targets: torch.Tensor, *, vocab_stats: bool = False, argmax: bool = False
+):
+    """Per-position statistics of one chunk of logits ``[T, V]`` in float32 (``p log p`` in place).
+
+    Returns ``(token_logps, mu, var, argmax_ids)``: ``log p(target)``; with ``vocab_stats`` the mean
+    and variance of ``log p(v)`` for ``v ~ p`` (Min-K%++'s ``mu``/``var``; ``p log p`` counts 0 where
+    ``p`` underflows to 0); with ``argmax`` the most likely token. float32 throughout.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    del logits  # the chunk's logits go before p log p is built: at most two [T, V] tensors at a time
+    arg = logp.argmax(-1) if argmax else None
+    token_logps = logp.gather(-1, targets[:, None])[:, 0]
+    mu = var = None
+    if vocab_stats:
+        plogp = logp.exp().mul_(logp).nan_to_num_(nan=0.0)  # 0 * -inf = nan where p underflows: 0
+        mu = plogp.sum(-1)
+        var = plogp.mul_(logp).nan_to_num_(nan=0.0).sum(-1) - mu.square()
+    return token_logps, mu, var, arg
+
+
+def head_stats(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, **kwargs):
+    """:func:`reduce_logits` of ``head(states)`` for ``states [T, d]``, a chunk of positions at a time."""
+    step = chunk_positions(head.weight.shape[0])
+    return _cat(
+        [reduce_logits(head(s), t, **kwargs) for s, t in zip(states.split(step), targets.split(step))]
+    )
+
+
+def _chunk_logps(states: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:
+    logits = head(states).float()
+    return logits.gather(-1, targets[:, None])[:, 0] - logits.logsumexp(-1)
+
+
+def token_logps(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(head(states))[t, targets[t]]`` for ``states [T, d]``, differentiable, in chunks.
+
+    Where the whole ``[T, V]`` fits one chunk it is computed directly (no extra cost). Otherwise each
+    chunk runs under activation checkpointing: its logits are freed after the forward and recomputed
+    in the backward, so at most one chunk's logits (and their gradient) exist at a time, at the cost
+    of one more head matmul per chunk in the backward.
+    """
+    step = chunk_positions(head.weight.shape[0])
+    if states.shape[0] <= step:
+        return _chunk_logps(states, targets, head)
+    recompute = torch.is_grad_enabled()
+    return torch.cat(
+        [
+            checkpoint(_chunk_logps, s, t, head, use_reentrant=False)
+            if recompute
+            else _chunk_logps(s, t, head)
+            for s, t in zip(states.split(step), targets.split(step))
+        ]
+    )

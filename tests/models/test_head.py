@@ -1,0 +1,207 @@
+"""The LM head in chunks of positions: same values as the unchunked formula, no full-vocabulary tensor.
+
+The expected values are written out here from the definitions (full log-softmax, ``p = exp(log p)``,
+``mu = sum p log p``, ``var = sum p (log p)^2 - mu^2``), independently of ``alignkit.models.head``.
+All in float32, as the statistics always were. From given logits the chunked values are bit-identical.
+Where the head runs on a chunk of positions its matmul may round differently from the whole batch's
+(a different kernel blocking); ``var = sum p (log p)^2 - mu^2`` (open-unlearning's formula) is a
+difference of two numbers near ``(log V)^2``, so there it is compared to 1e-6 of that second moment.
+The chunk budget is shrunk so every test runs over many chunks.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from alignkit.eval import mia
+from alignkit.eval.scoring import score_token_ids
+from alignkit.models import head as head_mod
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog and runs into the wood.",
+    "A short one.",
+    "Ministers met on Tuesday to discuss the budget and the new rail line to the north.",
+]
+CHUNK = 5  # positions per chunk in these tests
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    def shrink(vocab_size: int) -> None:
+        monkeypatch.setattr(head_mod, "CHUNK_BYTES", CHUNK * 4 * vocab_size)
+
+    return shrink
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignkit.models import build_tiny_model
+
+    path = build_tiny_model(TEXTS * 4, tmp_path_factory.mktemp("head_tiny"), vocab_size=300, seed=0)
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def unchunked(logits: torch.Tensor, targets: torch.Tensor):
+    logp = torch.log_softmax(logits.float(), dim=-1)  # float32, as the statistics always were
+    p = logp.exp()
+    plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
+    mu = plogp.sum(-1)
+    var = torch.where(p > 0, plogp * logp, torch.zeros_like(p)).sum(-1) - mu**2
+    return logp.gather(-1, targets[:, None])[:, 0], mu, var, logp.argmax(-1)
+
+
+def close(actual, expected, atol=1e-6):
+    torch.testing.assert_close(actual.double(), expected.double(), atol=atol, rtol=1e-6)
+
+
+def close_var(actual, expected, mu):
+    """``var`` to 1e-6 of the second moment ``var + mu^2`` it is computed from (see the docstring)."""
+    close(actual, expected, atol=1e-6 * float((expected + mu**2).max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_statistics_equal_the_unchunked_formula(small_chunks, dtype):
+    gen = torch.Generator().manual_seed(0)
+    vocab, positions = 1000, 37
+    small_chunks(vocab)
+    logits = (torch.randn(positions, vocab, generator=gen) * 4).to(dtype)
+    logits[3, :500] = -float("inf")  # a masked vocabulary slice: p = 0 there, no NaN
+    targets = torch.randint(500, vocab, (positions,), generator=gen)
+    before = logits.clone()
+    logps, mu, var, argmax = head_mod.position_stats(logits, None, targets, vocab_stats=True, argmax=True)
+    assert torch.equal(logits, before)  # the caller's logits are not modified
+    for got, expected in zip((logps, mu, var, argmax), unchunked(logits, targets)):
+        assert torch.equal(got, expected)
+
+    linear = torch.nn.Linear(16, vocab, bias=False)
+    states = torch.randn(positions, 16, generator=gen)
+    logps, mu, var, _ = head_mod.position_stats(states, linear, targets, vocab_stats=True)
+    with torch.no_grad():
+        exp_logps, exp_mu, exp_var, _ = unchunked(linear(states), targets)
+    close(logps, exp_logps)
+    close(mu, exp_mu)
+    close_var(var, exp_var, exp_mu)
+
+
+def test_chunked_token_logps_have_the_gradients_of_the_whole_head(small_chunks):
+    gen = torch.Generator().manual_seed(1)
+    vocab, positions = 500, 23
+    small_chunks(vocab)
+    linear = torch.nn.Linear(8, vocab, bias=False)
+    states = torch.randn(positions, 8, generator=gen, requires_grad=True)
+    targets = torch.randint(0, vocab, (positions,), generator=gen)
+    weights = torch.randn(positions, generator=gen)  # an arbitrary downstream loss of the log-probs
+
+    logps = head_mod.token_logps(states, linear, targets)
+    (logps * weights).sum().backward()
+    got = (logps.detach(), states.grad.clone(), linear.weight.grad.clone())
+
+    states.grad, linear.weight.grad = None, None
+    full = torch.log_softmax(states @ linear.weight.T, dim=-1).gather(-1, targets[:, None])[:, 0]
+    (full * weights).sum().backward()
+    for a, b in zip(got, (full.detach(), states.grad, linear.weight.grad)):
+        close(a, b)
+
+
+class LargestVocabTensor(TorchDispatchMode):
+    """Records the most rows of any tensor an operator returns whose last dimension is the vocabulary
+    (the head's weight, its views and weight-shaped gradients ``[d, V]`` aside)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.weight = model.get_output_embeddings().weight
+        self.vocab, self.rows = self.weight.shape[0], 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if (
+                isinstance(t, torch.Tensor)
+                and t.dim() >= 2
+                and t.shape[-1] == self.vocab
+                and t.untyped_storage().data_ptr() != self.weight.untyped_storage().data_ptr()
+                and t.shape != self.weight.T.shape
+            ):
+                self.rows = max(self.rows, t.numel() // self.vocab)
+        return out
+
+
+def expected_stats(model, ids):
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+    return unchunked(logits, torch.tensor(ids[1:]))
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["decoder_states", "model_logits"])
+def test_min_k_pp_statistics_are_chunked_and_exact(tiny, small_chunks, compact):
+    model, tok = tiny
+    vocab = model.config.vocab_size
+    small_chunks(vocab)
+    model.__dict__.pop("_alignkit_head_exact", None)
+    if not compact:
+        model._alignkit_head_exact = False  # as for a model whose logits are not head(decoder output)
+    try:
+        with LargestVocabTensor(model) as seen:
+            stats = mia.text_token_stats(model, tok, TEXTS, batch_size=2)
+    finally:
+        model.__dict__.pop("_alignkit_head_exact", None)
+    for text, st in zip(TEXTS, stats):
+        ids = tok(text, add_special_tokens=True)["input_ids"]
+        logps, mu, var, _ = expected_stats(model, ids)
+        assert st.target_ids == ids[1:]
+        close(st.token_logps, logps)
+        close(st.mu, mu)
+        close_var(st.var, var, mu)
+    longest = max(len(tok(t)["input_ids"]) for t in TEXTS)
+    if compact:  # the one-position check of the head aside, no vocabulary tensor beyond a chunk
+        assert seen.rows == CHUNK
+    else:  # the model's own [2, L, V] logits; every statistic is still reduced a chunk at a time
+        assert seen.rows == 2 * longest
+
+
+def test_teacher_forced_scores_are_chunked_and_exact(tiny, small_chunks):
+    model, tok = tiny
+    vocab = model.config.vocab_size
+    small_chunks(vocab)
+    pairs = [(tok(t)["input_ids"][:4], tok(t)["input_ids"][4:]) for t in TEXTS]
+    with LargestVocabTensor(model) as seen:
+        scored = score_token_ids(model, pairs, pad_token_id=tok.pad_token_id, batch_size=3)
+    assert seen.rows == CHUNK
+    for (prompt, target), s in zip(pairs, scored):
+        logps, _, _, argmax = expected_stats(model, prompt + target)
+        close(s.token_logps, logps[len(prompt) - 1 :])
+        assert s.argmax_ids == argmax[len(prompt) - 1 :].tolist()
+
+
+def test_training_forward_is_chunked_with_the_same_values_and_gradients(tiny, small_chunks):
+    """The compact training head (``row_outputs``) over many chunks equals it over one chunk, backward included."""
+    from alignkit.trainers.forward import row_outputs
+
+    model, tok = tiny
+    ids = [tok(t)["input_ids"] for t in TEXTS]
+    width = max(map(len, ids))
+    batch = {
+        "input_ids": torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids]),
+        "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids]),
+        "completion_mask": torch.tensor([[0] * 2 + [1] * (len(i) - 2) + [0] * (width - len(i)) for i in ids]),
+    }
+
+    def run():
+        model.zero_grad()
+        out = row_outputs(model, batch, want_logits=False, fused=False)
+        (out.token_logps * torch.linspace(-1, 2, out.token_logps.shape[1])).sum().backward()
+        return out.token_logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    whole, g_whole = run()  # the default budget: every position in one chunk
+    small_chunks(model.config.vocab_size)
+    with LargestVocabTensor(model) as seen:
+        chunked, g_chunked = run()
+    assert seen.rows == CHUNK
+    assert model._alignkit_compact_head is True
+    close(chunked, whole)
+    for name in g_whole:
+        close(g_chunked[name], g_whole[name])
