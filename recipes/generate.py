@@ -938,9 +938,116 @@ def generated_recipes() -> dict[str, str]:
     return out
 
 
+# ------------------------------------------------------- sequences of requests (sustainability, scalability)
+
+SEQUENCE_MODES = {
+    "sustainability": "each request unlearns from the previous request's model (MUSE C6)",
+    "scalability": "every request unlearns from the start model, on a growing forget set (MUSE C5)",
+}
+GEN_SEQUENCE_DATA = f"{GEN_DATA}&forget_percents=5,10,15,20"  # 1, 2, 3, 4 of the 20 people
+GEN_SEQUENCE_EXPECTED = {
+    "sustainability": "(prediction, before the run) NPO without a retain term drives each request's forget "
+    "probability near 0 and Model Utility down request after request. Measured: docs/results.md.",
+    "scalability": "(prediction, not measured) forget probability near 0 at every size; Model Utility lower "
+    "the more people are forgotten.",
+}
+
+
+def sequence_recipes() -> dict[str, str]:
+    """NPO over several requests: on the generated benchmark (runs on CPU) and on MUSE-News."""
+    out = {}
+    for mode, what in SEQUENCE_MODES.items():
+        path = f"generated_tofu/npo_{mode}.yaml"
+        body = _merge(
+            [("method", "npo", "alignkit train --method npo --help lists its keys")],
+            GEN_COMMON,
+            [
+                (
+                    "train_dataset",
+                    f"{GEN_SEQUENCE_DATA}&split=forget05",
+                    "forget05..forget20: the last 1..4 people",
+                ),
+                (
+                    "forget_sequence",
+                    ["forget05", "forget10", "forget15", "forget20"],
+                    "4 requests, nested as TOFU's splits",
+                ),
+                ("per_device_train_batch_size", 4, "3 to 10 steps per epoch on 10..40 rows"),
+                ("logging_steps", 5, "every 5 steps"),
+                ("sequence_mode", DEFAULT if mode == "sustainability" else mode, what),
+                (
+                    "sequence_eval",
+                    "tofu",
+                    "TOFU on each request's forget split, and on the start model (row 0)",
+                ),
+                (
+                    "output_dir",
+                    f"runs/generated_tofu/npo_{mode}",
+                    "request_1..4, SEQUENCE.md, sequence_metrics.png",
+                ),
+            ],
+        )
+        header = [
+            f"Generated TOFU-format benchmark (offline, CPU): NPO {mode}, 4 requests (forget05 -> forget20).",
+            "",
+            "Run:      alignkit train recipes/generated_tofu/finetune_full.yaml   (once: the target model)",
+            f"          alignkit train recipes/{path}",
+            f"Resume:   alignkit train recipes/{path} --resume_from_checkpoint true   (after a kill)",
+            "",
+            f"Expected: {GEN_SEQUENCE_EXPECTED[mode]}",
+            "Forget Quality needs each split's oracle: add sequence_eval_retain_logs (one TOFU_EVAL.json per request).",
+            TOKENISATION_HEADER,
+        ]
+        out[path] = _file(header, body)
+        path = f"muse_news/npo_{mode}.yaml"
+        body = _merge(
+            [("method", "npo", "alignkit train --method npo --help lists its keys")],
+            MUSE_COMMON[:1],
+            MUSE_COMMON[1:],
+            [
+                ("train_dataset_config", "sust" if mode == "sustainability" else "scal", "MUSE's folds"),
+                ("train_dataset_split", "forget_1", "fold 1 is the raw forget set"),
+                (
+                    "forget_sequence",
+                    [f"{'sust' if mode == 'sustainability' else 'scal'}:forget_{k}" for k in range(1, 5)],
+                    "the four folds (sust: disjoint articles; scal: nested, growing)",
+                ),
+                ("sequence_mode", DEFAULT if mode == "sustainability" else mode, what),
+                ("sequence_eval", "muse", "MUSE after every request (KnowMem-retain is C5/C6's utility)"),
+                ("sequence_eval_data", "muse-bench/MUSE-News", "the MUSE-News eval sets"),
+                ("save_strategy", "no", "one model per request (MUSE's C5/C6 runs report the end of each)"),
+                (
+                    "output_dir",
+                    f"runs/muse_news/npo_{mode}",
+                    "request_1..4, SEQUENCE.md, sequence_metrics.png",
+                ),
+            ],
+        )
+        header = [
+            f"MUSE-News: NPO {mode} ({what}), 4 requests, full fine-tuning of the 7B News target.",
+            "",
+            f"Run:      alignkit train recipes/{path}",
+            "          (one process; 7B NPO holds two copies of the weights: an 80 GB GPU)",
+            "A sequence runs in one process; for ZeRO-3 launch each request's recipe (output_dir/request_<k>/"
+            "alignkit_recipe.yaml) in turn.",
+            "PrivLeak needs the retrained model's log: add sequence_eval_retain_logs.",
+            "",
+            "Expected (MUSE paper): NPO's KnowMem-retain falls request after request; the curve should be flat.",
+            TOKENISATION_HEADER,
+        ]
+        out[path] = _file(header, body)
+    return out
+
+
 def render_all() -> dict[str, str]:
     """``{path relative to recipes/: text}`` of every generated recipe."""
-    return {**tofu_recipes(), **muse_recipes(), **generated_recipes(), **alignment_recipes()}
+    return {
+        **tofu_recipes(),
+        **muse_recipes(),
+        **generated_recipes(),
+        **alignment_recipes(),
+        **sequence_recipes(),
+    }
 
 
 def generated_paths() -> list[Path]:
