@@ -114,7 +114,7 @@ def evaluate_lm_eval(
     *,
     tasks: list[str],
     include_path: str | Path | list | None = None,
-    include_defaults: bool = True,
+    include_defaults: bool | None = None,
     num_fewshot: int | None = None,
     limit: int | float | None = None,
     batch_size: int = 8,
@@ -133,7 +133,8 @@ def evaluate_lm_eval(
         tasks: lm-eval task or group names (``wmdp_bio``, ``wmdp_cyber``, ``mmlu``, or a task of
             ``include_path``).
         include_path: folder(s) of extra task YAMLs (a local task over local data).
-        include_defaults: also index lm-eval's own tasks (off: only ``include_path``'s, much faster).
+        include_defaults: index lm-eval's own tasks too; ``None`` (default): only when a task is not
+            in ``include_path`` (indexing them takes a minute on a slow machine).
         num_fewshot, limit, apply_chat_template: as lm-eval's ``simple_evaluate``.
         merge_adapter: merge a LoRA adapter into the base weights before evaluating.
         log_samples: keep lm-eval's per-item records (``result.samples``).
@@ -149,12 +150,18 @@ def evaluate_lm_eval(
     loaded = load_model(model, dtype=dtype, merge_adapter=merge_adapter)
     tok = load_tokenizer(tokenizer, model if tokenizer is None else tokenizer, who="lm-eval")
     lm = HFLM(pretrained=loaded, tokenizer=tok, batch_size=batch_size, device=str(loaded.device))
-    manager = TaskManager(
-        include_path=[str(p) for p in include_path]
+    paths = (
+        [str(p) for p in include_path]
         if isinstance(include_path, list)
-        else (str(include_path) if include_path else None),
-        include_defaults=include_defaults,
+        else include_path and [str(include_path)]
     )
+    manager = None
+    if paths and include_defaults is None:  # local tasks only: skip indexing lm-eval's thousands of YAMLs
+        manager = TaskManager(include_path=paths, include_defaults=False)
+        if not set(tasks) <= set(manager.all_tasks):
+            manager = None
+    if manager is None:
+        manager = TaskManager(include_path=paths or None, include_defaults=include_defaults is not False)
     known = set(manager.all_tasks)
     unknown = [t for t in tasks if t not in known]
     if unknown:

@@ -103,6 +103,22 @@ class RecipeArguments:
             "(MUSE trains on 2048-token windows of its corpus). Default: no chunking."
         },
     )
+    lm_eval_tasks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "lm-evaluation-harness tasks to run during training every lm_eval_steps steps, logged as "
+            "lm_eval/<task>/<metric> (e.g. wmdp_bio wmdp_cyber mmlu: how the WMDP paper tunes RMU). "
+            "Needs pip install 'alignkit[lm-eval]'; single process."
+        },
+    )
+    lm_eval_steps: int = field(default=50, metadata={"help": "Optimizer steps between lm_eval_tasks runs."})
+    lm_eval_limit: int | None = field(
+        default=None, metadata={"help": "Items per lm_eval_tasks task (a quick, noisier estimate)."}
+    )
+    lm_eval_include_path: str | None = field(
+        default=None,
+        metadata={"help": "A folder of extra lm-eval task YAMLs (a local task) for lm_eval_tasks."},
+    )
     forget_sequence: list[str] | None = field(
         default=None,
         metadata={

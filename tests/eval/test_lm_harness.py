@@ -100,7 +100,6 @@ def test_lm_eval_accuracy_equals_an_independent_loglikelihood_computation(tiny_m
         str(tiny_model_dir),
         tasks=["alignkit_tiny_mc"],
         include_path=tasks,
-        include_defaults=False,  # only the local task: indexing lm-eval's thousands of YAMLs takes a minute
         batch_size=4,
         output_dir=tmp_path / "out",
         log_samples=True,
@@ -131,3 +130,42 @@ def test_missing_extra_is_one_line_naming_it(tiny_model_dir, monkeypatch, capsys
     err = capsys.readouterr().err
     assert code == 2 and "pip install 'alignkit[lm-eval]'" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@needs_lm_eval
+def test_training_callback_logs_lm_eval_every_n_steps(tiny_model_dir, tmp_path, monkeypatch):
+    """`lm_eval_tasks` in a recipe: the task runs every `lm_eval_steps` steps and lands in the log; the
+    last logged accuracy is the trained model's own (re-evaluated from the saved weights)."""
+    from alignkit.eval.lm_harness import evaluate_lm_eval
+    from alignkit.launch.recipe import load_recipe
+    from alignkit.launch.runner import run_recipe
+
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    tasks = write_task(tmp_path / "tasks")
+    recipe = load_recipe(
+        None,
+        values={
+            "method": "npo",
+            "model_name_or_path": str(tiny_model_dir),
+            "train_dataset": "synthetic:tofu?num_people=20&split=forget10",
+            "max_steps": 4,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 5e-2,
+            "save_strategy": "no",
+            "report_to": "none",
+            "disable_tqdm": True,
+            "lm_eval_tasks": ["alignkit_tiny_mc"],
+            "lm_eval_steps": 2,
+            "lm_eval_include_path": str(tasks),
+            "output_dir": str(tmp_path / "run"),
+        },
+        set_env=False,
+    )
+    logged = run_recipe(recipe)["train"]["lm_eval"]  # run_info.json keeps the curve
+    assert [e["step"] for e in logged] == [2, 4]
+    again = evaluate_lm_eval(str(tmp_path / "run"), tasks=["alignkit_tiny_mc"], include_path=tasks)
+    assert logged[-1]["lm_eval/alignkit_tiny_mc/acc"] == pytest.approx(again.summary["alignkit_tiny_mc/acc"])
+    assert logged[-1]["lm_eval/alignkit_tiny_mc/acc_norm"] == pytest.approx(
+        again.summary["alignkit_tiny_mc/acc_norm"]
+    )
