@@ -1039,6 +1039,129 @@ def sequence_recipes() -> dict[str, str]:
     return out
 
 
+# ------------------------------------------------------------------------------------------- WMDP
+
+WMDP_GATED = (
+    "Data: the WMDP corpora are gated. cais/wmdp-corpora (cyber forget/retain, bio retain) needs the "
+    "Hub's access request; the bio forget corpus is shared only on request (the form linked from the "
+    "WMDP page, wmdp.ai). Log in (huggingface-cli login) or point train_dataset at a local copy."
+)
+WMDP_EVAL = (
+    "Evaluate: alignkit eval lm-eval --model OUTPUT_DIR --tasks wmdp_bio,wmdp_cyber,mmlu "
+    "(pip install 'alignkit[lm-eval]'; the WMDP question sets, cais/wmdp, are public)"
+)
+# The WMDP paper's RMU (Li et al. 2024, arXiv:2403.03218; its rmu/unlearn.py as design spec2 section 2 reads it).
+WMDP_RMU: list[Row] = [
+    ("method", "rmu", "alignkit train --method rmu --help lists its keys"),
+    ("model_name_or_path", "HuggingFaceH4/zephyr-7b-beta", "the WMDP paper's model"),
+    ("train_dataset", "data/wmdp", "a folder holding bio-forget-corpus.jsonl and cyber-forget-corpus.jsonl"),
+    (
+        "train_dataset_config",
+        "bio-forget-corpus+cyber-forget-corpus",
+        "both forget corpora, one after the other",
+    ),
+    ("retain_dataset", "Salesforce/wikitext", "the paper's retain corpus"),
+    ("retain_dataset_config", "wikitext-2-raw-v1", "WikiText-2 raw"),
+    (
+        "retain_dataset_split",
+        "test",
+        "the split the paper's code reads (it also drops rows of <= 50 characters)",
+    ),
+    ("max_length", DEFAULT, "512, the default and the paper's truncation for the bio corpus (cyber: 768)"),
+    ("layer", DEFAULT, "block 7, the paper's"),
+    ("trainable", "wmdp", "only mlp.down_proj of blocks 5, 6, 7 are updated (param_ids=[6])"),
+    ("steering_coeff", 6.5, "c, the paper's Zephyr value"),
+    ("retain_weight", 1200.0, "alpha, the paper's Zephyr value"),
+    ("rmu_reduction", "wmdp", "the paper's unmasked MSE over every position of the padded batch"),
+    ("learning_rate", 5.0e-5, "the paper's AdamW rate"),
+    ("lr_scheduler_type", "constant", "no schedule in the paper's loop"),
+    ("max_steps", 150, "150 batches"),
+    ("per_device_train_batch_size", 4, "batches of 4"),
+    ("max_grad_norm", 0.0, "no gradient clipping in the paper's loop"),
+    ("seed", DEFAULT, "42, the default and the paper's seed"),
+    ("dtype", "bfloat16", "load the 7B weights in bf16"),
+    ("bf16", True, "bf16 on GPU"),
+    ("lm_eval_tasks", ["wmdp_bio", "wmdp_cyber", "mmlu"], "watch WMDP fall and MMLU hold while it trains"),
+    ("lm_eval_steps", DEFAULT, "50, the default: three looks in 150 steps"),
+    (
+        "lm_eval_limit",
+        100,
+        "100 items per (sub)task: a quick estimate; the final numbers come from the eval below",
+    ),
+    ("save_strategy", "no", "one model at the end"),
+    ("output_dir", "runs/wmdp/rmu", "model, alignkit_recipe.yaml, run_info.json"),
+]
+# open-unlearning's WMDP experiment (configs/experiment/unlearn/wmdp/default.yaml, read at 20a1b5b).
+WMDP_OU: list[Row] = [
+    (
+        "model_name_or_path",
+        "open-unlearning/tofu_Llama-3.2-1B-Instruct_full",
+        "the model open-unlearning's WMDP experiment names",
+    ),
+    ("train_dataset", "cais/wmdp-corpora", "the WMDP corpora (gated)"),
+    ("train_dataset_config", "cyber-forget-corpus", "open-unlearning's forget split"),
+    ("retain_dataset", "cais/wmdp-corpora", "the WMDP corpora (gated)"),
+    ("retain_dataset_config", "cyber-retain-corpus", "open-unlearning's retain split"),
+    ("text_chunk_tokens", 2048, "open-unlearning's PretrainingDataset: 2048-token windows"),
+    ("max_length", 2048, "one window per row"),
+    ("per_device_train_batch_size", 4, "open-unlearning's WMDP experiment"),
+    ("gradient_accumulation_steps", 8, "4 x 8 = 32 rows per step"),
+    ("learning_rate", DEFAULT, "1e-5, the default and open-unlearning's"),
+    ("num_train_epochs", 10, "open-unlearning's WMDP experiment"),
+    ("lr_scheduler_type", "constant", "open-unlearning's WMDP experiment"),
+    ("dtype", "bfloat16", "load the weights in bf16"),
+    ("bf16", True, "bf16 on GPU"),
+    ("save_strategy", "no", "one model at the end"),
+]
+WMDP_OU_METHODS = {
+    "npo": (
+        "NPO + retain NLL",
+        [("retain_loss", "nll", "open-unlearning's NPO trainer adds the retain NLL (alpha 1)")],
+    ),
+    "simnpo": ("SimNPO", []),
+    "graddiff": ("GradDiff", []),
+}
+
+
+def wmdp_recipes() -> dict[str, str]:
+    out = {}
+    header = [
+        "WMDP: RMU as the WMDP paper runs it (Zephyr-7B; forget bio + cyber corpora, retain WikiText; block 7, "
+        "down_proj of blocks 5-7, c = 6.5, alpha = 1200; design spec2 section 2).",
+        "",
+        "Run (1 GPU): alignkit train recipes/wmdp/rmu.yaml",
+        WMDP_EVAL,
+        "",
+        "Expected (the WMDP paper's Zephyr-7B row, not reproduced here): WMDP-Bio 63.7 -> 31.2, WMDP-Cyber "
+        "44.0 -> 28.2, MMLU 58.1 -> 57.1 (accuracy %).",
+        WMDP_GATED,
+        "Differences: the paper draws one control vector per corpus and alternates bio and cyber batches; "
+        "alignkit draws one vector for both (per-topic vectors are not implemented).",
+    ]
+    out["wmdp/rmu.yaml"] = _file(header, _merge(WMDP_RMU))
+    for method, (title, rows) in WMDP_OU_METHODS.items():
+        path = f"wmdp/{method}.yaml"
+        body = _merge(
+            [("method", method, f"alignkit train --method {method} --help lists its keys")],
+            WMDP_OU,
+            rows,
+            [("output_dir", f"runs/wmdp/{method}", "model, alignkit_recipe.yaml, run_info.json")],
+        )
+        header = [
+            f"WMDP: {title} as open-unlearning's WMDP experiment runs it (cyber forget and retain corpora, "
+            "2048-token windows, batch 32, lr 1e-5 constant, 10 epochs).",
+            "",
+            f"Run (1 GPU): alignkit train recipes/{path}",
+            WMDP_EVAL,
+            "",
+            "Expected: WMDP-Cyber accuracy falls toward chance (25%) while MMLU holds (open-unlearning "
+            "publishes no WMDP numbers for this method: untuned).",
+            WMDP_GATED,
+        ]
+        out[path] = _file(header, body)
+    return out
+
+
 def render_all() -> dict[str, str]:
     """``{path relative to recipes/: text}`` of every generated recipe."""
     return {
@@ -1047,6 +1170,7 @@ def render_all() -> dict[str, str]:
         **generated_recipes(),
         **alignment_recipes(),
         **sequence_recipes(),
+        **wmdp_recipes(),
     }
 
 
