@@ -807,33 +807,65 @@ def tofu_recipes() -> dict[str, str]:
     return out
 
 
+# MUSE corpora: folder name, title, Hub dataset, target model, what it is; method rows that differ.
+MUSE_CORPORA = {
+    "news": ("MUSE-News", "muse-bench/MUSE-News", "muse-bench/MUSE-News_target", "the BBC corpus"),
+    "books": (
+        "MUSE-Books",
+        "muse-bench/MUSE-Books",
+        "muse-bench/MUSE-Books_target",
+        "the Harry Potter books",
+    ),
+}
+MUSE_BOOKS_ROWS: dict[str, list[Row]] = {
+    "pdu": [("retain_eps", 0.1, "PDU's MUSE-Books bound")],
+}
+MUSE_SCALE = {
+    "news": [
+        "For scale (open-unlearning, News): target KnowMem-forget 0.64, VerbMem 0.58, PrivLeak -99.8,",
+        "KnowMem-retain 0.56; retrained KnowMem-forget 0.33, VerbMem 0.20 (benchmarks.md 3.4).",
+    ],
+    "books": [
+        "Books: alignkit has no reference numbers for this corpus (design benchmarks.md 3.4 gives News');",
+        "method settings are News' unless a row says otherwise (untuned on Books).",
+    ],
+}
+
+
 def muse_recipes() -> dict[str, str]:
     out = {}
-    for method, (title, rows, expected) in MUSE_METHODS.items():
-        path = f"muse_news/{method}.yaml"
-        out_dir = f"runs/muse_news/{method}"
-        data: list[Row] = [("method", method, f"alignkit train --method {method} --help lists its keys")]
-        body = _merge(data, MUSE_COMMON[:1], MUSE_COMMON[1:], rows)
-        if _uses_retain(method, rows):
-            body = _merge(body, MUSE_RETAIN)
-        body = _merge(
-            body, [("output_dir", out_dir, "model, alignkit_recipe.yaml, run_info.json and checkpoints")]
-        )
-        header = [
-            f"MUSE-News: {title}, full fine-tuning of the 7B News target under DeepSpeed ZeRO-3.",
-            "",
-            "Run (8 GPUs):  accelerate launch --config_file accelerate_configs/zero3.yaml --num_processes 8 \\",
-            f"                 -m alignkit.cli train recipes/{path}",
-            "               (fewer GPUs: raise --gradient_accumulation_steps to keep 32 rows per step)",
-            f"Evaluate:      alignkit eval muse --help   (each checkpoint in {out_dir})",
-            "",
-            f"Expected: {expected}.",
-            "For scale (open-unlearning, News): target KnowMem-forget 0.64, VerbMem 0.58, PrivLeak -99.8,",
-            "KnowMem-retain 0.56; retrained KnowMem-forget 0.33, VerbMem 0.20 (benchmarks.md 3.4).",
-            "IdkDPO has no MUSE recipe: the corpus has no questions to answer 'I don't know' to.",
-            TOKENISATION_HEADER,
+    for corpus, (name, dataset, target, what) in MUSE_CORPORA.items():
+        corpus_rows: list[Row] = [
+            ("model_name_or_path", target, f"MUSE's {name[5:]} target: Llama-2-7B fine-tuned on {what}"),
+            ("train_dataset", dataset, "the forget corpus"),
         ]
-        out[path] = _file(header, body)
+        retain = [(k, dataset if k == "retain_dataset" else v, r) for k, v, r in MUSE_RETAIN]
+        for method, (title, rows, expected) in MUSE_METHODS.items():
+            path = f"muse_{corpus}/{method}.yaml"
+            out_dir = f"runs/muse_{corpus}/{method}"
+            data: list[Row] = [("method", method, f"alignkit train --method {method} --help lists its keys")]
+            method_rows = rows + (MUSE_BOOKS_ROWS.get(method, []) if corpus == "books" else [])
+            body = _merge(data, MUSE_COMMON[:1], MUSE_COMMON[1:], corpus_rows, method_rows)
+            if _uses_retain(method, rows):
+                body = _merge(body, retain)
+            body = _merge(
+                body, [("output_dir", out_dir, "model, alignkit_recipe.yaml, run_info.json and checkpoints")]
+            )
+            header = [
+                f"{name}: {title.replace('1.5 on News', '0.1 on Books') if corpus == 'books' else title}, full fine-tuning of the 7B {name[5:]} target under DeepSpeed ZeRO-3.",
+                "",
+                "Run (8 GPUs):  accelerate launch --config_file accelerate_configs/zero3.yaml --num_processes 8 \\",
+                f"                 -m alignkit.cli train recipes/{path}",
+                "               (fewer GPUs: raise --gradient_accumulation_steps to keep 32 rows per step)",
+                f"Evaluate:      alignkit eval muse{' --data ' + dataset if corpus != 'news' else ''} --help   "
+                f"(each checkpoint in {out_dir})",
+                "",
+                f"Expected: {expected}.",
+                *MUSE_SCALE[corpus],
+                "IdkDPO has no MUSE recipe: the corpus has no questions to answer 'I don't know' to.",
+                TOKENISATION_HEADER,
+            ]
+            out[path] = _file(header, body)
     return out
 
 

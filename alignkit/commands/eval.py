@@ -249,9 +249,10 @@ def add_muse_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         "muse",
-        help="MUSE-News: VerbMem, KnowMem, PrivLeak and MIAs.",
+        help="MUSE (News or Books): VerbMem, KnowMem, PrivLeak and MIAs.",
         description=(
-            "Evaluate a causal LM on MUSE-News (Shi et al. 2024, arXiv:2407.06460): VerbMem, KnowMem on "
+            "Evaluate a causal LM on MUSE-News or MUSE-Books (--data muse-bench/MUSE-Books; Shi et al. 2024, "
+            "arXiv:2407.06460): VerbMem, KnowMem on "
             "forget and retain, PrivLeak (Min-40% AUC relative to the retrained model) and the MIAs "
             "LOSS, ZLib, Min-K%, Min-K%++. Writes MUSE_EVAL.json, MUSE_SUMMARY.json and MUSE_REPORT.md."
         ),

@@ -34,7 +34,11 @@ EVAL_FILES = (
     LM_EVAL_EVAL_FILE,
 )
 ROBUSTNESS_FILE = "ROBUSTNESS.json"  # alignkit eval robustness (relearning attack, quantization recovery)
-BENCHMARK_DATASETS = {"tofu": ("locuslab/TOFU", "TOFU"), "muse": ("muse-bench/MUSE-News", "MUSE-News")}
+BENCHMARK_DATASETS = {
+    "tofu": ("locuslab/TOFU", "TOFU"),
+    "muse": ("muse-bench/MUSE-News", "MUSE-News"),
+    "muse-books": ("muse-bench/MUSE-Books", "MUSE-Books"),
+}
 
 # The 9 TOFU log entries whose harmonic mean is Model Utility (open-unlearning names).
 MODEL_UTILITY_COMPONENTS = (
@@ -193,7 +197,7 @@ def read_results(path: str | Path) -> list[EvalSource]:
         meta = data.get(META_KEY, {}) if isinstance(data.get(META_KEY), dict) else {}
         return [_tofu_source(numeric(agg_values(data)), p, meta)]
     if name.startswith("MUSE_EVAL"):
-        return [EvalSource("muse", numeric(agg_values(data)), str(p), *BENCHMARK_DATASETS["muse"])]
+        return [EvalSource("muse", numeric(agg_values(data)), str(p), *_muse_dataset(data))]
     if name.startswith("LM_EVAL_EVAL"):
         return lm_eval_sources(numeric(agg_values(data)), p, data)
     metrics = numeric(data)
@@ -202,13 +206,22 @@ def read_results(path: str | Path) -> list[EvalSource]:
     if name.startswith("TOFU_SUMMARY"):
         return [_tofu_source(metrics, p, _sibling_meta(p))]
     if name.startswith("MUSE_SUMMARY"):
-        return [EvalSource("muse", metrics, str(p), *BENCHMARK_DATASETS["muse"])]
+        log = p.with_name(MUSE_EVAL_FILE)
+        full = read_log(log, file_name=None, what="MUSE eval log") if log.is_file() else {}
+        return [EvalSource("muse", metrics, str(p), *_muse_dataset(full))]
     if name.startswith("LM_EVAL_SUMMARY"):
         log = p.with_name(LM_EVAL_EVAL_FILE)
         return lm_eval_sources(
             metrics, p, read_log(log, file_name=None, what="lm-eval log") if log.is_file() else {}
         )
     return [EvalSource("custom", metrics, str(p))]
+
+
+def _muse_dataset(log: dict) -> tuple[str, str]:
+    """MUSE-News or MUSE-Books: the corpus the log's data names (News when it does not say)."""
+    meta = log.get(META_KEY) if isinstance(log, dict) else None
+    data = str((meta or {}).get("data") or "") if isinstance(meta, dict) else ""
+    return BENCHMARK_DATASETS["muse-books" if "books" in data.lower() else "muse"]
 
 
 def lm_eval_sources(metrics: dict, path: Path, log: dict) -> list[EvalSource]:
