@@ -46,12 +46,12 @@ def load_model(model, *, dtype: str = "auto", merge_adapter: bool = False):
 
     if not isinstance(model, str | Path) or not _is_adapter(model):
         return load_plain(model, dtype)
-    import torch
     from peft import AutoPeftModelForCausalLM
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = ("bfloat16" if device == "cuda" else "float32") if dtype == "auto" else dtype
-    loaded = AutoPeftModelForCausalLM.from_pretrained(str(model), dtype=getattr(torch, dtype)).to(device)
+    from alignkit.eval.loading import device_and_dtype
+
+    device, torch_dtype = device_and_dtype(dtype)
+    loaded = AutoPeftModelForCausalLM.from_pretrained(str(model), dtype=torch_dtype).to(device)
     return loaded.merge_and_unload() if merge_adapter else loaded
 
 

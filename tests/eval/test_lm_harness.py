@@ -169,3 +169,25 @@ def test_training_callback_logs_lm_eval_every_n_steps(tiny_model_dir, tmp_path, 
     assert logged[-1]["lm_eval/alignkit_tiny_mc/acc_norm"] == pytest.approx(
         again.summary["alignkit_tiny_mc/acc_norm"]
     )
+
+
+def test_lora_adapter_folder_loads_on_its_base_merged_or_not(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.eval.lm_harness import load_model
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )  # B != 0: it changes logits
+    get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    with torch.no_grad():
+        plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(ids).logits
+        unmerged = load_model(str(tmp_path / "adapter"), merge_adapter=False)(ids).logits
+        merged = load_model(str(tmp_path / "adapter"), merge_adapter=True)
+        assert not hasattr(merged, "peft_config") or not merged.peft_config
+        merged = merged(ids).logits
+    assert not torch.allclose(unmerged, plain, atol=1e-4)  # the adapter is applied
+    assert torch.allclose(merged, unmerged, atol=1e-5)

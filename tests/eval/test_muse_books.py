@@ -74,22 +74,12 @@ def books(tmp_path_factory) -> Path:
 def books_model(books, tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from alignkit.launch.sources import dataset_texts
     from alignkit.models import build_tiny_model
 
-    texts = [t for f in sorted(books.rglob("*.json")) for t in _strings(json.loads(f.read_text()))]
+    texts = [t for f in sorted(books.rglob("*.json")) for t in dataset_texts(json.loads(f.read_text()))]
     folder = build_tiny_model(texts, tmp_path_factory.mktemp("books_tiny"), vocab_size=300, seed=0)
     return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
-
-
-def _strings(obj):
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _strings(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _strings(v)
 
 
 def test_books_layout_loads_through_the_muse_reader(books):
