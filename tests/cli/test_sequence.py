@@ -183,3 +183,40 @@ def test_table_and_plot_show_every_metric_against_the_request(tmp_path):
 
     with Image.open(tmp_path / SEQUENCE_PLOT) as image:  # 3 panels, one per metric
         assert image.size[0] > 3 * 300
+
+
+@pytest.mark.slow
+def test_a_sequence_killed_between_requests_resumes_to_the_same_weights(
+    cli, make_recipe, tmp_path, cache_dir
+):
+    """A real SIGKILL once request 1 is recorded; the resumed sequence ends on the unbroken run's weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    whole = tmp_path / "whole"
+    code, text = cli(
+        "train", make_recipe(tmp_path / "w.yaml", **_values(whole, num_train_epochs=1, max_steps=-1))
+    )
+    assert code == 0, text
+    killed = tmp_path / "killed"
+    recipe = make_recipe(tmp_path / "k.yaml", **_values(killed, num_train_epochs=1, max_steps=-1))
+    env = {**os.environ, "ALIGNKIT_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "alignkit.cli", "train", str(recipe)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    state = killed / "SEQUENCE.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and len(json.loads(state.read_text() or "{}").get("done", [])) >= 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the sequence finished before it could be killed"
+    code, text = cli("train", recipe, "--resume_from_checkpoint", "true")
+    assert code == 0, text
+    assert "request 1/3" not in text
+    for k in (1, 2, 3):
+        assert _same(_weights(killed / f"request_{k}"), _weights(whole / f"request_{k}")), k
