@@ -108,7 +108,7 @@ def _min_k(model, tok, text: str, k: float = 0.4) -> float:
     return -float(token_lp.sort().values[:n].mean())
 
 
-@pytest.mark.filterwarnings("ignore:PrivLeak: no retrained model")
+@pytest.mark.filterwarnings("ignore:PrivLeak. no retrained model")
 def test_books_metrics_match_open_unlearnings_definitions(books, books_model, tmp_path):
     import dataclasses
 
