@@ -381,7 +381,9 @@ def build_model_card(
     ]
     evaluations = [
         {
-            "title": {"tofu": "TOFU", "muse": "MUSE"}.get(src.benchmark, "Results")
+            "title": {"tofu": "TOFU", "muse": "MUSE", "lm-eval": "lm-evaluation-harness"}.get(
+                src.benchmark, "Results"
+            )
             + (f" ({src.dataset_config})" if src.dataset_config else ""),
             "path": Path(src.path).name,
             "rows": [(METRIC_NAMES.get(k, k), _fmt_card(v)) for k, v in src.metrics.items()],

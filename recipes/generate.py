@@ -1351,33 +1351,65 @@ def tofu_recipes() -> dict[str, str]:
     return out
 
 
+# MUSE corpora: folder name, title, Hub dataset, target model, what it is; method rows that differ.
+MUSE_CORPORA = {
+    "news": ("MUSE-News", "muse-bench/MUSE-News", "muse-bench/MUSE-News_target", "the BBC corpus"),
+    "books": (
+        "MUSE-Books",
+        "muse-bench/MUSE-Books",
+        "muse-bench/MUSE-Books_target",
+        "the Harry Potter books",
+    ),
+}
+MUSE_BOOKS_ROWS: dict[str, list[Row]] = {
+    "pdu": [("retain_eps", 0.1, "PDU's MUSE-Books bound")],
+}
+MUSE_SCALE = {
+    "news": [
+        "For scale (open-unlearning, News): target KnowMem-forget 0.64, VerbMem 0.58, PrivLeak -99.8,",
+        "KnowMem-retain 0.56; retrained KnowMem-forget 0.33, VerbMem 0.20 (benchmarks.md 3.4).",
+    ],
+    "books": [
+        "Books: alignkit has no reference numbers for this corpus (design benchmarks.md 3.4 gives News');",
+        "method settings are News' unless a row says otherwise (untuned on Books).",
+    ],
+}
+
+
 def muse_recipes() -> dict[str, str]:
     out = {}
-    for method, (title, rows, expected) in MUSE_METHODS.items():
-        path = f"muse_news/{method}.yaml"
-        out_dir = f"runs/muse_news/{method}"
-        data: list[Row] = [("method", method, f"alignkit train --method {method} --help lists its keys")]
-        body = _merge(data, MUSE_COMMON[:1], MUSE_COMMON[1:], rows)
-        if _uses_retain(method, rows):
-            body = _merge(body, MUSE_RETAIN)
-        body = _merge(
-            body, [("output_dir", out_dir, "model, alignkit_recipe.yaml, run_info.json and checkpoints")]
-        )
-        header = [
-            f"MUSE-News: {title}, full fine-tuning of the 7B News target under DeepSpeed ZeRO-3.",
-            "",
-            "Run (8 GPUs):  accelerate launch --config_file accelerate_configs/zero3.yaml --num_processes 8 \\",
-            f"                 -m alignkit.cli train recipes/{path}",
-            "               (fewer GPUs: raise --gradient_accumulation_steps to keep 32 rows per step)",
-            f"Evaluate:      alignkit eval muse --help   (each checkpoint in {out_dir})",
-            "",
-            f"Expected: {expected}.",
-            "For scale (open-unlearning, News): target KnowMem-forget 0.64, VerbMem 0.58, PrivLeak -99.8,",
-            "KnowMem-retain 0.56; retrained KnowMem-forget 0.33, VerbMem 0.20 (benchmarks.md 3.4).",
-            "IdkDPO has no MUSE recipe: the corpus has no questions to answer 'I don't know' to.",
-            TOKENISATION_HEADER,
+    for corpus, (name, dataset, target, what) in MUSE_CORPORA.items():
+        corpus_rows: list[Row] = [
+            ("model_name_or_path", target, f"MUSE's {name[5:]} target: Llama-2-7B fine-tuned on {what}"),
+            ("train_dataset", dataset, "the forget corpus"),
         ]
-        out[path] = _file(header, body)
+        retain = [(k, dataset if k == "retain_dataset" else v, r) for k, v, r in MUSE_RETAIN]
+        for method, (title, rows, expected) in MUSE_METHODS.items():
+            path = f"muse_{corpus}/{method}.yaml"
+            out_dir = f"runs/muse_{corpus}/{method}"
+            data: list[Row] = [("method", method, f"alignkit train --method {method} --help lists its keys")]
+            method_rows = rows + (MUSE_BOOKS_ROWS.get(method, []) if corpus == "books" else [])
+            body = _merge(data, MUSE_COMMON[:1], MUSE_COMMON[1:], corpus_rows, method_rows)
+            if _uses_retain(method, rows):
+                body = _merge(body, retain)
+            body = _merge(
+                body, [("output_dir", out_dir, "model, alignkit_recipe.yaml, run_info.json and checkpoints")]
+            )
+            header = [
+                f"{name}: {title.replace('1.5 on News', '0.1 on Books') if corpus == 'books' else title}, full fine-tuning of the 7B {name[5:]} target under DeepSpeed ZeRO-3.",
+                "",
+                "Run (8 GPUs):  accelerate launch --config_file accelerate_configs/zero3.yaml --num_processes 8 \\",
+                f"                 -m alignkit.cli train recipes/{path}",
+                "               (fewer GPUs: raise --gradient_accumulation_steps to keep 32 rows per step)",
+                f"Evaluate:      alignkit eval muse{' --data ' + dataset if corpus != 'news' else ''} --help   "
+                f"(each checkpoint in {out_dir})",
+                "",
+                f"Expected: {expected}.",
+                *MUSE_SCALE[corpus],
+                "IdkDPO has no MUSE recipe: the corpus has no questions to answer 'I don't know' to.",
+                TOKENISATION_HEADER,
+            ]
+            out[path] = _file(header, body)
     return out
 
 
@@ -1605,6 +1637,231 @@ def harmful_recipes() -> dict[str, str]:
     return out
 
 
+# ------------------------------------------------------- sequences of requests (sustainability, scalability)
+
+SEQUENCE_MODES = {
+    "sustainability": "each request unlearns from the previous request's model (MUSE C6)",
+    "scalability": "every request unlearns from the start model, on a growing forget set (MUSE C5)",
+}
+GEN_SEQUENCE_DATA = f"{GEN_DATA}&forget_percents=5,10,15,20"  # 1, 2, 3, 4 of the 20 people
+GEN_SEQUENCE_EXPECTED = {
+    "sustainability": "(predicted before the run) NPO without a retain term drives each request's forget "
+    "probability near 0 and Model Utility down request after request. Measured (docs/results.md): forget Prob "
+    "0.99 -> 6e-4 -> ... -> 2e-14; Model Utility 0.86 -> 0.42 -> 0 from request 2 on (~50 min under load).",
+    "scalability": "(prediction, not measured) forget probability near 0 at every size; Model Utility lower "
+    "the more people are forgotten.",
+}
+
+
+def sequence_recipes() -> dict[str, str]:
+    """NPO over several requests: on the generated benchmark (runs on CPU) and on MUSE-News."""
+    out = {}
+    for mode, what in SEQUENCE_MODES.items():
+        path = f"generated_tofu/npo_{mode}.yaml"
+        body = _merge(
+            [("method", "npo", "alignkit train --method npo --help lists its keys")],
+            GEN_COMMON,
+            [
+                (
+                    "train_dataset",
+                    f"{GEN_SEQUENCE_DATA}&split=forget05",
+                    "forget05..forget20: the last 1..4 people",
+                ),
+                (
+                    "forget_sequence",
+                    ["forget05", "forget10", "forget15", "forget20"],
+                    "4 requests, nested as TOFU's splits",
+                ),
+                ("per_device_train_batch_size", 4, "3 to 10 steps per epoch on 10..40 rows"),
+                ("logging_steps", 5, "every 5 steps"),
+                ("sequence_mode", DEFAULT if mode == "sustainability" else mode, what),
+                (
+                    "sequence_eval",
+                    "tofu",
+                    "TOFU on each request's forget split, and on the start model (row 0)",
+                ),
+                (
+                    "output_dir",
+                    f"runs/generated_tofu/npo_{mode}",
+                    "request_1..4, SEQUENCE.md, sequence_metrics.png",
+                ),
+            ],
+        )
+        header = [
+            f"Generated TOFU-format benchmark (offline, CPU): NPO {mode}, 4 requests (forget05 -> forget20).",
+            "",
+            "Run:      alignkit train recipes/generated_tofu/finetune_full.yaml   (once: the target model)",
+            f"          alignkit train recipes/{path}",
+            f"Resume:   alignkit train recipes/{path} --resume_from_checkpoint true   (after a kill)",
+            "",
+            f"Expected: {GEN_SEQUENCE_EXPECTED[mode]}",
+            "Forget Quality needs each split's oracle: add sequence_eval_retain_logs (one TOFU_EVAL.json per request).",
+            TOKENISATION_HEADER,
+        ]
+        out[path] = _file(header, body)
+        path = f"muse_news/npo_{mode}.yaml"
+        body = _merge(
+            [("method", "npo", "alignkit train --method npo --help lists its keys")],
+            MUSE_COMMON[:1],
+            MUSE_COMMON[1:],
+            [
+                ("train_dataset_config", "sust" if mode == "sustainability" else "scal", "MUSE's folds"),
+                ("train_dataset_split", "forget_1", "fold 1 is the raw forget set"),
+                (
+                    "forget_sequence",
+                    [f"{'sust' if mode == 'sustainability' else 'scal'}:forget_{k}" for k in range(1, 5)],
+                    "the four folds (sust: disjoint articles; scal: nested, growing)",
+                ),
+                ("sequence_mode", DEFAULT if mode == "sustainability" else mode, what),
+                ("sequence_eval", "muse", "MUSE after every request (KnowMem-retain is C5/C6's utility)"),
+                ("sequence_eval_data", "muse-bench/MUSE-News", "the MUSE-News eval sets"),
+                ("save_strategy", "no", "one model per request (MUSE's C5/C6 runs report the end of each)"),
+                (
+                    "output_dir",
+                    f"runs/muse_news/npo_{mode}",
+                    "request_1..4, SEQUENCE.md, sequence_metrics.png",
+                ),
+            ],
+        )
+        header = [
+            f"MUSE-News: NPO {mode} ({what}), 4 requests, full fine-tuning of the 7B News target.",
+            "",
+            f"Run:      alignkit train recipes/{path}",
+            "          (one process; 7B NPO holds two copies of the weights: an 80 GB GPU)",
+            "A sequence runs in one process; for ZeRO-3 launch each request's recipe (output_dir/request_<k>/"
+            "alignkit_recipe.yaml) in turn.",
+            "PrivLeak needs the retrained model's log: add sequence_eval_retain_logs.",
+            "",
+            "Expected (MUSE paper): NPO's KnowMem-retain falls request after request; the curve should be flat.",
+            TOKENISATION_HEADER,
+        ]
+        out[path] = _file(header, body)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- WMDP
+
+WMDP_GATED = (
+    "Data: the WMDP corpora are gated. cais/wmdp-corpora (cyber forget/retain, bio retain) needs the "
+    "Hub's access request; the bio forget corpus is shared only on request (the form linked from the "
+    "WMDP page, wmdp.ai). Log in (huggingface-cli login) or point train_dataset at a local copy."
+)
+WMDP_EVAL = (
+    "Evaluate: alignkit eval lm-eval --model OUTPUT_DIR --tasks wmdp_bio,wmdp_cyber,mmlu "
+    "(pip install 'alignkit[lm-eval]'; the WMDP question sets, cais/wmdp, are public)"
+)
+# The WMDP paper's RMU (Li et al. 2024, arXiv:2403.03218; its rmu/unlearn.py as design spec2 section 2 reads it).
+WMDP_RMU: list[Row] = [
+    ("method", "rmu", "alignkit train --method rmu --help lists its keys"),
+    ("model_name_or_path", "HuggingFaceH4/zephyr-7b-beta", "the WMDP paper's model"),
+    ("train_dataset", "data/wmdp", "a folder holding bio-forget-corpus.jsonl and cyber-forget-corpus.jsonl"),
+    (
+        "train_dataset_config",
+        "bio-forget-corpus+cyber-forget-corpus",
+        "both forget corpora, one after the other",
+    ),
+    ("retain_dataset", "Salesforce/wikitext", "the paper's retain corpus"),
+    ("retain_dataset_config", "wikitext-2-raw-v1", "WikiText-2 raw"),
+    (
+        "retain_dataset_split",
+        "test",
+        "the split the paper's code reads (it also drops rows of <= 50 characters)",
+    ),
+    ("max_length", DEFAULT, "512, the default and the paper's truncation for the bio corpus (cyber: 768)"),
+    ("layer", DEFAULT, "block 7, the paper's"),
+    ("trainable", "wmdp", "only mlp.down_proj of blocks 5, 6, 7 are updated (param_ids=[6])"),
+    ("steering_coeff", 6.5, "c, the paper's Zephyr value"),
+    ("retain_weight", 1200.0, "alpha, the paper's Zephyr value"),
+    ("rmu_reduction", "wmdp", "the paper's unmasked MSE over every position of the padded batch"),
+    ("learning_rate", 5.0e-5, "the paper's AdamW rate"),
+    ("lr_scheduler_type", "constant", "no schedule in the paper's loop"),
+    ("max_steps", 150, "150 batches"),
+    ("per_device_train_batch_size", 4, "batches of 4"),
+    ("max_grad_norm", 0.0, "no gradient clipping in the paper's loop"),
+    ("seed", DEFAULT, "42, the default and the paper's seed"),
+    ("dtype", "bfloat16", "load the 7B weights in bf16"),
+    ("bf16", True, "bf16 on GPU"),
+    ("lm_eval_tasks", ["wmdp_bio", "wmdp_cyber", "mmlu"], "watch WMDP fall and MMLU hold while it trains"),
+    ("lm_eval_steps", DEFAULT, "50, the default: three looks in 150 steps"),
+    (
+        "lm_eval_limit",
+        100,
+        "100 items per (sub)task: a quick estimate; the final numbers come from the eval below",
+    ),
+    ("save_strategy", "no", "one model at the end"),
+    ("output_dir", "runs/wmdp/rmu", "model, alignkit_recipe.yaml, run_info.json"),
+]
+# open-unlearning's WMDP experiment (configs/experiment/unlearn/wmdp/default.yaml, read at 20a1b5b).
+WMDP_OU: list[Row] = [
+    (
+        "model_name_or_path",
+        "open-unlearning/tofu_Llama-3.2-1B-Instruct_full",
+        "the model open-unlearning's WMDP experiment names",
+    ),
+    ("train_dataset", "cais/wmdp-corpora", "the WMDP corpora (gated)"),
+    ("train_dataset_config", "cyber-forget-corpus", "open-unlearning's forget split"),
+    ("retain_dataset", "cais/wmdp-corpora", "the WMDP corpora (gated)"),
+    ("retain_dataset_config", "cyber-retain-corpus", "open-unlearning's retain split"),
+    ("text_chunk_tokens", 2048, "open-unlearning's PretrainingDataset: 2048-token windows"),
+    ("max_length", 2048, "one window per row"),
+    ("per_device_train_batch_size", 4, "open-unlearning's WMDP experiment"),
+    ("gradient_accumulation_steps", 8, "4 x 8 = 32 rows per step"),
+    ("learning_rate", DEFAULT, "1e-5, the default and open-unlearning's"),
+    ("num_train_epochs", 10, "open-unlearning's WMDP experiment"),
+    ("lr_scheduler_type", "constant", "open-unlearning's WMDP experiment"),
+    ("dtype", "bfloat16", "load the weights in bf16"),
+    ("bf16", True, "bf16 on GPU"),
+    ("save_strategy", "no", "one model at the end"),
+]
+WMDP_OU_METHODS = {
+    "npo": (
+        "NPO + retain NLL",
+        [("retain_loss", "nll", "open-unlearning's NPO trainer adds the retain NLL (alpha 1)")],
+    ),
+    "simnpo": ("SimNPO", []),
+    "graddiff": ("GradDiff", []),
+}
+
+
+def wmdp_recipes() -> dict[str, str]:
+    out = {}
+    header = [
+        "WMDP: RMU as the WMDP paper runs it (Zephyr-7B; forget bio + cyber corpora, retain WikiText; block 7, "
+        "down_proj of blocks 5-7, c = 6.5, alpha = 1200; design spec2 section 2).",
+        "",
+        "Run (1 GPU): alignkit train recipes/wmdp/rmu.yaml",
+        WMDP_EVAL,
+        "",
+        "Expected (the WMDP paper's Zephyr-7B row, not reproduced here): WMDP-Bio 63.7 -> 31.2, WMDP-Cyber "
+        "44.0 -> 28.2, MMLU 58.1 -> 57.1 (accuracy %).",
+        WMDP_GATED,
+        "Differences: the paper draws one control vector per corpus and alternates bio and cyber batches; "
+        "alignkit draws one vector for both (per-topic vectors are not implemented).",
+    ]
+    out["wmdp/rmu.yaml"] = _file(header, _merge(WMDP_RMU))
+    for method, (title, rows) in WMDP_OU_METHODS.items():
+        path = f"wmdp/{method}.yaml"
+        body = _merge(
+            [("method", method, f"alignkit train --method {method} --help lists its keys")],
+            WMDP_OU,
+            rows,
+            [("output_dir", f"runs/wmdp/{method}", "model, alignkit_recipe.yaml, run_info.json")],
+        )
+        header = [
+            f"WMDP: {title} as open-unlearning's WMDP experiment runs it (cyber forget and retain corpora, "
+            "2048-token windows, batch 32, lr 1e-5 constant, 10 epochs).",
+            "",
+            f"Run (1 GPU): alignkit train recipes/{path}",
+            WMDP_EVAL,
+            "",
+            "Expected: WMDP-Cyber accuracy falls toward chance (25%) while MMLU holds (open-unlearning "
+            "publishes no WMDP numbers for this method: untuned).",
+            WMDP_GATED,
+        ]
+        out[path] = _file(header, body)
+    return out
+
+
 def render_all() -> dict[str, str]:
     """``{path relative to recipes/: text}`` of every generated recipe."""
     return {
@@ -1615,6 +1872,8 @@ def render_all() -> dict[str, str]:
         **real_alignment_recipes(),
         **harmful_recipes(),
         **reasoning_recipes(),
+        **sequence_recipes(),
+        **wmdp_recipes(),
     }
 
 

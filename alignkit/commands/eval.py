@@ -129,6 +129,7 @@ def add_parser(subparsers) -> None:
     add_robustness_parser(sub)
     add_preference_parser(sub)
     add_side_effects_parser(sub)
+    add_lm_eval_parser(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -249,9 +250,10 @@ def add_muse_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         "muse",
-        help="MUSE-News: VerbMem, KnowMem, PrivLeak and MIAs.",
+        help="MUSE (News or Books): VerbMem, KnowMem, PrivLeak and MIAs.",
         description=(
-            "Evaluate a causal LM on MUSE-News (Shi et al. 2024, arXiv:2407.06460): VerbMem, KnowMem on "
+            "Evaluate a causal LM on MUSE-News or MUSE-Books (--data muse-bench/MUSE-Books; Shi et al. 2024, "
+            "arXiv:2407.06460): VerbMem, KnowMem on "
             "forget and retain, PrivLeak (Min-40% AUC relative to the retrained model) and the MIAs "
             "LOSS, ZLib, Min-K%, Min-K%++. Writes MUSE_EVAL.json, MUSE_SUMMARY.json and MUSE_REPORT.md."
         ),
@@ -593,4 +595,86 @@ def run_side_effects(args) -> int:
     paths = result.save(output_dir)
     console.print(result.table())
     console.print(f"logs written to {', '.join(str(p) for p in paths.values())}")
+
+
+LM_EVAL_DESCRIPTION = """\
+Run lm-evaluation-harness tasks (its own task definitions: wmdp_bio, wmdp_cyber, mmlu, ...) on a model
+alignkit loads: a local folder, a Hub id, or a LoRA adapter folder (--merge-adapter merges it first).
+open-unlearning evaluates WMDP and general ability this way. Writes LM_EVAL_EVAL.json (every metric
+with its stderr, lm-eval's task versions and settings) and LM_EVAL_SUMMARY.json ("<task>/<metric>":
+value) into --output-dir, where `alignkit report` and `alignkit push` find them beside TOFU/MUSE.
+Needs the extra: pip install 'alignkit[lm-eval]'. WMDP and MMLU data come from the Hub (cais/wmdp,
+cais/mmlu; WMDP's corpora are gated, its question sets are not).
+"""
+
+
+def add_lm_eval_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "lm-eval",
+        help="lm-evaluation-harness tasks (WMDP, MMLU, ...) on the model.",
+        description=LM_EVAL_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="A local folder, Hub id or LoRA adapter folder.")
+    p.add_argument(
+        "--tasks", required=True, help="Comma-separated lm-eval tasks, e.g. wmdp_bio,wmdp_cyber,mmlu."
+    )
+    p.add_argument("--tokenizer", help="Tokenizer (default: the model's).")
+    p.add_argument("--include-path", help="A folder of extra task YAMLs (a local task over local data).")
+    p.add_argument("--num-fewshot", type=int, help="Few-shot examples (default: each task's own).")
+    p.add_argument("--limit", type=float, help="Items per task (an int), or a fraction below 1 (quick runs).")
+    p.add_argument("--batch-size", type=int, default=8, help="Batch size (default 8).")
+    p.add_argument(
+        "--apply-chat-template", action="store_true", help="Render prompts with the chat template."
+    )
+    p.add_argument("--merge-adapter", action="store_true", help="Merge a LoRA adapter into the base weights.")
+    p.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="Model dtype."
+    )
+    p.add_argument("--output-dir", help="Where to write the logs (default runs/eval/lm_eval/<model name>).")
+    p.set_defaults(func=run_lm_eval)
+
+
+def run_lm_eval(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from alignkit.errors import UserError
+    from alignkit.eval.lm_harness import evaluate_lm_eval, require_lm_eval
+
+    require_lm_eval()  # before the model loads: one line naming the extra
+    check_eval_args(args)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise UserError("--tasks: give at least one lm-eval task, e.g. --tasks wmdp_bio,mmlu.")
+    if args.include_path and not Path(args.include_path).is_dir():
+        raise UserError(f"--include-path {args.include_path} is not a folder of task YAMLs.")
+    limit = args.limit
+    if limit is not None and limit >= 1:
+        limit = int(limit)
+    output_dir = Path(args.output_dir or Path("runs/eval/lm_eval") / Path(args.model).name)
+    result = evaluate_lm_eval(
+        args.model,
+        args.tokenizer,
+        tasks=tasks,
+        include_path=args.include_path,
+        num_fewshot=args.num_fewshot,
+        limit=limit,
+        batch_size=args.batch_size,
+        apply_chat_template=args.apply_chat_template,
+        dtype=args.dtype,
+        merge_adapter=args.merge_adapter,
+        output_dir=output_dir,
+    )
+    table = Table(title=f"lm-evaluation-harness - {args.model}")
+    for column in ("metric", "value", "stderr", "n"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, entry in result.logs.items():
+        stderr = entry.get("stderr")
+        n = (result.meta.get("n") or {}).get(name.partition("/")[0])
+        table.add_row(
+            name, f"{entry['agg_value']:.4f}", "" if stderr is None else f"{stderr:.4f}", str(n or "")
+        )
+    Console().print(table)
+    Console(stderr=True).print(f"logs written to {output_dir}")
     return 0

@@ -34,6 +34,7 @@ examples:
   alignkit train RECIPE.yaml --accelerate_config zero3 --num_processes 8
   accelerate launch --config_file accelerate_configs/zero3.yaml -m alignkit.cli train RECIPE.yaml
   alignkit train --method npo --help        # every key an npo recipe accepts, with its help
+  alignkit train recipes/generated_tofu/npo_sustainability.yaml   # 4 requests in a row, evaluated after each
 
 methods: {methods}
 recipes: recipes/<benchmark>/... (README: "Recipes"); launch configs: accelerate_configs/*.yaml
@@ -231,6 +232,16 @@ def run(args) -> int:
     except RecipeError as err:
         return _error(str(err))
     quiet_deepspeed_on_cpu()
+    if recipe.script.forget_sequence:  # several unlearning requests (alignkit.launch.sequence)
+        if args.accelerate_config:
+            return _error("`forget_sequence` runs in one process; drop --accelerate_config.")
+        from alignkit.launch.sequence import run_sequence
+
+        try:
+            run_sequence(recipe, console=_console())
+        except RecipeError as err:
+            return _error(str(err))
+        return 0
     if args.accelerate_config:
         try:
             cmd = launch_command(args, extra)

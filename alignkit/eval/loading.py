@@ -24,10 +24,16 @@ def load_model(model, dtype: str = "auto"):
         return model
     from transformers import AutoModelForCausalLM
 
+    device, torch_dtype = device_and_dtype(dtype)
+    return AutoModelForCausalLM.from_pretrained(str(model), dtype=torch_dtype).to(device)
+
+
+def device_and_dtype(dtype: str = "auto") -> tuple[str, torch.dtype]:
+    """Where evaluations run (the GPU if there is one) and in what precision (``auto``: bf16 there, fp32 on CPU)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
         dtype = "bfloat16" if device == "cuda" else "float32"
-    return AutoModelForCausalLM.from_pretrained(str(model), dtype=getattr(torch, dtype)).to(device)
+    return device, getattr(torch, dtype)
 
 
 def load_tokenizer(tokenizer, model, *, who: str = "evaluate"):

@@ -21,6 +21,8 @@ META_KEY = "alignkit"  # run metadata inside *_EVAL.json; not a metric, open-unl
 # open-unlearning's file names.
 TOFU_EVAL_FILE, TOFU_SUMMARY_FILE, TOFU_REPORT_FILE = "TOFU_EVAL.json", "TOFU_SUMMARY.json", "TOFU_REPORT.md"
 MUSE_EVAL_FILE, MUSE_SUMMARY_FILE, MUSE_REPORT_FILE = "MUSE_EVAL.json", "MUSE_SUMMARY.json", "MUSE_REPORT.md"
+# alignkit eval lm-eval (lm-evaluation-harness: WMDP, MMLU, ...); metric names are "<task>/<metric>".
+LM_EVAL_EVAL_FILE, LM_EVAL_SUMMARY_FILE = "LM_EVAL_EVAL.json", "LM_EVAL_SUMMARY.json"
 EVAL_FILES = (
     TOFU_SUMMARY_FILE,
     TOFU_EVAL_FILE,
@@ -28,9 +30,15 @@ EVAL_FILES = (
     MUSE_SUMMARY_FILE,
     MUSE_EVAL_FILE,
     MUSE_REPORT_FILE,
+    LM_EVAL_SUMMARY_FILE,
+    LM_EVAL_EVAL_FILE,
 )
 ROBUSTNESS_FILE = "ROBUSTNESS.json"  # alignkit eval robustness (relearning attack, quantization recovery)
-BENCHMARK_DATASETS = {"tofu": ("locuslab/TOFU", "TOFU"), "muse": ("muse-bench/MUSE-News", "MUSE-News")}
+BENCHMARK_DATASETS = {
+    "tofu": ("locuslab/TOFU", "TOFU"),
+    "muse": ("muse-bench/MUSE-News", "MUSE-News"),
+    "muse-books": ("muse-bench/MUSE-Books", "MUSE-Books"),
+}
 
 # The 9 TOFU log entries whose harmonic mean is Model Utility (open-unlearning names).
 MODEL_UTILITY_COMPONENTS = (
@@ -189,15 +197,53 @@ def read_results(path: str | Path) -> list[EvalSource]:
         meta = data.get(META_KEY, {}) if isinstance(data.get(META_KEY), dict) else {}
         return [_tofu_source(numeric(agg_values(data)), p, meta)]
     if name.startswith("MUSE_EVAL"):
-        return [EvalSource("muse", numeric(agg_values(data)), str(p), *BENCHMARK_DATASETS["muse"])]
+        return [EvalSource("muse", numeric(agg_values(data)), str(p), *_muse_dataset(data))]
+    if name.startswith("LM_EVAL_EVAL"):
+        return lm_eval_sources(numeric(agg_values(data)), p, data)
     metrics = numeric(data)
     if not metrics:
         raise ValueError(f"{p} has no numeric metrics; expected a flat {{metric: value}} object.")
     if name.startswith("TOFU_SUMMARY"):
         return [_tofu_source(metrics, p, _sibling_meta(p))]
     if name.startswith("MUSE_SUMMARY"):
-        return [EvalSource("muse", metrics, str(p), *BENCHMARK_DATASETS["muse"])]
+        log = p.with_name(MUSE_EVAL_FILE)
+        full = read_log(log, file_name=None, what="MUSE eval log") if log.is_file() else {}
+        return [EvalSource("muse", metrics, str(p), *_muse_dataset(full))]
+    if name.startswith("LM_EVAL_SUMMARY"):
+        log = p.with_name(LM_EVAL_EVAL_FILE)
+        return lm_eval_sources(
+            metrics, p, read_log(log, file_name=None, what="lm-eval log") if log.is_file() else {}
+        )
     return [EvalSource("custom", metrics, str(p))]
+
+
+def _muse_dataset(log: dict) -> tuple[str, str]:
+    """MUSE-News or MUSE-Books: the corpus the log's data names (News when it does not say)."""
+    meta = log.get(META_KEY) if isinstance(log, dict) else None
+    data = str((meta or {}).get("data") or "") if isinstance(meta, dict) else ""
+    return BENCHMARK_DATASETS["muse-books" if "books" in data.lower() else "muse"]
+
+
+def lm_eval_sources(metrics: dict, path: Path, log: dict) -> list[EvalSource]:
+    """lm-eval results, one source per task (the card's model-index names each task's own dataset)."""
+    by_task: dict[str, dict] = {}
+    for name, value in metrics.items():
+        by_task.setdefault(name.partition("/")[0], {})[name] = value
+    out = []
+    for task, values in by_task.items():
+        dataset = (
+            next(
+                (
+                    e.get("dataset")
+                    for k, e in log.items()
+                    if k in values and isinstance(e, dict) and e.get("dataset")
+                ),
+                None,
+            )
+            or {}
+        )
+        out.append(EvalSource("lm-eval", values, str(path), dataset.get("path"), task, dataset.get("name")))
+    return out
 
 
 def robustness_metrics(log: dict, model: str | None = None) -> dict[str, float]:
@@ -253,14 +299,14 @@ def find_eval_results(run_dir: str | Path) -> list[EvalSource]:
             for source in found:
                 source.extra_files = [folder / ROBUSTNESS_FILE]
             out += [s for s in found if s.metrics]
-        for bench in ("TOFU", "MUSE"):
+        for bench in ("TOFU", "MUSE", "LM_EVAL"):
             summary, log = folder / f"{bench}_SUMMARY.json", folder / f"{bench}_EVAL.json"
             chosen = summary if summary.is_file() else log if log.is_file() else None
             if chosen is None:
                 continue
             for source in read_results(chosen):
                 source.extra_files = [
-                    folder / n for n in EVAL_FILES if n.startswith(bench) and (folder / n).is_file()
+                    folder / n for n in EVAL_FILES if n.startswith(f"{bench}_") and (folder / n).is_file()
                 ]
                 out.append(source)
     return out

@@ -1,7 +1,8 @@
-"""The MUSE-News evaluation sets: read from a Hub dataset or a local muse_bench folder, and checked.
+"""The MUSE evaluation sets: read from a Hub dataset or a local muse_bench folder, and checked.
 
-Spec: ``shared/design/benchmarks.md`` §3. The data are BBC News articles (see the dataset card of
-``muse-bench/MUSE-News`` for terms of use).
+Spec: ``shared/design/benchmarks.md`` §3. MUSE-News (BBC News articles, ``muse-bench/MUSE-News``) and
+MUSE-Books (the Harry Potter books, ``muse-bench/MUSE-Books``; GitHub ``data/books/``) share one layout
+and schema, so one reader serves both; see each dataset card for terms of use.
 """
 
 from __future__ import annotations

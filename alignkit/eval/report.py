@@ -14,6 +14,7 @@ from pathlib import Path
 
 from alignkit.errors import MissingFileError
 from alignkit.eval.logs import (
+    LM_EVAL_SUMMARY_FILE,
     META_KEY,
     ROBUSTNESS_FILE,
     TOFU_EVAL_FILE,
@@ -185,6 +186,11 @@ def load_run(run_dir: str | Path) -> dict:
             log = read_log(candidate, file_name=None, what="robustness log")
             summary.update(robustness_metrics(log, model=folder.name))
             break
+    # `alignkit eval lm-eval` (WMDP, MMLU, ...) beside them: <run>/eval/lm_eval.
+    for candidate in (folder / LM_EVAL_SUMMARY_FILE, folder.parent / "lm_eval" / LM_EVAL_SUMMARY_FILE):
+        if candidate.is_file():
+            summary.update(read_log(candidate, file_name=None, what="lm-eval summary"))
+            break
     return {"name": run_name(folder), "dir": str(folder), "summary": summary, "meta": logs.get(META_KEY, {})}
 
 
@@ -226,6 +232,8 @@ OPTIONAL_COLUMNS = (
 
 def comparison_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
     extra = [(k, c) for k, c in OPTIONAL_COLUMNS if any(r["summary"].get(k) is not None for r in runs)]
+    lm_eval = sorted({k for r in runs for k in r["summary"] if "/" in k})  # lm-eval's "<task>/<metric>"
+    extra += [(k, k) for k in lm_eval]
     columns = [*COMPARE_COLUMNS[:2], *extra, *COMPARE_COLUMNS[2:]]
     header = ["run", "split/protocol/n", *[c for _, c in columns]]
     rows = []

@@ -31,6 +31,8 @@ from alignkit.trainers.run_info import RESOLVED_RECIPE, plain
 
 __all__ = ["RESOLVED_RECIPE", "Recipe", "RecipeArguments", "RecipeError", "load_recipe", "validate"]
 
+SEQUENCE_MODES = ("sustainability", "scalability")  # forget_sequence: alignkit.launch.sequence
+SEQUENCE_EVALS = ("tofu", "muse")
 RESERVED_KEYS = ("env",)  # TrlParser's: a mapping exported to os.environ
 
 
@@ -108,6 +110,75 @@ class RecipeArguments:
         metadata={
             "help": "Split raw-text (`text`) rows into windows of this many tokens before training "
             "(MUSE trains on 2048-token windows of its corpus). Default: no chunking."
+        },
+    )
+    lm_eval_tasks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "lm-evaluation-harness tasks to run during training every lm_eval_steps steps, logged as "
+            "lm_eval/<task>/<metric> (e.g. wmdp_bio wmdp_cyber mmlu: how the WMDP paper tunes RMU). "
+            "Needs pip install 'alignkit[lm-eval]'; single process."
+        },
+    )
+    lm_eval_steps: int = field(default=50, metadata={"help": "Optimizer steps between lm_eval_tasks runs."})
+    lm_eval_limit: int | None = field(
+        default=None, metadata={"help": "Items per lm_eval_tasks task (a quick, noisier estimate)."}
+    )
+    lm_eval_include_path: str | None = field(
+        default=None,
+        metadata={"help": "A folder of extra lm-eval task YAMLs (a local task) for lm_eval_tasks."},
+    )
+    forget_sequence: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Several unlearning requests, in order (MUSE's sustainability/scalability runs): the "
+            "forget split of each, in place of train_dataset's split: `split=` of a synthetic:tofu source, "
+            "else train_dataset_config, or CONFIG:SPLIT for both (e.g. sust:forget_1 of muse-bench/MUSE-News). "
+            "Each request trains into output_dir/request_<k>; see sequence_mode."
+        },
+    )
+    retain_sequence: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "The retain split of each request of forget_sequence (same forms, applied to "
+            "retain_dataset; e.g. retain99 retain95 retain90). Default: retain_dataset as given, every request."
+        },
+    )
+    sequence_mode: str = field(
+        default="sustainability",
+        metadata={
+            "help": "sustainability (default): request k starts from request k-1's model (MUSE C6); "
+            "scalability: every request starts from model_name_or_path (MUSE C5, growing forget sets)."
+        },
+    )
+    sequence_eval: str | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate the start model and every request's model: tofu (on each request's forget "
+            "split) or muse. Writes SEQUENCE.md and sequence_metrics.png (every metric against the request)."
+        },
+    )
+    sequence_eval_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Benchmark data of sequence_eval (default: train_dataset's local folder, e.g. the "
+            "generated TOFU benchmark; MUSE: a muse_bench-layout folder or Hub id)."
+        },
+    )
+    sequence_eval_retain_logs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Retain-model eval logs for Forget Quality / PrivLeak: one for every request, or one "
+            "per request (TOFU: the oracle of each forget split)."
+        },
+    )
+    sequence_eval_max_examples: int | None = field(
+        default=None, metadata={"help": "Keep the first N items of every eval set (quick runs)."}
+    )
+    sequence_eval_prompt_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "TOFU's --prompt-format for sequence_eval (e.g. ou_chat for open-unlearning's models)."
         },
     )
 
@@ -503,6 +574,51 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
         )
     if s.text_chunk_tokens is not None and s.text_chunk_tokens < 1:
         raise RecipeError(f"{where}: `text_chunk_tokens` must be >= 1, got {s.text_chunk_tokens}.")
+    if s.forget_sequence is not None or s.sequence_eval is not None:
+        check_sequence(recipe, where)
+
+
+def check_sequence(recipe: Recipe, where: str = "recipe") -> None:
+    """The keys of a sequence of requests (alignkit.launch.sequence), checked before anything loads."""
+    s = recipe.script
+    if s.sequence_mode not in SEQUENCE_MODES:
+        raise RecipeError(
+            f"{where}: `sequence_mode` must be one of {', '.join(SEQUENCE_MODES)}, got {s.sequence_mode!r}."
+        )
+    if s.sequence_eval is not None and s.sequence_eval not in SEQUENCE_EVALS:
+        raise RecipeError(
+            f"{where}: `sequence_eval` must be one of {', '.join(SEQUENCE_EVALS)}, got {s.sequence_eval!r}."
+        )
+    if not s.forget_sequence:
+        raise RecipeError(
+            f"{where}: `sequence_eval` needs `forget_sequence` (the forget split of each request), "
+            "e.g. forget_sequence: [forget01, forget05, forget10]."
+        )
+    n = len(s.forget_sequence)
+    if s.retain_sequence is not None:
+        if len(s.retain_sequence) != n:
+            raise RecipeError(
+                f"{where}: `retain_sequence` has {len(s.retain_sequence)} entries but `forget_sequence` has {n}; "
+                "give one retain split per request."
+            )
+        if not s.retain_dataset:
+            raise RecipeError(
+                f"{where}: `retain_sequence` is set but `retain_dataset` is not; name the retain source."
+            )
+    logs = s.sequence_eval_retain_logs
+    if logs is not None and len(logs) not in (1, n):
+        raise RecipeError(
+            f"{where}: `sequence_eval_retain_logs` has {len(logs)} entries; give 1 (every request) or {n} (one per request)."
+        )
+    if s.sequence_eval_max_examples is not None and s.sequence_eval_max_examples < 1:
+        raise RecipeError(
+            f"{where}: `sequence_eval_max_examples` must be >= 1, got {s.sequence_eval_max_examples}."
+        )
+    if recipe.model.use_peft and s.sequence_mode == "sustainability" and n > 1:
+        raise RecipeError(
+            f"{where}: a sustainability sequence with `use_peft: true` would stack adapters; train full weights "
+            "(use_peft: false) or run scalability."
+        )
 
 
 def recipe_help(method: str) -> str:

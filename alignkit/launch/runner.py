@@ -174,6 +174,24 @@ def build(recipe: Recipe, callbacks=None) -> Built:
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    if (
+        s.lm_eval_tasks
+    ):  # lm-evaluation-harness every lm_eval_steps steps (optional extra, imported here only)
+        from alignkit.eval.lm_harness import LmEvalCallback
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RecipeError(
+                "`lm_eval_tasks` runs in a single process; drop it under a multi-process launch."
+            )
+        trainer.add_callback(
+            LmEvalCallback(
+                trainer,
+                tasks=s.lm_eval_tasks,
+                every_n_steps=s.lm_eval_steps,
+                limit=s.lm_eval_limit,
+                include_path=s.lm_eval_include_path,
+            ).hook
+        )
     for c in trainer.constraints.constraints:  # `aux_dataset: SOURCE` in a recipe: the same source forms
         if isinstance(c.aux_dataset, str):
             trainer.constraints.set_aux_rows(c, load_source(c.aux_dataset), trainer)
@@ -381,6 +399,11 @@ def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
     metrics["loss_curve"] = [
         [e["step"], e["loss"]] for e in trainer.state.log_history if "loss" in e and "step" in e
     ]
+    lm_eval = [e for e in trainer.state.log_history if any(k.startswith("lm_eval/") for k in e)]
+    if lm_eval:  # `lm_eval_tasks`: the curve, in run_info.json beside the loss curve
+        metrics["lm_eval"] = [
+            {k: v for k, v in e.items() if k.startswith("lm_eval/") or k == "step"} for e in lm_eval
+        ]
     info = save_run(recipe, built, metrics)
     if show:
         summary.print_result(console, recipe, built, info)

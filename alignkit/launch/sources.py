@@ -8,8 +8,9 @@ A source is a string:
 * ``synthetic:NAME?key=value&...``: data generated offline by alignkit, written to a file-backed
   cache (``$ALIGNKIT_CACHE/synthetic``) so every process of a multi-process launch reads the same
   files (trl-notes P6). Names: ``tofu`` (the generated TOFU-format benchmark; ``split=forget10`` or
-  the dataset's ``config`` picks the file), ``recommendation``, ``graded_list``, ``safety`` (the
-  synthetic preference tasks; ``view=pairwise`` turns them into chosen/rejected pairs),
+  the dataset's ``config`` picks the file; ``forget_percents=5,10,15,20`` writes other forgetXX
+  splits), ``recommendation``, ``graded_list``, ``safety`` (the synthetic preference tasks;
+  ``view=pairwise`` turns them into chosen/rejected pairs),
   ``harmless_response`` (the safety task with its harmless reply as chosen: WPN's 1-vs-N rows),
   ``refusal`` (the seven-domain refusal stand-in: ``part=aligned|unlearn|contain``), ``arithmetic``
   (multi-step word problems with a gold chain of thought in GSM8K's question/answer layout; AFT's task).
@@ -79,8 +80,13 @@ def _generator(name: str) -> Callable:
 
 
 # Extra query keys a synthetic source takes beyond its generator's keyword arguments.
-_EXTRA_KEYS = {"tofu": ("split",), "recommendation": ("view",), "graded_list": ("view",), "safety": ("view",)}
-_EXTRA_KEYS["harmless_response"] = ("view",)
+_EXTRA_KEYS = {
+    "tofu": ("split", "forget_percents"),
+    "recommendation": ("view",),
+    "graded_list": ("view",),
+    "safety": ("view",),
+    "harmless_response": ("view",),
+}
 DATA_GENERATORS = (
     "tofu",
     "recommendation",
@@ -203,6 +209,16 @@ def synthetic_tofu_dir(params: dict) -> Path:
     from alignkit.data.synthetic.tofu import generate_tofu_benchmark
 
     kwargs = {k: v for k, v in params.items() if k != "split"}
+    if (
+        "forget_percents" in kwargs
+    ):  # `forget_percents=5,10,15,20`: more forgetXX splits (sequences of requests)
+        text = kwargs["forget_percents"]
+        try:
+            kwargs["forget_percents"] = tuple(int(p) for p in text.split(","))
+        except ValueError:
+            raise SourceError(
+                f"`forget_percents={text}`: give comma-separated integers, e.g. 5,10,15,20."
+            ) from None
     directory = cache_root() / "synthetic" / f"tofu-{_digest(kwargs)}"
     return _materialise(directory, lambda tmp: generate_tofu_benchmark(tmp, **kwargs))
 

@@ -1,0 +1,153 @@
+"""MUSE-Books through the same MUSE code path, on a synthetic sample in the muse_bench ``data/books`` layout.
+
+The Books corpus (Harry Potter) is copyrighted and never shipped: ``write_books_sample`` writes made-up
+chapters in the same files and schemas (raw/{forget,retain1,retain2,holdout}.json as arrays of
+strings; verbmem/forget.json prompt/gt pairs cut from the forget text; knowmem/{forget_qa,
+forget_qa_icl,retain2_qa,retain2_qa_icl}.json with GitHub's retain2 names; privleak/{forget,
+holdout,retain2}.json windows that cross chapter boundaries). The metrics are checked against
+open-unlearning's definitions computed independently here: ROUGE-L F1 with rouge_score (stemmer on,
+whole references), and Min-40% on the tokens after BOS without the last one, max(1, floor(k n))
+tokens, AUC by scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+NAMES = ["Mira", "Tobin", "Elspeth", "Corwin", "Ysolde", "Barnaby", "Ilse", "Fennick"]
+PLACES = ["the tower", "the greenhouse", "the cellar", "the old library", "the lake", "the great hall"]
+THINGS = ["a silver key", "a cracked lantern", "a map of the stars", "a sealed letter", "a wooden flute"]
+
+
+def _chapter(rng: random.Random, n: int) -> str:
+    out = []
+    for _ in range(n):
+        a, b = rng.sample(NAMES, 2)
+        out.append(f"{a} walked to {rng.choice(PLACES)} with {b} and found {rng.choice(THINGS)}.")
+    return " ".join(out)
+
+
+def write_books_sample(root: Path, seed: int = 0) -> Path:
+    """A made-up corpus in MUSE-Books' layout (no text of the real books)."""
+    rng = random.Random(seed)
+    raw = {
+        split: [_chapter(rng, 12) for _ in range(4)] for split in ("forget", "retain1", "retain2", "holdout")
+    }
+    files: dict[str, list] = {f"raw/{k}.json": v for k, v in raw.items()}
+    joined = {k: "\n\n".join(v) for k, v in raw.items()}
+    files["verbmem/forget.json"] = [
+        {"prompt": joined["forget"][i * 300 : i * 300 + 220], "gt": joined["forget"][i * 300 + 220 : i * 300 + 300]}
+        for i in range(4)
+    ]  # fmt: skip
+
+    def qa(text: str, n: int) -> list[dict]:
+        rows = []
+        for sentence in text.split(". ")[:n]:
+            who, _, rest = sentence.partition(" walked to ")
+            rows.append({"question": f"Who walked to {rest.split(' with ')[0]}?", "answer": who})
+        return rows
+
+    files["knowmem/forget_qa.json"] = qa(joined["forget"], 4)
+    files["knowmem/forget_qa_icl.json"] = qa(joined["forget"][::-1][::-1][600:], 3)
+    files["knowmem/retain2_qa.json"] = qa(joined["retain2"], 4)
+    files["knowmem/retain2_qa_icl.json"] = qa(joined["retain2"][600:], 3)
+    for split in ("forget", "holdout", "retain2"):  # windows that start mid-word and cross chapters
+        files[f"privleak/{split}.json"] = [joined[split][37 + 250 * i : 37 + 250 * i + 400] for i in range(4)]
+    for rel, rows in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def books(tmp_path_factory) -> Path:
+    return write_books_sample(tmp_path_factory.mktemp("muse_books"))
+
+
+@pytest.fixture(scope="module")
+def books_model(books, tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignkit.launch.sources import dataset_texts
+    from alignkit.models import build_tiny_model
+
+    texts = [t for f in sorted(books.rglob("*.json")) for t in dataset_texts(json.loads(f.read_text()))]
+    folder = build_tiny_model(texts, tmp_path_factory.mktemp("books_tiny"), vocab_size=300, seed=0)
+    return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def test_books_layout_loads_through_the_muse_reader(books):
+    from alignkit.eval.muse_data import load_muse_data
+
+    data = load_muse_data(books)
+    assert data.sizes() == {
+        "knowmem_forget": 4,
+        "knowmem_forget_icl": 3,
+        "knowmem_retain": 4,
+        "knowmem_retain_icl": 3,
+        "verbmem_forget": 4,
+        "privleak_forget": 4,
+        "privleak_holdout": 4,
+    }
+    assert data.sources["knowmem_retain"].endswith("knowmem/retain2_qa.json")  # GitHub's name
+
+
+def _min_k(model, tok, text: str, k: float = 0.4) -> float:
+    """open-unlearning's Min-K% score by hand: tokens after BOS, the last dropped, max(1, floor(k n))."""
+    ids = tok(text, return_tensors="pt")["input_ids"][:, :2049]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+    token_lp = logp[torch.arange(ids.shape[1] - 1), ids[0, 1:]][:-1]
+    n = max(1, math.floor(k * len(token_lp)))
+    return -float(token_lp.sort().values[:n].mean())
+
+
+@pytest.mark.filterwarnings("ignore:PrivLeak. no retrained model")
+def test_books_metrics_match_open_unlearnings_definitions(books, books_model, tmp_path):
+    import dataclasses
+
+    from rouge_score import rouge_scorer
+    from sklearn.metrics import roc_auc_score
+
+    from alignkit.eval.muse import evaluate_muse
+    from alignkit.eval.muse_data import load_muse_data
+    from alignkit.eval.muse_protocols import get_muse_protocol
+
+    model, tok = books_model
+    proto = dataclasses.replace(
+        get_muse_protocol("open-unlearning"), verbmem_max_new_tokens=24, knowmem_max_new_tokens=8
+    )
+    result = evaluate_muse(model, tok, data=books, protocol=proto, progress=False, output_dir=tmp_path)
+    logs = result.logs
+    data = load_muse_data(books)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    for name, rows, ref in (
+        ("forget_verbmem_ROUGE", data.verbmem_forget, "gt"),
+        ("forget_knowmem_ROUGE", data.knowmem_forget, "answer"),
+        ("retain_knowmem_ROUGE", data.knowmem_retain, "answer"),
+    ):
+        items = logs[name]["value_by_index"]
+        mine = [
+            scorer.score(row[ref], items[str(i)]["generation"])["rougeL"].fmeasure
+            for i, row in enumerate(rows)
+        ]
+        assert [items[str(i)]["rougeL_f1"] for i in range(len(rows))] == pytest.approx(mine)
+        assert logs[name]["agg_value"] == pytest.approx(sum(mine) / len(mine))
+    forget = [_min_k(model, tok, t) for t in data.privleak_forget]
+    holdout = [_min_k(model, tok, t) for t in data.privleak_holdout]
+    assert [
+        logs["mia_min_k"]["forget"]["value_by_index"][str(i)]["score"] for i in range(4)
+    ] == pytest.approx(forget)
+    expected_auc = roc_auc_score([0] * 4 + [1] * 4, forget + holdout)
+    assert logs["mia_min_k"]["agg_value"] == pytest.approx(expected_auc)
+    # The card and `alignkit push` name the Books dataset, not News.
+    from alignkit.eval.logs import read_results
+
+    (source,) = read_results(tmp_path)
+    assert source.dataset_type == "muse-bench/MUSE-Books"
