@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from alignkit.commands.eval_args import check_eval_args
 from alignkit.commands.robustness import add_robustness_parser
 
 TOFU_DESCRIPTION = """\
@@ -179,25 +180,6 @@ def warn_non_finite(console, logs: dict) -> None:
             f"[bold red]WARNING: {len(bad)} metric(s) are not finite ({', '.join(bad)}). The model's "
             "outputs hold NaN/inf (did its training diverge?); these results are meaningless.[/]",
             soft_wrap=True,
-        )
-
-
-def check_eval_args(args) -> None:
-    """Flags every benchmark shares, checked before any model is loaded (each error is one line)."""
-    from alignkit.errors import MissingFileError, UserError
-    from alignkit.models.source import check_pretrained_source
-
-    for flag in ("batch_size", "max_examples"):
-        value = getattr(args, flag, None)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}.")
-    check_pretrained_source(args.model, flag="--model")
-    if getattr(args, "retain_model", None):
-        check_pretrained_source(args.retain_model, flag="--retain-model")
-    logs = getattr(args, "retain_logs", None)
-    if logs and not Path(logs).exists():
-        raise MissingFileError(
-            f"--retain-logs {logs} does not exist; give the retain model's eval log or its folder."
         )
 
 
@@ -410,6 +392,7 @@ def run_preference(args) -> int:
 
     from alignkit.eval.preference import evaluate_preference
 
+    check_eval_args(args)
     console = Console(stderr=True)
     if args.beta <= 0:
         console.print(f"[bold red]error:[/] --beta must be > 0, got {args.beta}.")

@@ -85,31 +85,33 @@ def add_robustness_parser(subparsers) -> None:
 
 
 def print_robustness_table(result, console) -> None:
-    from rich.table import Table
-
     from alignkit.eval.robustness import TABLE_HEADER
+    from alignkit.formatting import print_table
 
     s = result.settings
-    table = Table(
-        title=f"Robustness on {s['forget_split']}: {s['eval_rows']} held-out forget rows "
+    title = (
+        f"Robustness on {s['forget_split']}: {s['eval_rows']} held-out forget rows "
         f"(attack: {s['attack_source']}, {s['relearn']['steps']} steps)"
     )
-    for i, h in enumerate(TABLE_HEADER):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for row in result.table():
-        table.add_row(*row)
-    console.print(table)
+    print_table(console, title, TABLE_HEADER, result.table())
     console.print("recovery: share of the target-unlearned gap in forget Prob that came back (0 none, 1 all)")
 
 
 def run_robustness(args) -> int:
     from rich.console import Console
 
+    from alignkit.commands.eval_args import check_eval_args
+
+    check_eval_args(args)
     from alignkit.eval.robustness import RelearnSettings, evaluate_robustness
 
     console = Console(stderr=True)
     out = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval" / "robustness"
     try:
+        if "quantize" in args.attacks and any(q.startswith("torchao") for q in args.quantizers):
+            from alignkit.eval.quantization import torchao_quantization
+
+            torchao_quantization()  # without torchao: one line naming the extra, before any model loads
         attack_rows = None
         if args.attack_data:
             from alignkit.data import load_rows

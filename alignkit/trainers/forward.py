@@ -140,6 +140,18 @@ def _innermost(model):
     return model
 
 
+def head_logits(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head applied outside the model's forward, in the head's own dtype.
+
+    Under mixed precision accelerate wraps the model's forward in autocast and returns its outputs
+    (hidden states included) in float32; the head called here runs outside that autocast, so a
+    bf16/fp16 head would meet a float32 input (``--dtype bfloat16 --bf16 true`` on CPU failed with
+    "expected m1 and m2 to have the same dtype"). Casting back is exact: the values were that dtype.
+    """
+    weight = getattr(head, "weight", None)
+    return head(hidden.to(weight.dtype) if weight is not None else hidden)
+
+
 @torch.no_grad()
 def _compact_head_exact(model, ids: torch.Tensor, att: torch.Tensor) -> bool:
     """Whether ``lm_head(hidden_states[-1])`` reproduces the model's own logits, checked once per model.
@@ -163,7 +175,12 @@ def _compact_head_exact(model, ids: torch.Tensor, att: torch.Tensor) -> bool:
             cached = bool(
                 out.hidden_states is not None
                 and out.logits.shape[1] == 1
-                and torch.allclose(head(out.hidden_states[-1][:, -1:]), out.logits, rtol=1e-4, atol=1e-5)
+                and torch.allclose(
+                    head_logits(head, out.hidden_states[-1][:, -1:]).float(),
+                    out.logits.float(),
+                    rtol=1e-4,
+                    atol=1e-5,
+                )
             )
         except (TypeError, ValueError, AttributeError):
             cached = False
@@ -229,7 +246,7 @@ def row_outputs(
             head = _innermost(model).get_output_embeddings()
             # As one [1, T, V] row: TRL's selective_log_softmax loops over the first dimension to save memory.
             logps = selective_log_softmax(
-                head(out.hidden_states[-1][:, :-1][scored]).float()[None],
+                head_logits(head, out.hidden_states[-1][:, :-1][scored]).float()[None],
                 labels[:, : width - 1][scored][None],
             )[0]
             # masked_scatter keeps the graph even when no position is scored (a zero, not an error, in backward)
