@@ -319,17 +319,6 @@ def check_resume_settings(recipe: Recipe) -> None:
         )
 
 
-def whole_run_loss(log_history: list[dict]) -> float | None:
-    """Mean training loss over every logged step, before and after a resume (each log entry
-    covers the steps since the previous one); Trainer's own train_loss covers the resumed part only."""
-    total, steps, previous = 0.0, 0, 0
-    for entry in log_history:
-        if "loss" in entry and "step" in entry:
-            span = entry["step"] - previous
-            total, steps, previous = total + entry["loss"] * span, steps + span, entry["step"]
-    return total / steps if steps else None
-
-
 def save_run(recipe: Recipe, built: Built, train_metrics: dict) -> dict:
     """Model + tokenizer (every process calls this; Trainer saves on the main one), recipe, run_info."""
     trainer = built.trainer
@@ -409,7 +398,7 @@ def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
     if resumed_from is not None:
         metrics["resumed_from"] = str(resumed_from)
         metrics["resumed_at_step"] = int(resumed_from.name.rpartition("-")[2] or 0)
-        metrics["train_loss"] = whole_run_loss(trainer.state.log_history)
+        metrics["train_loss"] = trainer.loss_log.whole_run_loss()  # Trainer's covers the resumed steps only
         if recipe.script.resume_with_changed_settings:
             metrics["resumed_with_changed_settings"] = True
     metrics["global_step"] = trainer.state.global_step

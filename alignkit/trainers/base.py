@@ -38,6 +38,7 @@ from alignkit.trainers import checkpoints
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
 from alignkit.trainers.constraints import ConstraintCallback, ConstraintSet, config_reads, parse_constraints
 from alignkit.trainers.forward import ForwardOutput, Needs, resolve_fused_lm_head, row_outputs
+from alignkit.trainers.loss_log import LossLog
 from alignkit.trainers.nonfinite import NonFiniteGuard
 from alignkit.trainers.process_exit import settle_collectives_at_exit
 from alignkit.trainers.ref_cache import with_ref_logps
@@ -218,6 +219,8 @@ class AlignKitTrainer(Trainer):
             )
         self.nonfinite_guard = NonFiniteGuard(self)
         self.add_callback(self.nonfinite_guard)
+        self.loss_log = LossLog(self)  # the logged loss survives a kill and a resume
+        self.add_callback(self.loss_log)
         if self.accelerator.num_processes > 1:
             settle_collectives_at_exit()  # else gloo's threads can abort the exit of a finished run
 
@@ -398,6 +401,7 @@ class AlignKitTrainer(Trainer):
         if note and self.is_world_process_zero():
             logger.warning(note)
         if resume_from_checkpoint is not None:
+            self.loss_log.load(resume_from_checkpoint)
             self._load_extra_state(resume_from_checkpoint)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
 
@@ -423,6 +427,7 @@ class AlignKitTrainer(Trainer):
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = limit
+        self.loss_log.save(folder)
         self._save_extra_state(folder)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
