@@ -30,6 +30,7 @@ from alignkit.models.source import check_pretrained_source
 from alignkit.trainers.run_info import (
     RESOLVED_RECIPE,
     RUN_INFO,
+    TRAINING_KEYS,
     derived_numbers,
     hyperparameters,
     plain,
@@ -281,18 +282,18 @@ def check_output_dir(recipe: Recipe, resume) -> None:
     )
 
 
-# What a resume must not change silently: the method and what the restored optimizer/scheduler hold.
-RESUME_KEYS = (
-    "learning_rate",
-    "lr_scheduler_type",
-    "warmup_ratio",
-    "warmup_steps",
-    "weight_decay",
-    "optim",
-    "max_grad_norm",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
+# What a resume may change: how long it trains, precision and memory settings. Everything else
+# recorded (the method, what the restored optimizer/scheduler hold) must match the run it continues.
+RESUME_MAY_CHANGE = (
+    "num_train_epochs",
+    "max_steps",
+    "seed",
+    "bf16",
+    "fp16",
+    "activation_checkpointing",
+    "gradient_checkpointing",
 )
+RESUME_KEYS = tuple(k for k in TRAINING_KEYS if k not in RESUME_MAY_CHANGE)
 
 
 def check_resume_settings(recipe: Recipe) -> None:
