@@ -64,8 +64,7 @@ def add_robustness_parser(subparsers) -> None:
     p.add_argument(
         "--rows-per-author",
         type=int,
-        default=20,
-        help="Forget rows per author (20 in TOFU; 10 in the generated set).",
+        help="Forget rows per author (default: 20 as in TOFU, or what a generated set's SOURCE.md says: 10).",
     )
     p.add_argument(
         "--quantizers",
@@ -95,6 +94,14 @@ def print_robustness_table(result, console) -> None:
     )
     print_table(console, title, TABLE_HEADER, result.table())
     console.print("recovery: share of the target-unlearned gap in forget Prob that came back (0 none, 1 all)")
+
+
+def rows_per_author(args) -> int:
+    """--rows-per-author, else the generated benchmark's questions per person, else TOFU's 20."""
+    from alignkit.data.synthetic.tofu import generated_questions_per_person
+    from alignkit.eval.robustness import AUTHOR_ROWS
+
+    return args.rows_per_author or generated_questions_per_person(args.data) or AUTHOR_ROWS
 
 
 def run_robustness(args) -> int:
@@ -130,7 +137,7 @@ def run_robustness(args) -> int:
                 batch_size=args.attack_batch_size,
                 k=args.attack_k,
                 seed=args.attack_seed,
-                rows_per_author=args.rows_per_author,
+                rows_per_author=rows_per_author(args),
             ),
             attack_rows=attack_rows,
             quantizers=tuple(args.quantizers),

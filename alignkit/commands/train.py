@@ -90,7 +90,8 @@ def _console():
 def _error(message: str) -> int:
     from rich.console import Console
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # under a launch every rank meets the same mistake
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
     return 2
 
 

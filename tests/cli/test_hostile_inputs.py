@@ -268,9 +268,14 @@ def test_ctrl_c_names_the_newest_checkpoint_and_the_resume_command(cli, recipe_f
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
+    # A process started in the background inherits SIGINT ignored; a terminal's Ctrl-C is not.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt_after_the_first_checkpoints, daemon=True).start()
     flags = ("--max_steps", "100000", "--save_strategy", "steps", "--save_steps", "1")
-    code, out = cli("train", recipe_file, *flags)
+    try:
+        code, out = cli("train", recipe_file, *flags)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 130
     line = one_error_line(out)
     newest = sorted((tmp_path / "run").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
@@ -278,3 +283,35 @@ def test_ctrl_c_names_the_newest_checkpoint_and_the_resume_command(cli, recipe_f
         f"error: interrupted (Ctrl-C); the newest complete checkpoint is {newest}. Resume with: alignkit "
         f"train {recipe_file} {' '.join(flags)} --resume_from_checkpoint true"
     )
+
+
+def test_robustness_reads_the_generated_sets_author_blocks(tmp_path):
+    """On generated data (10 questions per person) the attack split used TOFU's 20-row author blocks:
+    18 held-out rows where docs/results.md reports 16."""
+    import argparse
+
+    from alignkit.commands.robustness import rows_per_author
+    from alignkit.data.synthetic.tofu import generate_tofu_benchmark
+    from alignkit.eval.robustness import tofu_attack_split
+
+    data = generate_tofu_benchmark(tmp_path / "tofu", num_people=20, questions_per_person=10)
+    args = argparse.Namespace(rows_per_author=None, data=str(data))
+    assert rows_per_author(args) == 10
+    assert len(tofu_attack_split(20, k=2, rows_per_author=rows_per_author(args))[1]) == 16
+    assert rows_per_author(argparse.Namespace(rows_per_author=None, data=str(tmp_path))) == 20  # real TOFU
+    assert rows_per_author(argparse.Namespace(rows_per_author=5, data=str(data))) == 5
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--per_device_train_batch_size", "0"], ["--model_name_or_path", "/no/such/model"]],
+    ids=["recipe", "source"],
+)
+def test_a_mistake_is_printed_by_rank_0_only(cli, recipe_file, monkeypatch, args):
+    """Under `accelerate launch` every rank parses the same recipe: the error is one line, not one per rank."""
+    monkeypatch.setenv("RANK", "1")
+    code, out = cli("train", recipe_file, *args)
+    assert code == 2 and out == ""
+    monkeypatch.setenv("RANK", "0")
+    code, out = cli("train", recipe_file, *args)
+    assert code == 2 and one_error_line(out)
