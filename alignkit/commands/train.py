@@ -91,7 +91,9 @@ def _error(message: str) -> int:
     from rich.console import Console
 
     if int(os.environ.get("RANK", "0")) == 0:  # under a launch every rank meets the same mistake
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"[bold red]error:[/] {message}", markup=True
+        )
     return 2
 
 
