@@ -185,13 +185,6 @@ def evaluate_preference(
 
     from alignkit.eval.progress import StageProgress
 
-    records = [normalize_record(dict(r), index=i, source="eval rows") for i, r in enumerate(rows)]
-    if task is None and not any(_pairs(r) for r in records):
-        raise UserError(
-            f"the {len(records)} eval rows hold no ordered pair of completions (no chosen/rejected, scores, "
-            "ranks or labels), so there is nothing to rank; question/answer rows are evaluated with "
-            "`alignkit eval tofu`. Give preference rows (see README: Every shape of data)."
-        )
     if isinstance(model, (str, Path)):
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
         model = AutoModelForCausalLM.from_pretrained(model)
@@ -199,6 +192,13 @@ def evaluate_preference(
         ref_model = AutoModelForCausalLM.from_pretrained(ref_model)
     if tokenizer is None:
         raise ValueError("evaluate_preference: pass `tokenizer` when `model` is an in-memory model.")
+    records = [normalize_record(dict(r), index=i, source="eval rows") for i, r in enumerate(rows)]
+    if task is None and not any(_pairs(r) for r in records):
+        raise UserError(
+            f"the {len(records)} eval rows hold no ordered pair of completions (no chosen/rejected, scores, "
+            "ranks or labels), so there is nothing to rank; question/answer rows are evaluated with "
+            "`alignkit eval tofu`. Give preference rows (see README: Every shape of data)."
+        )
     with StageProgress(progress) as bars:
 
         def stage(what, total):
