@@ -184,12 +184,12 @@ def warn_non_finite(console, logs: dict) -> None:
 
 
 def run_tofu(args) -> int:
+    check_eval_args(args)  # before the evaluation stack is imported: a mistake answers at once
     from rich.console import Console
 
     from alignkit.eval.protocols import get_protocol
     from alignkit.eval.tofu import evaluate_tofu
 
-    check_eval_args(args)
     console = Console(stderr=True)
     output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/tofu") / Path(args.model).name
     protocol = get_protocol(args.protocol)
@@ -278,6 +278,7 @@ def add_muse_parser(subparsers) -> None:
 
 def run_muse_command(args) -> int:
     """``alignkit eval muse``: load, evaluate with a progress bar, print a table, save the logs."""
+    check_eval_args(args)  # before the evaluation stack is imported: a mistake answers at once
     import warnings
 
     from rich.console import Console
@@ -285,7 +286,6 @@ def run_muse_command(args) -> int:
 
     from alignkit.eval.muse import METRIC_HELP, evaluate_muse, format_metric
 
-    check_eval_args(args)
     console = Console(stderr=True)
     output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/muse") / Path(args.model).name
     if args.retain_model is None and args.retain_logs is None:
@@ -387,12 +387,12 @@ def add_preference_parser(subparsers) -> None:
 
 
 def run_preference(args) -> int:
+    check_eval_args(args)  # before the evaluation stack is imported: a mistake answers at once
     from rich.console import Console
     from rich.table import Table
 
     from alignkit.eval.preference import evaluate_preference
 
-    check_eval_args(args)
     console = Console(stderr=True)
     if args.beta <= 0:
         console.print(f"[bold red]error:[/] --beta must be > 0, got {args.beta}.")

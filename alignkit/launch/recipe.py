@@ -32,6 +32,7 @@ from alignkit.launch.recipe_file import (
     unknown_key_message,
 )
 from alignkit.launch.sources import SourceError, parse_source
+from alignkit.models.source import hub_unreachable, offline, offline_hint
 from alignkit.trainers.run_info import RESOLVED_RECIPE, plain
 
 __all__ = [
@@ -406,17 +407,26 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
         raise RecipeError(
             f"{where}: `model_name_or_path` is required: a Hub id, a local folder, or synthetic:tiny."
         )
+    hub = []  # (key, Hub id) of every source that would be downloaded
     try:
         for name in ("train_dataset", "retain_dataset", "eval_dataset"):
             value = getattr(s, name)
-            if value:
-                parse_source(value)
-        parse_source(m.model_name_or_path, what="model")
-        for value in (s.ref_model_name_or_path, s.tokenizer_name_or_path):
+            if value and parse_source(value).kind == "hub":
+                hub.append((name, value, "dataset"))
+        if parse_source(m.model_name_or_path, what="model").kind == "hub":
+            hub.append(("model_name_or_path", m.model_name_or_path, "model"))
+        for name in ("ref_model_name_or_path", "tokenizer_name_or_path"):
+            value = getattr(s, name)
             if value and value.startswith("synthetic:"):
                 raise SourceError(f"{value!r}: only `model_name_or_path` may be synthetic.")
+            if value and parse_source(value, what="model").kind == "hub":
+                hub.append((name, value, "model"))
     except SourceError as err:
         raise RecipeError(f"{where}: {err}") from None
+    datasets_offline = offline() or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    for name, value, what in hub:  # before any data is generated or model loaded: no 30-50 s of retries
+        if not (datasets_offline if what == "dataset" else offline()) and hub_unreachable():
+            raise RecipeError(f"{where}: `{name}`: {offline_hint(what, value)}")
     if (m.load_in_4bit or m.load_in_8bit) and not m.use_peft:
         raise RecipeError(
             f"{where}: `load_in_4bit`/`load_in_8bit` quantize the base weights, which then cannot be trained; "

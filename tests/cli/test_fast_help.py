@@ -37,6 +37,10 @@ print("HEAVY", heavy, "CODE", code, file=sys.stderr)
         ["env", "--help"],
         ["quickstart", "--help"],
         ["eval", "tofu"],  # missing --model: an argument error
+        ["eval", "tofu", "--model", "/no/such/model"],  # flag errors come before the evaluation stack
+        ["eval", "muse", "--model", "/no/such/model"],
+        ["eval", "preference", "--model", "/no/such/model", "--data", "rows.jsonl"],
+        ["eval", "preference", "--model", "/no/such/model", "--task", "safety", "--num-prompts", "0"],
         ["nonsense"],
     ],
 )
