@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 NOISE = ("Setting accelerator to CPU", "pin_memory", "find_unused_parameters")
 
@@ -37,6 +39,7 @@ NPOTrainer(model={model!r}, args=args, train_dataset=rows).train()
 """
 
 
+@pytest.mark.slow  # a second full subprocess run (~50 s on the loaded machine)
 def test_a_python_api_script_prints_no_avoidable_warnings(tiny_model_dir, cache_dir, tmp_path):
     """The CLI set DS_ACCELERATOR for itself only; a script using the trainers printed DeepSpeed's
     "Setting accelerator to CPU" on every CPU run."""
