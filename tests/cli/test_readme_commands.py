@@ -44,7 +44,7 @@ def test_readme_help_command_verbatim(cli):
 
 @pytest.mark.slow
 def test_readme_train_commands_run_verbatim_in_order(tmp_path, cache_dir):
-    """~5 min on 2 loaded cores: finetune_full.yaml trains 930 steps."""
+    """~5 min on 2 cores (over 30 min at load average 16): finetune_full.yaml trains 930 steps."""
     shutil.copytree(REPO / "recipes", tmp_path / "recipes")
     env = {**os.environ, "ALIGNKIT_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     previous = None
@@ -54,7 +54,7 @@ def test_readme_train_commands_run_verbatim_in_order(tmp_path, cache_dir):
         command = [a.replace("RUN_DIR", previous) if previous else a for a in command]
         proc = subprocess.run(
             [sys.executable, "-m", "alignkit.cli", *command[1:]],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800,
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600,
         )  # fmt: skip
         assert proc.returncode == 0, (command, proc.stderr[-3000:])
         if "--output_dir" in command:
