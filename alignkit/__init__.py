@@ -27,12 +27,20 @@ def _card_for_trainer(trainer, **kwargs):
 _wiring.card_renderer = _card_for_trainer
 
 
+# Data loaders the README's snippets use beside the trainers (``from alignkit import load_rows``).
+DATA_NAMES = ("load_pairs", "load_rows")
+
+
 def __getattr__(name: str) -> Any:
     if name.startswith("__") and name != "__all__":
         raise AttributeError(name)
+    if name in DATA_NAMES:
+        value = getattr(importlib.import_module("alignkit.data"), name)
+        globals()[name] = value
+        return value
     trainers = importlib.import_module("alignkit.trainers")
-    if name == "__all__":  # the public names are the trainers' (one list, in alignkit.trainers)
-        return [*trainers.__all__, "__version__"]
+    if name == "__all__":  # the trainers' public names (one list, in alignkit.trainers) and the data loaders
+        return [*trainers.__all__, *DATA_NAMES, "__version__"]
     try:
         value = getattr(trainers, name)
     except AttributeError:

@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from alignkit.errors import CLI_ERRORS
+from alignkit.errors import CLI_ERRORS, Interrupted
 
 # One entry per subcommand module, in the order ``--help`` lists them.
 COMMAND_MODULES = ("quickstart", "train", "eval", "report", "push", "env")
@@ -51,12 +51,18 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CLI_ERRORS as err:
         return report_error(err)
+    except KeyboardInterrupt:  # Ctrl-C: a command that saves state says where (``Interrupted``)
+        return report_error(Interrupted("interrupted (Ctrl-C)"))
 
 
 def report_error(err: BaseException) -> int:
-    """The one place a user error becomes ``error: <one line>`` on stderr (no traceback)."""
-    message = " ".join(str(err).split())  # one line, whatever the message's own newlines
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    """The one place a user error becomes ``error: <one line>`` on stderr (no traceback).
+
+    Under a multi-process launch every rank meets the same mistake; only rank 0 prints it.
+    """
+    if int(os.environ.get("RANK", "0")) == 0:
+        message = " ".join(str(err).split())  # one line, whatever the message's own newlines
+        print(f"error: {message}", file=sys.stderr, flush=True)
     return getattr(err, "exit_code", 2)
 
 

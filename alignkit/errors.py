@@ -30,4 +30,10 @@ class MissingFileError(FileNotFoundError):
     exit_code = 2
 
 
-CLI_ERRORS = (UserError, MissingFileError, TrainingDiverged)
+class Interrupted(Exception):
+    """Ctrl-C: the message says what was kept (the newest checkpoint) and how to continue."""
+
+    exit_code = 130  # the shell's code for SIGINT
+
+
+CLI_ERRORS = (UserError, MissingFileError, TrainingDiverged, Interrupted)

@@ -25,6 +25,7 @@ LAYERS = (
             "alignkit.errors",
             "alignkit.redact",
             "alignkit.paths",
+            "alignkit.values",
         ),
     ),
     ("losses/data", ("alignkit.losses", "alignkit.data", "alignkit.models")),

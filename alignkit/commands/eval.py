@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from alignkit.commands.eval_args import check_eval_args
 from alignkit.commands.robustness import add_robustness_parser
 
 TOFU_DESCRIPTION = """\
@@ -184,32 +185,13 @@ def warn_non_finite(console, logs: dict) -> None:
         )
 
 
-def check_eval_args(args) -> None:
-    """Flags every benchmark shares, checked before any model is loaded (each error is one line)."""
-    from alignkit.errors import MissingFileError, UserError
-    from alignkit.models.source import check_pretrained_source
-
-    for flag in ("batch_size", "max_examples"):
-        value = getattr(args, flag, None)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {value}.")
-    check_pretrained_source(args.model, flag="--model")
-    if getattr(args, "retain_model", None):
-        check_pretrained_source(args.retain_model, flag="--retain-model")
-    logs = getattr(args, "retain_logs", None)
-    if logs and not Path(logs).exists():
-        raise MissingFileError(
-            f"--retain-logs {logs} does not exist; give the retain model's eval log or its folder."
-        )
-
-
 def run_tofu(args) -> int:
+    check_eval_args(args)  # before the evaluation stack is imported: a mistake answers at once
     from rich.console import Console
 
     from alignkit.eval.protocols import get_protocol
     from alignkit.eval.tofu import evaluate_tofu
 
-    check_eval_args(args)
     console = Console(stderr=True)
     output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/tofu") / Path(args.model).name
     protocol = get_protocol(args.protocol)
@@ -299,6 +281,7 @@ def add_muse_parser(subparsers) -> None:
 
 def run_muse_command(args) -> int:
     """``alignkit eval muse``: load, evaluate with a progress bar, print a table, save the logs."""
+    check_eval_args(args)  # before the evaluation stack is imported: a mistake answers at once
     import warnings
 
     from rich.console import Console
@@ -306,7 +289,6 @@ def run_muse_command(args) -> int:
 
     from alignkit.eval.muse import METRIC_HELP, evaluate_muse, format_metric
 
-    check_eval_args(args)
     console = Console(stderr=True)
     output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/muse") / Path(args.model).name
     if args.retain_model is None and args.retain_logs is None:
@@ -444,6 +426,7 @@ def add_preference_parser(subparsers) -> None:
 
 
 def run_preference(args) -> int:
+    check_eval_args(args)  # before the evaluation stack is imported: a mistake answers at once
     from rich.console import Console
     from rich.table import Table
 

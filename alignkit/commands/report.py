@@ -39,9 +39,9 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from alignkit.eval.report import comparison_rows, write_comparison
+    from alignkit.formatting import print_table
 
     console = Console(stderr=True)
     out = write_comparison(args.run_dirs, args.output)
@@ -49,12 +49,7 @@ def run(args) -> int:
     header, rows = comparison_rows(out["runs"])
     headline = ("run", "split/protocol/n", "FQ", "MU", "PrivLeak", "relearn R", "int4 R", "RTN int4 R")
     keep = [header.index(h) for h in (*headline, "forget ROUGE", "forget Prob", "forget TR") if h in header]
-    table = Table(title="TOFU runs")
-    for i in keep:
-        table.add_column(header[i], justify="left" if i < 2 else "right")
-    for r in rows:
-        table.add_row(*(r[i] for i in keep))
-    console.print(table)
+    print_table(console, "TOFU runs", [header[i] for i in keep], [[r[i] for i in keep] for r in rows], left=2)
     console.print(f"table: {out['markdown']}\nplot:  {out['plot']}")
     return 0
 

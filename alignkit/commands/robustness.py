@@ -64,8 +64,7 @@ def add_robustness_parser(subparsers) -> None:
     p.add_argument(
         "--rows-per-author",
         type=int,
-        default=20,
-        help="Forget rows per author (20 in TOFU; 10 in the generated set).",
+        help="Forget rows per author (default: 20 as in TOFU, or what a generated set's SOURCE.md says: 10).",
     )
     p.add_argument(
         "--quantizers",
@@ -85,31 +84,41 @@ def add_robustness_parser(subparsers) -> None:
 
 
 def print_robustness_table(result, console) -> None:
-    from rich.table import Table
-
     from alignkit.eval.robustness import TABLE_HEADER
+    from alignkit.formatting import print_table
 
     s = result.settings
-    table = Table(
-        title=f"Robustness on {s['forget_split']}: {s['eval_rows']} held-out forget rows "
+    title = (
+        f"Robustness on {s['forget_split']}: {s['eval_rows']} held-out forget rows "
         f"(attack: {s['attack_source']}, {s['relearn']['steps']} steps)"
     )
-    for i, h in enumerate(TABLE_HEADER):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for row in result.table():
-        table.add_row(*row)
-    console.print(table)
+    print_table(console, title, TABLE_HEADER, result.table())
     console.print("recovery: share of the target-unlearned gap in forget Prob that came back (0 none, 1 all)")
+
+
+def rows_per_author(args) -> int:
+    """--rows-per-author, else the generated benchmark's questions per person, else TOFU's 20."""
+    from alignkit.data.synthetic.tofu import generated_questions_per_person
+    from alignkit.eval.robustness import AUTHOR_ROWS
+
+    return args.rows_per_author or generated_questions_per_person(args.data) or AUTHOR_ROWS
 
 
 def run_robustness(args) -> int:
     from rich.console import Console
 
+    from alignkit.commands.eval_args import check_eval_args
+
+    check_eval_args(args)
     from alignkit.eval.robustness import RelearnSettings, evaluate_robustness
 
     console = Console(stderr=True)
     out = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval" / "robustness"
     try:
+        if "quantize" in args.attacks and any(q.startswith("torchao") for q in args.quantizers):
+            from alignkit.eval.quantization import torchao_quantization
+
+            torchao_quantization()  # without torchao: one line naming the extra, before any model loads
         attack_rows = None
         if args.attack_data:
             from alignkit.data import load_rows
@@ -128,7 +137,7 @@ def run_robustness(args) -> int:
                 batch_size=args.attack_batch_size,
                 k=args.attack_k,
                 seed=args.attack_seed,
-                rows_per_author=args.rows_per_author,
+                rows_per_author=rows_per_author(args),
             ),
             attack_rows=attack_rows,
             quantizers=tuple(args.quantizers),

@@ -102,7 +102,10 @@ def _console():
 def _error(message: str) -> int:
     from rich.console import Console
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # under a launch every rank meets the same mistake
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"[bold red]error:[/] {message}", markup=True
+        )
     return 2
 
 
@@ -167,39 +170,47 @@ def _machines(args, config: Path) -> int:
     return getattr(args, "num_machines", None) or int(_config(config).get("num_machines", 1))
 
 
-def quiet_deepspeed_on_cpu() -> None:
-    """DeepSpeed (imported by accelerate when installed) warns on every CPU run that it found no GPU."""
-    import torch
+def show_help(args) -> int:
+    """``train --help`` (the methods) or ``train --method NAME --help`` (every key), from the stored
+    keys when an earlier run stored them (instant), else from the trainer stack (seconds)."""
+    from alignkit.launch import recipe_keys
+    from alignkit.launch.recipe_file import read_recipe_file
 
-    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
-        os.environ["DS_ACCELERATOR"] = "cpu"  # exported to launched processes too
+    method = args.method
+    if method is None and args.recipe and Path(args.recipe).is_file():
+        method = read_recipe_file(args.recipe).get("method")
+    if method is None:
+        names = recipe_keys.method_names()
+        if names is None:
+            from alignkit.trainers import METHODS  # importing the package registers every method
+
+            names = sorted(METHODS)
+            recipe_keys.ensure_schema()
+        args._parser.epilog = EPILOG.format(methods=", ".join(names))
+        args._parser.print_help()
+        return 0
+    text = recipe_keys.cached_help(str(method))
+    if text is None:
+        from alignkit.launch.recipe import recipe_help
+
+        try:
+            text = recipe_help(str(method))
+        except ValueError as err:
+            return _error(str(err))
+        recipe_keys.ensure_schema()
+        recipe_keys.store_help(str(method), text)
+    print(text)
+    return 0
 
 
 def run(args) -> int:
-    from alignkit.launch.recipe import RecipeError, load_recipe, recipe_help
-
     extra = list(getattr(args, "extra", []) or [])
     # The recipe file comes first; a first argument that is a flag means a recipe given as flags only.
     args.recipe = extra.pop(0) if extra and not extra[0].startswith("-") else None
     if args.method:
         extra = ["--method", args.method, *extra]
     if args.help:
-        method = args.method
-        if method is None and args.recipe and Path(args.recipe).is_file():
-            from alignkit.launch.recipe import read_recipe_file
-
-            method = read_recipe_file(args.recipe).get("method")
-        if method is None:
-            from alignkit.trainers import METHODS  # importing the package registers every method
-
-            args._parser.epilog = EPILOG.format(methods=", ".join(sorted(METHODS)))
-            args._parser.print_help()
-            return 0
-        try:
-            print(recipe_help(str(method)))
-        except ValueError as err:
-            return _error(str(err))
-        return 0
+        return show_help(args)
     if not args.recipe and not args.method:
         return _error(
             "no recipe given: alignkit train RECIPE.yaml [--key value ...], or a recipe as flags: "
@@ -222,16 +233,30 @@ def run(args) -> int:
         )
         if getattr(args, k) is not None
     ]
+    for flag in ("num_processes", "main_process_port"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            return _error(f"--{flag} must be at least 1, got {value}.")
     if launch_only and not args.accelerate_config:
         return _error(
             f"{', '.join(launch_only)} only apply to a multi-process launch: add --accelerate_config NAME "
             "(precision of a single process is the recipe's `bf16`/`fp16`)."
         )
+    from alignkit.launch import recipe_keys
+    from alignkit.launch.recipe_file import RecipeError
+
+    try:
+        recipe_keys.precheck(args.recipe, extra)  # no torch yet: mistakes come back in well under 1 s
+    except RecipeError as err:
+        return _error(str(err))
+    from alignkit.launch.recipe import load_recipe
+
     try:
         recipe = load_recipe(args.recipe, extra, auto=not args.accelerate_config)
     except RecipeError as err:
         return _error(str(err))
-    quiet_deepspeed_on_cpu()
+    finally:
+        recipe_keys.ensure_schema()  # the trainer stack is imported now: store its keys for next time
     if recipe.script.forget_sequence:  # several unlearning requests (alignkit.launch.sequence)
         if args.accelerate_config:
             return _error("`forget_sequence` runs in one process; drop --accelerate_config.")
@@ -257,4 +282,27 @@ def run(args) -> int:
         run_recipe(recipe, console=_console() if main else None)
     except RecipeError as err:
         return _error(str(err))
+    except KeyboardInterrupt:
+        raise interrupted(args.recipe, extra, recipe) from None
     return 0
+
+
+def interrupted(recipe_file: str | None, extra: list[str], recipe):
+    """Ctrl-C during a run: one line naming the newest complete checkpoint and the command that resumes."""
+    import shlex
+
+    from alignkit.errors import Interrupted
+    from alignkit.trainers.checkpoints import newest_complete
+
+    out = recipe.training.output_dir
+    newest, _ = newest_complete(out)
+    again = shlex.join(["alignkit", "train", *([recipe_file] if recipe_file else []), *extra])
+    if newest is None:
+        return Interrupted(
+            f"interrupted (Ctrl-C) before the first complete checkpoint in {out}; start again with: "
+            f"{again} --overwrite_output_dir true"
+        )
+    resume = "" if "--resume_from_checkpoint" in extra else " --resume_from_checkpoint true"
+    return Interrupted(
+        f"interrupted (Ctrl-C); the newest complete checkpoint is {newest}. Resume with: {again}{resume}"
+    )

@@ -153,9 +153,19 @@ EXTRA_FIELDS = ("final_answer",)
 KNOWN_FIELDS = frozenset(["prompt", *EXTRA_FIELDS, *(f for fields in SHAPE_FIELDS.values() for f in fields)])
 
 
+def _close_field(key: str) -> str | None:
+    """The known field ``key`` is probably a misspelling of (``choosen`` -> ``chosen``), if any."""
+    close = difflib.get_close_matches(key, KNOWN_FIELDS, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def unknown_fields(keys) -> list[str]:
-    """Fields no record shape reads (the caller warns once per dataset that they are ignored)."""
-    return sorted(k for k in keys if k not in KNOWN_FIELDS)
+    """Fields no record shape reads (the caller warns once per dataset that they are ignored).
+
+    Misspellings of a known field are left out: a row holding one is an error naming it (see
+    :func:`_check_fields`), and "ignoring `choosen`" just before that error contradicted it.
+    """
+    return sorted(k for k in keys if k not in KNOWN_FIELDS and _close_field(k) is None)
 
 
 def _check_fields(keys: set[str], err) -> None:
@@ -164,9 +174,9 @@ def _check_fields(keys: set[str], err) -> None:
         if not isinstance(key, str):
             raise err(repr(key), "field names must be strings")
     for key in sorted(keys - KNOWN_FIELDS):
-        close = difflib.get_close_matches(key, KNOWN_FIELDS, n=1, cutoff=0.75)
-        if close and close[0] not in keys:
-            raise err(key, f"is not a known field; did you mean `{close[0]}`? Rename it")
+        close = _close_field(key)
+        if close and close not in keys:
+            raise err(key, f"is not a known field; did you mean `{close}`? Rename it")
     present = [[f for f in fields if f in keys] for fields in SHAPE_FIELDS.values()]
     present = [fields for fields in present if fields]
     if "prompt" in keys and present and all(fields[0] in PROMPTLESS_FIELDS for fields in present):

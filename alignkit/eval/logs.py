@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit.errors import MissingFileError
+from alignkit.errors import MissingFileError, UserError
 
 META_KEY = "alignkit"  # run metadata inside *_EVAL.json; not a metric, open-unlearning ignores it
 # open-unlearning's file names.
@@ -140,7 +140,7 @@ def read_log(path: str | Path, *, file_name: str | None, what: str):
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{p} is not valid JSON ({err}); expected {file_name or 'a JSON object'}.") from None
+        raise UserError(f"{p} is not valid JSON ({err}); expected {file_name or 'a JSON object'}.") from None
 
 
 def read_eval_log(path: str | Path) -> dict:
@@ -184,7 +184,7 @@ def read_results(path: str | Path) -> list[EvalSource]:
         return found
     data = read_log(p, file_name=None, what="results file")
     if not isinstance(data, dict):
-        raise ValueError(f"{p} must hold a JSON object {{metric: value}}, got {type(data).__name__}.")
+        raise UserError(f"{p} must hold a JSON object {{metric: value}}, got {type(data).__name__}.")
     name = p.name.upper()
     if name.startswith("ROBUSTNESS"):
         settings = data.get("settings") or {}
@@ -202,7 +202,7 @@ def read_results(path: str | Path) -> list[EvalSource]:
         return lm_eval_sources(numeric(agg_values(data)), p, data)
     metrics = numeric(data)
     if not metrics:
-        raise ValueError(f"{p} has no numeric metrics; expected a flat {{metric: value}} object.")
+        raise UserError(f"{p} has no numeric metrics; expected a flat {{metric: value}} object.")
     if name.startswith("TOFU_SUMMARY"):
         return [_tofu_source(metrics, p, _sibling_meta(p))]
     if name.startswith("MUSE_SUMMARY"):
@@ -254,7 +254,7 @@ def robustness_metrics(log: dict, model: str | None = None) -> dict[str, float]:
     """
     recovery = log.get("recovery") if isinstance(log, dict) else None
     if not isinstance(recovery, dict):
-        raise ValueError(f"not a robustness log: no 'recovery' entry (expected {ROBUSTNESS_FILE}).")
+        raise UserError(f"not a robustness log: no 'recovery' entry (expected {ROBUSTNESS_FILE}).")
     entries = {k: v for k, v in recovery.items() if k.partition("@")[0] not in ("retain", "target")}
     if model is not None and any(k.partition("@")[0] == model for k in entries):
         entries = {k: v for k, v in entries.items() if k.partition("@")[0] == model}

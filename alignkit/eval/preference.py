@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from alignkit.data.records import normalize_record
+from alignkit.errors import UserError
 
 IDEALIZED_BETAS = (0.01, 0.1, 1.0, 5.0, 10.0)
 TIE_PROB = 0.01  # App. C.1: a tied pair is correct when the probabilities differ by less than this
@@ -235,6 +236,12 @@ def evaluate_preference(
     if tokenizer is None:
         raise ValueError("evaluate_preference: pass `tokenizer` when `model` is an in-memory model.")
     records = [normalize_record(dict(r), index=i, source="eval rows") for i, r in enumerate(rows)]
+    if task is None and judge is None and verifier is None and not any(_pairs(r) for r in records):
+        raise UserError(
+            f"the {len(records)} eval rows hold no ordered pair of completions (no chosen/rejected, scores, "
+            "ranks or labels), so there is nothing to rank; question/answer rows are evaluated with "
+            "`alignkit eval tofu`. Give preference rows (see README: Every shape of data)."
+        )
     if judge is not None:
         from alignkit.eval.judge import load_judge
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alignkit.data.prompt_format import PromptFormat
+from alignkit.errors import UserError
 from alignkit.eval import metrics as M
 from alignkit.eval.loading import load_model, load_tokenizer, model_name
 from alignkit.eval.logs import META_KEY, agg_values, read_eval_log, summarize
@@ -329,20 +330,20 @@ def load_retain_reference(
         logs = read_eval_log(p)
     entry = logs.get("forget_truth_ratio") if isinstance(logs, dict) else None
     if not isinstance(entry, dict) or not isinstance(entry.get("value_by_index"), dict):
-        raise ValueError(
+        raise UserError(
             f"retain log {where} has no 'forget_truth_ratio' entry with 'value_by_index'; Forget Quality needs "
             "the retain model's per-item truth ratios (a TOFU_EVAL.json written by alignkit or open-unlearning)."
         )
     meta = logs.get(META_KEY) or {}
     if meta:
         if meta.get("forget_split") not in (None, forget_split):
-            raise ValueError(
+            raise UserError(
                 f"retain log {where} is for forget split {meta['forget_split']!r}, but this run evaluates "
                 f"{forget_split!r}; Forget Quality compares the same forget items."
             )
         theirs = meta.get("protocol") or {}
         if theirs.get("name") not in (None, protocol.name):
-            raise ValueError(
+            raise UserError(
                 f"retain log {where} was written under protocol {theirs['name']!r}, this run uses "
                 f"{protocol.name!r}; truth ratios from different protocols are not comparable."
             )
@@ -353,26 +354,26 @@ def load_retain_reference(
             if f in theirs and theirs[f] != ours[f]
         ]
         if differ:
-            raise ValueError(
+            raise UserError(
                 f"retain log {where} differs from this run in {', '.join(differ)}; the truth ratios behind "
                 "Forget Quality must be computed the same way."
             )
         if prompt_format is not None and meta.get("prompt_format") not in (None, prompt_format.to_dict()):
-            raise ValueError(
+            raise UserError(
                 f"retain log {where} used prompt format {meta['prompt_format']} but this run uses "
                 f"{prompt_format.to_dict()}; Forget Quality needs the same template on both models."
             )
     vbi = entry["value_by_index"]
     n_ours = len(forget_task.items)
     if len(vbi) != n_ours:
-        raise ValueError(
+        raise UserError(
             f"retain log {where} has {len(vbi)} forget truth ratios, but this run evaluates {n_ours} items of "
             f"{forget_task.spec.config} ({forget_task.source}). Forget Quality needs the same items: the same "
             "forget split, the same protocol row cap, and no --max-examples (or the same one) on both runs."
         )
     ours = {str(it.index) for it in forget_task.items}
     if set(map(str, vbi)) != ours:
-        raise ValueError(
+        raise UserError(
             f"retain log {where}: its item indices do not match rows 0..{n_ours - 1} of {forget_task.spec.config}."
         )
     # open-unlearning logs carry no split name; its ROUGE entries carry the reference answers.
@@ -386,7 +387,7 @@ def load_retain_reference(
             if isinstance(gt, str) and k in answers and _norm_words(gt) in answers[k]
         )
         if gts and same < 0.9 * len(gts):
-            raise ValueError(
+            raise UserError(
                 f"retain log {where}: only {same} of {len(gts)} reference answers in its forget_Q_A_ROUGE match "
                 f"{forget_task.spec.config}; it looks like a log of another forget split."
             )
@@ -401,7 +402,7 @@ def load_retain_reference(
 
 def _check_format(fmt: PromptFormat, tokenizer, who: str) -> None:
     if fmt.mode == "chat" and not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
+        raise UserError(
             f"The prompt format is 'chat' but the tokenizer of {who} has no chat template. Pass a tag format "
             "(prompt_format='qa_plain' / --prompt-format qa_plain, or 'llama2_inst'), or set "
             "`tokenizer.chat_template`."

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,19 +24,41 @@ import yaml
 from trl import ModelConfig
 from trl.scripts.utils import TrlParser
 
-from alignkit.errors import UserError
+from alignkit.launch.recipe_file import (
+    RecipeError,
+    cli_keys,
+    read_recipe_file,
+    scan_cli_value,
+    unknown_key_message,
+)
 from alignkit.launch.sources import SourceError, parse_source
+from alignkit.models.source import hub_unreachable, offline, offline_hint
 from alignkit.trainers.run_info import RESOLVED_RECIPE, plain
 
-__all__ = ["RESOLVED_RECIPE", "Recipe", "RecipeArguments", "RecipeError", "load_recipe", "validate"]
+__all__ = [
+    "RESOLVED_RECIPE",
+    "Recipe",
+    "RecipeArguments",
+    "RecipeError",
+    "load_recipe",
+    "read_recipe_file",
+    "validate",
+]
 
 SEQUENCE_MODES = ("sustainability", "scalability")  # forget_sequence: alignkit.launch.sequence
 SEQUENCE_EVALS = ("tofu", "muse")
 RESERVED_KEYS = ("env",)  # TrlParser's: a mapping exported to os.environ
 
 
-class RecipeError(UserError):
-    """A recipe that cannot run; the message names the file, the key and the fix."""
+def fields_by_method() -> dict[str, list[str]]:
+    """Every method's config fields (to say which methods have a key that this one lacks)."""
+    from alignkit.trainers import METHODS
+
+    return {name: [f.name for f in dataclasses.fields(spec.config_cls)] for name, spec in METHODS.items()}
+
+
+def _unknown_key_message(key: str, known: dict, method: str, where: str) -> str:
+    return unknown_key_message(key, known, method, where, fields_by_method())
 
 
 def _methods_help() -> str:
@@ -59,6 +80,14 @@ class RecipeArguments:
         metadata={
             "help": "Train into an output_dir that already holds files (an earlier run is replaced). "
             "Without it such a run is refused, unless it resumes (--resume_from_checkpoint)."
+        },
+    )
+    resume_with_changed_settings: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume (--resume_from_checkpoint) although the method or optimizer settings differ from "
+            "the run's run_info.json (the restored optimizer and scheduler keep their state). Without it "
+            "such a resume is refused."
         },
     )
     train_dataset: str | None = field(
@@ -226,47 +255,11 @@ def _option_names(parser) -> set[str]:
     return {o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
 
 
-def _other_methods_with(key: str, method: str) -> list[str]:
-    from alignkit.trainers import METHODS
-
-    return sorted(
-        name
-        for name, spec in METHODS.items()
-        if name != method and key in {f.name for f in dataclasses.fields(spec.config_cls)}
-    )
-
-
-def _unknown_key_message(key: str, known: dict, method: str, where: str) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    msg = f"{where}: unknown key `{key}`."
-    others = _other_methods_with(key, method)
-    if others:
-        msg += f" It is a field of {', '.join(others)}, not of method {method!r}."
-    elif close:
-        msg += f" Did you mean `{close[0]}`?"
-    return msg
-
-
 def _dest_of(parser, option: str) -> str:
     for action in parser._actions:
         if f"--{option}" in action.option_strings:
             return action.dest
     return option
-
-
-def _cli_keys(tokens: list[str]) -> list[str]:
-    return [t[2:].split("=", 1)[0] for t in tokens if t.startswith("--")]
-
-
-def _scan_cli_value(tokens: list[str], key: str) -> str | None:
-    """The value of ``--key v`` / ``--key=v`` on the command line, if given (the last one wins)."""
-    value = None
-    for i, tok in enumerate(tokens):
-        if tok == f"--{key}" and i + 1 < len(tokens):
-            value = tokens[i + 1]
-        elif tok.startswith(f"--{key}="):
-            value = tok.split("=", 1)[1]
-    return value
 
 
 def _allows_list(key: str, dataclass_types) -> bool:
@@ -361,51 +354,6 @@ class Recipe:
         return ("\n".join(lines) + "\n\n" if lines else "") + body
 
 
-class _DuplicateKey(yaml.YAMLError):
-    pass
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A YAML loader for which a key given twice is an error (PyYAML keeps the last one silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise _DuplicateKey(
-                    f"line {key_node.start_mark.line + 1}: key `{key}` appears twice (lines "
-                    f"{seen[key] + 1} and {key_node.start_mark.line + 1}); keep one"
-                )
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_recipe_file(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"Recipe {path} does not exist.")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise RecipeError(
-            f"{path}, line {line}: byte 0x{raw[err.start]:02x} is not valid UTF-8; re-save the recipe as UTF-8."
-        ) from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except _DuplicateKey as err:
-        raise RecipeError(f"{path}, {err}.") from None
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path} must hold a YAML mapping of key: value, got {type(data).__name__}.")
-    return data
-
-
 def load_recipe(
     path: str | Path | None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -427,7 +375,7 @@ def load_recipe(
     if env is not None and not isinstance(env, dict):
         raise RecipeError(f"{where}: `env` must be a mapping of environment variables, got {env!r}.")
 
-    method = _scan_cli_value(overrides, "method") or data.get("method")
+    method = scan_cli_value(overrides, "method") or data.get("method")
     if not method:
         raise RecipeError(
             f"{where}: no `method:` given. Add `method: NAME` to the recipe or pass --method NAME; "
@@ -443,7 +391,7 @@ def load_recipe(
     known = _known_keys(parser)
 
     errors = [_unknown_key_message(k, known, spec.name, where) for k in data if k not in known]
-    cli = _cli_keys(overrides)
+    cli = cli_keys(overrides)
     options = _option_names(parser)
     errors += [
         _unknown_key_message(k, known, spec.name, "command line")
@@ -519,6 +467,14 @@ def load_recipe(
     return recipe
 
 
+NO_RESUME = ("false", "no", "0", "none", "")
+
+
+def resumes(value) -> bool:
+    """Whether a ``resume_from_checkpoint`` value asks to resume (``true``/``last`` or a folder)."""
+    return value is not None and str(value).lower() not in NO_RESUME
+
+
 def validate(recipe: Recipe, where: str = "recipe") -> None:
     """Checks that span fields or need the sources parsed (nothing is loaded)."""
     s, m = recipe.script, recipe.model
@@ -531,15 +487,20 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
         raise RecipeError(
             f"{where}: `model_name_or_path` is required: a Hub id, a local folder, or synthetic:tiny."
         )
+    hub = []  # (key, Hub id) of every source that would be downloaded
     try:
         for name in ("train_dataset", "retain_dataset", "eval_dataset"):
             value = getattr(s, name)
-            if value:
-                parse_source(value)
-        parse_source(m.model_name_or_path, what="model")
-        for value in (s.ref_model_name_or_path, s.tokenizer_name_or_path):
+            if value and parse_source(value).kind == "hub":
+                hub.append((name, value, "dataset"))
+        if parse_source(m.model_name_or_path, what="model").kind == "hub":
+            hub.append(("model_name_or_path", m.model_name_or_path, "model"))
+        for name in ("ref_model_name_or_path", "tokenizer_name_or_path"):
+            value = getattr(s, name)
             if value and value.startswith("synthetic:"):
                 raise SourceError(f"{value!r}: only `model_name_or_path` may be synthetic.")
+            if value and parse_source(value, what="model").kind == "hub":
+                hub.append((name, value, "model"))
     except SourceError as err:
         raise RecipeError(f"{where}: {err}") from None
     if s.dataset_preset:
@@ -549,6 +510,10 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
             parse_preset(s.dataset_preset)
         except PresetError as err:
             raise RecipeError(f"{where}: `dataset_preset`: {err}") from None
+    datasets_offline = offline() or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    for name, value, what in hub:  # before any data is generated or model loaded: no 30-50 s of retries
+        if not (datasets_offline if what == "dataset" else offline()) and hub_unreachable():
+            raise RecipeError(f"{where}: `{name}`: {offline_hint(what, value)}")
     if (m.load_in_4bit or m.load_in_8bit) and not m.use_peft:
         raise RecipeError(
             f"{where}: `load_in_4bit`/`load_in_8bit` quantize the base weights, which then cannot be trained; "
@@ -571,6 +536,20 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
     if s.ref_model_name_or_path and recipe.training.ref_mode in ("adapter_off", "none"):
         raise RecipeError(
             f"{where}: `ref_model_name_or_path` is set but `ref_mode: {recipe.training.ref_mode}` never reads it."
+        )
+    out = recipe.training.output_dir
+    if not str(out or "").strip():
+        raise RecipeError(
+            f"{where}: `output_dir` is empty; give the folder the run writes to (e.g. runs/my_run)."
+        )
+    if Path(out).exists() and not Path(out).is_dir():
+        raise RecipeError(
+            f"{where}: `output_dir` {out} is a file; give a folder (a new one, or an earlier run's)."
+        )
+    if s.overwrite_output_dir and resumes(recipe.training.resume_from_checkpoint):
+        raise RecipeError(
+            f"{where}: `overwrite_output_dir: true` replaces the run in {out} but `resume_from_checkpoint` "
+            "continues it; drop one of the two."
         )
     if s.text_chunk_tokens is not None and s.text_chunk_tokens < 1:
         raise RecipeError(f"{where}: `text_chunk_tokens` must be >= 1, got {s.text_chunk_tokens}.")

@@ -18,7 +18,7 @@ from typing import Any
 
 from alignkit._version import __version__
 from alignkit.launch import summary
-from alignkit.launch.recipe import Recipe, RecipeError
+from alignkit.launch.recipe import Recipe, RecipeError, resumes
 from alignkit.launch.sources import (
     build_synthetic_model,
     chunk_text_rows,
@@ -30,8 +30,10 @@ from alignkit.models.source import check_pretrained_source
 from alignkit.trainers.run_info import (
     RESOLVED_RECIPE,
     RUN_INFO,
+    TRAINING_KEYS,
     derived_numbers,
     hyperparameters,
+    plain,
     prompt_format,
 )
 
@@ -277,9 +279,7 @@ def last_logged(trainer) -> dict[str, float]:
 
 def resume_value(value: str | None, output_dir: str | None = None):
     """``--resume_from_checkpoint true|last``: the newest checkpoint in output_dir; or a folder; or None."""
-    if value is None:
-        return None
-    if str(value).lower() in ("false", "no", "0", "none", ""):
+    if not resumes(value):
         return None
     if str(value).lower() in ("true", "last", "latest", "1", "yes"):
         from alignkit.trainers.checkpoints import newest_complete
@@ -308,15 +308,42 @@ def check_output_dir(recipe: Recipe, resume) -> None:
     )
 
 
-def whole_run_loss(log_history: list[dict]) -> float | None:
-    """Mean training loss over every logged step, before and after a resume (each log entry
-    covers the steps since the previous one); Trainer's own train_loss covers the resumed part only."""
-    total, steps, previous = 0.0, 0, 0
-    for entry in log_history:
-        if "loss" in entry and "step" in entry:
-            span = entry["step"] - previous
-            total, steps, previous = total + entry["loss"] * span, steps + span, entry["step"]
-    return total / steps if steps else None
+# What a resume may change: how long it trains, precision and memory settings. Everything else
+# recorded (the method, what the restored optimizer/scheduler hold) must match the run it continues.
+RESUME_MAY_CHANGE = (
+    "num_train_epochs",
+    "max_steps",
+    "seed",
+    "bf16",
+    "fp16",
+    "activation_checkpointing",
+    "gradient_checkpointing",
+)
+RESUME_KEYS = tuple(k for k in TRAINING_KEYS if k not in RESUME_MAY_CHANGE)
+
+
+def check_resume_settings(recipe: Recipe) -> None:
+    """Refuse a resume whose method or optimizer settings differ from the run's own run_info.json.
+
+    The restored scheduler keeps the old rate while the plan and run_info would show the new one
+    (wrong provenance); ``--resume_with_changed_settings true`` continues anyway.
+    """
+    path = Path(recipe.training.output_dir) / RUN_INFO
+    if recipe.script.resume_with_changed_settings or not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not a run_info alignkit can read: nothing to compare with
+    old = {"method": before.get("method"), **(before.get("hyperparameters") or {})}
+    new = {"method": recipe.method, **{k: plain(getattr(recipe.training, k, None)) for k in RESUME_KEYS}}
+    changed = [f"{k} {old[k]!r} -> {new[k]!r}" for k in new if k in old and old[k] != new[k]]
+    if changed:
+        raise RecipeError(
+            f"resume would change {', '.join(changed)} of the run in {path.parent} (the restored optimizer "
+            "and scheduler keep the old state, and run_info.json would record the new values). Resume with "
+            "the run's settings, or pass --resume_with_changed_settings true to continue with the new ones."
+        )
 
 
 def save_run(recipe: Recipe, built: Built, train_metrics: dict) -> dict:
@@ -331,7 +358,7 @@ def save_run(recipe: Recipe, built: Built, train_metrics: dict) -> dict:
         header = (
             f"Resolved recipe of the run in {out}: "
             f"{recipe.path if recipe.path else 'recipe'} plus the command-line overrides.\n"
-            f"Re-run it with: alignkit train {out / RESOLVED_RECIPE}"
+            f"Re-run it with: alignkit train {out / RESOLVED_RECIPE} --output_dir {out}-rerun"
         )
         (out / RESOLVED_RECIPE).write_text(recipe.to_yaml(header), encoding="utf-8")
         write_json(out / RUN_INFO, info, recipe)
@@ -371,6 +398,8 @@ def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
     resume = resume_value(recipe.training.resume_from_checkpoint, recipe.training.output_dir)
     if _is_main():
         check_output_dir(recipe, resume)
+    if resume:
+        check_resume_settings(recipe)
 
     try:
         built = build(recipe, callbacks=callbacks)
@@ -392,7 +421,9 @@ def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
     if resumed_from is not None:
         metrics["resumed_from"] = str(resumed_from)
         metrics["resumed_at_step"] = int(resumed_from.name.rpartition("-")[2] or 0)
-        metrics["train_loss"] = whole_run_loss(trainer.state.log_history)
+        metrics["train_loss"] = trainer.loss_log.whole_run_loss()  # Trainer's covers the resumed steps only
+        if recipe.script.resume_with_changed_settings:
+            metrics["resumed_with_changed_settings"] = True
     metrics["global_step"] = trainer.state.global_step
     metrics["wall_seconds"] = round(time.perf_counter() - start, 3)
     metrics["last_log"] = last_logged(trainer)

@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl
 import datasets
 
 from alignkit.errors import UserError
+from alignkit.models.source import hub_unreachable, offline, offline_hint
 from alignkit.paths import cache_root
 
 SYNTHETIC_PREFIX = "synthetic:"
@@ -138,6 +139,24 @@ def _convert(value: str, typ: type, key: str, text: str):
         raise SourceError(f"{text!r}: `{key}={value}` is not a valid {typ.__name__}.") from None
 
 
+def _param_default(name: str, key: str):
+    parameter = inspect.signature(_generator(name)).parameters.get(key)
+    return parameter.default if parameter is not None else None
+
+
+def _check_count(value, default, key: str, text: str) -> None:
+    """Numbers of a generator are counts, sizes, rates or seeds: never negative, and a size whose
+    default is positive (``vocab_size``, ``num_people``) is at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    size = (
+        isinstance(value, int) and isinstance(default, int) and not isinstance(default, bool) and default > 0
+    )
+    least = 1 if size else 0
+    if value < least:
+        raise SourceError(f"{text!r}: `{key}` must be at least {least}, got {value}.")
+
+
 def parse_source(text: str, *, what: str = "data") -> Source:
     """Parse and check a source string without loading anything (used by recipe validation)."""
     if not isinstance(text, str) or not text.strip():
@@ -163,6 +182,7 @@ def parse_source(text: str, *, what: str = "data") -> Source:
                     f"Known: {', '.join(sorted(types))}."
                 )
             params[key] = _convert(value, types[key], key, text)
+            _check_count(params[key], _param_default(name, key), key, text)
         if params.get("view", "records") not in ("records", "pairwise"):
             raise SourceError(f"{text!r}: `view` must be 'records' or 'pairwise', got {params['view']!r}.")
         return Source(text, "synthetic", name, params)
@@ -271,6 +291,9 @@ def load_source(text: str, config: str | None = None, split: str = "train") -> d
         return load_rows(_synthetic_preference_file(source.name, source.params))
     if source.kind == "local" and not Path(source.name).exists():
         raise SourceError(f"Dataset path {text!r} does not exist.")
+    hub_offline = offline() or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+    if source.kind == "hub" and not hub_offline and hub_unreachable():
+        raise SourceError(offline_hint("dataset", text))
     try:
         return load_rows(source.name, config, split=split)
     except FileNotFoundError as err:

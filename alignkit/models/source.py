@@ -7,12 +7,56 @@ checks say what is wrong with the path and how to fix it.
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from alignkit.errors import UserError
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")
+# What from_pretrained can load weights from (a PEFT adapter folder has adapter_config.json instead).
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "adapter_config.json",
+)
+HUB_PROBE_SECONDS = 3.0
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+@functools.lru_cache(maxsize=1)
+def hub_unreachable() -> str | None:
+    """Why the Hub cannot be reached (a short TCP connect to its endpoint), or None when it can.
+
+    Without network and without ``HF_HUB_OFFLINE``, huggingface_hub retries for 30-50 s before its
+    ``OSError``; this probe answers in at most a few seconds, once per process.
+    """
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = (
+        endpoint.hostname or "huggingface.co",
+        endpoint.port or (80 if endpoint.scheme == "http" else 443),
+    )
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS):
+            return None
+    except OSError as err:
+        return f"{host}:{port} cannot be reached ({err.strerror or type(err).__name__})"
+
+
+def offline_hint(what: str, name: str) -> str:
+    """The one line for a Hub id while the Hub cannot be reached (and HF_HUB_OFFLINE is not set)."""
+    return (
+        f"{name!r} is not a local path and the Hugging Face Hub {hub_unreachable()}. Connect, or "
+        f"give a local folder, or set HF_HUB_OFFLINE=1 (and HF_DATASETS_OFFLINE=1) to use a {what} already "
+        "in the Hugging Face cache."
+    )
 
 
 def _looks_local(name: str) -> bool:
@@ -29,12 +73,19 @@ def check_pretrained_source(name: str, *, what: str = "model", flag: str = "mode
                 f"`{flag}`: the folder {name} has no {' or '.join(needs)}, so it is not a saved {what}; "
                 "point it at a folder written by save_pretrained (e.g. a run's output_dir) or a Hub id."
             )
+        if what == "model" and not any((path / f).is_file() for f in WEIGHT_FILES):
+            raise UserError(
+                f"`{flag}`: the folder {name} has a config but no weights (none of {', '.join(WEIGHT_FILES[:3])}); "
+                "copy the weights in, or point at the complete folder save_pretrained wrote."
+            )
         return
     if path.exists():
         raise UserError(f"`{flag}`: {name} is a file; give the {what}'s folder or a Hub id.")
     if _looks_local(name):
         raise UserError(f"`{flag}`: the folder {name} does not exist; check the path (or give a Hub id).")
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if not offline() and hub_unreachable():
+        raise UserError(f"`{flag}`: {offline_hint(what, name)}")
+    if offline():
         from huggingface_hub import try_to_load_from_cache
 
         cached = any(isinstance(try_to_load_from_cache(name, f), str) for f in needs)

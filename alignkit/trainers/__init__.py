@@ -8,6 +8,9 @@ here or in ``alignkit/__init__.py``.
 import importlib
 import pkgutil
 
+# First: tells DeepSpeed it is on CPU before transformers/accelerate import it (see the module).
+from alignkit.trainers import _quiet_deepspeed  # noqa: F401
+
 # `X as X`: an explicit re-export (the dynamic __all__ below is invisible to linters).
 from alignkit.trainers.base import AlignKitTrainer as AlignKitTrainer
 from alignkit.trainers.config import AlignConfig as AlignConfig

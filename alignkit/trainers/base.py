@@ -38,6 +38,7 @@ from alignkit.trainers import checkpoints
 from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
 from alignkit.trainers.constraints import ConstraintCallback, ConstraintSet, config_reads, parse_constraints
 from alignkit.trainers.forward import ForwardOutput, Needs, resolve_fused_lm_head, row_outputs
+from alignkit.trainers.loss_log import LossLog
 from alignkit.trainers.node_local import save_pretrained_on_this_node
 from alignkit.trainers.nonfinite import NonFiniteGuard
 from alignkit.trainers.process_exit import settle_collectives_at_exit
@@ -220,6 +221,8 @@ class AlignKitTrainer(Trainer):
             )
         self.nonfinite_guard = NonFiniteGuard(self)
         self.add_callback(self.nonfinite_guard)
+        self.loss_log = LossLog(self)  # the logged loss survives a kill and a resume
+        self.add_callback(self.loss_log)
         if self.accelerator.num_processes > 1:
             settle_collectives_at_exit()  # else gloo's threads can abort the exit of a finished run
 
@@ -403,6 +406,7 @@ class AlignKitTrainer(Trainer):
             logger.warning(note)
         self.resumed_from = resume_from_checkpoint  # the run folder's record (run_info) names this one
         if resume_from_checkpoint is not None:
+            self.loss_log.load(resume_from_checkpoint)
             self._load_extra_state(resume_from_checkpoint)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
 
@@ -473,6 +477,7 @@ class AlignKitTrainer(Trainer):
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = limit
+        self.loss_log.save(folder)
         self._save_extra_state(folder)
         self.accelerator.wait_for_everyone()  # every rank of every node has written its part
         if self.args.should_save:  # global rank 0; each node's local rank 0 with save_on_each_node

@@ -20,6 +20,8 @@ import re
 import shutil
 from pathlib import Path
 
+from alignkit.errors import UserError
+
 MARKER = "alignkit_checkpoint.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
@@ -79,11 +81,39 @@ def newest_common_step(steps_per_rank: list[list[int]]) -> int | None:
     return max(set.intersection(*map(set, steps_per_rank)), default=None) if steps_per_rank else None
 
 
+def unusable(folder: str | os.PathLike) -> str | None:
+    """Why a checkpoint cannot be resumed from (None when it can): no marker, or a file damaged after the
+    save (a truncated copy, a full disk) that would otherwise fail deep in the resume with a traceback.
+
+    Reads only ``trainer_state.json`` and the safetensors headers (cheap): the optimizer and RNG files
+    are torch pickles that only the resume itself loads.
+    """
+    folder = Path(folder)
+    if not is_complete(folder):
+        return "a save that did not finish"
+    state = folder / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "trainer_state.json is missing"
+    except (ValueError, OSError) as err:
+        return f"trainer_state.json is damaged: {' '.join(str(err).split())}"
+    from safetensors import safe_open
+
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="numpy") as f:
+                f.keys()
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own SafetensorError, OSError, ...
+            return f"{weights.name} is damaged: {' '.join(str(err).split())}"
+    return None
+
+
 def newest_complete(output_dir: str | os.PathLike) -> tuple[Path | None, list[Path]]:
-    """The newest complete checkpoint, and the incomplete ones newer than it (skipped)."""
+    """The newest complete, loadable checkpoint, and the newer ones skipped (:func:`unusable` says why)."""
     skipped = []
     for _, folder in checkpoints(output_dir):
-        if is_complete(folder):
+        if unusable(folder) is None:
             return folder, skipped
         skipped.append(folder)
     return None, skipped
@@ -99,23 +129,28 @@ def resolve_resume(value, output_dir: str | os.PathLike) -> tuple[str | None, st
         return None, None
     if value is True:
         folder, skipped = newest_complete(output_dir)
-        skipped_note = (
-            f"; skipped {', '.join(p.name for p in skipped)} (a save that did not finish)" if skipped else ""
-        )
+        # Grouped by reason: "checkpoint-14, checkpoint-12 (a save that did not finish)".
+        by_reason: dict[str, list[str]] = {}
+        for p in skipped:
+            by_reason.setdefault(unusable(p), []).append(p.name)
+        reasons = "; ".join(f"{', '.join(names)} ({why})" for why, names in by_reason.items())
+        skipped_note = f"; skipped {reasons}" if skipped else ""
         if folder is None:
-            what = f"only incomplete ones ({', '.join(p.name for p in skipped)})" if skipped else "none"
-            raise ValueError(
+            what = f"only unusable ones: {reasons}" if skipped else "none"
+            raise UserError(
                 f"resume_from_checkpoint=True: {output_dir} has no complete checkpoint-* ({what}); "
                 "start the run without resume_from_checkpoint."
             )
         return str(folder), f"Resuming from {folder}, the newest complete checkpoint{skipped_note}."
     folder = Path(value)
-    if not is_complete(folder):
+    why = unusable(folder)
+    if why is not None:
         newest, _ = newest_complete(folder.parent)
         fix = f"resume from {newest}" if newest is not None else "start without resume_from_checkpoint"
-        raise ValueError(
-            f"resume_from_checkpoint: {folder} is not a complete alignkit checkpoint (no {MARKER}: its "
-            f"save did not finish, or it was not written by alignkit); {fix}, or pass True for the newest "
-            "complete one."
+        if why == "a save that did not finish":
+            why = f"no {MARKER}: its save did not finish, or it was not written by alignkit"
+        raise UserError(
+            f"resume_from_checkpoint: {folder} is not a complete alignkit checkpoint ({why}); {fix}, or "
+            "pass True for the newest complete one."
         )
     return str(folder), f"Resuming from {folder}."

@@ -12,12 +12,14 @@ stays False so that a killed run resumes with its optimizer state.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from transformers import TrainingArguments
 
 from alignkit.data.loading import PAIRINGS
+from alignkit.values import check_values, field_specs
 
 
 def _has_accelerator() -> bool:
@@ -78,6 +80,14 @@ class AlignKitConfig(TrainingArguments):
             "counted and logged)."
         },
     )
+    nonfinite_skip_limit: float = field(
+        default=0.1,
+        metadata={
+            "help": "With on_nonfinite=skip: stop the run (as `stop` does) once more than this share of the "
+            "optimizer steps so far were skipped, counting at least 10 steps (0.1: a second skip within the "
+            "first 10 steps stops). 1 never stops."
+        },
+    )
     share_prompt: bool = field(
         default=False,
         metadata={
@@ -135,10 +145,14 @@ class AlignKitConfig(TrainingArguments):
 
     def __getstate__(self) -> dict:
         # Trainer pickles the arguments into every checkpoint (training_args.bin); the Hub token
-        # must not travel with them (the live object keeps it for pushing).
-        from alignkit.redact import is_secret_key
+        # must not travel with them (the live object keeps it for pushing), nor a token-shaped value
+        # in a free-text field (a `run_name` pasted with a token).
+        from alignkit.redact import is_secret_key, redact_text
 
-        return {k: (None if is_secret_key(k) else v) for k, v in self.__dict__.items()}
+        return {
+            k: None if is_secret_key(k) else redact_text(v) if isinstance(v, str) else v
+            for k, v in self.__dict__.items()
+        }
 
     # > Constraints (alignkit.trainers.constraints; spec methods-alignment.md §5.3)
     constraints: list[dict[str, Any]] | None = field(
@@ -161,13 +175,18 @@ class AlignKitConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        check_values(  # before TrainingArguments' own checks, which fail on None/NaN cryptically
+            {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init},
+            field_specs(type(self)),
+        )
         super().__post_init__()
+        if self.fp16 and (self.use_cpu or not _has_accelerator()):
+            raise ValueError(
+                "`fp16: true` needs a CUDA/XPU device; on CPU training would run in float32 while the run "
+                "records fp16. Drop `fp16` (or use `bf16: true`, which CPUs support)."
+            )
         if self.dataloader_pin_memory and not _has_accelerator():
             self.dataloader_pin_memory = False  # nothing to pin for; torch warns on every epoch otherwise
-        # β > 0 for every method config that has one: checked here once, not in each subclass.
-        beta = getattr(self, "beta", None)
-        if beta is not None and not beta > 0:
-            raise ValueError(f"`beta` must be > 0, got {beta}.")
         if self.learning_rate < 0:
             raise ValueError(f"`learning_rate` must be >= 0, got {self.learning_rate}.")
         if self.ref_mode not in REF_MODES:
@@ -180,6 +199,8 @@ class AlignKitConfig(TrainingArguments):
             raise ValueError(f"`on_invalid` must be 'raise' or 'skip', got {self.on_invalid!r}.")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"`on_nonfinite` must be 'stop' or 'skip', got {self.on_nonfinite!r}.")
+        if not 0 <= self.nonfinite_skip_limit <= 1:
+            raise ValueError(f"`nonfinite_skip_limit` must be in [0, 1], got {self.nonfinite_skip_limit}.")
         if self.constraints is not None:
             from alignkit.trainers.constraints import parse_constraints
 

@@ -142,6 +142,23 @@ def _innermost(model):
     return model
 
 
+def head_logits(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head applied outside the model's forward, in the head's own dtype.
+
+    Under mixed precision accelerate wraps the model's forward in autocast and returns its outputs
+    (hidden states included) in float32; the head called here runs outside that autocast, so a
+    bf16/fp16 head would meet a float32 input (``--dtype bfloat16 --bf16 true`` on CPU failed with
+    "expected m1 and m2 to have the same dtype"). Casting back is exact: the values were that dtype.
+    """
+    return head(in_head_dtype(head, hidden))
+
+
+def in_head_dtype(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """``hidden`` in the head's weight dtype (see :func:`head_logits` for why)."""
+    weight = getattr(head, "weight", None)
+    return hidden.to(weight.dtype) if weight is not None else hidden
+
+
 @torch.no_grad()
 def _compact_head_exact(model, ids: torch.Tensor, att: torch.Tensor) -> bool:
     """Whether ``lm_head(hidden_states[-1])`` reproduces the model's own logits, checked once per model.
@@ -165,7 +182,12 @@ def _compact_head_exact(model, ids: torch.Tensor, att: torch.Tensor) -> bool:
             cached = bool(
                 out.hidden_states is not None
                 and out.logits.shape[1] == 1
-                and torch.allclose(head(out.hidden_states[-1][:, -1:]), out.logits, rtol=1e-4, atol=1e-5)
+                and torch.allclose(
+                    head_logits(head, out.hidden_states[-1][:, -1:]).float(),
+                    out.logits.float(),
+                    rtol=1e-4,
+                    atol=1e-5,
+                )
             )
         except (TypeError, ValueError, AttributeError):
             cached = False
@@ -232,7 +254,9 @@ def row_outputs(
             # A chunk of positions at a time (recomputed in the backward where there are several): the
             # [T, V] logits of a whole batch are never held (alignkit.models.head).
             logps = head_token_logps(
-                out.hidden_states[-1][:, :-1][scored], head, labels[:, : width - 1][scored]
+                in_head_dtype(head, out.hidden_states[-1][:, :-1][scored]),
+                head,
+                labels[:, : width - 1][scored],
             )
             # masked_scatter keeps the graph even when no position is scored (a zero, not an error, in backward)
             token_logps = logps.new_zeros(scored.shape).masked_scatter(scored, logps)

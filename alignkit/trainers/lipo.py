@@ -137,6 +137,15 @@ class LiPOTrainer(AlignKitTrainer):
                 "raise `max_completions` or shorten the list",
             )
         labels = row_labels(record, self.method_args, err)
+        first: dict[str, int] = {}
+        for j, completion in enumerate(record.completions):
+            i = first.setdefault(repr(completion), j)
+            if labels[i] != labels[j]:  # the same text can only get one log-prob: no ranking can satisfy both
+                raise err(
+                    "completions",
+                    f"completions {i} and {j} are identical but graded {labels[i]:g} and {labels[j]:g}; drop "
+                    "the duplicate or grade them alike (or `on_invalid: skip` to leave such rows out)",
+                )
         return PreferenceRecord(
             record.prompt, record.completions, ["ranked"] * len(labels), labels, score_kind="labels"
         )

@@ -8,7 +8,9 @@ term of every micro-batch before its backward pass and every gradient before the
   it are saved as a checkpoint, and ``TrainingDiverged`` names the step, the loss term and the
   batch's row ids.
 * ``on_nonfinite="skip"``: the gradients of the step are dropped so the optimizer leaves the weights
-  as they are; every skipped step is logged (warning + ``nonfinite_skipped_steps`` in the logs).
+  as they are; every skipped step is logged (warning + ``nonfinite_skipped_steps`` in the logs). Once
+  more than ``nonfinite_skip_limit`` of the steps so far (at least 10 counted) were skipped, the run
+  stops as with ``stop``: a run that skips most steps is diverging, and its weights are not a result.
 
 All processes agree on the verdict (one small all-reduce), so no rank waits for another that stopped.
 Gradients are checked where they are whole tensors on each rank (not under DeepSpeed, which steps
@@ -27,6 +29,7 @@ from transformers import TrainerCallback
 from alignkit.errors import TrainingDiverged
 
 logger = logging.getLogger(__name__)
+SKIP_LIMIT_MIN_STEPS = 10  # the share of skipped steps counts at least this many steps
 
 
 def _value(tensor: torch.Tensor) -> str:
@@ -112,7 +115,14 @@ class NonFiniteGuard(TrainerCallback):
                 self._stop(reason)
             self.pending = reason
         if self.pending:
-            self._drop_gradients()
             self.skipped += 1
+            steps, limit = self._step(), args.nonfinite_skip_limit
+            if self.skipped > limit * max(steps, SKIP_LIMIT_MIN_STEPS):
+                self.pending, reason = None, self.pending
+                self._stop(
+                    f"{reason}; {self.skipped} of {steps} optimizer steps were skipped, more than "
+                    f"nonfinite_skip_limit={limit:g} of them (the run is diverging, not hitting a rare bad batch)"
+                )
+            self._drop_gradients()
             logger.warning("%s; skipped (on_nonfinite='skip', %d so far).", self.pending, self.skipped)
             self.pending = None

@@ -9,7 +9,8 @@ import yaml
 HUB_TOKEN = "hf_FAKEcliTOKEN0123456789abcdefghij"
 ENV_TOKEN = "hf_FAKEenvTOKEN0123456789abcdefghij"
 PLAIN_SECRET = "not-token-shaped-but-secret"  # found by its key name only
-SECRETS = (HUB_TOKEN, ENV_TOKEN, PLAIN_SECRET)
+NAME_TOKEN = "hf_FAKEnameTOKEN0123456789abcdefghi"  # pasted into a free-text field (run_name)
+SECRETS = (HUB_TOKEN, ENV_TOKEN, PLAIN_SECRET, NAME_TOKEN)
 
 
 def files_holding(root: Path) -> list[str]:
@@ -30,7 +31,7 @@ def test_tokens_reach_no_written_or_uploaded_file(cli, recipe_file, tmp_path, mo
     recipe["save_steps"] = 1  # checkpoints (training_args.bin, trainer_state.json) are written too
     recipe_file.write_text(yaml.safe_dump(recipe))
 
-    code, out = cli("train", recipe_file, "--hub_token", HUB_TOKEN)
+    code, out = cli("train", recipe_file, "--hub_token", HUB_TOKEN, "--run_name", f"npo-{NAME_TOKEN}")
     assert code == 0, out
     run = tmp_path / "run"
     assert (run / "checkpoint-1" / "training_args.bin").is_file()

@@ -242,7 +242,7 @@ class _Crash(Exception):
     pass
 
 
-def _resume_recipe(make_recipe, path, out_dir):
+def _resume_recipe(make_recipe, path, out_dir, logging_steps=1):
     return make_recipe(
         path,
         method="npo_rt",
@@ -253,19 +253,22 @@ def _resume_recipe(make_recipe, path, out_dir):
         max_steps=4,
         save_steps=2,
         per_device_train_batch_size=4,
-        logging_steps=1,
+        logging_steps=logging_steps,
         learning_rate=1.0e-3,
         disable_tqdm=True,
     )
 
 
-def test_a_crashed_run_resumes_with_the_same_losses(make_recipe, tmp_path, cli):
-    """Checkpoint at step 2, crash at step 3, resume with `--resume_from_checkpoint true`."""
+@pytest.mark.parametrize(("logging_steps", "logged"), [(1, [1, 2, 3, 4]), (3, [3])])
+def test_a_crashed_run_resumes_with_the_same_losses(make_recipe, tmp_path, cli, logging_steps, logged):
+    """Checkpoint at step 2, crash at step 3, resume with `--resume_from_checkpoint true`. Logging every
+    3 steps, the checkpoint falls between two logs: the log at step 3 must still average steps 1-3 (it
+    averaged step 3 alone), and train_loss must still cover steps 1-4 (step 4 is never logged)."""
     from transformers import TrainerCallback
 
     from alignkit.launch.runner import run_recipe
 
-    full = _resume_recipe(make_recipe, tmp_path / "full.yaml", tmp_path / "full")
+    full = _resume_recipe(make_recipe, tmp_path / "full.yaml", tmp_path / "full", logging_steps)
     assert cli("train", full)[0] == 0
     expected = run_info(tmp_path / "full")["train"]["loss_curve"]
 
@@ -274,7 +277,7 @@ def test_a_crashed_run_resumes_with_the_same_losses(make_recipe, tmp_path, cli):
             if state.global_step == 3:
                 raise _Crash
 
-    crashed = _resume_recipe(make_recipe, tmp_path / "crash.yaml", tmp_path / "crash")
+    crashed = _resume_recipe(make_recipe, tmp_path / "crash.yaml", tmp_path / "crash", logging_steps)
     with pytest.raises(_Crash):
         run_recipe(load_recipe(crashed), callbacks=[CrashAtStep3()])
     assert (tmp_path / "crash" / "checkpoint-2").is_dir() and not (
@@ -284,7 +287,7 @@ def test_a_crashed_run_resumes_with_the_same_losses(make_recipe, tmp_path, cli):
     code, out = cli("train", crashed, "--resume_from_checkpoint", "true")
     assert code == 0, out
     resumed = run_info(tmp_path / "crash")["train"]["loss_curve"]
-    assert [s for s, _ in resumed] == [s for s, _ in expected] == [1, 2, 3, 4]
+    assert [s for s, _ in resumed] == [s for s, _ in expected] == logged
     for (_, a), (_, b) in zip(resumed, expected):
         assert a == pytest.approx(b, rel=1e-6)
     # The mean loss covers the whole run, not only the resumed steps, and the resume is recorded.

@@ -116,6 +116,15 @@ def test_unknown_fields_are_warned_once_per_dataset(tokenizer, caplog):
     ]
 
 
+def test_a_misspelled_field_is_an_error_and_not_also_ignored(tokenizer, caplog):
+    """`choosen` is an error naming the row; the warning "ignoring field(s) `choosen`" printed just
+    before it said the opposite."""
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "choosen": "a", "rejected": "b"}]
+    with caplog.at_level(logging.WARNING, logger="alignkit.data.loading"), pytest.raises(RecordError):
+        prepare_dataset(rows, PreferenceCollator(tokenizer), name="prefs")
+    assert [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()] == []
+
+
 def test_collator_rejects_an_empty_batch(tokenizer):
     with pytest.raises(ValueError, match=re.escape("PreferenceCollator got an empty batch (no rows)")):
         PreferenceCollator(tokenizer)([])

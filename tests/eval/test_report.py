@@ -98,3 +98,21 @@ def test_report_finds_run_eval_tofu_and_names_the_run(runs, tmp_path):
     assert main(["report", str(tmp_path / "npo_run"), str(tmp_path / "ga_run"), "--output", str(out)]) == 0
     names = [r["name"] for r in json.loads((out / "tofu_comparison.json").read_text())]
     assert names == ["npo_run", "ga_run"]
+
+
+@pytest.mark.parametrize("columns", [80, 250])
+def test_report_table_never_cuts_a_name_or_number(runs, tmp_path, capsys, monkeypatch, columns):
+    """At 80 columns the table is too wide: rich cut FQ to `1.745…` and both run names to `finet…`;
+    now every row becomes its own block, and every cell of the markdown table is printed whole."""
+    from alignkit.eval.report import comparison_rows, write_comparison
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    dirs = [runs / "unlearned", runs / "retain_vs_itself", runs / "retain"]
+    assert main(["report", *map(str, dirs), "--output", str(tmp_path / "report")]) == 0
+    err = capsys.readouterr().err
+    assert "…" not in err
+    assert max(len(line) for line in err.splitlines()) <= columns
+    header, rows = comparison_rows(write_comparison(dirs, tmp_path / "again")["runs"])
+    for row in rows:
+        for name in ("run", "FQ", "MU", "forget ROUGE"):
+            assert row[header.index(name)] in err, (name, row)

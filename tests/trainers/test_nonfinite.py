@@ -23,8 +23,9 @@ BAD_STEP = 3
 class Fault(TrainerCallback):
     """Poisons step ``BAD_STEP`` (1-based optimizer step) and records the weights after each step."""
 
-    def __init__(self, model, where: str):
+    def __init__(self, model, where: str, persistent: bool = False):
         self.active = False
+        self.persistent = persistent  # every step from BAD_STEP on, not BAD_STEP alone
         self.weights: dict[int, dict[str, torch.Tensor]] = {}
         embed = model.get_input_embeddings()
         if where == "loss":
@@ -37,7 +38,8 @@ class Fault(TrainerCallback):
             embed.weight.register_hook(lambda g: g * math.nan if self.active else g)
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self.active = state.global_step + 1 == BAD_STEP
+        step = state.global_step + 1
+        self.active = step == BAD_STEP or (self.persistent and step > BAD_STEP)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.weights[state.global_step] = snapshot(model)
@@ -46,7 +48,7 @@ class Fault(TrainerCallback):
 def make_trainer(tiny_model_dir, tmp_path, method: str, **overrides):
     spec = get_method(method)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    fault = Fault(model, overrides.pop("fault"))
+    fault = Fault(model, overrides.pop("fault"), overrides.pop("persistent", False))
     args = train_args(spec, tmp_path / "run", per_device_train_batch_size=2, **overrides)
     retain = RETAIN if getattr(args, "retain_loss", "none") != "none" else None
     trainer = spec.trainer_cls(
@@ -116,6 +118,22 @@ def test_skip_mode_leaves_the_weights_of_that_step_unchanged_and_counts_it(tiny_
     assert any(not torch.equal(after[n], skipped[n]) for n in after)  # later steps still train
     logged = [e.get("nonfinite_skipped_steps", 0) for e in trainer.state.log_history if "loss" in e]
     assert logged == [0, 0, 1, 1, 1]
+
+
+def test_skip_mode_stops_once_too_many_steps_were_skipped(tiny_model_dir, tmp_path):
+    """A run that skips step after step is diverging: past nonfinite_skip_limit (0.1 of at least 10
+    steps) it stops like `stop` does, instead of ending "done" with the weights of step 2."""
+    trainer, _ = make_trainer(
+        tiny_model_dir, tmp_path, "ga", fault="loss", persistent=True, on_nonfinite="skip", max_steps=8
+    )
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.train()
+    assert str(info.value).startswith(f"step {BAD_STEP + 1}: the ga loss is nan on rows [")
+    assert (
+        f"2 of {BAD_STEP + 1} optimizer steps were skipped, more than nonfinite_skip_limit=0.1 of them"
+        in str(info.value)
+    )
+    assert (tmp_path / "run" / f"checkpoint-{BAD_STEP}").is_dir()
 
 
 def test_on_nonfinite_is_validated(tmp_path):

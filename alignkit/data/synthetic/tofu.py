@@ -31,6 +31,7 @@ __all__ = [
     "build_tofu_files",
     "forget_people_count",
     "generate_tofu_benchmark",
+    "generated_questions_per_person",
     "load_jsonl",
     "make_people",
     "person_qa",
@@ -989,6 +990,22 @@ def generate_tofu_benchmark(
         _source_md(num_people, questions_per_person, seed, files), encoding="utf-8", newline="\n"
     )
     return out
+
+
+def generated_questions_per_person(folder: str | Path) -> int | None:
+    """Questions per person of a benchmark this module generated (its SOURCE.md says), else None.
+
+    Evaluations that split the forget set by author (``alignkit eval robustness``) read it, so the
+    generated set's 10-question blocks are not taken for TOFU's 20.
+    """
+    import re
+
+    try:
+        text = (Path(folder) / "SOURCE.md").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    found = re.search(r"^- people: \d+, questions per person: (\d+)$", text, re.MULTILINE)
+    return int(found.group(1)) if found and "generate_tofu_benchmark" in text else None
 
 
 def load_jsonl(path: str | Path) -> list[dict]:
