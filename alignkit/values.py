@@ -27,8 +27,19 @@ def field_specs(cls) -> dict[str, tuple[Any, bool]]:
     for f in dataclasses.fields(cls):
         if f.init:
             default = None if f.default is dataclasses.MISSING else f.default
-            specs[f.name] = (default, "None" in str(f.type) or "Optional" in str(f.type))
+            written = _annotation(cls, f.name)
+            specs[f.name] = (default, "None" in str(written) or "Optional" in str(written))
     return specs
+
+
+def _annotation(cls, name: str):
+    """A field's annotation as the class wrote it. Not ``Field.type``: transformers' HfArgumentParser
+    rewrites that in place (``int | None`` becomes ``int``) once a parser is built for the class."""
+    for klass in cls.__mro__:
+        annotations = vars(klass).get("__annotations__", {})
+        if name in annotations:
+            return annotations[name]
+    return None
 
 
 def _number(value) -> bool:
