@@ -113,7 +113,7 @@ def test_books_metrics_match_open_unlearnings_definitions(books, books_model, tm
     import dataclasses
 
     from rouge_score import rouge_scorer
-    from sklearn.metrics import roc_auc_score
+    from scipy.stats import mannwhitneyu
 
     from alignkit.eval.muse import evaluate_muse
     from alignkit.eval.muse_data import load_muse_data
@@ -144,7 +144,9 @@ def test_books_metrics_match_open_unlearnings_definitions(books, books_model, tm
     assert [
         logs["mia_min_k"]["forget"]["value_by_index"][str(i)]["score"] for i in range(4)
     ] == pytest.approx(forget)
-    expected_auc = roc_auc_score([0] * 4 + [1] * 4, forget + holdout)
+    # OU's sklearn roc_auc_score(labels [0]*forget + [1]*holdout, scores) is the Mann-Whitney U of the
+    # holdout scores over the forget scores, divided by n*m (ties count 1/2): scipy computes it on its own.
+    expected_auc = mannwhitneyu(holdout, forget).statistic / (len(forget) * len(holdout))
     assert logs["mia_min_k"]["agg_value"] == pytest.approx(expected_auc)
     # The card and `alignkit push` name the Books dataset, not News.
     from alignkit.eval.logs import read_results

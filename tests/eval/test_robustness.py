@@ -378,13 +378,21 @@ def test_report_and_card_read_the_robustness_log(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--data", "/no/such/folder"], "needs a local TOFU folder"),
+        (["--data", "/no/such/folder", "--quantizers", "rtn_int8"], "needs a local TOFU folder"),
         (["--data", ".", "--quantizers", "int3"], "unknown quantizer 'int3'"),
     ],
 )
 def test_cli_mistakes_are_one_line(extra, message, tmp_path, capsys):
     from alignkit.cli import main
 
-    code = main(["eval", "robustness", "--model", "m", "--target-model", "t", "--retain-model", "r", *extra])
+    models = []
+    for name in ("m", "t", "r"):  # folders that pass the model check, so the flag under test is reached
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        (folder / "model.safetensors").write_bytes(b"")
+        models.append(str(folder))
+    m, t, r = models
+    code = main(["eval", "robustness", "--model", m, "--target-model", t, "--retain-model", r, *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
