@@ -278,7 +278,9 @@ def test_ctrl_c_names_the_newest_checkpoint_and_the_resume_command(cli, recipe_f
         signal.signal(signal.SIGINT, previous)
     assert code == 130
     line = one_error_line(out)
-    newest = sorted((tmp_path / "run").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
+    # The newest folder with its completion marker: the interrupt may land while the next one is written.
+    complete = [p.parent for p in (tmp_path / "run").glob("checkpoint-*/alignkit_checkpoint.json")]
+    newest = sorted(complete, key=lambda p: int(p.name.split("-")[1]))[-1]
     assert line == (
         f"error: interrupted (Ctrl-C); the newest complete checkpoint is {newest}. Resume with: alignkit "
         f"train {recipe_file} {' '.join(flags)} --resume_from_checkpoint true"

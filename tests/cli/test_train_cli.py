@@ -204,7 +204,12 @@ def target_model(tmp_path_factory):
     return out
 
 
-UNLEARN = sorted(p for p in GENERATED.glob("*.yaml") if not p.stem.startswith("finetune"))
+# Sequence recipes (forget_sequence) write one run per request: tests/cli/test_sequence.py covers them.
+UNLEARN = sorted(
+    p
+    for p in GENERATED.glob("*.yaml")
+    if not p.stem.startswith("finetune") and "forget_sequence:" not in p.read_text(encoding="utf-8")
+)
 # AltPO writes 5 x 200-token alternates per question before training: fewer, shorter ones keep this at seconds.
 FAST_FLAGS = {"altpo": ["--num_alternates", "1", "--alternate_max_new_tokens", "8"]}
 
