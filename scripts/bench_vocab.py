@@ -44,6 +44,7 @@ import bench  # noqa: E402  (scripts/: Stepper, alternate, fmt_ratio)
 import torch  # noqa: E402
 
 TOFU = ROOT.parent / "shared" / "data" / "tofu" / "forget10_perturbed.json"
+MAX_LENGTH = 1024  # both sides: no row of either profile is cut (alignkit's default is 512, TRL's 1024)
 BATCH = {"short": 8, "chat": 2}  # pairs per step (chat: the TRL side's logits must fit a 3 GB budget)
 
 
@@ -91,7 +92,9 @@ def build_model(out: Path, vocab: int) -> Path:
 
 
 def ours(model_dir, rows, out, steps):
-    return bench.ours("dpo", model_dir, rows, out, len(rows), steps, ref_mode="precomputed")
+    return bench.ours(
+        "dpo", model_dir, rows, out, len(rows), steps, ref_mode="precomputed", max_length=MAX_LENGTH
+    )
 
 
 def trl(model_dir, rows, out, steps):
@@ -103,6 +106,7 @@ def trl(model_dir, rows, out, steps):
         **bench.train_args(out, len(rows), steps),
         beta=0.1,
         bf16=False,
+        max_length=MAX_LENGTH,
         padding_free=True,
         precompute_ref_log_probs=True,
     )
