@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup quickstart test test-slow test-distributed lint bench clean
+.PHONY: setup quickstart test test-slow test-distributed test-extras lint bench clean
 
 setup: $(VENV)/.alignkit-installed
 
@@ -30,6 +30,12 @@ test-slow: setup
 
 test-distributed: setup
 	$(PY) -m pytest -q -m distributed
+
+# Optional extras' own tests (skipped by `make test` where the extra is absent): lm-evaluation-harness
+# (~200 MB, ~2 min to install) for `alignkit eval lm-eval` and its training callback.
+test-extras: setup
+	$(PY) -m pip install -q -e ".[lm-eval]"
+	$(PY) -m pytest -q -m "slow or not slow" tests/eval/test_lm_harness.py
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
