@@ -29,6 +29,16 @@ def chunk_positions(vocab_size: int) -> int:
     return max(1, CHUNK_BYTES // (4 * vocab_size))
 
 
+def head_vocab_size(head: torch.nn.Module) -> int:
+    """The head's output size. Not ``weight.shape[0]``: under ZeRO-3 a rank's weight is an empty shard
+    outside the forward (``ds_shape`` keeps the full shape)."""
+    size = getattr(head, "out_features", None)
+    if size:
+        return int(size)
+    weight = head.weight
+    return int(getattr(weight, "ds_shape", weight.shape)[0])
+
+
 def _decoder(model) -> torch.nn.Module | None:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder() if hasattr(base, "get_decoder") else None
@@ -117,7 +127,7 @@ def reduce_logits(
 
 def head_stats(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, **kwargs):
     """:func:`reduce_logits` of ``head(states)`` for ``states [T, d]``, a chunk of positions at a time."""
-    step = chunk_positions(head.weight.shape[0])
+    step = chunk_positions(head_vocab_size(head))
     return _cat(
         [reduce_logits(head(s), t, **kwargs) for s, t in zip(states.split(step), targets.split(step))]
     )
@@ -136,7 +146,7 @@ def token_logps(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tens
     in the backward, so at most one chunk's logits (and their gradient) exist at a time, at the cost
     of one more head matmul per chunk in the backward.
     """
-    step = chunk_positions(head.weight.shape[0])
+    step = chunk_positions(head_vocab_size(head))
     if states.shape[0] <= step:
         return _chunk_logps(states, targets, head)
     recompute = torch.is_grad_enabled()

@@ -137,7 +137,7 @@ def test_hamu_refuses_zero3_at_construction_with_one_line(tmp_path, via):
         cmd, env=launch_env(tmp_path), capture_output=True, text=True, timeout=600, cwd=REPO
     )
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 2, proc.stderr[-3000:]  # one line from each rank
+    assert len(errors) == 1, proc.stderr[-3000:]  # rank 0 prints it; the other rank exits 2 quietly
     assert all(
         "HAMUTrainer needs each parameter tensor's full gradient" in e and "zero2.yaml" in e for e in errors
     )

@@ -205,3 +205,18 @@ def test_training_forward_is_chunked_with_the_same_values_and_gradients(tiny, sm
     close(chunked, whole)
     for name in g_whole:
         close(g_chunked[name], g_whole[name])
+
+
+def test_vocab_size_survives_a_zero3_shard():
+    """Under ZeRO-3 a rank's head weight is an empty shard outside the forward: the chunk size must come
+    from the module's full shape (the ZeRO-3 launches divided by zero before)."""
+    from alignkit.models.head import chunk_positions, head_vocab_size
+
+    head = torch.nn.Linear(16, 1000, bias=False)
+    head.weight.data = torch.empty(0)  # what deepspeed.zero.Init leaves on a rank
+    assert head_vocab_size(head) == 1000
+    bare = torch.nn.Module()
+    bare.weight = torch.nn.Parameter(torch.empty(0))
+    bare.weight.ds_shape = torch.Size([1000, 16])  # deepspeed's record of the full shape
+    assert head_vocab_size(bare) == 1000
+    assert chunk_positions(head_vocab_size(head)) == 64 * 2**20 // (4 * 1000)  # 64 MiB of float32
