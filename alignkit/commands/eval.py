@@ -547,15 +547,15 @@ def add_side_effects_parser(subparsers) -> None:
 def run_side_effects(args) -> int:
     from rich.console import Console
 
+    from alignkit.errors import UserError
     from alignkit.eval.side_effects import DEFAULT_TEMPLATES, classifier_judge, evaluate_side_effects
 
-    console = Console(stderr=True)
+    # Through the CLI's one error handler (one unwrapped line, rank 0 only), not a rich print of our own.
     if args.scorer == "judge" and not args.judge_model:
-        console.print("[bold red]error:[/] --scorer judge needs --judge-model (a text-classification model).")
-        return 2
+        raise UserError("--scorer judge needs --judge-model (a text-classification model).")
     if args.window < 1 or args.max_new_tokens < 1 or (args.max_prompts is not None and args.max_prompts < 1):
-        console.print("[bold red]error:[/] --window, --max-new-tokens and --max-prompts must be >= 1.")
-        return 2
+        raise UserError("--window, --max-new-tokens and --max-prompts must be >= 1.")
+    console = Console(stderr=True)
     models = {
         "before": args.model,
         "after": args.after,

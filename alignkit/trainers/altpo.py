@@ -279,7 +279,7 @@ class AltPOTrainer(IdkDPOTrainer):
             )
             return result.completions, [[] for _ in result.completions], {"seconds": result.seconds}
 
-        completions, _, stored_meta, _ = cache_or_draw(directory, key, draw, method="AltPO")
+        completions, _, stored_meta = cache_or_draw(directory, key, draw, method="AltPO")
         seconds = stored_meta.get("seconds", 0.0)
 
         def hit_limit(raw: str) -> bool:

@@ -310,7 +310,7 @@ class D2OTrainer(AlignKitTrainer):
                 {"drops": state.drops, "seconds": state.sampling_seconds},
             )
 
-        state.completions, state.ref_logps, meta, _ = cache_or_draw(directory, key, draw, method="D2O")
+        state.completions, state.ref_logps, meta = cache_or_draw(directory, key, draw, method="D2O")
         state.drops = meta.get("drops", {})
 
     def _cache_key(self, model) -> str:

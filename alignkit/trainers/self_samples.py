@@ -66,7 +66,7 @@ def label_samples(
 
 
 def cache_or_draw(directory, key: str, draw, *, method: str):
-    """The sampler-cache step every self-sampling method runs: ``(completions, values, meta, from_cache)``.
+    """The sampler-cache step every self-sampling method runs: ``(completions, values, meta)``.
 
     ``draw()`` returns ``(completions, values, meta)`` (``values``: per-prompt floats stored beside the
     texts, e.g. reference log-probs or labels); it runs only when ``directory`` has nothing under ``key``
@@ -79,11 +79,11 @@ def cache_or_draw(directory, key: str, draw, *, method: str):
         logger.info(
             "%s: samples of %d prompts loaded from cache %s/%s", method, len(stored[0]), directory, key
         )
-        return (*stored, True)
+        return stored
     completions, values, meta = draw()
     if is_cache_writer():
         save_samples(directory, key, completions, values, meta)
-    return completions, values, meta, False
+    return completions, values, meta
 
 
 def draw_from_starting_weights(model, tokenizer, ids, settings, *, device, show_progress: bool, desc: str):

@@ -131,7 +131,7 @@ class VerifiedSamplesMixin:
         if stored is not None:
             kept, labels, meta = stored
         else:
-            raw, _, _, _ = cache_or_draw(
+            raw, _, _ = cache_or_draw(
                 args.sample_cache_dir or default_sample_cache_dir(),
                 key,
                 lambda: (self._draw_samples(ids, settings, args, method), [[] for _ in ids], {}),
