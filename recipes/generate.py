@@ -1413,48 +1413,54 @@ def muse_recipes() -> dict[str, str]:
     return out
 
 
+def finetune_recipe(name: str, split: str, rows: int, what: str, data: str = GEN_DATA) -> tuple[str, str]:
+    """A tiny Llama fine-tuned on ``split`` (+ the general facts) of a generated benchmark: path, text."""
+    general = "+real_authors+world_facts"  # the general facts too: Model Utility reads them (quickstart)
+    path = f"generated_tofu/{name}.yaml"
+    steps_per_epoch = -(-(rows + 48) // 8)  # rows / the default batch of 8
+    body: list[Row] = [
+        ("method", "finetune", "supervised fine-tuning on the answers"),
+        (
+            "model_name_or_path",
+            "synthetic:tiny?vocab_size=1024",
+            "a tiny Llama (121k params), tokenizer trained on this data",
+        ),
+        (
+            "train_dataset",
+            f"{data}&split={split}{general}",
+            f"{rows} generated QA rows + 48 general facts (Model Utility's "
+            "Real Authors / World Facts: a tiny model has no pretraining to know them)",
+        ),
+        ("output_dir", f"runs/generated_tofu/{name}", "the unlearning recipes start from finetune_full"),
+        ("boundary", "joint", TOFU_BOUNDARY_REASON),
+        ("learning_rate", 3.0e-3, "tiny random model: memorising in minutes needs a large rate"),
+        ("num_train_epochs", 30, "enough for the tiny model to memorise the answers"),
+        ("logging_steps", steps_per_epoch, "one line per epoch"),
+        ("save_strategy", "no", "minutes-long run: no checkpoints"),
+    ]
+    header = [
+        f"Generated TOFU-format benchmark (offline, CPU): build {what}.",
+        "",
+        f"Run:      alignkit train recipes/{path}",
+        f"Evaluate: alignkit eval tofu --model runs/generated_tofu/{name} --data FOLDER --output-dir ...",
+        "          (FOLDER: the generated benchmark, run_info.json datasets.train.files; the run prints the line)",
+        "",
+        f"Expected: {30 * steps_per_epoch} steps. Measured on the full set (930 steps): ~4 minutes on 2 shared CPU",
+        "cores (2-12 depending on load); the NLL per answer token falls from 5.0 (first-epoch average) to",
+        "0.012 (epoch 30).",
+        TOKENISATION_HEADER,
+    ]
+    return path, _file(header, body)
+
+
 def generated_recipes() -> dict[str, str]:
     out = {}
-    general = "+real_authors+world_facts"  # the general facts too: Model Utility reads them (quickstart)
     for name, split, what in (
         ("finetune_full", "full", "the target model: a tiny Llama trained on all 20 generated people"),
         ("finetune_retain90", "retain90", "the forget10 oracle: trained without the last 2 people"),
     ):
-        path = f"generated_tofu/{name}.yaml"
-        steps_per_epoch = -(-((200 if split == "full" else 180) + 48) // 8)  # rows / the default batch of 8
-        body: list[Row] = [
-            ("method", "finetune", "supervised fine-tuning on the answers"),
-            (
-                "model_name_or_path",
-                "synthetic:tiny?vocab_size=1024",
-                "a tiny Llama (121k params), tokenizer trained on this data",
-            ),
-            (
-                "train_dataset",
-                f"{GEN_DATA}&split={split}{general}",
-                f"{200 if split == 'full' else 180} generated QA rows + 48 general facts (Model Utility's "
-                "Real Authors / World Facts: a tiny model has no pretraining to know them)",
-            ),
-            ("output_dir", f"runs/generated_tofu/{name}", "the unlearning recipes start from finetune_full"),
-            ("boundary", "joint", TOFU_BOUNDARY_REASON),
-            ("learning_rate", 3.0e-3, "tiny random model: memorising in minutes needs a large rate"),
-            ("num_train_epochs", 30, "enough for the tiny model to memorise the answers"),
-            ("logging_steps", steps_per_epoch, "one line per epoch"),
-            ("save_strategy", "no", "minutes-long run: no checkpoints"),
-        ]
-        header = [
-            f"Generated TOFU-format benchmark (offline, CPU): build {what}.",
-            "",
-            f"Run:      alignkit train recipes/{path}",
-            f"Evaluate: alignkit eval tofu --model runs/generated_tofu/{name} --data FOLDER --output-dir ...",
-            "          (FOLDER: the generated benchmark, run_info.json datasets.train.files; the run prints the line)",
-            "",
-            f"Expected: {30 * steps_per_epoch} steps. Measured on the full set (930 steps): ~4 minutes on 2 shared CPU",
-            "cores (2-12 depending on load); the NLL per answer token falls from 5.0 (first-epoch average) to",
-            "0.012 (epoch 30).",
-            TOKENISATION_HEADER,
-        ]
-        out[path] = _file(header, body)
+        path, text = finetune_recipe(name, split, 200 if split == "full" else 180, what)
+        out[path] = text
     runs = [
         (method, method, title, rows + [r for r in per_split.get("forget10", []) if r[1] is not None])
         for method, (title, rows, per_split, _) in TOFU_METHODS.items()
@@ -1653,6 +1659,30 @@ GEN_SEQUENCE_EXPECTED = {
 }
 
 
+# Each request's oracle (Forget Quality): trained without that request's people; retain90 is the
+# generated benchmark's own finetune_retain90 (the same rows).
+GEN_SEQUENCE_ORACLES = {
+    "forget05": "retain95",
+    "forget10": "retain90",
+    "forget15": "retain85",
+    "forget20": "retain80",
+}
+
+
+def sequence_oracle_recipes() -> dict[str, str]:
+    """The retain model of every request of the generated sequences (finetune_retain90 exists already)."""
+    out = {}
+    for forget, retain in GEN_SEQUENCE_ORACLES.items():
+        if retain != "retain90":
+            people = int(forget[-2:]) // 5
+            what = f"the {forget} oracle of the sequence recipes: trained without the last {people} people"
+            path, text = finetune_recipe(
+                f"finetune_{retain}", retain, 200 - 10 * people, what, data=GEN_SEQUENCE_DATA
+            )
+            out[path] = text
+    return out
+
+
 def sequence_recipes() -> dict[str, str]:
     """NPO over several requests: on the generated benchmark (runs on CPU) and on MUSE-News."""
     out = {}
@@ -1681,6 +1711,11 @@ def sequence_recipes() -> dict[str, str]:
                     "TOFU on each request's forget split, and on the start model (row 0)",
                 ),
                 (
+                    "sequence_eval_retain_models",
+                    [f"runs/generated_tofu/finetune_{r}" for r in GEN_SEQUENCE_ORACLES.values()],
+                    "each request's oracle (Forget Quality): finetune_retain95/90/85/80.yaml",
+                ),
+                (
                     "output_dir",
                     f"runs/generated_tofu/npo_{mode}",
                     "request_1..4, SEQUENCE.md, sequence_metrics.png",
@@ -1691,11 +1726,55 @@ def sequence_recipes() -> dict[str, str]:
             f"Generated TOFU-format benchmark (offline, CPU): NPO {mode}, 4 requests (forget05 -> forget20).",
             "",
             "Run:      alignkit train recipes/generated_tofu/finetune_full.yaml   (once: the target model)",
+            "          alignkit train recipes/generated_tofu/finetune_retainXX.yaml   (XX = 95, 90, 85, 80: the oracles)",
             f"          alignkit train recipes/{path}",
             f"Resume:   alignkit train recipes/{path} --resume_from_checkpoint true   (after a kill)",
             "",
             f"Expected: {GEN_SEQUENCE_EXPECTED[mode]}",
-            "Forget Quality needs each split's oracle: add sequence_eval_retain_logs (one TOFU_EVAL.json per request).",
+            TOKENISATION_HEADER,
+        ]
+        out[path] = _file(header, body)
+        path = f"tofu/npo/{mode}_full.yaml"
+        body = _merge(
+            [("method", "npo", "alignkit train --method npo --help lists its keys")],
+            TOFU_COMMON[:1],
+            [
+                ("train_dataset", "locuslab/TOFU", "a local folder of the TOFU files works too"),
+                ("train_dataset_config", "forget01", "replaced by each request's split"),
+                (
+                    "forget_sequence",
+                    list(TOFU_SPLITS),
+                    "nested: forget01 within forget05 within forget10 (the last 2, 10, 20 authors)",
+                ),
+                ("sequence_mode", DEFAULT if mode == "sustainability" else mode, what),
+                ("sequence_eval", "tofu", "TOFU on each request's forget split, and on the target (row 0)"),
+                ("sequence_eval_data", "locuslab/TOFU", "the TOFU eval files"),
+                (
+                    "sequence_eval_retain_models",
+                    [f"open-unlearning/tofu_Llama-3.2-1B-Instruct_{r}" for r in TOFU_SPLITS.values()],
+                    "each request's oracle (Forget Quality): open-unlearning's retain99/95/90 models",
+                ),
+                (
+                    "sequence_eval_prompt_format",
+                    "ou_chat",
+                    "the chat format open-unlearning's models were trained in",
+                ),
+            ],
+            TOFU_COMMON[1:],
+            [("output_dir", f"runs/tofu/npo/{mode}_full", "request_1..3, SEQUENCE.md, sequence_metrics.png")],
+        )
+        header = [
+            f"TOFU: NPO {mode} ({what}), forget01 -> forget05 -> forget10, full fine-tuning of {TOFU_TARGET}.",
+            "",
+            f"Run (1 GPU):   alignkit train recipes/{path}   (one process: the requests run in turn)",
+            f"Resume:        alignkit train recipes/{path} --resume_from_checkpoint true",
+            "",
+            "Expected: (not measured) request 1 is the single-request forget01 recipe; each later request"
+            + (
+                " starts from an already-unlearned model, so Model Utility falls further."
+                if mode == "sustainability"
+                else " forgets more authors from the target, so Model Utility is lower the larger the split."
+            ),
             TOKENISATION_HEADER,
         ]
         out[path] = _file(header, body)
@@ -1873,6 +1952,7 @@ def render_all() -> dict[str, str]:
         **harmful_recipes(),
         **reasoning_recipes(),
         **sequence_recipes(),
+        **sequence_oracle_recipes(),
         **wmdp_recipes(),
     }
 

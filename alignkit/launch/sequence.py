@@ -37,6 +37,7 @@ SEQUENCE_KEYS = (
     "sequence_eval",
     "sequence_eval_data",
     "sequence_eval_retain_logs",
+    "sequence_eval_retain_models",
     "sequence_eval_max_examples",
     "sequence_eval_prompt_format",
 )
@@ -215,11 +216,14 @@ def _eval_data(recipe: Recipe) -> str:
 def evaluate(recipe: Recipe, model: str, request: Request, out: Path, progress) -> dict[str, Any]:
     """The request's model evaluated as every other request's; returns the benchmark's summary."""
     s = recipe.script
-    logs = s.sequence_eval_retain_logs
-    retain_logs = None if not logs else logs[0] if len(logs) == 1 else logs[request.index - 1]
+
+    def of_request(given: list[str] | None) -> str | None:  # one for every request, or one each
+        return None if not given else given[0] if len(given) == 1 else given[request.index - 1]
+
     common = dict(
         data=_eval_data(recipe),
-        retain_logs=retain_logs,
+        retain_logs=of_request(s.sequence_eval_retain_logs),
+        retain_model=of_request(s.sequence_eval_retain_models),
         max_examples=s.sequence_eval_max_examples,
         output_dir=out,
         progress=progress,
