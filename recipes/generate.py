@@ -1837,14 +1837,21 @@ WMDP_RMU: list[Row] = [
     (
         "train_dataset_config",
         "bio-forget-corpus+cyber-forget-corpus",
-        "both forget corpora, one after the other",
+        "both forget corpora; topic_field tags each row with its file",
     ),
+    (
+        "topic_field",
+        "dataset_config",
+        "one control vector per corpus (bio, then cyber: the seeded generator's 1st and 2nd draws)",
+    ),
+    ("train_sampling_strategy", "sequential", "batches of 4 bio, 4 cyber, 4 bio, ... as the paper's loop"),
+    ("min_text_chars", 50, "rows of <= 50 characters are dropped from forget and retain corpora, as its get_data"),
     ("retain_dataset", "Salesforce/wikitext", "the paper's retain corpus"),
     ("retain_dataset_config", "wikitext-2-raw-v1", "WikiText-2 raw"),
     (
         "retain_dataset_split",
         "test",
-        "the split the paper's code reads (it also drops rows of <= 50 characters)",
+        "the split the paper's code reads",
     ),
     ("max_length", DEFAULT, "512, the default and the paper's truncation for the bio corpus (cyber: 768)"),
     ("layer", DEFAULT, "block 7, the paper's"),
@@ -1914,8 +1921,10 @@ def wmdp_recipes() -> dict[str, str]:
         "Expected (the WMDP paper's Zephyr-7B row, not reproduced here): WMDP-Bio 63.7 -> 31.2, WMDP-Cyber "
         "44.0 -> 28.2, MMLU 58.1 -> 57.1 (accuracy %).",
         WMDP_GATED,
-        "Differences: the paper draws one control vector per corpus and alternates bio and cyber batches; "
-        "alignkit draws one vector for both (per-topic vectors are not implemented).",
+        "Differences from the paper's loop: its control vectors come from the global RNG (here a seeded "
+        "generator); it truncates cyber rows at 768 tokens (here 512 for both); its retain batch j serves "
+        "bio step 2j and cyber step 2j+1 (here each forget row draws its own retain row); it measures "
+        "cyber rows' length on the raw JSON line (here the text).",
     ]
     out["wmdp/rmu.yaml"] = _file(header, _merge(WMDP_RMU))
     for method, (title, rows) in WMDP_OU_METHODS.items():

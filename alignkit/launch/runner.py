@@ -24,6 +24,7 @@ from alignkit.launch.sources import (
     chunk_text_rows,
     dataset_texts,
     load_source,
+    load_tagged_configs,
     local_files,
 )
 from alignkit.models.source import check_pretrained_source
@@ -97,6 +98,8 @@ def load_datasets(recipe: Recipe, tokenizer=None) -> dict[str, Any]:
             rows = load_preset_rows(
                 source, s.dataset_preset, config, split, on_invalid=recipe.training.on_invalid
             )
+        elif role == "train" and getattr(recipe.training, "topic_field", None) == "dataset_config" and config:
+            rows = load_tagged_configs(source, config, split)  # RMU: one control vector per forget corpus
         else:
             rows = load_source(source, config, split)
         if s.text_chunk_tokens and tokenizer is not None:
