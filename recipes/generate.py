@@ -1653,7 +1653,8 @@ GEN_SEQUENCE_DATA = f"{GEN_DATA}&forget_percents=5,10,15,20"  # 1, 2, 3, 4 of th
 GEN_SEQUENCE_EXPECTED = {
     "sustainability": "(predicted before the run) NPO without a retain term drives each request's forget "
     "probability near 0 and Model Utility down request after request. Measured (docs/results.md): forget Prob "
-    "0.99 -> 6e-4 -> ... -> 2e-14; Model Utility 0.86 -> 0.42 -> 0 from request 2 on (~50 min under load).",
+    "0.99 -> 6e-4 -> ... -> 2e-14; Model Utility 0.86 -> 0.42 -> 0 from request 2 on; Forget Quality (each "
+    "request's oracle) 0.42 -> 0.42 -> 0.17 -> 0.39 -> 2e-23 (8 min with OMP_NUM_THREADS=1, under load).",
     "scalability": "(prediction, not measured) forget probability near 0 at every size; Model Utility lower "
     "the more people are forgotten.",
 }
@@ -1845,7 +1846,11 @@ WMDP_RMU: list[Row] = [
         "one control vector per corpus (bio, then cyber: the seeded generator's 1st and 2nd draws)",
     ),
     ("train_sampling_strategy", "sequential", "batches of 4 bio, 4 cyber, 4 bio, ... as the paper's loop"),
-    ("min_text_chars", 50, "rows of <= 50 characters are dropped from forget and retain corpora, as its get_data"),
+    (
+        "min_text_chars",
+        50,
+        "rows of <= 50 characters are dropped from forget and retain corpora, as its get_data",
+    ),
     ("retain_dataset", "Salesforce/wikitext", "the paper's retain corpus"),
     ("retain_dataset_config", "wikitext-2-raw-v1", "WikiText-2 raw"),
     (

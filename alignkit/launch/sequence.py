@@ -267,15 +267,23 @@ def run_sequence(recipe: Recipe, *, console=None) -> dict:
     from alignkit.launch.runner import run_recipe
     from alignkit.trainers.checkpoints import newest_complete
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RecipeError(
-            "`forget_sequence` runs in one process; launch each request's recipe (output_dir/request_<k>/"
-            "alignkit_recipe.yaml) with accelerate, or drop --accelerate_config."
-        )
+    # Under a multi-process launch every rank runs every request (DDP/ZeRO, as one run); rank 0 alone
+    # writes SEQUENCE.json and evaluates, the others wait for it at a barrier (the process group's
+    # timeout bounds an evaluation). The group lives across requests and is closed after the last.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    main = int(os.environ.get("RANK", "0")) == 0
+    console = console if main else None
+    if distributed:
+        from accelerate import PartialState
+
+        group = PartialState()
+    sync = group.wait_for_everyone if distributed else lambda: None
     resume = _resume_flag(recipe)
     requests = plan(recipe)
     state = load_state(recipe, requests, resume)
-    save_state(recipe, state)
+    sync()  # every rank has read the old state before rank 0 rewrites it
+    if main:
+        save_state(recipe, state)
     progress = console is not None
     base_path = state["done"][0]["run"]["base_model_path"] if state["done"] else None
     for request in requests[len(state["done"]) :]:
@@ -291,7 +299,9 @@ def run_sequence(recipe: Recipe, *, console=None) -> dict:
                 f"{f' (retain {request.retain})' if request.retain else ''} from {start}",
                 markup=True,
             )
-        info = run_recipe(request_recipe(recipe, request, start, resumable), console=console)
+        info = run_recipe(
+            request_recipe(recipe, request, start, resumable), console=console, end=not distributed
+        )
         if base_path is None:
             base_path = info["base_model_path"]
         entry = {
@@ -306,7 +316,7 @@ def run_sequence(recipe: Recipe, *, console=None) -> dict:
                 "resumed_from": info["train"].get("resumed_from"),
             },
         }
-        if recipe.script.sequence_eval:
+        if recipe.script.sequence_eval and main:
             if state["baseline"] is None:  # the start model, on the first request's eval data
                 state["baseline"] = {
                     "model": base_path,
@@ -320,11 +330,16 @@ def run_sequence(recipe: Recipe, *, console=None) -> dict:
                 }
             entry["metrics"] = evaluate(recipe, request.output_dir, request, partial / "eval", progress)
         state["done"].append(entry)
-        save_state(recipe, state)
-    if recipe.script.sequence_eval:
+        if main:
+            save_state(recipe, state)
+        sync()  # the next request starts once rank 0 has evaluated and recorded this one
+    if recipe.script.sequence_eval and main:
         write_outputs(recipe, state)
         if console is not None:
             console.print(f"sequence table: {Path(recipe.training.output_dir) / SEQUENCE_TABLE}")
+    if distributed:
+        sync()
+        group.destroy_process_group()
     return state
 
 
