@@ -1767,7 +1767,7 @@ def sequence_recipes() -> dict[str, str]:
         header = [
             f"TOFU: NPO {mode} ({what}), forget01 -> forget05 -> forget10, full fine-tuning of {TOFU_TARGET}.",
             "",
-            f"Run (1 GPU):   alignkit train recipes/{path}   (one process: the requests run in turn)",
+            f"Run (1 GPU):   alignkit train recipes/{path}   (the requests run in turn)",
             f"Resume:        alignkit train recipes/{path} --resume_from_checkpoint true",
             "",
             "Expected: (not measured) request 1 is the single-request forget01 recipe; each later request"
@@ -1807,9 +1807,8 @@ def sequence_recipes() -> dict[str, str]:
             f"MUSE-News: NPO {mode} ({what}), 4 requests, full fine-tuning of the 7B News target.",
             "",
             f"Run:      alignkit train recipes/{path}",
-            "          (one process; 7B NPO holds two copies of the weights: an 80 GB GPU)",
-            "A sequence runs in one process; for ZeRO-3 launch each request's recipe (output_dir/request_<k>/"
-            "alignkit_recipe.yaml) in turn.",
+            "          (7B NPO holds two copies of the weights: an 80 GB GPU. With --accelerate_config every rank",
+            "          runs every request and rank 0 evaluates; tested with 2-process DDP on CPU, not ZeRO-3)",
             "PrivLeak needs the retrained model's log: add sequence_eval_retain_logs.",
             "",
             "Expected (MUSE paper): NPO's KnowMem-retain falls request after request; the curve should be flat.",

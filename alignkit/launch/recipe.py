@@ -605,11 +605,6 @@ def check_sequence(recipe: Recipe, where: str = "recipe") -> None:
         raise RecipeError(
             f"{where}: `sequence_eval_max_examples` must be >= 1, got {s.sequence_eval_max_examples}."
         )
-    if recipe.model.use_peft and s.sequence_mode == "sustainability" and n > 1:
-        raise RecipeError(
-            f"{where}: a sustainability sequence with `use_peft: true` would stack adapters; train full weights "
-            "(use_peft: false) or run scalability."
-        )
 
 
 def recipe_help(method: str) -> str:

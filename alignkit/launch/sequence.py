@@ -4,7 +4,10 @@ A recipe with ``forget_sequence: [f1, f2, ...]`` trains one run per request into
 ``output_dir/request_<k>``:
 
 * ``sequence_mode: sustainability``: ``model_k = unlearn(model_{k-1}, f_k)``, the first from
-  ``model_name_or_path`` (MUSE C6: ``sust/forget_1..4``; TOFU forget01 -> forget05 -> forget10);
+  ``model_name_or_path`` (MUSE C6: ``sust/forget_1..4``; TOFU forget01 -> forget05 -> forget10). With
+  LoRA each request's adapter is merged into its start model (``request_<k>/merged``) and the next
+  request trains new adapters on that: adapters are not stacked, request k's reference is model_{k-1}
+  as with full weights, and each request's own adapter stays in ``request_<k>``;
 * ``sequence_mode: scalability``: ``model_k = unlearn(model_0, f_k)`` for growing forget sets
   (MUSE C5: ``scal/forget_1..4``).
 
@@ -29,6 +32,7 @@ from alignkit.launch.recipe import Recipe, RecipeError, load_recipe
 from alignkit.launch.sources import local_files, parse_source
 
 SEQUENCE_FILE, SEQUENCE_TABLE, SEQUENCE_PLOT = "SEQUENCE.json", "SEQUENCE.md", "sequence_metrics.png"
+MERGED = "merged"  # LoRA sustainability: request_<k>/merged holds the request's adapter merged into its start
 # The recipe keys of the sequence itself (a request's own recipe drops them).
 SEQUENCE_KEYS = (
     "forget_sequence",
@@ -99,7 +103,8 @@ def plan(recipe: Recipe) -> list[Request]:
             retain = with_split(*retain, retain_entry)
         start = recipe.model.model_name_or_path
         if s.sequence_mode == "sustainability" and k > 1:
-            start = str(out / f"request_{k - 1}")
+            previous = out / f"request_{k - 1}"
+            start = str(previous / MERGED if recipe.model.use_peft else previous)
         requests.append(Request(k, forget, retain_entry, *train, *retain, start, str(out / f"request_{k}")))
     return requests
 
@@ -302,6 +307,12 @@ def run_sequence(recipe: Recipe, *, console=None) -> dict:
         info = run_recipe(
             request_recipe(recipe, request, start, resumable), console=console, end=not distributed
         )
+        evaluated = request.output_dir
+        if recipe.model.use_peft and recipe.script.sequence_mode == "sustainability":
+            evaluated = str(partial / MERGED)  # the next request starts here, and is scored here
+            if main:
+                merge_adapter(request.output_dir, evaluated)
+            sync()
         if base_path is None:
             base_path = info["base_model_path"]
         entry = {
@@ -328,7 +339,7 @@ def run_sequence(recipe: Recipe, *, console=None) -> dict:
                         progress,
                     ),
                 }
-            entry["metrics"] = evaluate(recipe, request.output_dir, request, partial / "eval", progress)
+            entry["metrics"] = evaluate(recipe, evaluated, request, partial / "eval", progress)
         state["done"].append(entry)
         if main:
             save_state(recipe, state)
@@ -341,6 +352,18 @@ def run_sequence(recipe: Recipe, *, console=None) -> dict:
         sync()
         group.destroy_process_group()
     return state
+
+
+def merge_adapter(adapter_dir: str, out: str) -> None:
+    """A LoRA request's adapter merged into the model it trained on (its adapter_config's base), saved
+    with the tokenizer: the next request trains fresh adapters on it, and its frozen reference is this
+    merged model, as a full-weight sequence's reference is the previous request's model."""
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    merged = AutoPeftModelForCausalLM.from_pretrained(adapter_dir).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out)
 
 
 # ------------------------------------------------------------------------------------------ outputs

@@ -8,6 +8,7 @@ between requests resuming to the very weights of an uninterrupted one, and the t
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,22 @@ def load_recipe_rows(folder: Path, split: str):
     from alignkit.data.loading import load_rows
 
     return load_rows(folder, split)
+
+
+def test_lora_sustainability_merges_each_request_before_the_next(cli, make_recipe, tmp_path):
+    """LoRA + sustainability: request k's adapter is merged into its start model (request_k/merged) and
+    request k+1 trains fresh adapters on that, with it as the frozen reference: at request 2's first step
+    the policy equals its reference, so NPO's loss is (2/beta) ln 2 (beta 0.1: 13.863). Stacked adapters
+    over the original base would not give it (request 1 moved the model)."""
+    out = tmp_path / "lora"
+    values = _values(out, forget_sequence=SPLITS[:2], retain_sequence=None, retain_dataset=None,
+                     retain_loss="none", use_peft=True, lora_r=4, learning_rate=5e-2, logging_steps=1)  # fmt: skip
+    code, text = cli("train", make_recipe(tmp_path / "lora.yaml", **values))
+    assert code == 0, text
+    assert (out / "request_1" / "adapter_model.safetensors").is_file()
+    assert (out / "request_1" / "merged" / "model.safetensors").is_file()
+    runs = [json.loads((out / f"request_{k}" / "run_info.json").read_text()) for k in (1, 2)]
+    assert runs[1]["base_model_path"] == str(out / "request_1" / "merged")
+    first = [r["train"]["loss_curve"][0] for r in runs]
+    assert first[1] == [1, pytest.approx(2 / 0.1 * math.log(2), rel=1e-4)]
+    assert not _same(_weights(out / "request_1" / "merged"), _weights(out / "request_2" / "merged"))
