@@ -1413,48 +1413,54 @@ def muse_recipes() -> dict[str, str]:
     return out
 
 
+def finetune_recipe(name: str, split: str, rows: int, what: str, data: str = GEN_DATA) -> tuple[str, str]:
+    """A tiny Llama fine-tuned on ``split`` (+ the general facts) of a generated benchmark: path, text."""
+    general = "+real_authors+world_facts"  # the general facts too: Model Utility reads them (quickstart)
+    path = f"generated_tofu/{name}.yaml"
+    steps_per_epoch = -(-(rows + 48) // 8)  # rows / the default batch of 8
+    body: list[Row] = [
+        ("method", "finetune", "supervised fine-tuning on the answers"),
+        (
+            "model_name_or_path",
+            "synthetic:tiny?vocab_size=1024",
+            "a tiny Llama (121k params), tokenizer trained on this data",
+        ),
+        (
+            "train_dataset",
+            f"{data}&split={split}{general}",
+            f"{rows} generated QA rows + 48 general facts (Model Utility's "
+            "Real Authors / World Facts: a tiny model has no pretraining to know them)",
+        ),
+        ("output_dir", f"runs/generated_tofu/{name}", "the unlearning recipes start from finetune_full"),
+        ("boundary", "joint", TOFU_BOUNDARY_REASON),
+        ("learning_rate", 3.0e-3, "tiny random model: memorising in minutes needs a large rate"),
+        ("num_train_epochs", 30, "enough for the tiny model to memorise the answers"),
+        ("logging_steps", steps_per_epoch, "one line per epoch"),
+        ("save_strategy", "no", "minutes-long run: no checkpoints"),
+    ]
+    header = [
+        f"Generated TOFU-format benchmark (offline, CPU): build {what}.",
+        "",
+        f"Run:      alignkit train recipes/{path}",
+        f"Evaluate: alignkit eval tofu --model runs/generated_tofu/{name} --data FOLDER --output-dir ...",
+        "          (FOLDER: the generated benchmark, run_info.json datasets.train.files; the run prints the line)",
+        "",
+        f"Expected: {30 * steps_per_epoch} steps. Measured on the full set (930 steps): ~4 minutes on 2 shared CPU",
+        "cores (2-12 depending on load); the NLL per answer token falls from 5.0 (first-epoch average) to",
+        "0.012 (epoch 30).",
+        TOKENISATION_HEADER,
+    ]
+    return path, _file(header, body)
+
+
 def generated_recipes() -> dict[str, str]:
     out = {}
-    general = "+real_authors+world_facts"  # the general facts too: Model Utility reads them (quickstart)
     for name, split, what in (
         ("finetune_full", "full", "the target model: a tiny Llama trained on all 20 generated people"),
         ("finetune_retain90", "retain90", "the forget10 oracle: trained without the last 2 people"),
     ):
-        path = f"generated_tofu/{name}.yaml"
-        steps_per_epoch = -(-((200 if split == "full" else 180) + 48) // 8)  # rows / the default batch of 8
-        body: list[Row] = [
-            ("method", "finetune", "supervised fine-tuning on the answers"),
-            (
-                "model_name_or_path",
-                "synthetic:tiny?vocab_size=1024",
-                "a tiny Llama (121k params), tokenizer trained on this data",
-            ),
-            (
-                "train_dataset",
-                f"{GEN_DATA}&split={split}{general}",
-                f"{200 if split == 'full' else 180} generated QA rows + 48 general facts (Model Utility's "
-                "Real Authors / World Facts: a tiny model has no pretraining to know them)",
-            ),
-            ("output_dir", f"runs/generated_tofu/{name}", "the unlearning recipes start from finetune_full"),
-            ("boundary", "joint", TOFU_BOUNDARY_REASON),
-            ("learning_rate", 3.0e-3, "tiny random model: memorising in minutes needs a large rate"),
-            ("num_train_epochs", 30, "enough for the tiny model to memorise the answers"),
-            ("logging_steps", steps_per_epoch, "one line per epoch"),
-            ("save_strategy", "no", "minutes-long run: no checkpoints"),
-        ]
-        header = [
-            f"Generated TOFU-format benchmark (offline, CPU): build {what}.",
-            "",
-            f"Run:      alignkit train recipes/{path}",
-            f"Evaluate: alignkit eval tofu --model runs/generated_tofu/{name} --data FOLDER --output-dir ...",
-            "          (FOLDER: the generated benchmark, run_info.json datasets.train.files; the run prints the line)",
-            "",
-            f"Expected: {30 * steps_per_epoch} steps. Measured on the full set (930 steps): ~4 minutes on 2 shared CPU",
-            "cores (2-12 depending on load); the NLL per answer token falls from 5.0 (first-epoch average) to",
-            "0.012 (epoch 30).",
-            TOKENISATION_HEADER,
-        ]
-        out[path] = _file(header, body)
+        path, text = finetune_recipe(name, split, 200 if split == "full" else 180, what)
+        out[path] = text
     runs = [
         (method, method, title, rows + [r for r in per_split.get("forget10", []) if r[1] is not None])
         for method, (title, rows, per_split, _) in TOFU_METHODS.items()
@@ -1647,10 +1653,35 @@ GEN_SEQUENCE_DATA = f"{GEN_DATA}&forget_percents=5,10,15,20"  # 1, 2, 3, 4 of th
 GEN_SEQUENCE_EXPECTED = {
     "sustainability": "(predicted before the run) NPO without a retain term drives each request's forget "
     "probability near 0 and Model Utility down request after request. Measured (docs/results.md): forget Prob "
-    "0.99 -> 6e-4 -> ... -> 2e-14; Model Utility 0.86 -> 0.42 -> 0 from request 2 on (~50 min under load).",
+    "0.99 -> 6e-4 -> ... -> 2e-14; Model Utility 0.86 -> 0.42 -> 0 from request 2 on; Forget Quality (each "
+    "request's oracle) 0.42 -> 0.42 -> 0.17 -> 0.39 -> 2e-23 (8 min with OMP_NUM_THREADS=1, under load).",
     "scalability": "(prediction, not measured) forget probability near 0 at every size; Model Utility lower "
     "the more people are forgotten.",
 }
+
+
+# Each request's oracle (Forget Quality): trained without that request's people; retain90 is the
+# generated benchmark's own finetune_retain90 (the same rows).
+GEN_SEQUENCE_ORACLES = {
+    "forget05": "retain95",
+    "forget10": "retain90",
+    "forget15": "retain85",
+    "forget20": "retain80",
+}
+
+
+def sequence_oracle_recipes() -> dict[str, str]:
+    """The retain model of every request of the generated sequences (finetune_retain90 exists already)."""
+    out = {}
+    for forget, retain in GEN_SEQUENCE_ORACLES.items():
+        if retain != "retain90":
+            people = int(forget[-2:]) // 5
+            what = f"the {forget} oracle of the sequence recipes: trained without the last {people} people"
+            path, text = finetune_recipe(
+                f"finetune_{retain}", retain, 200 - 10 * people, what, data=GEN_SEQUENCE_DATA
+            )
+            out[path] = text
+    return out
 
 
 def sequence_recipes() -> dict[str, str]:
@@ -1681,6 +1712,11 @@ def sequence_recipes() -> dict[str, str]:
                     "TOFU on each request's forget split, and on the start model (row 0)",
                 ),
                 (
+                    "sequence_eval_retain_models",
+                    [f"runs/generated_tofu/finetune_{r}" for r in GEN_SEQUENCE_ORACLES.values()],
+                    "each request's oracle (Forget Quality): finetune_retain95/90/85/80.yaml",
+                ),
+                (
                     "output_dir",
                     f"runs/generated_tofu/npo_{mode}",
                     "request_1..4, SEQUENCE.md, sequence_metrics.png",
@@ -1691,11 +1727,55 @@ def sequence_recipes() -> dict[str, str]:
             f"Generated TOFU-format benchmark (offline, CPU): NPO {mode}, 4 requests (forget05 -> forget20).",
             "",
             "Run:      alignkit train recipes/generated_tofu/finetune_full.yaml   (once: the target model)",
+            "          alignkit train recipes/generated_tofu/finetune_retainXX.yaml   (XX = 95, 90, 85, 80: the oracles)",
             f"          alignkit train recipes/{path}",
             f"Resume:   alignkit train recipes/{path} --resume_from_checkpoint true   (after a kill)",
             "",
             f"Expected: {GEN_SEQUENCE_EXPECTED[mode]}",
-            "Forget Quality needs each split's oracle: add sequence_eval_retain_logs (one TOFU_EVAL.json per request).",
+            TOKENISATION_HEADER,
+        ]
+        out[path] = _file(header, body)
+        path = f"tofu/npo/{mode}_full.yaml"
+        body = _merge(
+            [("method", "npo", "alignkit train --method npo --help lists its keys")],
+            TOFU_COMMON[:1],
+            [
+                ("train_dataset", "locuslab/TOFU", "a local folder of the TOFU files works too"),
+                ("train_dataset_config", "forget01", "replaced by each request's split"),
+                (
+                    "forget_sequence",
+                    list(TOFU_SPLITS),
+                    "nested: forget01 within forget05 within forget10 (the last 2, 10, 20 authors)",
+                ),
+                ("sequence_mode", DEFAULT if mode == "sustainability" else mode, what),
+                ("sequence_eval", "tofu", "TOFU on each request's forget split, and on the target (row 0)"),
+                ("sequence_eval_data", "locuslab/TOFU", "the TOFU eval files"),
+                (
+                    "sequence_eval_retain_models",
+                    [f"open-unlearning/tofu_Llama-3.2-1B-Instruct_{r}" for r in TOFU_SPLITS.values()],
+                    "each request's oracle (Forget Quality): open-unlearning's retain99/95/90 models",
+                ),
+                (
+                    "sequence_eval_prompt_format",
+                    "ou_chat",
+                    "the chat format open-unlearning's models were trained in",
+                ),
+            ],
+            TOFU_COMMON[1:],
+            [("output_dir", f"runs/tofu/npo/{mode}_full", "request_1..3, SEQUENCE.md, sequence_metrics.png")],
+        )
+        header = [
+            f"TOFU: NPO {mode} ({what}), forget01 -> forget05 -> forget10, full fine-tuning of {TOFU_TARGET}.",
+            "",
+            f"Run (1 GPU):   alignkit train recipes/{path}   (the requests run in turn)",
+            f"Resume:        alignkit train recipes/{path} --resume_from_checkpoint true",
+            "",
+            "Expected: (not measured) request 1 is the single-request forget01 recipe; each later request"
+            + (
+                " starts from an already-unlearned model, so Model Utility falls further."
+                if mode == "sustainability"
+                else " forgets more authors from the target, so Model Utility is lower the larger the split."
+            ),
             TOKENISATION_HEADER,
         ]
         out[path] = _file(header, body)
@@ -1727,9 +1807,8 @@ def sequence_recipes() -> dict[str, str]:
             f"MUSE-News: NPO {mode} ({what}), 4 requests, full fine-tuning of the 7B News target.",
             "",
             f"Run:      alignkit train recipes/{path}",
-            "          (one process; 7B NPO holds two copies of the weights: an 80 GB GPU)",
-            "A sequence runs in one process; for ZeRO-3 launch each request's recipe (output_dir/request_<k>/"
-            "alignkit_recipe.yaml) in turn.",
+            "          (7B NPO holds two copies of the weights: an 80 GB GPU. With --accelerate_config every rank",
+            "          runs every request and rank 0 evaluates; tested with 2-process DDP on CPU, not ZeRO-3)",
             "PrivLeak needs the retrained model's log: add sequence_eval_retain_logs.",
             "",
             "Expected (MUSE paper): NPO's KnowMem-retain falls request after request; the curve should be flat.",
@@ -1758,14 +1837,25 @@ WMDP_RMU: list[Row] = [
     (
         "train_dataset_config",
         "bio-forget-corpus+cyber-forget-corpus",
-        "both forget corpora, one after the other",
+        "both forget corpora; topic_field tags each row with its file",
+    ),
+    (
+        "topic_field",
+        "dataset_config",
+        "one control vector per corpus (bio, then cyber: the seeded generator's 1st and 2nd draws)",
+    ),
+    ("train_sampling_strategy", "sequential", "batches of 4 bio, 4 cyber, 4 bio, ... as the paper's loop"),
+    (
+        "min_text_chars",
+        50,
+        "rows of <= 50 characters are dropped from forget and retain corpora, as its get_data",
     ),
     ("retain_dataset", "Salesforce/wikitext", "the paper's retain corpus"),
     ("retain_dataset_config", "wikitext-2-raw-v1", "WikiText-2 raw"),
     (
         "retain_dataset_split",
         "test",
-        "the split the paper's code reads (it also drops rows of <= 50 characters)",
+        "the split the paper's code reads",
     ),
     ("max_length", DEFAULT, "512, the default and the paper's truncation for the bio corpus (cyber: 768)"),
     ("layer", DEFAULT, "block 7, the paper's"),
@@ -1835,8 +1925,10 @@ def wmdp_recipes() -> dict[str, str]:
         "Expected (the WMDP paper's Zephyr-7B row, not reproduced here): WMDP-Bio 63.7 -> 31.2, WMDP-Cyber "
         "44.0 -> 28.2, MMLU 58.1 -> 57.1 (accuracy %).",
         WMDP_GATED,
-        "Differences: the paper draws one control vector per corpus and alternates bio and cyber batches; "
-        "alignkit draws one vector for both (per-topic vectors are not implemented).",
+        "Differences from the paper's loop: its control vectors come from the global RNG (here a seeded "
+        "generator); it truncates cyber rows at 768 tokens (here 512 for both); its retain batch j serves "
+        "bio step 2j and cyber step 2j+1 (here each forget row draws its own retain row); it measures "
+        "cyber rows' length on the raw JSON line (here the text).",
     ]
     out["wmdp/rmu.yaml"] = _file(header, _merge(WMDP_RMU))
     for method, (title, rows) in WMDP_OU_METHODS.items():
@@ -1873,6 +1965,7 @@ def render_all() -> dict[str, str]:
         **harmful_recipes(),
         **reasoning_recipes(),
         **sequence_recipes(),
+        **sequence_oracle_recipes(),
         **wmdp_recipes(),
     }
 

@@ -257,10 +257,8 @@ def run(args) -> int:
         return _error(str(err))
     finally:
         recipe_keys.ensure_schema()  # the trainer stack is imported now: store its keys for next time
-    if recipe.script.forget_sequence:  # several unlearning requests (alignkit.launch.sequence)
-        if args.accelerate_config:
-            return _error("`forget_sequence` runs in one process; drop --accelerate_config.")
-        from alignkit.launch.sequence import run_sequence
+    if recipe.script.forget_sequence and not args.accelerate_config:  # several requests (launch.sequence);
+        from alignkit.launch.sequence import run_sequence  # with --accelerate_config each rank lands here
 
         try:
             run_sequence(recipe, console=_console())

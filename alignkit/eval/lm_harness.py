@@ -220,7 +220,10 @@ class LmEvalCallback:
     """Run lm-eval tasks every ``every_n_steps`` optimizer steps and log them (``lm_eval/<task>/<metric>``).
 
     The WMDP paper tunes RMU by watching WMDP accuracy fall while MMLU holds; this gives that curve
-    during any alignkit run. Single-process only (the model is evaluated in place, in eval mode).
+    during any alignkit run. The model is evaluated in place, in eval mode. Under a multi-process launch
+    (DDP, ZeRO-1/2: every rank holds the whole model) rank 0 evaluates while the others wait in the
+    broadcast of its numbers, so every rank logs the same values (the wait is bounded by the process
+    group's timeout, ``ddp_timeout``: keep ``lm_eval_limit`` small enough).
     """
 
     def __init__(self, trainer, *, tasks: list[str], every_n_steps: int, include_path=None, limit=None,
@@ -243,6 +246,19 @@ class LmEvalCallback:
         self.hook = _Hook()
 
     def run(self, step: int) -> dict[str, float]:
+        accelerator = self.trainer.accelerator
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            box = [self._evaluate() if accelerator.is_main_process else None]
+            metrics = broadcast_object_list(box, from_process=0)[0]
+        else:
+            metrics = self._evaluate()
+        self.history.append({"step": step, **metrics})
+        self.trainer.log(metrics)
+        return metrics
+
+    def _evaluate(self) -> dict[str, float]:
         model = self.trainer.accelerator.unwrap_model(self.trainer.model)
         was_training = model.training
         model.eval()
@@ -257,7 +273,4 @@ class LmEvalCallback:
             )
         finally:
             model.train(was_training)
-        metrics = {f"lm_eval/{k}": v for k, v in result.summary.items()}
-        self.history.append({"step": step, **metrics})
-        self.trainer.log(metrics)
-        return metrics
+        return {f"lm_eval/{k}": v for k, v in result.summary.items()}

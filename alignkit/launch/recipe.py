@@ -201,6 +201,13 @@ class RecipeArguments:
             "per request (TOFU: the oracle of each forget split)."
         },
     )
+    sequence_eval_retain_models: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Retain (oracle) models instead of logs: one for every request, or one per request "
+            "(TOFU: the model trained without that request's forget split); scored with each evaluation."
+        },
+    )
     sequence_eval_max_examples: int | None = field(
         default=None, metadata={"help": "Keep the first N items of every eval set (quick runs)."}
     )
@@ -584,19 +591,19 @@ def check_sequence(recipe: Recipe, where: str = "recipe") -> None:
             raise RecipeError(
                 f"{where}: `retain_sequence` is set but `retain_dataset` is not; name the retain source."
             )
-    logs = s.sequence_eval_retain_logs
-    if logs is not None and len(logs) not in (1, n):
+    for key in ("sequence_eval_retain_logs", "sequence_eval_retain_models"):
+        given = getattr(s, key)
+        if given is not None and len(given) not in (1, n):
+            raise RecipeError(
+                f"{where}: `{key}` has {len(given)} entries; give 1 (every request) or {n} (one per request)."
+            )
+    if s.sequence_eval_retain_logs and s.sequence_eval_retain_models:
         raise RecipeError(
-            f"{where}: `sequence_eval_retain_logs` has {len(logs)} entries; give 1 (every request) or {n} (one per request)."
+            f"{where}: give `sequence_eval_retain_logs` or `sequence_eval_retain_models`, not both."
         )
     if s.sequence_eval_max_examples is not None and s.sequence_eval_max_examples < 1:
         raise RecipeError(
             f"{where}: `sequence_eval_max_examples` must be >= 1, got {s.sequence_eval_max_examples}."
-        )
-    if recipe.model.use_peft and s.sequence_mode == "sustainability" and n > 1:
-        raise RecipeError(
-            f"{where}: a sustainability sequence with `use_peft: true` would stack adapters; train full weights "
-            "(use_peft: false) or run scalability."
         )
 
 

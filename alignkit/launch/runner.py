@@ -24,6 +24,7 @@ from alignkit.launch.sources import (
     chunk_text_rows,
     dataset_texts,
     load_source,
+    load_tagged_configs,
     local_files,
 )
 from alignkit.models.source import check_pretrained_source
@@ -97,6 +98,8 @@ def load_datasets(recipe: Recipe, tokenizer=None) -> dict[str, Any]:
             rows = load_preset_rows(
                 source, s.dataset_preset, config, split, on_invalid=recipe.training.on_invalid
             )
+        elif role == "train" and getattr(recipe.training, "topic_field", None) == "dataset_config" and config:
+            rows = load_tagged_configs(source, config, split)  # RMU: one control vector per forget corpus
         else:
             rows = load_source(source, config, split)
         if s.text_chunk_tokens and tokenizer is not None:
@@ -179,11 +182,14 @@ def build(recipe: Recipe, callbacks=None) -> Built:
     if (
         s.lm_eval_tasks
     ):  # lm-evaluation-harness every lm_eval_steps steps (optional extra, imported here only)
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
         from alignkit.eval.lm_harness import LmEvalCallback
 
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled():
             raise RecipeError(
-                "`lm_eval_tasks` runs in a single process; drop it under a multi-process launch."
+                "`lm_eval_tasks` evaluates the whole model on rank 0, and ZeRO-3/FSDP shard the weights; "
+                "launch with DDP or ZeRO-1/2, or evaluate the saved model with `alignkit eval lm-eval`."
             )
         trainer.add_callback(
             LmEvalCallback(
@@ -393,8 +399,11 @@ def write_run_info_early(recipe: Recipe, built: Built) -> None:
         write_json(out / RUN_INFO, run_info(recipe, built), recipe)
 
 
-def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
-    """Build, train, save; returns run_info (with the training metrics)."""
+def run_recipe(recipe: Recipe, *, callbacks=None, console=None, end: bool = True) -> dict:
+    """Build, train, save; returns run_info (with the training metrics).
+
+    ``end=False`` keeps the process group of a multi-process launch (a sequence's next request needs it).
+    """
     resume = resume_value(recipe.training.resume_from_checkpoint, recipe.training.output_dir)
     if _is_main():
         check_output_dir(recipe, resume)
@@ -439,6 +448,6 @@ def run_recipe(recipe: Recipe, *, callbacks=None, console=None) -> dict:
     if show:
         summary.print_result(console, recipe, built, info)
     trainer.accelerator.wait_for_everyone()  # no rank tears the group down while another still saves
-    if hasattr(trainer, "end"):
+    if end and hasattr(trainer, "end"):
         trainer.end()  # transformers >= 5.18: closes trackers and the process group
     return info

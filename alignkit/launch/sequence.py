@@ -4,7 +4,10 @@ A recipe with ``forget_sequence: [f1, f2, ...]`` trains one run per request into
 ``output_dir/request_<k>``:
 
 * ``sequence_mode: sustainability``: ``model_k = unlearn(model_{k-1}, f_k)``, the first from
-  ``model_name_or_path`` (MUSE C6: ``sust/forget_1..4``; TOFU forget01 -> forget05 -> forget10);
+  ``model_name_or_path`` (MUSE C6: ``sust/forget_1..4``; TOFU forget01 -> forget05 -> forget10). With
+  LoRA each request's adapter is merged into its start model (``request_<k>/merged``) and the next
+  request trains new adapters on that: adapters are not stacked, request k's reference is model_{k-1}
+  as with full weights, and each request's own adapter stays in ``request_<k>``;
 * ``sequence_mode: scalability``: ``model_k = unlearn(model_0, f_k)`` for growing forget sets
   (MUSE C5: ``scal/forget_1..4``).
 
@@ -29,6 +32,7 @@ from alignkit.launch.recipe import Recipe, RecipeError, load_recipe
 from alignkit.launch.sources import local_files, parse_source
 
 SEQUENCE_FILE, SEQUENCE_TABLE, SEQUENCE_PLOT = "SEQUENCE.json", "SEQUENCE.md", "sequence_metrics.png"
+MERGED = "merged"  # LoRA sustainability: request_<k>/merged holds the request's adapter merged into its start
 # The recipe keys of the sequence itself (a request's own recipe drops them).
 SEQUENCE_KEYS = (
     "forget_sequence",
@@ -37,6 +41,7 @@ SEQUENCE_KEYS = (
     "sequence_eval",
     "sequence_eval_data",
     "sequence_eval_retain_logs",
+    "sequence_eval_retain_models",
     "sequence_eval_max_examples",
     "sequence_eval_prompt_format",
 )
@@ -98,7 +103,8 @@ def plan(recipe: Recipe) -> list[Request]:
             retain = with_split(*retain, retain_entry)
         start = recipe.model.model_name_or_path
         if s.sequence_mode == "sustainability" and k > 1:
-            start = str(out / f"request_{k - 1}")
+            previous = out / f"request_{k - 1}"
+            start = str(previous / MERGED if recipe.model.use_peft else previous)
         requests.append(Request(k, forget, retain_entry, *train, *retain, start, str(out / f"request_{k}")))
     return requests
 
@@ -215,11 +221,14 @@ def _eval_data(recipe: Recipe) -> str:
 def evaluate(recipe: Recipe, model: str, request: Request, out: Path, progress) -> dict[str, Any]:
     """The request's model evaluated as every other request's; returns the benchmark's summary."""
     s = recipe.script
-    logs = s.sequence_eval_retain_logs
-    retain_logs = None if not logs else logs[0] if len(logs) == 1 else logs[request.index - 1]
+
+    def of_request(given: list[str] | None) -> str | None:  # one for every request, or one each
+        return None if not given else given[0] if len(given) == 1 else given[request.index - 1]
+
     common = dict(
         data=_eval_data(recipe),
-        retain_logs=retain_logs,
+        retain_logs=of_request(s.sequence_eval_retain_logs),
+        retain_model=of_request(s.sequence_eval_retain_models),
         max_examples=s.sequence_eval_max_examples,
         output_dir=out,
         progress=progress,
@@ -263,15 +272,23 @@ def run_sequence(recipe: Recipe, *, console=None) -> dict:
     from alignkit.launch.runner import run_recipe
     from alignkit.trainers.checkpoints import newest_complete
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RecipeError(
-            "`forget_sequence` runs in one process; launch each request's recipe (output_dir/request_<k>/"
-            "alignkit_recipe.yaml) with accelerate, or drop --accelerate_config."
-        )
+    # Under a multi-process launch every rank runs every request (DDP/ZeRO, as one run); rank 0 alone
+    # writes SEQUENCE.json and evaluates, the others wait for it at a barrier (the process group's
+    # timeout bounds an evaluation). The group lives across requests and is closed after the last.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    main = int(os.environ.get("RANK", "0")) == 0
+    console = console if main else None
+    if distributed:
+        from accelerate import PartialState
+
+        group = PartialState()
+    sync = group.wait_for_everyone if distributed else lambda: None
     resume = _resume_flag(recipe)
     requests = plan(recipe)
     state = load_state(recipe, requests, resume)
-    save_state(recipe, state)
+    sync()  # every rank has read the old state before rank 0 rewrites it
+    if main:
+        save_state(recipe, state)
     progress = console is not None
     base_path = state["done"][0]["run"]["base_model_path"] if state["done"] else None
     for request in requests[len(state["done"]) :]:
@@ -287,7 +304,15 @@ def run_sequence(recipe: Recipe, *, console=None) -> dict:
                 f"{f' (retain {request.retain})' if request.retain else ''} from {start}",
                 markup=True,
             )
-        info = run_recipe(request_recipe(recipe, request, start, resumable), console=console)
+        info = run_recipe(
+            request_recipe(recipe, request, start, resumable), console=console, end=not distributed
+        )
+        evaluated = request.output_dir
+        if recipe.model.use_peft and recipe.script.sequence_mode == "sustainability":
+            evaluated = str(partial / MERGED)  # the next request starts here, and is scored here
+            if main:
+                merge_adapter(request.output_dir, evaluated)
+            sync()
         if base_path is None:
             base_path = info["base_model_path"]
         entry = {
@@ -302,7 +327,7 @@ def run_sequence(recipe: Recipe, *, console=None) -> dict:
                 "resumed_from": info["train"].get("resumed_from"),
             },
         }
-        if recipe.script.sequence_eval:
+        if recipe.script.sequence_eval and main:
             if state["baseline"] is None:  # the start model, on the first request's eval data
                 state["baseline"] = {
                     "model": base_path,
@@ -314,14 +339,31 @@ def run_sequence(recipe: Recipe, *, console=None) -> dict:
                         progress,
                     ),
                 }
-            entry["metrics"] = evaluate(recipe, request.output_dir, request, partial / "eval", progress)
+            entry["metrics"] = evaluate(recipe, evaluated, request, partial / "eval", progress)
         state["done"].append(entry)
-        save_state(recipe, state)
-    if recipe.script.sequence_eval:
+        if main:
+            save_state(recipe, state)
+        sync()  # the next request starts once rank 0 has evaluated and recorded this one
+    if recipe.script.sequence_eval and main:
         write_outputs(recipe, state)
         if console is not None:
             console.print(f"sequence table: {Path(recipe.training.output_dir) / SEQUENCE_TABLE}")
+    if distributed:
+        sync()
+        group.destroy_process_group()
     return state
+
+
+def merge_adapter(adapter_dir: str, out: str) -> None:
+    """A LoRA request's adapter merged into the model it trained on (its adapter_config's base), saved
+    with the tokenizer: the next request trains fresh adapters on it, and its frozen reference is this
+    merged model, as a full-weight sequence's reference is the previous request's model."""
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    merged = AutoPeftModelForCausalLM.from_pretrained(adapter_dir).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out)
 
 
 # ------------------------------------------------------------------------------------------ outputs

@@ -308,6 +308,17 @@ def load_source(text: str, config: str | None = None, split: str = "train") -> d
         raise
 
 
+def load_tagged_configs(text: str, config: str, split: str = "train") -> datasets.Dataset:
+    """``config="a+b"``: the rows of each config in turn, each with ``dataset_config`` naming its own."""
+    parts = [load_source(text, part, split) for part in config.split("+")]
+    tagged = [
+        rows.add_column("dataset_config", [part] * len(rows))
+        for part, rows in zip(config.split("+"), parts, strict=True)
+    ]
+    common = [c for c in tagged[0].column_names if all(c in t.column_names for t in tagged)]
+    return datasets.concatenate_datasets([t.select_columns(common) for t in tagged])
+
+
 def local_files(text: str) -> str | None:
     """Where a source's files are on this machine (a generated benchmark's folder), if anywhere."""
     source = parse_source(text)

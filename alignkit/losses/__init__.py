@@ -39,6 +39,7 @@ from alignkit.losses.rmu import (
     RMU_REDUCTIONS,
     activation_distance,
     control_vector,
+    control_vectors,
     embed_diff_loss,
     rmu_forget_loss,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "altpo_loss",
     "ceu_loss",
     "control_vector",
+    "control_vectors",
     "embed_diff_loss",
     "rmu_forget_loss",
     "satimp_loss",

@@ -31,6 +31,17 @@ def control_vector(hidden_size: int, steering: float, seed: int) -> torch.Tensor
     return (r / r.norm() * steering).reshape(hidden_size)
 
 
+def control_vectors(hidden_size: int, steering: float, seed: int, n: int) -> torch.Tensor:
+    """``n`` control vectors ``[n, d]``: the k-th is the k-th draw of the generator seeded ``seed``
+    (the WMDP loop draws one per forget corpus, in turn). ``control_vectors(d, c, s, 1)[0]`` is
+    :func:`control_vector`."""
+    if hidden_size < 1 or n < 1:
+        raise ValueError(f"`hidden_size` and `n` must be >= 1, got {hidden_size!r}, {n!r}.")
+    generator = torch.Generator().manual_seed(seed)
+    r = torch.cat([torch.rand(1, 1, hidden_size, generator=generator, dtype=torch.float32) for _ in range(n)])
+    return (r / r.norm(dim=-1, keepdim=True) * steering).reshape(n, hidden_size)
+
+
 def activation_distance(
     acts: torch.Tensor,
     target: torch.Tensor,

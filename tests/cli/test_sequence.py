@@ -8,6 +8,7 @@ between requests resuming to the very weights of an uninterrupted one, and the t
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,71 @@ def test_a_sequence_killed_between_requests_resumes_to_the_same_weights(
     assert "request 1/3" not in text
     for k in (1, 2, 3):
         assert _same(_weights(killed / f"request_{k}"), _weights(whole / f"request_{k}")), k
+
+
+@pytest.mark.slow
+def test_real_tofu_sequence_recipe_runs_offline_with_an_oracle_per_request(cli, tofu_dir, tmp_path):
+    """recipes/tofu/npo/sustainability_full.yaml on the real TOFU files, a tiny model in place of
+    open-unlearning's Llama: forget01 -> forget05 -> forget10, each request scored against its own oracle
+    (~30 s of CPU; slow because four evaluations each score an oracle too)."""
+    from alignkit.launch.sources import dataset_texts
+    from alignkit.models import build_tiny_model
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "tofu" / "npo" / "sustainability_full.yaml"
+    texts = [
+        t for split in ("forget10", "retain90") for t in dataset_texts(load_recipe_rows(tofu_dir, split))
+    ]
+    start = build_tiny_model(texts, tmp_path / "start", vocab_size=400, seed=0)
+    # Three distinct oracles (other seeds): each request's Forget Quality must use its own.
+    oracles = [
+        str(build_tiny_model(texts, tmp_path / f"oracle{k}", vocab_size=400, seed=k)) for k in (1, 2, 3)
+    ]
+    out = tmp_path / "sust"
+    code, text = cli(
+        "train", recipe, "--model_name_or_path", start, "--train_dataset", tofu_dir,
+        "--sequence_eval_data", tofu_dir, "--sequence_eval_retain_models", *oracles,
+        "--dtype", "float32", "--bf16", "false", "--max_steps", "1", "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "1", "--sequence_eval_max_examples", "2", "--save_strategy", "no",
+        "--report_to", "none", "--disable_tqdm", "true", "--output_dir", out,
+    )  # fmt: skip
+    assert code == 0, text
+    state = json.loads((out / SEQUENCE_FILE).read_text())
+    assert [e["request"]["forget"] for e in state["done"]] == ["forget01", "forget05", "forget10"]
+    assert [e["run"]["rows"] for e in state["done"]] == [40, 200, 400]  # the real splits, nested
+    assert [e["request"]["start_model"] for e in state["done"]] == [
+        str(start),
+        str(out / "request_1"),
+        str(out / "request_2"),
+    ]
+    for k, oracle in enumerate(oracles, start=1):
+        log = json.loads((out / f"request_{k}" / "eval" / "TOFU_EVAL.json").read_text())["alignkit"]
+        assert log["retain_reference"]["source"] == oracle
+        assert log["forget_split"] == state["done"][k - 1]["request"]["forget"]
+        assert isinstance(state["done"][k - 1]["metrics"]["forget_quality"], float)
+    assert isinstance(state["baseline"]["metrics"]["forget_quality"], float)  # row 0: request 1's oracle
+    assert "forget_quality" in (out / SEQUENCE_TABLE).read_text()
+
+
+def load_recipe_rows(folder: Path, split: str):
+    from alignkit.data.loading import load_rows
+
+    return load_rows(folder, split)
+
+
+def test_lora_sustainability_merges_each_request_before_the_next(cli, make_recipe, tmp_path):
+    """LoRA + sustainability: request k's adapter is merged into its start model (request_k/merged) and
+    request k+1 trains fresh adapters on that, with it as the frozen reference: at request 2's first step
+    the policy equals its reference, so NPO's loss is (2/beta) ln 2 (beta 0.1: 13.863). Stacked adapters
+    over the original base would not give it (request 1 moved the model)."""
+    out = tmp_path / "lora"
+    values = _values(out, forget_sequence=SPLITS[:2], retain_sequence=None, retain_dataset=None,
+                     retain_loss="none", use_peft=True, lora_r=4, learning_rate=5e-2, logging_steps=1)  # fmt: skip
+    code, text = cli("train", make_recipe(tmp_path / "lora.yaml", **values))
+    assert code == 0, text
+    assert (out / "request_1" / "adapter_model.safetensors").is_file()
+    assert (out / "request_1" / "merged" / "model.safetensors").is_file()
+    runs = [json.loads((out / f"request_{k}" / "run_info.json").read_text()) for k in (1, 2)]
+    assert runs[1]["base_model_path"] == str(out / "request_1" / "merged")
+    first = [r["train"]["loss_curve"][0] for r in runs]
+    assert first[1] == [1, pytest.approx(2 / 0.1 * math.log(2), rel=1e-4)]
+    assert not _same(_weights(out / "request_1" / "merged"), _weights(out / "request_2" / "merged"))

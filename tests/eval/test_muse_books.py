@@ -12,57 +12,31 @@ tokens, AUC by scikit-learn.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
-import random
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-NAMES = ["Mira", "Tobin", "Elspeth", "Corwin", "Ysolde", "Barnaby", "Ilse", "Fennick"]
-PLACES = ["the tower", "the greenhouse", "the cellar", "the old library", "the lake", "the great hall"]
-THINGS = ["a silver key", "a cracked lantern", "a map of the stars", "a sealed letter", "a wooden flute"]
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "muse_ou_parity.py"
+# open-unlearning's own checkout and environment (not a dependency: the parity test skips without them).
+OU_ROOT = Path(os.environ.get("ALIGNKIT_OU_ROOT", "/work/ou/open-unlearning"))
+OU_PYTHON = Path(os.environ.get("ALIGNKIT_OU_PYTHON", "/work/ou/venv/bin/python"))
 
 
-def _chapter(rng: random.Random, n: int) -> str:
-    out = []
-    for _ in range(n):
-        a, b = rng.sample(NAMES, 2)
-        out.append(f"{a} walked to {rng.choice(PLACES)} with {b} and found {rng.choice(THINGS)}.")
-    return " ".join(out)
+def _script():
+    spec = importlib.util.spec_from_file_location("muse_ou_parity", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_books_sample(root: Path, seed: int = 0) -> Path:
-    """A made-up corpus in MUSE-Books' layout (no text of the real books)."""
-    rng = random.Random(seed)
-    raw = {
-        split: [_chapter(rng, 12) for _ in range(4)] for split in ("forget", "retain1", "retain2", "holdout")
-    }
-    files: dict[str, list] = {f"raw/{k}.json": v for k, v in raw.items()}
-    joined = {k: "\n\n".join(v) for k, v in raw.items()}
-    files["verbmem/forget.json"] = [
-        {"prompt": joined["forget"][i * 300 : i * 300 + 220], "gt": joined["forget"][i * 300 + 220 : i * 300 + 300]}
-        for i in range(4)
-    ]  # fmt: skip
-
-    def qa(text: str, n: int) -> list[dict]:
-        rows = []
-        for sentence in text.split(". ")[:n]:
-            who, _, rest = sentence.partition(" walked to ")
-            rows.append({"question": f"Who walked to {rest.split(' with ')[0]}?", "answer": who})
-        return rows
-
-    files["knowmem/forget_qa.json"] = qa(joined["forget"], 4)
-    files["knowmem/forget_qa_icl.json"] = qa(joined["forget"][::-1][::-1][600:], 3)
-    files["knowmem/retain2_qa.json"] = qa(joined["retain2"], 4)
-    files["knowmem/retain2_qa_icl.json"] = qa(joined["retain2"][600:], 3)
-    for split in ("forget", "holdout", "retain2"):  # windows that start mid-word and cross chapters
-        files[f"privleak/{split}.json"] = [joined[split][37 + 250 * i : 37 + 250 * i + 400] for i in range(4)]
-    for rel, rows in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    return root
+    """A made-up corpus in MUSE-Books' layout (scripts/muse_ou_parity.py writes it; no text of the books)."""
+    return _script().write_books_sample(root, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +127,29 @@ def test_books_metrics_match_open_unlearnings_definitions(books, books_model, tm
 
     (source,) = read_results(tmp_path)
     assert source.dataset_type == "muse-bench/MUSE-Books"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("corpus", ["books", "news"])
+def test_open_unlearnings_own_evaluator_agrees_on_every_metric(corpus, tmp_path):
+    """scripts/muse_ou_parity.py end to end: open-unlearning's src/eval.py (its own environment) and
+    `alignkit eval muse` on one tiny checkpoint; all 10 shared metrics and every per-item value to 1e-6
+    (~2 min for Books, ~9 min for News on the shared machine)."""
+    if not OU_PYTHON.exists() or not (OU_ROOT / "src" / "eval.py").exists():
+        pytest.skip(
+            f"open-unlearning's checkout/environment not found ({OU_ROOT}, {OU_PYTHON}); set "
+            "ALIGNKIT_OU_ROOT / ALIGNKIT_OU_PYTHON (see scripts/muse_ou_parity.py)"
+        )
+    if corpus == "news":
+        from tests.conftest import shared_dir
+
+        shared_dir("muse_news_sample")
+    script = _script()
+    code = script.main(["--corpus", corpus, "--out", str(tmp_path / corpus), "--ou-root", str(OU_ROOT),
+                        "--ou-python", str(OU_PYTHON)])  # fmt: skip
+    rows = json.loads((tmp_path / corpus / "PARITY.json").read_text())["rows"]
+    assert code == 0, [r for r in rows if not r["ok"]]
+    assert {r["metric"] for r in rows} == set(script.OU_METRICS)
+    assert all(
+        r["agg_diff"] <= 1e-6 and r["max_item_diff"] <= 1e-6 and not r["unmatched_items"] for r in rows
+    )
