@@ -203,15 +203,11 @@ class AltPOTrainer(IdkDPOTrainer):
         else:
             with gathered_parameters(self._generator):  # ZeRO-3 shards: hash the whole weights, every rank
                 fingerprint = model_fingerprint(self._generator)
-            draw_key = step.cache_key(
-                models=[fingerprint], data=ids, method="altpo", eos=tokenizer.eos_token_id
+            # The key covers the post-processing too: the cache holds the alternates as trained on.
+            key = step.cache_key(
+                models=[fingerprint], data=ids, method="altpo", eos=tokenizer.eos_token_id, post=post
             )
-            samples = step.obtain(
-                _digest([draw_key, post]),
-                lambda: self._draw(ids, settings, args),
-                cache_key=draw_key,
-                **where,
-            )
+            samples = step.obtain(key, lambda: self._draw(ids, settings, args), **where)
         rows = alt.rows_of(qas, samples.completions)
         if not rows:
             raise ValueError(

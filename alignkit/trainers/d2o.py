@@ -278,9 +278,15 @@ class D2OTrainer(AlignKitTrainer):
 
     def _first_draw(self, model) -> None:
         """Round 0 through the self-sample step (the sampler cache's draw when every rank's holds the key,
-        else drawn and cached by each node's local main), then scored by the reference(s)."""
-        self._use(self.sample_step.obtain(self._cache_key(model), lambda: self._sample(model)))
-        self.samples.ref_logps = self._reference_logps(model)
+        else drawn, filtered, scored by the reference(s) and cached by each node's local main)."""
+
+        def score(drawn) -> list[list[float]]:
+            self.samples.completions = drawn.completions
+            return self._reference_logps(model)
+
+        drawn = self.sample_step.obtain(self._cache_key(model), lambda: self._sample(model), score=score)
+        self._use(drawn)
+        self.samples.ref_logps = drawn.values
 
     def _cache_key(self, model) -> str:
         models = []
@@ -300,6 +306,7 @@ class D2OTrainer(AlignKitTrainer):
             data=payload,
             sample_from=a.sample_from,
             ref_mode=self.ref_mode,
+            filter=getattr(self.sample_filter, "__qualname__", None),
             encoding=[
                 a.max_length,
                 a.max_prompt_length,

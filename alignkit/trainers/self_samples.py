@@ -67,14 +67,15 @@ def label_samples(
     rows: list[dict], completions: list[list[str]], verifier: Verifier, *, source: str = "train_dataset"
 ) -> tuple[list[list[float]], dict[str, int]]:
     """The verifier's label of every sample (bools as 1.0 / 0.0) and the counts of prompts whose samples are
-    all right, all wrong, or mixed (only binary labels count as right/wrong; others count as graded)."""
-    labels, counts = [], {"all_correct": 0, "all_wrong": 0, "mixed": 0, "no_samples": 0}
+    all right, all wrong, or mixed (only binary labels count as right/wrong; others count as mixed);
+    prompts without samples are counted by :meth:`SelfSampleStep.log`."""
+    labels, counts = [], {"all_correct": 0, "all_wrong": 0, "mixed": 0}
     for i, (row, samples) in enumerate(zip(rows, completions)):
         values = [verify(verifier, row, s, index=i, source=source) for s in samples]
         labels.append([float(v) for v in values])
         if not values:
-            counts["no_samples"] += 1
-        elif all(v is True for v in values):
+            continue
+        if all(v is True for v in values):
             counts["all_correct"] += 1
         elif all(v is False for v in values):
             counts["all_wrong"] += 1
@@ -260,9 +261,9 @@ class SelfSampleStep:
     """The self-generated-data step: draw K per prompt, de-duplicate, label, cache, store, resume, log.
 
     ``obtain(key, draw)`` returns the run folder's draw (or its newest complete checkpoint's) when it
-    has one for ``key``, else the sampler cache's or a new one from ``draw()`` (raw completions; only the
-    draw is cached, so labels and filters are applied afresh), de-duplicated (``dedupe``) and labelled
-    (``label``), then written to the run folder (``store``). ``save``/``check`` put it in every checkpoint
+    has one for ``key``, else the sampler cache's or a new one from ``draw()``, de-duplicated
+    (``dedupe``), labelled (``label``) and scored, then written to the run folder (``store``); the
+    cache holds it as the method trains on it. ``save``/``check`` put it in every checkpoint
     and make a resume refuse a checkpoint trained on another draw. Every draw's counts, including the
     prompts left with no sample, are logged by :meth:`log`, the one place they are worded.
     """
@@ -289,24 +290,31 @@ class SelfSampleStep:
         return sample_cache_key(models=models, data=digest, settings=self.settings.fingerprint(), extra=extra)
 
     def obtain(
-        self, key: str, draw, *, output_dir=None, newest_checkpoint=None, should_save: bool = False,
-        cache_key: str | None = None, use_cache: bool = True,
+        self, key: str, draw, *, score=None, output_dir=None, newest_checkpoint=None,
+        should_save: bool = False, use_cache: bool = True,
     ) -> SelfSamples:  # fmt: skip
-        """The draw for ``key``: stored in the run folder, cached, or drawn (``draw() -> (completions,
-        values, meta)``). ``cache_key``: the raw draw's key when the stored one also covers the labelling
-        (AltPO: its post-processing settings); ``use_cache=False`` for completions given by the user."""
+        """The draw for ``key`` as the method trains on it: stored in the run folder (or its newest
+        complete checkpoint), else cached, else drawn (``draw() -> (completions, values, meta)``),
+        de-duplicated, labelled and scored (``score(samples) -> values``, e.g. D2O's reference
+        log-probs). The cache holds the result, so ``key`` must cover whatever decides the labels;
+        ``use_cache=False`` for completions given by the user."""
         stored = None
         if self.store is not None and output_dir is not None:
             stored = self.store.read(output_dir, key, newest_checkpoint)
         if stored is None:
-            if use_cache:
-                completions, values, meta = cache_or_draw(
-                    self.cache_dir, cache_key or key, draw, method=self.method
-                )
-            else:
+
+            def make():
                 completions, values, meta = draw()
-            stored = self.process(completions, values, meta)
-            stored.meta["key"] = key
+                made = self.process(completions, values, meta)
+                if score is not None:
+                    made.values = score(made)
+                return made.completions, made.values, made.meta
+
+            if use_cache:
+                completions, values, meta = cache_or_draw(self.cache_dir, key, make, method=self.method)
+            else:
+                completions, values, meta = make()
+            stored = SelfSamples(completions, values, {**meta, "key": key})
             if should_save and self.store is not None and output_dir is not None:
                 self.store.write(output_dir, stored)
         self.current = stored
@@ -329,9 +337,8 @@ class SelfSampleStep:
     def log(self, samples: SelfSamples, *, round_index: int | None = None) -> None:
         """The one line of a draw's counts: a warning when a prompt has no sample left or a ``warn_on``
         count is set, an info line otherwise."""
-        counts = dict(samples.counts)
         empty = sum(not c for c in samples.completions)
-        counts["prompts_left_without_samples"] = empty
+        counts = {**samples.counts, "prompts_without_samples": empty}
         flagged = empty or any(counts.get(kind) for kind in self.warn_on)
         name = self.method if round_index is None else f"{self.method} round {round_index}"
         where = f" ({self.store.name}.json)" if self.store is not None else ""
