@@ -277,6 +277,28 @@ def run_seed(seed: int, lrs_by_arm: dict[str, list[float]], out: Path, settings:
     return result
 
 
+def _vft_only(out: Path, settings: dict) -> int:
+    """Sizing: the VFT model's greedy answer accuracy on the held-out and the training questions."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignkit.data.synthetic.reasoning import verify_answer
+    from alignkit.eval.scoring import generate_texts
+
+    train_task, heldout = build_data(out, settings)
+    vft_dir, seconds = vft_model(out, settings)
+    tokenizer = AutoTokenizer.from_pretrained(vft_dir)
+    model = AutoModelForCausalLM.from_pretrained(vft_dir).eval()
+    for name, task in (("held-out", heldout), ("train", train_task)):
+        prompts = [_prompt(r["question"]) for r in task.records]
+        texts = generate_texts(
+            model, tokenizer, prompts, max_new_tokens=settings["max_new_tokens"], stop_strings=["Question:"]
+        )
+        right = [verify_answer(r, t) for r, t in zip(task.records, texts)]
+        print(f"VFT {name}: answer accuracy {sum(right) / len(right):.3f} ({sum(right)}/{len(right)})")
+    print(f"VFT {seconds:.0f} s; settings {settings}")
+    return 0
+
+
 def _cached_seed(path: Path, run):
     """A finished seed is read back (the script resumes where a killed run stopped)."""
     if path.is_file():
@@ -294,17 +316,76 @@ def _stat(values):
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
+# The predictions' comparisons (docs/results.md): (arm, baseline), paired over the held-out seeds.
+COMPARISONS = [
+    ("AFT binary (BC)", "VFT (continued)"),
+    ("AFT ranked (BC)", "VFT (continued)"),
+    ("RRHF + BC", "RRHF"),
+    ("PRO + BC", "PRO"),
+    ("RRHF", "VFT (continued)"),
+    ("PRO", "VFT (continued)"),
+    ("DPO + BC", "DPO"),
+]
+
+
+def paired_table(heldout: list[dict], chosen: dict, arms: list[str]) -> list[str]:
+    """Paired differences (arm − baseline, same seed) with a 95% t interval over the seeds."""
+    from scipy import stats
+
+    lines = [
+        "Paired differences over the held-out seeds (mean [95% t interval]):",
+        "",
+        "| comparison | answer acc. | assessment acc. | wrong lp/token |",
+        "|---|---|---|---|",
+    ]
+    for arm, base in COMPARISONS:
+        if arm not in arms or base not in arms:
+            continue
+        cells = []
+        for key in ("answer_accuracy", "assessment_accuracy", "rejected_logp"):
+            diffs = [
+                h["arms"][arm][str(chosen[arm])][key] - h["arms"][base][str(chosen[base])][key]
+                for h in heldout
+            ]
+            mean = statistics.mean(diffs)
+            half = (
+                stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+                if len(diffs) > 1
+                else float("nan")
+            )
+            cells.append(f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]")
+        lines.append(f"| {arm} − {base} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tuning-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--heldout-seeds", type=int, nargs="+", default=[100, 101, 102, 103, 104])
-    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4])
     parser.add_argument("--arms", nargs="+", default=list(ARMS))
     parser.add_argument("--out", default="runs/reasoning_alignment")
-    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--k", type=int, default=4)
+    parser.add_argument(
+        "--temperature", type=float, default=1.5, help="Sampling temperature of the K chains (1.5)."
+    )
+    parser.add_argument("--num-train", type=int, default=400)
+    parser.add_argument("--num-heldout", type=int, default=60)
+    parser.add_argument("--min-steps", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, default=2)
+    parser.add_argument("--max-value", type=int, default=10)
+    parser.add_argument("--vft-lr", type=float, default=3e-3)
+    parser.add_argument("--vft-epochs", type=int, default=40)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument(
+        "--vft-only", action="store_true", help="Train VFT and print its held-out answer accuracy (sizing)."
+    )
+    parser.add_argument(
+        "--tune-only", action="store_true", help="Stop after the tuning seeds (print the chosen rates)."
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.disable(logging.WARNING)
@@ -312,24 +393,26 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)  # a 64-wide model: more threads only add overhead (and the machine is shared)
     settings = {
-        "num_train": 100,
-        "num_heldout": 30,
-        "min_steps": 1,
-        "max_steps": 2,
-        "max_value": 12,
+        "num_train": args.num_train,
+        "num_heldout": args.num_heldout,
+        "min_steps": args.min_steps,
+        "max_steps": args.max_steps,
+        "max_value": args.max_value,
         "k": args.k,
-        "temperature": 1.0,
+        "temperature": args.temperature,
         "max_new_tokens": 20,
         "vocab": 256,
-        "hidden": 64,
+        "hidden": args.hidden,
         "layers": 2,
-        "vft_lr": 3e-3,
-        "vft_epochs": 30,
+        "vft_lr": args.vft_lr,
+        "vft_epochs": args.vft_epochs,
         "steps": args.steps,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    if args.vft_only:
+        return _vft_only(out, settings)
     tuning = [
         _cached_seed(
             out / f"tuning_seed{s}.json",
@@ -344,6 +427,14 @@ def main(argv=None) -> int:
         }
         chosen[arm] = max(args.lrs, key=lambda lr: (by_lr[lr], -lr))
     print(f"chosen learning rates (tuning seeds {args.tuning_seeds}): {chosen}", flush=True)
+    for arm in args.arms:
+        cells = {
+            lr: round(statistics.mean(t["arms"][arm][str(lr)]["answer_accuracy"] for t in tuning), 3)
+            for lr in args.lrs
+        }
+        print(f"  tuning {arm}: answer accuracy by lr {cells}", flush=True)
+    if args.tune_only:
+        return 0
     heldout = [
         _cached_seed(
             out / f"heldout_seed{s}.json",
@@ -366,6 +457,7 @@ def main(argv=None) -> int:
     for arm in args.arms:
         cells = [_stat([h["arms"][arm][str(chosen[arm])][k] for h in heldout]) for k, _ in COLUMNS]
         lines.append(f"| {arm} | {chosen[arm]:g} | " + " | ".join(cells) + " |")
+    lines += ["", *paired_table(heldout, chosen, args.arms)]
     table = "\n".join(lines)
     print(table)
     (out / "results.json").write_text(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignkit.data.records import PreferenceRecord, RecordError, normalize_record
+from alignkit.trainers.self_samples import SelfSamples
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +111,16 @@ def kinds_of(alternate: str, answer: str, hit_limit: bool) -> list[str]:
     ]
 
 
-def build_rows(
+def post_process(
     qas: list[ForgetQA], completions, *, stop_strings, drop, hit_limit
-) -> tuple[list[dict], dict[str, int]]:
-    """One row per kept sample, K consecutive rows per question, and the counts of each kind.
-
-    ``hit_limit(raw_text) -> bool`` says whether a completion used all of ``max_new_tokens``.
-    """
+) -> tuple[list[list[str]], dict[str, int]]:
+    """Each question's alternates, cut at the first stop string and stripped, less the ``drop`` kinds,
+    and the counts of each kind. ``hit_limit(raw_text) -> bool`` says whether a completion used all of
+    ``max_new_tokens``."""
     counts = dict.fromkeys((*DROP_KINDS, "dropped", "kept"), 0)
-    rows = []
-    for q, (qa, samples) in enumerate(zip(qas, completions)):
+    kept = []
+    for qa, samples in zip(qas, completions):
+        mine = []
         for raw in samples:
             alternate = cut_at_stop(raw, stop_strings)
             kinds = kinds_of(alternate, qa.answer, hit_limit(raw))
@@ -128,19 +129,63 @@ def build_rows(
             if set(kinds) & set(drop):
                 counts["dropped"] += 1
                 continue
-            rows.append(
-                {"forget_index": q, "question": qa.question, "answer": qa.answer, "alternate": alternate}
-            )
-    counts["kept"] = len(rows)
-    return rows, counts
+            mine.append(alternate)
+        counts["kept"] += len(mine)
+        kept.append(mine)
+    return kept, counts
 
 
-def summary(counts: dict[str, int], questions: int, drop) -> str:
-    return (
-        f"{counts['kept'] + counts['dropped']} alternates for {questions} questions: {counts['empty']} empty, "
-        f"{counts['identical']} identical to the answer, {counts['truncated']} hit the length limit; "
-        f"{counts['dropped']} dropped (drop_alternates={list(drop)})"
-    )
+def rows_of(qas: list[ForgetQA], alternates: list[list[str]]) -> list[dict]:
+    """One training row per alternate, K consecutive rows per question."""
+    return [
+        {"forget_index": q, "question": qa.question, "answer": qa.answer, "alternate": alternate}
+        for q, (qa, mine) in enumerate(zip(qas, alternates))
+        for alternate in mine
+    ]
+
+
+def build_rows(
+    qas: list[ForgetQA], completions, *, stop_strings, drop, hit_limit
+) -> tuple[list[dict], dict[str, int]]:
+    """:func:`post_process` as training rows (:func:`rows_of`)."""
+    kept, counts = post_process(qas, completions, stop_strings=stop_strings, drop=drop, hit_limit=hit_limit)
+    return rows_of(qas, kept), counts
+
+
+class AlternatesStore:
+    """The alternates' run file (``altpo_alternates.json``) as the self-sample step's store: in the run
+    folder and every checkpoint, readable as ``alternates_file`` too."""
+
+    name = RUN_FILE.removesuffix(".json")
+    method = "AltPO"
+
+    def __init__(self, qas: list[ForgetQA]):
+        self.qas = qas
+
+    def read(self, output_dir: str, key: str, newest_checkpoint=None):
+        for folder in (output_dir, newest_checkpoint):
+            if folder is None:
+                continue
+            path = os.path.join(folder, RUN_FILE)
+            stored = read_run_file(path)
+            if stored is None:
+                continue
+            if stored["key"] != key:
+                raise ValueError(
+                    f"{path} holds AltPO alternates made for other weights, data or settings; use a new "
+                    "output_dir, pass that file as alternates_file to train on it, or delete it to generate anew."
+                )
+            alternates: list[list[str]] = [[] for _ in self.qas]
+            for row in stored["rows"]:
+                alternates[row["forget_index"]].append(row["alternate"])
+            return SelfSamples(alternates, [[] for _ in alternates], {**stored["meta"], "key": key})
+        return None
+
+    def write(self, folder: str, samples) -> None:
+        meta = {k: v for k, v in samples.meta.items() if k != "key"}
+        write_run_file(
+            os.path.join(folder, RUN_FILE), samples.meta["key"], rows_of(self.qas, samples.completions), meta
+        )
 
 
 # --------------------------------------------------------------------------- files

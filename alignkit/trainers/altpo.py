@@ -20,23 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 
 from alignkit.data.records import normalize_record
 from alignkit.losses import altpo_loss
-from alignkit.sampling import (
-    SamplingSettings,
-    default_sample_cache_dir,
-    gathered_parameters,
-    model_fingerprint,
-    sample_cache_key,
-)
+from alignkit.sampling import gathered_parameters, model_fingerprint
 from alignkit.trainers import alternates as alt
 from alignkit.trainers import checkpoints
 from alignkit.trainers.idk_dpo import ForgetDPOConfig, IdkDPOTrainer, with_chosen
 from alignkit.trainers.registry import register
-from alignkit.trainers.self_samples import cache_or_draw, draw_from_starting_weights
+from alignkit.trainers.self_samples import SelfSampleStep, draw_from_starting_weights, sampling_fields
 
 logger = logging.getLogger(__name__)
 
@@ -49,25 +42,29 @@ def _never(_raw: str) -> bool:  # a user's file does not say which alternates hi
     return False
 
 
+AltPOSampling = sampling_fields(
+    count="num_alternates",
+    prefix="alternate_",
+    num_samples=5,
+    max_new_tokens=200,
+    batch_size=8,
+    seed=0,
+    notes={
+        "num": "5, upstream",
+        "temperature": "1.0, upstream",
+        "top_p": "set explicitly, not from the checkpoint",
+        "top_k": "set explicitly",
+        "max_new_tokens": "200, upstream",
+        "seed": "0, upstream's global seed",
+    },
+)
+
+
 @dataclass
-class AltPOConfig(ForgetDPOConfig):
-    # > Parameters that control the generation of the alternates (spec §7(b), (d))
-    num_alternates: int = field(
-        default=5, metadata={"help": "K alternates per forget question (5, upstream)."}
-    )
-    alternate_temperature: float = field(
-        default=1.0, metadata={"help": "Sampling temperature (1.0, upstream)."}
-    )
-    alternate_top_p: float = field(
-        default=1.0,
-        metadata={"help": "Nucleus sampling; 1.0 = off (set explicitly, not from the checkpoint)."},
-    )
-    alternate_top_k: int = field(default=0, metadata={"help": "Top-k sampling; 0 = off (set explicitly)."})
-    alternate_max_new_tokens: int = field(default=200, metadata={"help": "Max tokens per alternate (200)."})
-    alternate_seed: int = field(default=0, metadata={"help": "Seed of the draw (0, upstream's global seed)."})
-    alternate_batch_size: int = field(
-        default=8, metadata={"help": "Questions per `generate` call; the draw does not depend on it."}
-    )
+class AltPOConfig(ForgetDPOConfig, AltPOSampling):
+    # > Parameters that control the generation of the alternates (spec §7(b), (d)): the sampling
+    # fields (num_alternates, alternate_temperature/top_k/top_p/max_new_tokens/seed/batch_size,
+    # sample_cache_dir) come from AltPOSampling.
     alternate_instruction: str = field(
         default=alt.DEFAULT_INSTRUCTION,
         metadata={"help": "The user turn of a request; must contain {question} and {answer}."},
@@ -91,9 +88,6 @@ class AltPOConfig(ForgetDPOConfig):
             "help": "Ready alternates (JSON list of {question, answer, alternate}, e.g. alt5_seed_0.json)."
         },
     )
-    sample_cache_dir: str | None = field(
-        default=None, metadata={"help": "Sampler cache (default ~/.cache/alignkit/samples)."}
-    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -108,17 +102,6 @@ class AltPOConfig(ForgetDPOConfig):
             if kind not in alt.DROP_KINDS:
                 raise ValueError(f"`drop_alternates` takes {', '.join(alt.DROP_KINDS)}; got {kind!r}.")
         self.sampling_settings()  # validates the sampling fields, naming the bad one
-
-    def sampling_settings(self) -> SamplingSettings:
-        return SamplingSettings(
-            num_samples=self.num_alternates,
-            temperature=self.alternate_temperature,
-            top_k=self.alternate_top_k,
-            top_p=self.alternate_top_p,
-            max_new_tokens=self.alternate_max_new_tokens,
-            seed=self.alternate_seed,
-            batch_size=self.alternate_batch_size,
-        )
 
 
 @register(
@@ -173,8 +156,10 @@ class AltPOTrainer(IdkDPOTrainer):
 
     # ------------------------------------------------------------------ alternates
     def _alternate_rows(self, data, args: AltPOConfig) -> list[dict]:
-        """The training rows: each forget row once per alternate, from the run folder, a file or a draw."""
+        """The training rows: each forget row once per alternate, through the self-sample step (the run
+        folder's alternates, else the sampler cache's or a new draw; or a user's file)."""
         qas = alt.forget_questions(data, on_invalid=args.on_invalid)
+        settings, tokenizer = args.sampling_settings(), self.collator.tokenizer
         post = [args.alternate_stop_strings, sorted(args.drop_alternates)]
         if args.alternates_file:
             given: list[list[str]] = [[] for _ in qas]
@@ -182,112 +167,75 @@ class AltPOTrainer(IdkDPOTrainer):
                 alt.read_alternates_file(args.alternates_file), qas, args.alternates_file
             ):
                 given[row["forget_index"]].append(row["alternate"])
-            key = "file-" + _digest([given, post])
+            stop_strings, hit_limit = (), _never  # a file's alternates are final
         else:
             ids = [
                 alt.request_ids(self.collator, qa, args.alternate_instruction, args.alternate_answer_tag, i)
                 for i, qa in enumerate(qas)
             ]
-            draw_key = self._draw_key(ids, args)
-            key = _digest([draw_key, post])
-        stored = self._stored(args, key)
-        if stored is not None:
-            rows, meta = stored["rows"], stored["meta"]
-        else:
-            if args.alternates_file:
-                completions, meta, hit_limit = given, {"source": args.alternates_file}, _never
-            else:
-                completions, meta, hit_limit = self._draw(ids, draw_key, args)
-            rows, meta["counts"] = alt.build_rows(
-                qas,
-                completions,
-                stop_strings=()
-                if args.alternates_file
-                else args.alternate_stop_strings,  # a file's are final
-                drop=args.drop_alternates,
-                hit_limit=hit_limit,
+            stop_strings = args.alternate_stop_strings
+
+            def hit_limit(raw: str) -> bool:
+                # Re-tokenised (the sampler returns text): a completion that ran to the limit has no EOS.
+                return len(tokenizer(raw, add_special_tokens=False)["input_ids"]) >= settings.max_new_tokens
+
+        def label(completions):
+            kept, counts = alt.post_process(
+                qas, completions, stop_strings=stop_strings, drop=args.drop_alternates, hit_limit=hit_limit
             )
-            if args.should_save and rows:  # every node's output_dir when node-local (save_on_each_node)
-                alt.write_run_file(os.path.join(args.output_dir, alt.RUN_FILE), key, rows, meta)
-        counts = meta["counts"]
-        # Flagged alternates are shown (a warning), as the spec asks; a clean draw is an info line.
-        flagged = any(counts[kind] for kind in alt.DROP_KINDS)
-        log = logger.warning if flagged else logger.info
-        log("AltPO: %s (%s)", alt.summary(counts, len(qas), args.drop_alternates), alt.RUN_FILE)
+            return kept, [], counts
+
+        step = SelfSampleStep(
+            "AltPO",
+            settings,
+            cache_dir=args.sample_cache_dir,
+            label=label,
+            store=alt.AlternatesStore(qas),
+            warn_on=alt.DROP_KINDS,  # flagged alternates are shown (a warning), as the spec asks
+        )
+        newest, _ = checkpoints.newest_complete(args.output_dir)
+        where = dict(output_dir=args.output_dir, newest_checkpoint=newest, should_save=args.should_save)
+        if args.alternates_file:
+            key = "file-" + _digest([given, post])
+            samples = step.obtain(
+                key, lambda: (given, [], {"source": args.alternates_file}), use_cache=False, **where
+            )
+        else:
+            with gathered_parameters(self._generator):  # ZeRO-3 shards: hash the whole weights, every rank
+                fingerprint = model_fingerprint(self._generator)
+            # The key covers the post-processing too: the cache holds the alternates as trained on.
+            key = step.cache_key(
+                models=[fingerprint], data=ids, method="altpo", eos=tokenizer.eos_token_id, post=post
+            )
+            samples = step.obtain(key, lambda: self._draw(ids, settings, args), **where)
+        rows = alt.rows_of(qas, samples.completions)
         if not rows:
             raise ValueError(
                 f"AltPO: every alternate was dropped (drop_alternates={args.drop_alternates}); loosen the "
                 "filter or raise alternate_max_new_tokens."
             )
-        self.alternates, self.alternates_key, self.alternates_meta = rows, key, meta
+        self.sample_step, self.alternates, self.alternates_meta = step, rows, samples.meta
         return [qas[r["forget_index"]].row for r in rows]
 
-    def _stored(self, args, key: str) -> dict | None:
-        """The alternates of this run folder (or of its newest complete checkpoint), if any.
-
-        Alternates made for other weights, data or settings are an error, never replaced silently.
-        """
-        newest, _ = checkpoints.newest_complete(args.output_dir)
-        for folder in (args.output_dir, newest):
-            if folder is None:
-                continue
-            path = os.path.join(folder, alt.RUN_FILE)
-            stored = alt.read_run_file(path)
-            if stored is None:
-                continue
-            if stored["key"] != key:
-                raise ValueError(
-                    f"{path} holds AltPO alternates made for other weights, data or settings; use a new "
-                    "output_dir, pass that file as alternates_file to train on it, or delete it to generate anew."
-                )
-            return stored
-        return None
-
-    def _draw_key(self, ids: list[list[int]], args: AltPOConfig) -> str:
-        """Sampler-cache key: weights + config of the writer, the request tokens, the sampling settings."""
-        with gathered_parameters(
-            self._generator
-        ):  # ZeRO-3 shards: hash the whole weights, on every rank alike
-            fingerprint = model_fingerprint(self._generator)
-        return sample_cache_key(
-            models=[fingerprint],
-            data=_digest(ids),
-            settings=args.sampling_settings().fingerprint(),
-            extra={"method": "altpo", "eos": self.collator.tokenizer.eos_token_id},
+    def _draw(self, ids, settings, args: AltPOConfig):
+        """K raw completions per request, and the record of how they were made."""
+        tokenizer = self.collator.tokenizer
+        logger.info(
+            "AltPO: generating %d alternates per question for %d questions (once; cached after)",
+            settings.num_samples,
+            len(ids),
         )
-
-    def _draw(self, ids, key: str, args: AltPOConfig):
-        """K raw completions per request (from the sampler cache when it has them), their record, and
-        the test for a completion that used every new token."""
-        settings, tokenizer = args.sampling_settings(), self.collator.tokenizer
-        directory = args.sample_cache_dir or default_sample_cache_dir()
-
-        def draw():
-            logger.info(
-                "AltPO: generating %d alternates per question for %d questions (once; cached after)",
-                settings.num_samples,
-                len(ids),
-            )
-            result = draw_from_starting_weights(
-                self._generator,
-                tokenizer,
-                ids,
-                settings,
-                device=args.device,
-                show_progress=not args.disable_tqdm,
-                desc="AltPO alternates",
-            )
-            return result.completions, [[] for _ in result.completions], {"seconds": result.seconds}
-
-        completions, _, stored_meta = cache_or_draw(directory, key, draw, method="AltPO")
-        seconds = stored_meta.get("seconds", 0.0)
-
-        def hit_limit(raw: str) -> bool:
-            # Re-tokenised (the sampler returns text): a completion that ran to the limit has no EOS.
-            return len(tokenizer(raw, add_special_tokens=False)["input_ids"]) >= settings.max_new_tokens
-
+        result = draw_from_starting_weights(
+            self._generator,
+            tokenizer,
+            ids,
+            settings,
+            device=args.device,
+            show_progress=not args.disable_tqdm,
+            desc="AltPO alternates",
+        )
         meta = {
-            "seconds": seconds,
+            "seconds": result.seconds,
             "instruction": args.alternate_instruction,
             "answer_tag": args.alternate_answer_tag,
             "stop_strings": list(args.alternate_stop_strings),
@@ -298,22 +246,15 @@ class AltPOTrainer(IdkDPOTrainer):
             },
             "requests": [tokenizer.decode(i) for i in ids],  # the rendered request of each question
         }
-        return completions, meta, hit_limit
+        return result.completions, [[] for _ in result.completions], meta
 
     # ------------------------------------------------------------------ checkpoints
     def _save_extra_state(self, folder: str) -> None:
         if self.args.should_save:
-            alt.write_run_file(
-                os.path.join(folder, alt.RUN_FILE), self.alternates_key, self.alternates, self.alternates_meta
-            )
+            self.sample_step.save(folder)
 
     def _load_extra_state(self, folder: str) -> None:
-        stored = alt.read_run_file(os.path.join(folder, alt.RUN_FILE))
-        if stored is not None and (stored["key"] != self.alternates_key or stored["rows"] != self.alternates):
-            raise ValueError(
-                f"{folder}/{alt.RUN_FILE}: the checkpoint was trained on other alternates than this run's; "
-                "resume with the same model, data and settings (or its alternates as alternates_file)."
-            )
+        self.sample_step.check(folder)
 
     def train(self, resume_from_checkpoint=None, **kwargs):
         output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)

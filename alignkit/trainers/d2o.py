@@ -24,7 +24,6 @@ divergence (spec §4(f)).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -40,27 +39,33 @@ from alignkit.data.records import ROLE_IDS
 from alignkit.losses import LossOutput, d2o_loss
 from alignkit.sampling import (
     GenerateBackend,
-    SamplingSettings,
     VLLMBackend,
-    default_sample_cache_dir,
     filter_samples,
     gathered_parameters,
     model_fingerprint,
-    sample_cache_key,
     sample_prompts,
 )
 from alignkit.trainers.base import AlignKitTrainer
 from alignkit.trainers.config import AlignKitConfig
 from alignkit.trainers.forward import ForwardOutput, Needs, row_outputs
 from alignkit.trainers.registry import register
-from alignkit.trainers.self_samples import SampleState, SelfSampleData, cache_or_draw, describe_draw
+from alignkit.trainers.self_samples import SampleState, SelfSampleData, SelfSampleStep, sampling_fields
 
 logger = logging.getLogger(__name__)
 REFERENCE_FILE = "d2o_reference.safetensors"
 
 
+D2OSampling = sampling_fields(
+    num_samples=11,
+    max_new_tokens=64,
+    batch_size=16,
+    instruction_prefix=True,
+    notes={"num": "11, reimplementation", "cache": "of the offline draw"},
+)
+
+
 @dataclass
-class D2OConfig(AlignKitConfig):
+class D2OConfig(AlignKitConfig, D2OSampling):
     # > Parameters that control the loss (RECONSTRUCTION: defaults of agentsea/dark.rl, spec §4(d))
     beta: float = field(
         default=0.1, metadata={"help": "β, weight of the mean sample log-ratio (0.1, reimplementation)."}
@@ -68,19 +73,8 @@ class D2OConfig(AlignKitConfig):
     alpha: float = field(
         default=0.1, metadata={"help": "α, weight of the negative's log-ratio (0.1, reimplementation)."}
     )
-    num_samples: int = field(
-        default=11, metadata={"help": "K self-samples per prompt (11, reimplementation)."}
-    )
-    # > Parameters that control sampling
-    sample_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0)."})
-    sample_top_k: int = field(default=0, metadata={"help": "Top-k sampling; 0 turns it off."})
-    sample_top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling; 1.0 turns it off."})
-    sample_max_new_tokens: int = field(default=64, metadata={"help": "Max tokens per sample."})
-    sample_instruction_prefix: str | None = field(
-        default=None,
-        metadata={"help": "Text put before the prompt for sampling only (e.g. harmlessness instructions)."},
-    )
-    sample_batch_size: int = field(default=16, metadata={"help": "Prompts per `generate` call (x K rows)."})
+    # > Parameters that control sampling: num_samples, sample_temperature/top_k/top_p/max_new_tokens/
+    # instruction_prefix/batch_size and sample_cache_dir come from D2OSampling.
     sample_from: str = field(
         default="policy", metadata={"help": "Draw from the current `policy` or from the `reference` π_r⁻."}
     )
@@ -93,12 +87,6 @@ class D2OConfig(AlignKitConfig):
     )
     ref_update_every: int = field(
         default=0, metadata={"help": "Copy the policy into π_r⁻ every R steps; 0 = frozen reference."}
-    )
-    sample_cache_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Cache of the offline draw (default ~/.cache/alignkit/samples); key: weights, data, settings."
-        },
     )
 
     def __post_init__(self):
@@ -124,18 +112,6 @@ class D2OConfig(AlignKitConfig):
                 "each draw of samples; use ref_mode 'auto', 'model' or 'adapter_off'."
             )
         self.sampling_settings()  # validates the sampling fields, naming the bad one
-
-    def sampling_settings(self) -> SamplingSettings:
-        return SamplingSettings(
-            num_samples=self.num_samples,
-            temperature=self.sample_temperature,
-            top_k=self.sample_top_k,
-            top_p=self.sample_top_p,
-            max_new_tokens=self.sample_max_new_tokens,
-            instruction_prefix=self.sample_instruction_prefix,
-            seed=self.seed,
-            batch_size=self.sample_batch_size,
-        )
 
 
 def _index_batch(features: list[dict]) -> dict:
@@ -223,6 +199,9 @@ class D2OTrainer(AlignKitTrainer):
             ref_plus_model = self._prepare_reference(ref_plus_model)
         self.ref_plus_model = ref_plus_model
         self.samples = SampleState()
+        self.sample_step = SelfSampleStep(
+            "D2O", args.sampling_settings(), cache_dir=args.sample_cache_dir, label=self._filter
+        )
         # Rows are built when a step runs, from the current draw; they carry their reference log-probs
         # (π_r⁻ for the samples, π_r⁺ for the negative), so the step runs no reference forward.
         self.data_collator = _index_batch
@@ -289,29 +268,25 @@ class D2OTrainer(AlignKitTrainer):
                 state.ref_version += 1
             if refresh:
                 state.round += 1
-                self._draw(model)
+                completions, _, meta = self._sample(model)
+                drawn = self.sample_step.process(completions, None, meta)
+                self.sample_step.log(drawn, round_index=state.round)
+                self._use(drawn)
             if refresh or update:
                 state.ref_logps = self._reference_logps(model)
         state.updated_at_step = step
 
     def _first_draw(self, model) -> None:
-        """Round 0: from the cache when every rank's holds the key, else drawn, scored and cached (each
-        node's local main writes: the cache may be node-local)."""
-        args, state = self.args, self.samples
-        key = self._cache_key(model)
-        directory = args.sample_cache_dir or default_sample_cache_dir()
+        """Round 0 through the self-sample step (the sampler cache's draw when every rank's holds the key,
+        else drawn, filtered, scored by the reference(s) and cached by each node's local main)."""
 
-        def draw():
-            self._draw(model)
-            state.ref_logps = self._reference_logps(model)
-            return (
-                state.completions,
-                state.ref_logps,
-                {"drops": state.drops, "seconds": state.sampling_seconds},
-            )
+        def score(drawn) -> list[list[float]]:
+            self.samples.completions = drawn.completions
+            return self._reference_logps(model)
 
-        state.completions, state.ref_logps, meta = cache_or_draw(directory, key, draw, method="D2O")
-        state.drops = meta.get("drops", {})
+        drawn = self.sample_step.obtain(self._cache_key(model), lambda: self._sample(model), score=score)
+        self._use(drawn)
+        self.samples.ref_logps = drawn.values
 
     def _cache_key(self, model) -> str:
         models = []
@@ -325,31 +300,26 @@ class D2OTrainer(AlignKitTrainer):
         a = self.args
         data = self.sample_data
         negatives = [n if isinstance(n, str) else json.dumps(n) for n in data.example_negative]
-        payload = json.dumps(
-            [data.sampling_prompt_ids, negatives, data.example_prompt, len(self.processing_class)]
-        )
-        extra = {
-            "sample_from": a.sample_from,
-            "ref_mode": self.ref_mode,
-            "encoding": [
+        payload = [data.sampling_prompt_ids, negatives, data.example_prompt, len(self.processing_class)]
+        return self.sample_step.cache_key(
+            models=models,
+            data=payload,
+            sample_from=a.sample_from,
+            ref_mode=self.ref_mode,
+            filter=getattr(self.sample_filter, "__qualname__", None),
+            encoding=[
                 a.max_length,
                 a.max_prompt_length,
                 a.max_completion_length,
                 a.boundary,
                 a.prompt_format,
             ],
-            "filter": getattr(self.sample_filter, "__qualname__", None),
-            "backend": getattr(self._backend, "name", type(self._backend).__name__),
-        }
-        return sample_cache_key(
-            models=models,
-            data=hashlib.sha256(payload.encode()).hexdigest(),
-            settings=a.sampling_settings().fingerprint(),
-            extra=extra,
+            backend=getattr(self._backend, "name", None)
+            or getattr(self._backend, "__qualname__", type(self._backend).__name__),
         )
 
-    def _draw(self, model) -> None:
-        """Sample K completions per prompt (sharded over ranks), filter them, and log the time and drops."""
+    def _sample(self, model):
+        """K raw completions per prompt (sharded over ranks) and the time they took."""
         args, state = self.args, self.samples
         if args.sample_from == "reference" and self.ref_mode == "model":
             source = self.ref_model
@@ -370,8 +340,16 @@ class D2OTrainer(AlignKitTrainer):
                 show_progress=self.accelerator.is_main_process and not args.disable_tqdm,
                 desc=f"D2O sampling (round {state.round})",
             )
+        state.sampling_seconds += result.seconds
+        store = self._metrics["train"]
+        store["sampling/seconds"].append(result.seconds)
+        store["sampling/tokens_per_second"].append(result.stats["tokens_per_second"])
+        return result.completions, [], {"seconds": result.seconds}
+
+    def _filter(self, completions):
+        """D2O's label step: drop empties, samples equal to the prompt's negative and the user filter's."""
         kept, drops = filter_samples(
-            result.completions,
+            completions,
             self.sample_data.prompts,
             self.sample_data.negatives_by_prompt(),
             self.sample_filter,
@@ -382,21 +360,14 @@ class D2OTrainer(AlignKitTrainer):
                 f"(dropped: {drops['empty']} empty, {drops['negative']} equal to the negative, {drops['filter']} by "
                 "`sample_filter`); check that the model generates text, raise `sample_max_new_tokens`, or loosen the filter."
             )
-        state.completions, state.drops = kept, drops
-        state.sampling_seconds += result.seconds
-        logger.info("%s", describe_draw(f"D2O round {state.round}", len(kept), drops))
+        return kept, [], drops
+
+    def _use(self, drawn) -> None:
+        """Train on a draw from now on (the loss skips prompts left without a sample)."""
+        self.samples.completions, self.samples.drops = drawn.completions, drawn.counts
         store = self._metrics["train"]
-        store["sampling/seconds"].append(result.seconds)
-        store["sampling/tokens_per_second"].append(result.stats["tokens_per_second"])
-        for name, count in drops.items():
+        for name, count in drawn.counts.items():
             store[f"sampling/{'kept' if name == 'kept' else 'dropped_' + name}"].append(float(count))
-        empty = sum(not k for k in kept)
-        if empty:
-            logger.warning(
-                "D2O: %d of %d prompts have no usable sample this round; the loss skips them.",
-                empty,
-                len(kept),
-            )
 
     @torch.no_grad()
     def _reference_logps(self, model) -> list[list[float]]:

@@ -1,22 +1,40 @@
-"""The data of a method trained on its own samples: prompts, human negatives, and the current draw.
+"""The one self-generated-data step of every method that trains on its own samples (D2O, AltPO, AFT/RRHF/PRO).
 
-The shared dataset is encoded once at construction, but self-samples only exist once a model is
-there and change when they are refreshed. So such a trainer's dataset holds example indices only,
-and the rows a step trains on are built from the *current* :class:`SampleState` when the step runs
-(never ahead of time: a data loader that prefetches a batch would otherwise train on stale samples,
-and a resumed run would differ from the uninterrupted one).
+:class:`SelfSampleStep` draws K samples per prompt with the shared sampler (:mod:`alignkit.sampling`),
+de-duplicates them (where the method asks), labels them (a verifier for AFT/RRHF/PRO, a filter for D2O,
+AltPO's post-processing), caches the draw by weights fingerprint, data and settings, stores it in the run
+folder and every checkpoint, reads it back on a re-run or a resume, and logs its counts in one line
+(:func:`describe_draw`). :func:`sampling_fields` makes each method's config fields for it (one
+definition; the flags and defaults stay the method's own).
+
+D2O's data: the shared dataset is encoded once at construction, but self-samples only exist once a model
+is there and change when they are refreshed. So its dataset holds example indices only, and the rows a
+step trains on are built from the *current* :class:`SampleState` when the step runs (never ahead of time:
+a data loader that prefetches a batch would otherwise train on stale samples, and a resumed run would
+differ from the uninterrupted one).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from alignkit.data.records import PreferenceRecord, RecordError, normalize_record
 from alignkit.data.verifiers import Verifier, verify
-from alignkit.sampling import is_cache_writer, load_samples, load_samples_on_every_rank, save_samples
+from alignkit.sampling import (
+    SamplingSettings,
+    default_sample_cache_dir,
+    is_cache_writer,
+    load_samples,
+    load_samples_on_every_rank,
+    sample_cache_key,
+    save_samples,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +67,15 @@ def label_samples(
     rows: list[dict], completions: list[list[str]], verifier: Verifier, *, source: str = "train_dataset"
 ) -> tuple[list[list[float]], dict[str, int]]:
     """The verifier's label of every sample (bools as 1.0 / 0.0) and the counts of prompts whose samples are
-    all right, all wrong, or mixed (only binary labels count as right/wrong; others count as graded)."""
-    labels, counts = [], {"all_correct": 0, "all_wrong": 0, "mixed": 0, "no_samples": 0}
+    all right, all wrong, or mixed (only binary labels count as right/wrong; others count as mixed);
+    prompts without samples are counted by :meth:`SelfSampleStep.log`."""
+    labels, counts = [], {"all_correct": 0, "all_wrong": 0, "mixed": 0}
     for i, (row, samples) in enumerate(zip(rows, completions)):
         values = [verify(verifier, row, s, index=i, source=source) for s in samples]
         labels.append([float(v) for v in values])
         if not values:
-            counts["no_samples"] += 1
-        elif all(v is True for v in values):
+            continue
+        if all(v is True for v in values):
             counts["all_correct"] += 1
         elif all(v is False for v in values):
             counts["all_wrong"] += 1
@@ -119,16 +138,14 @@ def describe_draw(method: str, num_prompts: int, counts: dict[str, int]) -> str:
 
 
 class RunSamples:
-    """A self-sampling method's draw in its run folder and every checkpoint, under one file name.
-
-    A re-run or a resumed run reads it back and never draws again; a file made for other weights, data
-    or settings (another key) is an error, never silently replaced.
-    """
+    """A draw in the run folder and every checkpoint, under one file name (``<name>.json`` +
+    ``.safetensors``). A file made for other weights, data or settings (another key) is an error,
+    never silently replaced."""
 
     def __init__(self, name: str, method: str):
         self.name, self.method = name, method
 
-    def read(self, output_dir: str, key: str, newest_checkpoint=None):
+    def read(self, output_dir: str, key: str, newest_checkpoint=None) -> SelfSamples | None:
         for folder in (output_dir, newest_checkpoint):
             if folder is None:
                 continue
@@ -140,11 +157,212 @@ class RunSamples:
                     f"{folder}/{self.name}.json holds {self.method} samples made for other weights, data or "
                     "settings; use a new output_dir or delete the file to draw anew."
                 )
-            return stored
+            return SelfSamples(*stored)
         return None
 
-    def write(self, folder: str, completions, values, meta: dict) -> None:
-        save_samples(folder, self.name, completions, values, meta)
+    def write(self, folder: str, samples: SelfSamples) -> None:
+        save_samples(folder, self.name, samples.completions, samples.values, samples.meta)
+
+
+# --------------------------------------------------------------------------- config fields
+_SETTING_OF = {  # sampling setting -> the config field's suffix (after the method's prefix)
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "max_new_tokens": "max_new_tokens",
+    "instruction_prefix": "instruction_prefix",
+    "seed": "seed",
+    "batch_size": "batch_size",
+}
+
+
+def sampling_fields(
+    *,
+    num_samples: int,
+    max_new_tokens: int,
+    batch_size: int,
+    count: str = "num_samples",
+    prefix: str = "sample_",
+    seed: int | None = None,
+    instruction_prefix: bool = False,
+    notes: dict[str, str] | None = None,
+) -> type:
+    """A config mixin with a method's sampling fields and ``sampling_settings()`` (the one definition).
+
+    Fields: ``count`` (K), ``<prefix>temperature/top_k/top_p/max_new_tokens``, optionally
+    ``<prefix>instruction_prefix`` and ``<prefix>seed`` (else the run's ``seed``), ``<prefix>batch_size``
+    and ``sample_cache_dir``; each method keeps its own names and defaults (AltPO's ``alternate_*``, K=5;
+    D2O's K=11 and instruction prefix; AFT's K=8). ``notes``: where a default comes from, per suffix.
+    """
+    notes = notes or {}
+
+    def helped(key: str, text: str) -> dict:
+        return {"help": f"{text} ({notes[key]})." if key in notes else f"{text}."}
+
+    specs = [
+        (count, int, field(default=num_samples, metadata=helped("num", "K completions drawn per prompt"))),
+        (f"{prefix}temperature", float, field(default=1.0, metadata=helped("temperature", "Sampling temperature (> 0)"))),
+        (f"{prefix}top_k", int, field(default=0, metadata=helped("top_k", "Top-k sampling; 0 turns it off"))),
+        (f"{prefix}top_p", float, field(default=1.0, metadata=helped("top_p", "Nucleus sampling; 1.0 turns it off"))),
+        (f"{prefix}max_new_tokens", int, field(default=max_new_tokens, metadata=helped("max_new_tokens", "Max tokens per sample"))),
+    ]  # fmt: skip
+    if instruction_prefix:
+        text = "Text put before the prompt for sampling only (e.g. harmlessness instructions)"
+        specs.append((f"{prefix}instruction_prefix", str | None, field(default=None, metadata=helped("instruction_prefix", text))))  # fmt: skip
+    if seed is not None:
+        specs.append((f"{prefix}seed", int, field(default=seed, metadata=helped("seed", "Seed of the draw"))))
+    text = "Prompts per `generate` call (x K rows); the draw does not depend on it"
+    specs += [
+        (f"{prefix}batch_size", int, field(default=batch_size, metadata=helped("batch_size", text))),
+        ("sample_cache_dir", str | None, field(default=None, metadata=helped("cache", "Sampler cache (default ~/.cache/alignkit/samples); key: weights, data, settings"))),
+    ]  # fmt: skip
+    names = {"num_samples": count}
+    for setting, suffix in _SETTING_OF.items():
+        if f"{prefix}{suffix}" in {name for name, _, _ in specs}:
+            names[setting] = f"{prefix}{suffix}"
+
+    def sampling_settings(self) -> SamplingSettings:
+        """The shared sampler's settings; a bad value is one line naming this config's field."""
+        values = {setting: getattr(self, name) for setting, name in names.items()}
+        values.setdefault("seed", self.seed)
+        try:
+            return SamplingSettings(**values)
+        except ValueError as error:
+            message = str(error)
+            for setting, name in names.items():
+                message = message.replace(f"sampling `{setting}`", f"`{name}`")
+            raise ValueError(message) from None
+
+    return dataclasses.make_dataclass(
+        "SamplingFields", specs, namespace={"sampling_settings": sampling_settings}
+    )
+
+
+# --------------------------------------------------------------------------- the step
+@dataclass
+class SelfSamples:
+    """A draw as a method trains on it: per prompt its kept samples and their values (labels, reference
+    log-probs, or none), and ``meta`` (``key``, ``counts``, ``sampling``, the method's own)."""
+
+    completions: list[list[str]]
+    values: list[list[float]]
+    meta: dict
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.meta.get("counts", {})
+
+
+# ``label(completions) -> (kept completions, values, counts)``: a verifier, a filter, a post-processing.
+Label = Callable[[list[list[str]]], tuple[list[list[str]], list[list[float]], dict[str, int]]]
+
+
+class SelfSampleStep:
+    """The self-generated-data step: draw K per prompt, de-duplicate, label, cache, store, resume, log.
+
+    ``obtain(key, draw)`` returns the run folder's draw (or its newest complete checkpoint's) when it
+    has one for ``key``, else the sampler cache's or a new one from ``draw()``, de-duplicated
+    (``dedupe``), labelled (``label``) and scored, then written to the run folder (``store``); the
+    cache holds it as the method trains on it. ``save``/``check`` put it in every checkpoint
+    and make a resume refuse a checkpoint trained on another draw. Every draw's counts, including the
+    prompts left with no sample, are logged by :meth:`log`, the one place they are worded.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        settings: SamplingSettings,
+        *,
+        cache_dir: str | None = None,
+        dedupe: bool = False,
+        label: Label | None = None,
+        store=None,
+        warn_on: tuple[str, ...] = (),
+    ):
+        self.method, self.settings = method, settings
+        self.cache_dir = cache_dir or default_sample_cache_dir()
+        self.dedupe, self.label, self.store, self.warn_on = dedupe, label, store, warn_on
+        self.current: SelfSamples | None = None
+
+    def cache_key(self, *, models: list[str], data, **extra) -> str:
+        """The sampler-cache key: the weights' fingerprints, the data (hashed), the settings, ``extra``."""
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        return sample_cache_key(models=models, data=digest, settings=self.settings.fingerprint(), extra=extra)
+
+    def obtain(
+        self, key: str, draw, *, score=None, output_dir=None, newest_checkpoint=None,
+        should_save: bool = False, use_cache: bool = True,
+    ) -> SelfSamples:  # fmt: skip
+        """The draw for ``key`` as the method trains on it: stored in the run folder (or its newest
+        complete checkpoint), else cached, else drawn (``draw() -> (completions, values, meta)``),
+        de-duplicated, labelled and scored (``score(samples) -> values``, e.g. D2O's reference
+        log-probs). The cache holds the result, so ``key`` must cover whatever decides the labels;
+        ``use_cache=False`` for completions given by the user."""
+        stored = None
+        if self.store is not None and output_dir is not None:
+            stored = self.store.read(output_dir, key, newest_checkpoint)
+        if stored is None:
+
+            def make():
+                completions, values, meta = draw()
+                made = self.process(completions, values, meta)
+                if score is not None:
+                    made.values = score(made)
+                return made.completions, made.values, made.meta
+
+            if use_cache:
+                completions, values, meta = cache_or_draw(self.cache_dir, key, make, method=self.method)
+            else:
+                completions, values, meta = make()
+            stored = SelfSamples(completions, values, {**meta, "key": key})
+            if should_save and self.store is not None and output_dir is not None:
+                self.store.write(output_dir, stored)
+        self.current = stored
+        self.log(stored)
+        return stored
+
+    def process(self, completions, values=None, meta=None) -> SelfSamples:
+        """De-duplicate (``dedupe``) and label (``label``) raw completions; the counts go in ``meta``."""
+        counts: dict[str, int] = {}
+        if self.dedupe:
+            completions, counts = dedupe_samples(completions)
+            values = None  # values of the raw draw no longer line up
+        if self.label is not None:
+            completions, values, label_counts = self.label(completions)
+            counts.update(label_counts)
+        values = values if values else [[] for _ in completions]
+        meta = {"sampling": self.settings.fingerprint(), **(meta or {}), "counts": counts}
+        return SelfSamples(completions, values, meta)
+
+    def log(self, samples: SelfSamples, *, round_index: int | None = None) -> None:
+        """The one line of a draw's counts: a warning when a prompt has no sample left or a ``warn_on``
+        count is set, an info line otherwise."""
+        empty = sum(not c for c in samples.completions)
+        counts = {**samples.counts, "prompts_without_samples": empty}
+        flagged = empty or any(counts.get(kind) for kind in self.warn_on)
+        name = self.method if round_index is None else f"{self.method} round {round_index}"
+        where = f" ({self.store.name}.json)" if self.store is not None else ""
+        (logger.warning if flagged else logger.info)(
+            "%s%s", describe_draw(name, len(samples.completions), counts), where
+        )
+
+    def save(self, folder: str) -> None:
+        """Into a checkpoint (the caller writes on the ranks that save)."""
+        if self.current is not None and self.store is not None:
+            self.store.write(folder, self.current)
+
+    def check(self, folder: str) -> None:
+        """On resume: the checkpoint's draw must be this run's (same key, same samples)."""
+        if self.current is None or self.store is None:
+            return
+        stored = self.store.read(folder, self.current.meta["key"])
+        if stored is not None and (
+            stored.completions != self.current.completions or stored.values != self.current.values
+        ):
+            raise ValueError(
+                f"{folder}/{self.store.name}.json: the checkpoint was trained on another draw of "
+                f"{self.method} samples; resume with the same model, data and settings."
+            )
 
 
 def _prompt_key(prompt) -> str:

@@ -35,8 +35,16 @@ ONLINE_SAMPLING = {
     "sample_refresh_every": 2,
     "ref_update_every": 3,
 }
+# AFT on QA rows: it draws K chains per question from the starting weights, labels them with
+# `even_length` below, and keeps the draw in the run folder and every checkpoint (the resume test deletes
+# the run folder's copy and the sampler cache, so only the checkpoint's draw can give the same run).
+SELF_SAMPLING = {"num_samples": 3, "sample_max_new_tokens": 6, "verifier": "kill_driver:even_length"}
 # ε below the starting retain NLL: λ climbs every step, so the resumed λ and EMA state must be exact.
 CONSTRAINT = {"fn": "retain_nll", "eps": 0.1, "dual_lr": 0.5, "smoothing": "ema", "ema_decay": 0.5}
+
+
+def even_length(row, completion) -> bool:  # mixed labels on a random model's samples
+    return len(completion) % 2 == 0
 
 
 def hold(output_dir: Path) -> None:
@@ -96,9 +104,17 @@ def main() -> None:
             if spec.name == "d2o"
             else {}
         ),
+        **(
+            SELF_SAMPLING | {"sample_cache_dir": str(opts.output_dir / "samples")}
+            if spec.name == "aft"
+            else {}
+        ),
         **({"constraints": [CONSTRAINT]} if opts.constraint else {}),
     )
-    rows = FORGET[:6] if spec.data == "single" else preference_rows(spec.data)[:6]
+    if spec.name == "aft":
+        rows = FORGET[:6]  # QA rows: the answer is the gold chain, the samples are drawn
+    else:
+        rows = FORGET[:6] if spec.data == "single" else preference_rows(spec.data)[:6]
     callbacks = [HoldAfterStep(opts.at, opts.output_dir)] if opts.hold == "step" else []
     trainer = spec.trainer_cls(
         model=AutoModelForCausalLM.from_pretrained(opts.model_dir),

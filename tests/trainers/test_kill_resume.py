@@ -6,6 +6,8 @@ Each run is a real process started from ``kill_driver.py`` (under ``accelerate l
 ``resume_from_checkpoint=True``. The schedule: 3 steps per epoch, checkpoints at 2, 4, 6.
 
 * ``step 5``: killed between steps 5 and 6 (mid epoch 1); resumes from checkpoint-4.
+* ``aft``: its self-sampled draw is deleted from the run folder and the sampler cache before the
+  resume, so the resumed run trains on the checkpoint's copy (and draws nothing).
 * ``save 4``: killed inside the save of checkpoint-4, weights and optimizer written, no marker;
   the partial folder must not look complete, resume must pick checkpoint-2 and say so, and the
   re-save of step 4 must replace the partial folder.
@@ -127,7 +129,12 @@ def kill_and_resume(model_dir, root: Path, method: str, processes: int, where: s
         partial = out / f"checkpoint-{step}"
         assert partial.is_dir() and not (partial / MARKER).exists()  # written in part, not marked
     assert (out / f"checkpoint-{expected_start}" / MARKER).is_file()
+    if method == "aft":  # only the checkpoint's copy of the draw is left: the resume must use it
+        for file in (*out.glob("aft_samples.*"), *(out / "samples").glob("*")):
+            file.unlink()
     proc = run(model_dir, out, method, processes, "--resume")
+    if method == "aft":
+        assert not any((out / "samples").glob("*.json"))  # nothing drawn (a draw is cached)
     assert (
         f"Resuming from {out / f'checkpoint-{expected_start}'}, the newest complete checkpoint" in proc.stderr
     )
@@ -156,8 +163,9 @@ def straight_runs(tiny_model_dir, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("where,step", [("step", 5), ("save", 4)])
-# unlearning with a retain term; a list method; multipliers with EMA state; online D²O (samples + reference)
-@pytest.mark.parametrize("method", ["npo_rt", "lipo", "npo_rt+constraint", "d2o"])
+# unlearning with a retain term; a list method; multipliers with EMA state; online D²O (samples + reference);
+# AFT on its own verifier-labelled samples (the draw read back from the checkpoint)
+@pytest.mark.parametrize("method", ["npo_rt", "lipo", "npo_rt+constraint", "d2o", "aft"])
 def test_killed_run_resumes_to_the_uninterrupted_weights(
     tiny_model_dir, tmp_path, straight_runs, method, where, step
 ):
