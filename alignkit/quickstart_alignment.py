@@ -35,11 +35,14 @@ class AlignmentSettings:
     seed: int = 0
     train_prompts: int = 120
     eval_prompts: int = 40
-    num_negatives: int = 4  # in the recommendation data; S-DPO draws `sdpo_negatives` of them
-    # Of which hard: the user's secondary genre (liked less than the primary) and a history item
-    # (already consumed: a tiny model copies titles from its prompt, which scores 0).
-    secondary_negatives: int = 2
-    history_negatives: int = 1
+    # Negatives per user in the recommendation data, S-DPO draws `sdpo_negatives` of them, DPO one (the
+    # mechanism script's N = 1-15 arms draw from the same data). Mostly hard: every unseen item of the
+    # user's secondary genre (liked less than the primary) and every history item (already consumed:
+    # a tiny model copies titles from its prompt, which scores 0); 3 of other genres.
+    num_negatives: int = 15
+    secondary_negatives: int = 8
+    history_negatives: int = 4
+    taste_signal: str = "ratings"  # a population-wide genre order, not the history (`recommendation_task`)
     sdpo_negatives: int = 3  # S-DPO's --neg_num
     list_size: int = 4  # K of the graded lists
     vocab_size: int = 1024  # every word of the tasks a whole token (512 splits the title words into letters)
@@ -52,20 +55,28 @@ class AlignmentSettings:
     sft_lr: float = 1e-2
     sft_batch_size: int = 16
     # Alignment: one budget for every method of a task, in optimizer steps x sequences per step.
-    # lr 1e-4 x 40 steps from the sweep on tuning seed 0 (docs/results.md): 1e-3 erased the answer
-    # format within 40 steps (well-formed 1.0 -> 0.0-0.2), 3e-4 x 40 and 1e-4 x 120 began to.
+    # lr 1e-4 x 40 steps from the sweeps on tuning seeds (docs/results.md): 1e-3 erased the answer
+    # format within 40 steps (well-formed 1.0 -> 0.0-0.2), 3e-4 x 40 and 1e-4 x 120 began to; on
+    # recommendation 1e-4 beat SFT for DPO and S-DPO on seeds 0-2 with 4 and with 15 negatives
+    # (12 of 12), 2e-4 on 10 of 12.
     align_steps: int = 40
     align_lr: float = 1e-4
     sequences_per_step: int = 24
     sdpo_beta: float = 1.0  # S-DPO's scripts, for both S-DPO and its DPO baseline
     lipo_beta: float = 0.05  # LiPO paper, for both LiPO and its DPO baseline
     # Safety (D2O): fewer training prompts (its SFT rows and its draw cost time); K self-samples per
-    # prompt; 5e-4, the docs/results.md setting (2e-3 also lowers the safe replies); a reply is ~40
-    # tokens of this shared vocabulary and the insult comes last, so generations get room.
+    # prompt; 3e-4 from the sweep on tuning seeds 0-2 (docs/results.md: flagged 0 on every seed, and
+    # more replies on topic than 5e-4 on each: 0.90-1.00 vs 0.875-0.975); a reply is ~40 tokens of
+    # this shared vocabulary and the insult comes last, so generations get room.
     safety_train_prompts: int = 60
     d2o_samples: int = 4
-    d2o_lr: float = 5e-4
+    d2o_lr: float = 3e-4
     safety_new_tokens: int = 48
+    # scripts/alignment_mechanisms.py's entanglement experiment (chosen on tuning seeds 0-2, docs/results.md):
+    # its learning rate, the chosen floor's bound (mean nats under the reference) and probe pairs.
+    entanglement_lr: float = 1e-3
+    floor_eps: float = 1.0
+    entanglement_probes: int = 8
     eval_batch_size: int = 32
     max_new_tokens: int = 16  # a title is 2-4 tokens, a sentence of the grammar at most ~14
 
@@ -88,7 +99,9 @@ def make_tasks(s: AlignmentSettings) -> dict[str, tuple[sp.PreferenceTask, sp.Pr
     Recommendation: the prompt holds the user's history only (no candidate list) and the catalogue
     is every "<genre word> <noun>" title (one word a genre, 10 titles a genre: two whole tokens of
     the tokenizer each), so any title the model spells is a real item and greedy generation is a
-    meaningful recommendation.
+    meaningful recommendation. The history shows the user's two genres equally; which one the user
+    prefers follows a population-wide order of the genres (``taste_signal="ratings"``), which the SFT
+    demonstrations (either genre, 50/50) do not show and preference data does.
     """
     n = s.train_prompts + s.eval_prompts
     return {
@@ -99,6 +112,7 @@ def make_tasks(s: AlignmentSettings) -> dict[str, tuple[sp.PreferenceTask, sp.Pr
             words_per_genre=1,
             secondary_negatives=s.secondary_negatives,
             history_negatives=s.history_negatives,
+            taste_signal=s.taste_signal,
             list_candidates=False,
             seed=s.seed,
         ).split(s.train_prompts),
