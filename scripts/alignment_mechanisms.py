@@ -477,7 +477,7 @@ def figure(per_seed: dict, experiment: str, path: Path) -> None:
     seeds = list(per_seed)
     arms = list(per_seed[seeds[0]][experiment])
     second = {"sdpo": "hit_ratio_at_1_by_likelihood", "lipo": "ndcg", "d2o": "valid_ratio"}.get(
-        experiment, "chosen_logp_change"
+        experiment, "probe_chosen_logp_change"
     )
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     for ax, key in zip(axes, ("generation_score", second)):
