@@ -108,10 +108,21 @@ class _RichSteps(TrainerCallback):
 
 
 def _fit(
-    method: str, model_path, train, out: Path, /, *, seed: int, retain=None, progress=None, **config
+    method: str,
+    model_path,
+    train,
+    out: Path,
+    /,
+    *,
+    seed: int,
+    retain=None,
+    progress=None,
+    callbacks=(),
+    **config,
 ) -> Path:
     """Train ``method`` from ``model_path`` on ``train`` rows, save to ``out``; ``config``: its settings
-    (a ``method`` key makes a label such as ``npo_eps0.1`` run that registry method)."""
+    (a ``method`` key makes a label such as ``npo_eps0.1`` run that registry method); ``callbacks``:
+    extra trainer callbacks (e.g. an ``EntanglementMonitor``), whose log entries reach ``train_log.json``."""
     spec = get_method(config.pop("method", method))
     defaults = dict(
         output_dir=str(out), logging_steps=5, save_strategy="no", report_to="none", use_cpu=True, seed=seed,
@@ -125,6 +136,7 @@ def _fit(
         train_dataset=train,
         retain_dataset=retain if uses_retain else None,
         processing_class=AutoTokenizer.from_pretrained(model_path),
+        callbacks=list(callbacks),
     )
     if progress is not None:
         trainer.remove_callback(PrinterCallback)

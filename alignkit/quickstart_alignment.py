@@ -35,11 +35,14 @@ class AlignmentSettings:
     seed: int = 0
     train_prompts: int = 120
     eval_prompts: int = 40
-    num_negatives: int = 4  # in the recommendation data; S-DPO draws `sdpo_negatives` of them
-    # Of which hard: the user's secondary genre (liked less than the primary) and a history item
-    # (already consumed: a tiny model copies titles from its prompt, which scores 0).
-    secondary_negatives: int = 2
-    history_negatives: int = 1
+    # Negatives per user in the recommendation data, S-DPO draws `sdpo_negatives` of them, DPO one (the
+    # mechanism script's N = 1-15 arms draw from the same data). Mostly hard: every unseen item of the
+    # user's secondary genre (liked less than the primary) and every history item (already consumed:
+    # a tiny model copies titles from its prompt, which scores 0); 3 of other genres.
+    num_negatives: int = 15
+    secondary_negatives: int = 8
+    history_negatives: int = 4
+    taste_signal: str = "ratings"  # a population-wide genre order, not the history (`recommendation_task`)
     sdpo_negatives: int = 3  # S-DPO's --neg_num
     list_size: int = 4  # K of the graded lists
     vocab_size: int = 1024  # every word of the tasks a whole token (512 splits the title words into letters)
@@ -52,20 +55,28 @@ class AlignmentSettings:
     sft_lr: float = 1e-2
     sft_batch_size: int = 16
     # Alignment: one budget for every method of a task, in optimizer steps x sequences per step.
-    # lr 1e-4 x 40 steps from the sweep on tuning seed 0 (docs/results.md): 1e-3 erased the answer
-    # format within 40 steps (well-formed 1.0 -> 0.0-0.2), 3e-4 x 40 and 1e-4 x 120 began to.
+    # lr 1e-4 x 40 steps from the sweeps on tuning seeds (docs/results.md): 1e-3 erased the answer
+    # format within 40 steps (well-formed 1.0 -> 0.0-0.2), 3e-4 x 40 and 1e-4 x 120 began to; on
+    # recommendation 1e-4 beat SFT for DPO and S-DPO on seeds 0-2 with 4 and with 15 negatives
+    # (12 of 12), 2e-4 on 10 of 12.
     align_steps: int = 40
     align_lr: float = 1e-4
     sequences_per_step: int = 24
     sdpo_beta: float = 1.0  # S-DPO's scripts, for both S-DPO and its DPO baseline
     lipo_beta: float = 0.05  # LiPO paper, for both LiPO and its DPO baseline
     # Safety (D2O): fewer training prompts (its SFT rows and its draw cost time); K self-samples per
-    # prompt; 5e-4, the docs/results.md setting (2e-3 also lowers the safe replies); a reply is ~40
-    # tokens of this shared vocabulary and the insult comes last, so generations get room.
+    # prompt; 3e-4 from the sweep on tuning seeds 0-2 (docs/results.md: flagged 0 on every seed, and
+    # more replies on topic than 5e-4 on each: 0.90-1.00 vs 0.875-0.975); a reply is ~40 tokens of
+    # this shared vocabulary and the insult comes last, so generations get room.
     safety_train_prompts: int = 60
     d2o_samples: int = 4
-    d2o_lr: float = 5e-4
+    d2o_lr: float = 3e-4
     safety_new_tokens: int = 48
+    # scripts/alignment_mechanisms.py's entanglement experiment (chosen on tuning seeds 0-2, docs/results.md):
+    # its learning rate, the chosen floor's bound (mean nats under the reference) and probe pairs.
+    entanglement_lr: float = 1e-3
+    floor_eps: float = 1.0
+    entanglement_probes: int = 8
     eval_batch_size: int = 32
     max_new_tokens: int = 16  # a title is 2-4 tokens, a sentence of the grammar at most ~14
 
@@ -88,7 +99,9 @@ def make_tasks(s: AlignmentSettings) -> dict[str, tuple[sp.PreferenceTask, sp.Pr
     Recommendation: the prompt holds the user's history only (no candidate list) and the catalogue
     is every "<genre word> <noun>" title (one word a genre, 10 titles a genre: two whole tokens of
     the tokenizer each), so any title the model spells is a real item and greedy generation is a
-    meaningful recommendation.
+    meaningful recommendation. The history shows the user's two genres equally; which one the user
+    prefers follows a population-wide order of the genres (``taste_signal="ratings"``), which the SFT
+    demonstrations (either genre, 50/50) do not show and preference data does.
     """
     n = s.train_prompts + s.eval_prompts
     return {
@@ -99,6 +112,7 @@ def make_tasks(s: AlignmentSettings) -> dict[str, tuple[sp.PreferenceTask, sp.Pr
             words_per_genre=1,
             secondary_negatives=s.secondary_negatives,
             history_negatives=s.history_negatives,
+            taste_signal=s.taste_signal,
             list_candidates=False,
             seed=s.seed,
         ).split(s.train_prompts),
@@ -347,17 +361,17 @@ LIKELIHOOD = {
 # What scripts/alignment_mechanisms.py found on its held-out seeds (docs/results.md): the verdict
 # quotes these, not the papers' claims.
 MECHANISM_FINDINGS = [
-    "Mechanism experiments (scripts/alignment_mechanisms.py, held-out seeds 100-104, docs/results.md): "
-    "S-DPO's more negatives did not help (HR@1 by likelihood N=15 vs N=1 +0.005 [-0.009, +0.019]), nor "
-    "S-DPO vs DPO at the same sequences per step; LiPO-λ beat list_mle on NDCG (+0.006 [+0.003, +0.009]) "
-    "but not DPO or pair_logistic, and its λ weights made no difference.",
-    "Held: D²O's K=4 self-samples keep replies on topic where DPO with one loses them (0.885 vs 0.700, "
-    "+0.185 [+0.020, +0.350]); reward accuracy rises ~0.75 while likelihood ranking accuracy rises "
-    "0.02-0.08 (arXiv 2405.19534), which is why greedy recommendations barely move; DPOP keeps the chosen "
-    "log-prob up (+0.22 [+0.01, +0.42] nats vs DPO).",
-    "Seeds where the aligned model does not beat SFT on greedy answers (5 held-out seeds): graded lists "
-    "0 of 5; recommendation 1 of 5 (S-DPO and DPO on seed 103); safety D²O 0 of 5 (on-topic share "
-    "below 0.8x SFT's on 1); on tuning seed 0 recommendation does not improve (0.700 -> 0.700 / 0.675).",
+    "Mechanism experiments (scripts/alignment_mechanisms.py, run 2, held-out seeds 100-104, docs/results.md): "
+    "these arms beat their SFT model on greedy answers on 24 of 25 (arm, seed) cases with the format kept "
+    "(DPO recommendation 5/5, +0.050 [+0.014, +0.086]; S-DPO 4/5, seed 104 0.450 -> 0.425; DPO and LiPO-λ "
+    "lists 5/5, LiPO-λ +0.069 [+0.037, +0.100]; D²O flagged 0 on 5/5, on topic >= 0.8x SFT's on 5/5).",
+    "Did not hold: more S-DPO negatives for greedy answers (N=15 vs N=1 -0.007 [-0.021, +0.006]; only "
+    "N=3 > N=1 on HR@1 by likelihood held, +0.025 [+0.003, +0.047]), S-DPO vs DPO, LiPO-λ vs any other list "
+    "or pair loss on NDCG or greedy sentences, its λ weights, D²O K=4 vs K=1 on topic (+0.075 [-0.101, +0.251]).",
+    "Held: reward accuracy rises 0.70-0.82 more than likelihood ranking accuracy (arXiv 2405.19534); "
+    "gradient entanglement by the EntanglementMonitor at lr 1e-3 (DPO's probe chosen log-prob -13.4 "
+    "[-22.7, -4.2] nats with the rejected -28.8, gradient cosine up to ~0.3), and DPOP / the chosen floor "
+    "(bound on 5/5 seeds) keep the chosen up and the format, greedy sentences 0.509 / 0.541 vs DPO's 0.295.",
 ]
 
 

@@ -51,18 +51,21 @@ KEYS = (
     "chosen_logp_change",
     "rejected_logp_change",
     "idealized_median",
+    # the entanglement experiment's EntanglementMonitor (probe pairs held out)
+    "probe_chosen_logp_change",
+    "probe_rejected_logp_change",
+    "entanglement_cos",
+    "frac_both_down",
+    "floor_lambda_max",
 )
 
 
 def settings(tiny: bool, overrides: dict | None = None):
     from alignkit.quickstart_alignment import AlignmentSettings
 
-    # 15 negatives in the recommendation data (5 of them hard: 3 of the secondary genre, 2 from the
-    # history), so S-DPO can
-    # draw N = 1, 3, 7 or 15 of them.
-    s = AlignmentSettings(
-        **{"num_negatives": 15, "secondary_negatives": 3, "history_negatives": 2, **(overrides or {})}
-    )
+    # The quickstart's settings (its recommendation data has 15 negatives per user, so S-DPO can
+    # draw N = 1, 3, 7 or 15 of them, and its DPO / S-DPO, DPO / LiPO-λ and D²O are arms here).
+    s = AlignmentSettings(**(overrides or {}))
     if tiny:
         s = replace(
             s, train_prompts=16, eval_prompts=8, safety_train_prompts=8, sft_epochs=2, align_steps=2,
@@ -86,8 +89,8 @@ def sdpo_arms(ctx) -> dict:
         )
         for n in (1, 3, 7, 15)
     }
-    # Same sequences a step: DPO 12 pairs (every negative of a prompt is its own pair, as the
-    # S-DPO repository's DPO baseline does with --neg_num 1) vs S-DPO 6 prompts x (1 + 3).
+    # Same sequences a step: DPO 12 prompts with one of their negatives each (S-DPO's DPO baseline,
+    # --neg_num 1) vs S-DPO 6 prompts x (1 + 3).
     arms["dpo_24seq"] = ctx.train(
         "dpo", train.records, "dpo_24seq", batch=s.sequences_per_step // 2, beta=s.sdpo_beta
     )
@@ -141,25 +144,51 @@ def d2o_arms(ctx) -> dict:
 
 
 def entanglement_arms(ctx) -> dict:
-    """DPO vs DPOP (λ 50, the paper's) vs a chosen floor (lp(y_w) at most 2 nats under the reference)."""
+    """DPO vs DPOP (λ 50, the paper's) vs DPO with a chosen log-prob floor on every ordered pair of the
+    graded lists (chosen and rejected are sentences of one grammar that share most tokens: where
+    arXiv 2410.13828 places the entanglement), each watched by alignkit's ``EntanglementMonitor`` on
+    held-out probe pairs (best vs worst sentence of a list).
+
+    Run at ``entanglement_lr`` and with the floor's bound ``floor_eps`` (mean nats the chosen log-prob
+    may sit under the reference), both chosen on the tuning seeds (docs/results.md).
+    """
     from alignkit.data.synthetic.preference import to_pairwise
+    from alignkit.trainers.entanglement import EntanglementMonitor
 
     s = ctx.settings
-    train, test = ctx.data["recommendation"]
-    pairs = to_pairwise(train.records)
-    common = dict(batch=s.sequences_per_step // 2, beta=s.sdpo_beta)
-    arms = {
-        "dpo": ctx.train("dpo", pairs, "ent_dpo", **common),
-        "dpop": ctx.train("dpo", pairs, "ent_dpop", dpop_lambda=50.0, **common),
-        "chosen_floor": ctx.train(
-            "dpo",
-            pairs,
-            "ent_floor",
-            constraints=[{"fn": "chosen_logp_floor", "eps": 2.0, "dual_lr": 0.5}],
-            **common,
-        ),
+    train, test = ctx.data["graded_list"]
+    probes = to_pairwise(test.records[: s.entanglement_probes], mode="best_worst")
+    common = dict(batch=s.sequences_per_step // 2, beta=s.lipo_beta, learning_rate=s.entanglement_lr)
+    floor = [{"fn": "chosen_logp_floor", "eps": s.floor_eps, "dual_lr": 0.5}]
+    arms = {}
+    for name, extra in (
+        ("dpo", {}),
+        ("dpop", {"dpop_lambda": 50.0}),
+        ("chosen_floor", {"constraints": floor}),
+    ):
+        monitor = EntanglementMonitor(probes, every=max(1, s.align_steps // 4))
+        arms[name] = ctx.train(
+            "dpo", to_pairwise(train.records), f"ent_{name}", callbacks=[monitor], **common, **extra
+        )
+    out = _evaluate(ctx, test, {"sft": ctx.sft_model, **arms}, s.lipo_beta)
+    for name, path in arms.items():
+        out[name] |= _monitor_summary(json.loads((Path(path) / "train_log.json").read_text()))
+    out["sft"] |= {"probe_chosen_logp_change": 0.0, "probe_rejected_logp_change": 0.0}
+    return out
+
+
+def _monitor_summary(log: list[dict]) -> dict:
+    """The monitor's probe log-probs (last minus first measurement), its mean cosine and share of
+    both-down pairs over the run, and the floor's multiplier (its largest value; 0: it never bound)."""
+    seen = [e for e in log if "entanglement/cos" in e]
+    lam = [v for e in log for k, v in e.items() if k.startswith("constraint/") and k.endswith("/lambda")]
+    return {
+        "probe_chosen_logp_change": seen[-1]["entanglement/logp_w"] - seen[0]["entanglement/logp_w"],
+        "probe_rejected_logp_change": seen[-1]["entanglement/logp_l"] - seen[0]["entanglement/logp_l"],
+        "entanglement_cos": statistics.mean(e["entanglement/cos"] for e in seen),
+        "frac_both_down": statistics.mean(e["entanglement/frac_both_down"] for e in seen),
+        "floor_lambda_max": max(lam) if lam else None,
     }
-    return _evaluate(ctx, test, {"sft": ctx.sft_model, **arms}, s.sdpo_beta)
 
 
 # (learning rate, optimizer steps) of the sweep on the tuning seeds.
@@ -167,45 +196,65 @@ TUNING_GRID = ((1e-4, 40), (3e-4, 40), (1e-3, 40), (1e-4, 120), (2e-4, 120), (1e
 
 
 def tune_arms(ctx) -> dict:
-    """The quickstart's headline arms at each (lr, steps) of :data:`TUNING_GRID` (tuning seeds only)."""
+    """The quickstart's headline arms at each (lr, steps[, β of the lists]) of :data:`TUNING_GRID` or
+    ``ALIGNKIT_TUNING_GRID`` (JSON), for the tasks in ``ALIGNKIT_TUNING_TASKS`` (tuning seeds only)."""
     from alignkit.data.synthetic.preference import to_pairwise
 
     s = ctx.settings
+    tasks = os.environ.get("ALIGNKIT_TUNING_TASKS", "recommendation,graded_list").split(",")
+    grids = json.loads(os.environ.get("ALIGNKIT_TUNING_GRID", "null")) or TUNING_GRID
+    if not isinstance(grids, dict):  # one grid for every task, or {task: grid}
+        grids = {t: grids for t in tasks}
+    rec, rec_test = ctx.data["recommendation"]
+    lists, list_test = ctx.data["graded_list"]
+    safety, safety_test = ctx.data["safety"]
     out = {}
-    grid = [tuple(g) for g in json.loads(os.environ.get("ALIGNKIT_TUNING_GRID", "null")) or TUNING_GRID]
-    for lr, steps, *beta in grid:
+    for task, lr, steps, *beta in [(t, *g) for t in tasks for g in grids[t]]:
         list_beta = beta[0] if beta else s.lipo_beta
         tag = f"lr{lr:g}_s{steps}" + (f"_b{list_beta:g}" if beta else "")
-        rec, rec_test = ctx.data["recommendation"]
-        lists, list_test = ctx.data["graded_list"]
-        rec_arms = {
-            f"dpo_{tag}": ctx.train(
-                "dpo", rec.records, f"rec_dpo_{tag}", batch=s.sequences_per_step // 2,
-                beta=s.sdpo_beta, learning_rate=lr, max_steps=steps,
-            ),
-            f"s_dpo_{tag}": ctx.train(
-                "softmax_dpo", rec.records, f"rec_sdpo_{tag}", batch=s.sequences_per_step // 4,
-                num_negatives=s.sdpo_negatives, beta=s.sdpo_beta, learning_rate=lr, max_steps=steps,
-            ),
-        }  # fmt: skip
-        if os.environ.get("ALIGNKIT_TUNING_TASKS", "recommendation,graded_list") == "recommendation":
-            out |= {f"rec_{k}": v for k, v in _evaluate(ctx, rec_test, rec_arms, s.sdpo_beta).items()}
-            continue
-        list_arms = {
-            f"dpo_{tag}": ctx.train(
-                "dpo", to_pairwise(lists.records), f"list_dpo_{tag}", batch=s.sequences_per_step // 2,
-                beta=list_beta, learning_rate=lr, max_steps=steps,
-            ),
-            f"lipo_{tag}": ctx.train(
-                "lipo", lists.records, f"list_lipo_{tag}", batch=s.sequences_per_step // s.list_size,
-                beta=list_beta, score_to_label="identity", learning_rate=lr, max_steps=steps,
-            ),
-        }  # fmt: skip
-        out |= {f"rec_{k}": v for k, v in _evaluate(ctx, rec_test, rec_arms, s.sdpo_beta).items()}
-        out |= {f"list_{k}": v for k, v in _evaluate(ctx, list_test, list_arms, list_beta).items()}
-    sft = {"rec_sft": (rec_test, s.sdpo_beta), "list_sft": (list_test, s.lipo_beta)}
-    for name, (test, beta) in sft.items():
-        out[name] = _evaluate(ctx, test, {"sft": ctx.sft_model}, beta)["sft"]
+        run = dict(learning_rate=lr, max_steps=steps)
+        if task == "recommendation":
+            arms = {
+                f"dpo_{tag}": ctx.train(
+                    "dpo", rec.records, f"rec_dpo_{tag}", batch=s.sequences_per_step // 2, beta=s.sdpo_beta, **run
+                ),
+                f"s_dpo_{tag}": ctx.train(
+                    "softmax_dpo", rec.records, f"rec_sdpo_{tag}", batch=s.sequences_per_step // (1 + s.sdpo_negatives),
+                    num_negatives=s.sdpo_negatives, beta=s.sdpo_beta, **run,
+                ),
+            }  # fmt: skip
+            out |= {f"rec_{k}": v for k, v in _evaluate(ctx, rec_test, arms, s.sdpo_beta).items()}
+        if task == "graded_list":
+            arms = {
+                f"dpo_{tag}": ctx.train(
+                    "dpo", to_pairwise(lists.records), f"list_dpo_{tag}", batch=s.sequences_per_step // 2,
+                    beta=list_beta, **run,
+                ),
+                f"lipo_{tag}": ctx.train(
+                    "lipo", lists.records, f"list_lipo_{tag}", batch=s.sequences_per_step // s.list_size,
+                    beta=list_beta, score_to_label="identity", **run,
+                ),
+            }  # fmt: skip
+            out |= {f"list_{k}": v for k, v in _evaluate(ctx, list_test, arms, list_beta).items()}
+        if task == "safety":
+            arms = {
+                f"d2o_{tag}": ctx.train(
+                    "d2o", safety.records, f"safety_d2o_{tag}", batch=s.sequences_per_step // (1 + s.d2o_samples),
+                    num_samples=s.d2o_samples, sample_max_new_tokens=s.safety_new_tokens,
+                    sample_cache_dir=str(ctx.out / "samples"), **run,
+                ),
+            }  # fmt: skip
+            out |= {
+                f"safety_{k}": v
+                for k, v in _evaluate(ctx, safety_test, arms, 0.1, s.safety_new_tokens).items()
+            }
+    sft = {
+        "recommendation": ("rec_sft", rec_test, s.sdpo_beta, None),
+        "graded_list": ("list_sft", list_test, s.lipo_beta, None),
+        "safety": ("safety_sft", safety_test, 0.1, s.safety_new_tokens),
+    }
+    for name, test, beta, new_tokens in (sft[t] for t in tasks):
+        out[name] = _evaluate(ctx, test, {"sft": ctx.sft_model}, beta, new_tokens)["sft"]
     return out
 
 
@@ -298,12 +347,18 @@ COMPARISONS = [
     ("lipo", "lipo_lambda", "lambda_discount_constant", "ndcg", ">"),
     ("d2o", "d2o_k4", "dpo_self_sample", "valid_ratio", ">"),
     ("d2o", "d2o_k4", "sft", "flagged_rate", "<"),
-    ("entanglement", "dpo", "sft", "chosen_logp_change", "<"),
-    ("entanglement", "dpop", "dpo", "chosen_logp_change", ">"),
-    ("entanglement", "chosen_floor", "dpo", "chosen_logp_change", ">"),
+    ("entanglement", "dpo", "sft", "probe_chosen_logp_change", "<"),
+    ("entanglement", "dpo", "sft", "probe_rejected_logp_change", "<"),
+    ("entanglement", "dpo", "dpop", "entanglement_cos", ">"),
+    ("entanglement", "dpop", "dpo", "probe_chosen_logp_change", ">"),
+    ("entanglement", "chosen_floor", "dpo", "probe_chosen_logp_change", ">"),
     ("entanglement", "dpop", "dpo", "generation_score", ">"),
+    ("entanglement", "chosen_floor", "dpo", "generation_score", ">"),
+    # The quickstart's arms against their SFT model (its headline comparison, on held-out seeds).
     ("sdpo", "sdpo_n3_24seq", "sft", "generation_score", ">"),
+    ("sdpo", "dpo_24seq", "sft", "generation_score", ">"),
     ("lipo", "lipo_lambda", "sft", "generation_score", ">"),
+    ("lipo", "dpo_all_pairs", "sft", "generation_score", ">"),
 ]
 
 
@@ -327,6 +382,38 @@ def verdicts(per_seed: dict) -> list[dict]:
              "verdict": "held" if held else ("reversed" if reversed_ else "did not hold")}
         )  # fmt: skip
     return out
+
+
+# The quickstart's arms: (experiment, arm), judged against the experiment's SFT model.
+HEADLINE = [
+    ("sdpo", "dpo_24seq"),
+    ("sdpo", "sdpo_n3_24seq"),
+    ("lipo", "dpo_all_pairs"),
+    ("lipo", "lipo_lambda"),
+    ("d2o", "d2o_k4"),
+]
+
+
+def headline_table(per_seed: dict) -> str:
+    """Per seed: does the arm beat SFT on the score of greedy answers while keeping at least 0.8x
+    SFT's well-formed share (the quickstart's bar)?"""
+    seeds = list(per_seed)
+    lines = ["| arm | " + " | ".join(f"seed {s}: SFT → arm (well-formed)" for s in seeds) + " | seeds passed |",
+             "|---" * (len(seeds) + 2) + "|"]  # fmt: skip
+    for exp, arm in HEADLINE:
+        if any(exp not in per_seed[s] for s in seeds):
+            continue
+        cells, passed = [], 0
+        for s in seeds:
+            a, b = per_seed[s][exp][arm], per_seed[s][exp]["sft"]
+            ok = a["generation_score"] > b["generation_score"] and a["valid_ratio"] >= 0.8 * b["valid_ratio"]
+            passed += ok
+            cells.append(
+                f"{b['generation_score']:.3f} → {a['generation_score']:.3f} ({b['valid_ratio']:.2f} → "
+                f"{a['valid_ratio']:.2f}){'' if ok else ' ✗'}"
+            )
+        lines.append(f"| {exp}/{arm} | " + " | ".join(cells) + f" | {passed} of {len(seeds)} |")
+    return "\n".join(lines)
 
 
 def ranking_rows(per_seed: dict) -> list[dict]:
@@ -390,7 +477,7 @@ def figure(per_seed: dict, experiment: str, path: Path) -> None:
     seeds = list(per_seed)
     arms = list(per_seed[seeds[0]][experiment])
     second = {"sdpo": "hit_ratio_at_1_by_likelihood", "lipo": "ndcg", "d2o": "valid_ratio"}.get(
-        experiment, "chosen_logp_change"
+        experiment, "probe_chosen_logp_change"
     )
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     for ax, key in zip(axes, ("generation_score", second)):
@@ -475,6 +562,7 @@ def main(argv=None) -> int:
         md += [f"## {exp} (seeds {', '.join(map(str, args.seeds))}; mean ± sd)", "", table(results, exp), ""]
         figure(results, exp, out / f"{exp}.png")
     md += ["## Pre-registered comparisons", "", verdict_table(rows), ""]
+    md += ["## The quickstart's arms against SFT, per seed", "", headline_table(results), ""]
     ranking = ranking_rows(results)
     if ranking:
         md += ["## Reward accuracy vs likelihood ranking accuracy (P8)", "", ranking_table(ranking), ""]

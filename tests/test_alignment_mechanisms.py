@@ -36,5 +36,12 @@ def test_smallest_setting_writes_its_json(tmp_path):
         assert (tmp_path / f"{experiment}.png").stat().st_size > 1000
     # The reference is the SFT model: its log-probs did not move.
     assert result["entanglement"]["sft"]["chosen_logp_change"] == 0.0
+    # The entanglement arms were watched by the EntanglementMonitor (probe log-probs moved, gradients
+    # measured) and the floor arm logged its multiplier.
+    for arm in ("dpo", "dpop", "chosen_floor"):
+        summary = result["entanglement"][arm]
+        assert summary["probe_chosen_logp_change"] != 0.0 and -1.0 <= summary["entanglement_cos"] <= 1.0, arm
+    assert result["entanglement"]["chosen_floor"]["floor_lambda_max"] >= 0.0
+    assert "against SFT, per seed" in (tmp_path / "mechanisms.md").read_text()
     assert {row["verdict"] for row in logged["comparisons"]} <= {"held", "did not hold", "reversed"}
     assert "Pre-registered comparisons" in (tmp_path / "mechanisms.md").read_text()

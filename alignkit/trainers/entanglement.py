@@ -4,7 +4,9 @@ Every ``every`` optimizer steps (and before the first), for each probe pair it c
 ``g_w = ∇_P lp(y_w)`` and ``g_l = ∇_P lp(y_l)`` (summed completion log-probs, P = the trainable
 parameters: all of a small model, the adapters under LoRA) and logs the pair averages of
 :func:`alignkit.losses.entanglement.entanglement_stats` plus the fraction of pairs where the chosen
-log-prob goes up / the rejected goes down to first order (spec ``methods-alignment.md`` §6.2).
+log-prob goes up / the rejected goes down to first order (spec ``methods-alignment.md`` §6.2), and
+the probe pairs' mean log-probs themselves (``logp_w``, ``logp_l``): what those first-order moves add
+up to over training.
 Preference probes give (chosen, rejected); unlearning probes pair a retain answer (w, should stay
 up) with a forget answer (l, should go down).
 
@@ -62,17 +64,20 @@ class EntanglementMonitor(TrainerCallback):
         return pick(rows[ROLE_IDS["chosen"]]), pick(rows[ROLE_IDS["rejected"]])
 
     @staticmethod
-    def _grad(model, batch, params) -> torch.Tensor:
+    def _grad(model, batch, params) -> tuple[torch.Tensor, float]:
+        """The flat gradient of the completion's summed log-prob, and that log-prob."""
         n = int(batch["attention_mask"][0].sum())  # right padding: keep the real tokens only
         device = params[0].device
         ids = batch["input_ids"][:, :n].to(device)
         logits = model(input_ids=ids, attention_mask=batch["attention_mask"][:, :n].to(device)).logits[:, :-1]
         token = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
         mask = batch["completion_mask"][:, 1:n].to(device).bool()
-        grads = torch.autograd.grad(token[mask].sum(), params, allow_unused=True)
-        return torch.cat(
+        logp = token[mask].sum()
+        grads = torch.autograd.grad(logp, params, allow_unused=True)
+        flat = torch.cat(
             [(g if g is not None else torch.zeros_like(p)).float().reshape(-1) for g, p in zip(grads, params)]
         )
+        return flat, float(logp.detach())
 
     def measure(self, model) -> dict[str, float]:
         params = [p for p in model.parameters() if p.requires_grad]
@@ -80,10 +85,12 @@ class EntanglementMonitor(TrainerCallback):
         model.eval()
         try:
             with torch.enable_grad():
-                per_pair = [
-                    entanglement_stats(*(self._grad(model, b, params) for b in self._completions(p)))
-                    for p in self.pairs
-                ]
+                per_pair = []
+                for pair in self.pairs:
+                    (g_w, logp_w), (g_l, logp_l) = (
+                        self._grad(model, b, params) for b in self._completions(pair)
+                    )
+                    per_pair.append({**entanglement_stats(g_w, g_l), "logp_w": logp_w, "logp_l": logp_l})
         finally:
             model.train(was_training)
         out = {

@@ -250,6 +250,39 @@ def test_recommendation_hard_negatives_and_one_word_genres():
         recommendation_task(words_per_genre=1, items_per_genre=12)
 
 
+def test_recommendation_ratings_signal_is_a_genre_order_not_the_history():
+    task = recommendation_task(
+        num_users=300, items_per_genre=10, words_per_genre=1, secondary_negatives=2, history_negatives=2,
+        taste_signal="ratings", seed=4,
+    )  # fmt: skip
+    beats = set()
+    for rec, m in zip(task.records, task.meta):
+        primary, secondary = sorted(m["taste"], key=lambda g: -m["taste"][g])
+        beats.add((primary, secondary))
+        # The history shows both genres equally (counting says nothing) and the chosen item is an
+        # unseen one of the primary genre; the negatives are 2 secondary and 2 consumed items.
+        genres = [m["catalog"][t] for t in m["history"]]
+        assert genres.count(primary) == genres.count(secondary) == 2
+        assert m["catalog"][rec["chosen"]] == primary and rec["chosen"] not in m["history"]
+        assert sorted(score_item(m, r) for r in rec["rejected"]) == [0.0, 0.0, 0.5, 0.5]
+    # One population-wide order: no pair of genres is preferred both ways, and it is a total order,
+    # drawn per seed.
+    assert not any((b, a) in beats for a, b in beats)
+    assert _genre_order(task) != _genre_order(
+        recommendation_task(num_users=300, taste_signal="ratings", seed=5)
+    )
+    with pytest.raises(ValueError, match="taste_signal"):
+        recommendation_task(taste_signal="recent")
+
+
+def _genre_order(task) -> list[str]:
+    """The genres by how many others they beat across the task's users (best first)."""
+    beats = {(max(m["taste"], key=m["taste"].get), min(m["taste"], key=m["taste"].get)) for m in task.meta}
+    wins = {g: sum(a == g for a, _ in beats) for g in GENRE_WORDS}
+    assert sorted(wins.values()) == list(range(len(GENRE_WORDS)))  # every pair seen: a total order
+    return sorted(wins, key=lambda g: -wins[g])
+
+
 def test_demonstrations_teach_the_format_not_the_preference():
     rec = recommendation_task(num_users=400, items_per_genre=10, words_per_genre=1, seed=2)
     rows = demonstrations(rec, seed=0)

@@ -69,10 +69,11 @@ def test_monitor_equals_direct_autograd(tiny_model_dir, tokenizer):
     # Direct: one padded batch per probe item, each row's summed answer log-prob differentiated by itself.
     model.eval()
     params = [p for p in model.parameters() if p.requires_grad]
-    expected = []
+    expected, logps = [], []
     for rows in ([PAIRS[0]], [PAIRS[1]], [RETAIN[0], FORGET[0]]):
         with torch.enable_grad():
             seq, _ = _answer_logps_with_grad(model, tokenizer, rows)
+            logps.append(seq.tolist())
             g = [
                 torch.cat([x.reshape(-1) for x in torch.autograd.grad(seq[i], params, retain_graph=True)])
                 for i in (0, 1)
@@ -81,6 +82,9 @@ def test_monitor_equals_direct_autograd(tiny_model_dir, tokenizer):
     for key in ("ip", "cos", "norm_w2", "norm_l2", "kappa_w", "kappa_l", "move_w", "move_l"):
         want = sum(e[key] for e in expected) / 3
         assert got[f"entanglement/{key}"] == pytest.approx(want, rel=1e-4, abs=1e-6), key
+    # The probe pairs' own log-probs: what the first-order moves add up to over a run.
+    for key, i in (("logp_w", 0), ("logp_l", 1)):
+        assert got[f"entanglement/{key}"] == pytest.approx(sum(lp[i] for lp in logps) / 3, rel=1e-5), key
     assert got["entanglement/num_params"] == sum(p.numel() for p in params)
     assert abs(got["entanglement/cos"]) > 1e-3  # not a degenerate all-zero measurement
 

@@ -283,11 +283,18 @@ def recommendation_task(
     words_per_genre: int = 6,
     secondary_negatives: int = 0,
     history_negatives: int = 0,
+    taste_signal: str = "majority",
     seed: int = 0,
 ) -> PreferenceTask:
     """Users with a primary (weight 1) and secondary (0.5) genre; 1 liked next item vs N others.
 
-    The history holds ``history_len - 1`` primary items and 1 secondary item. ``chosen`` is an
+    ``taste_signal`` says where the user's preference between the two genres shows.
+    ``"majority"``: in the history, which holds ``history_len - 1`` primary items and 1 secondary
+    item, in random order. ``"ratings"``: not in the history, which holds ``history_len // 2`` items
+    of each genre (it shows which genres a user consumes, not which one they prefer), but in a
+    population-wide order of the genres (a seeded permutation, as ratings data would show): the
+    primary genre is whichever of the user's two ranks higher, so preference data teaches it.
+    ``chosen`` is an
     unseen primary item; ``rejected`` are ``num_negatives`` unseen items of other genres, so the
     chosen item always scores strictly higher. ``list_candidates`` shows the shuffled candidates
     in the prompt, as the S-DPO paper does. ``words_per_genre`` (1-6): how many genre words the
@@ -297,8 +304,10 @@ def recommendation_task(
     (already consumed: a repeat recommendation scores 0); the others are drawn from every
     non-primary item outside the history.
     """
+    if taste_signal not in ("majority", "ratings"):
+        raise ValueError(f"taste_signal must be 'majority' or 'ratings', got {taste_signal!r}")
     if history_len < 2:
-        raise ValueError("history_len must be at least 2 (the primary genre must be the majority)")
+        raise ValueError("history_len must be at least 2 (the history must show both genres)")
     if num_negatives < 1:
         raise ValueError("num_negatives must be at least 1")
     if not 1 <= words_per_genre <= len(GENRE_WORDS[next(iter(GENRE_WORDS))]):
@@ -307,9 +316,11 @@ def recommendation_task(
         raise ValueError(
             f"items_per_genre must be in [history_len, {words_per_genre * len(_TITLE_NOUNS)}], got {items_per_genre}"
         )
-    if not 0 <= secondary_negatives <= min(num_negatives, items_per_genre - 1):
+    seen_secondary = 1 if taste_signal == "majority" else history_len // 2
+    if not 0 <= secondary_negatives <= min(num_negatives, items_per_genre - seen_secondary):
         raise ValueError(
-            f"secondary_negatives must be in [0, min(num_negatives, items_per_genre - 1)], got {secondary_negatives}"
+            f"secondary_negatives must be in [0, min(num_negatives, items_per_genre - {seen_secondary})], "
+            f"got {secondary_negatives}"
         )
     if not 0 <= history_negatives <= min(num_negatives - secondary_negatives, history_len):
         raise ValueError(
@@ -323,13 +334,24 @@ def recommendation_task(
     for title, genre in catalog.items():
         by_genre.setdefault(genre, []).append(title)
     genres = list(GENRE_WORDS)
+    order = rng.sample(genres, len(genres)) if taste_signal == "ratings" else genres  # best first
     records, meta = [], []
     for _ in range(num_users):
-        primary, secondary = rng.sample(genres, 2)
+        primary, secondary = (
+            sorted(rng.sample(genres, 2), key=order.index)
+            if taste_signal == "ratings"
+            else rng.sample(genres, 2)
+        )
         taste = {primary: TASTE_WEIGHTS[0], secondary: TASTE_WEIGHTS[1]}
-        primary_items = rng.sample(by_genre[primary], history_len)  # history_len - 1 seen + 1 next
-        history = primary_items[:-1] + [rng.choice(by_genre[secondary])]
-        rng.shuffle(history)
+        if taste_signal == "majority":
+            primary_items = rng.sample(by_genre[primary], history_len)  # history_len - 1 seen + 1 next
+            history = primary_items[:-1] + [rng.choice(by_genre[secondary])]
+            rng.shuffle(history)
+        else:
+            n_secondary = history_len // 2
+            primary_items = rng.sample(by_genre[primary], history_len - n_secondary + 1)
+            history = primary_items[:-1] + rng.sample(by_genre[secondary], n_secondary)
+            rng.shuffle(history)
         chosen = primary_items[-1]
         others = [t for t in catalog if catalog[t] != primary and t not in history]
         if secondary_negatives or history_negatives:
