@@ -203,7 +203,7 @@ def row_outputs(
     want_logits: bool,
     fused: bool,
     hidden_module: torch.nn.Module | None = None,
-    share_prompt: bool = False,
+    share_prompt: bool | str = False,
     head_context=None,
 ) -> RowOutputs:
     """Forward every row of ``batch`` through ``model`` (the wrapped one, so DDP/ZeRO hooks run).
@@ -220,14 +220,15 @@ def row_outputs(
     that are padding in every row are cut first (a subset of a batch, such as the rows sent through the
     reference, is often narrower). The outputs keep the batch's shape.
     ``hidden_module``: also return that module's output from the same forward (a hook, no second pass).
-    ``share_prompt``: rows of one prompt go through as one packed row (``shared_prompt``), when
-    neither logits nor hidden states are wanted and the batch has a list of two or more.
+    ``share_prompt`` (True/"on", "auto", False/"off"): rows of one prompt go through as one packed row
+    (``shared_prompt``), when neither logits nor hidden states are wanted and the batch has a list of two
+    or more; under "auto" only where ``shared_prompt.worth_packing`` judges the batch's saving worth it.
     """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     mask = batch["completion_mask"][:, 1:].bool()
     labels = input_ids[:, 1:]
-    if share_prompt and not want_logits and hidden_module is None:
-        packed_logps = _shared_prompt_logps(model, batch, fused)
+    if share_prompt not in (False, "off") and not want_logits and hidden_module is None:
+        packed_logps = _shared_prompt_logps(model, batch, fused, auto=share_prompt == "auto")
         if packed_logps is not None:
             return RowOutputs(packed_logps.masked_fill(~mask, 0.0), mask, labels)
     # Right padding (the collator's): nothing after the longest row can be scored. Kept whole when logits
@@ -299,11 +300,15 @@ def _scored_logps(states: torch.Tensor, head, labels: torch.Tensor, scored: torc
     return logps.new_zeros(scored.shape).masked_scatter(scored, logps)
 
 
-def _shared_prompt_logps(model, batch: dict, fused: bool) -> torch.Tensor | None:
-    """Per-token log-probs ``[N, L-1]`` from the packed forward, or None where packing does not apply."""
+def _shared_prompt_logps(model, batch: dict, fused: bool, auto: bool = False) -> torch.Tensor | None:
+    """Per-token log-probs ``[N, L-1]`` from the packed forward, or None where packing does not apply
+    (or, with ``auto``, does not pay)."""
     implementation = shared_prompt.attention_implementation(model)
     packed = shared_prompt.pack(batch) if implementation in shared_prompt.MASKABLE else None
     if packed is None:
+        return None
+    hidden_size = getattr(_innermost(model).config, "hidden_size", None)
+    if auto and not (hidden_size and shared_prompt.worth_packing(batch, packed, hidden_size)):
         return None
     dtype = next(model.parameters()).dtype
     kwargs = dict(

@@ -26,6 +26,16 @@ import torch
 IGNORE = -100
 MASKABLE = ("eager", "sdpa")
 
+# ``share_prompt="auto"``: pack a batch only where the estimated saving clears the measured crossover
+# (docs/performance.md, "share_prompt: auto"). A layout's cost is estimated as its token positions (padding
+# included) plus its attention score pairs divided by ``PAIRS_PER_POSITION * hidden_size``: a flat row of
+# width W attends causally (W(W+1)/2 pairs), a packed row through a dense block mask (W^2 pairs: the masked
+# kernel skips nothing). Per position a layer's matmuls cost ~(4 + 3 * ffn/d) d^2 multiply-adds and per
+# pair ~2 d, so one position weighs as ~d pairs per hidden unit; the constant is fitted to step times.
+# The LM head is left out: the compact head scores the same completion positions in both layouts.
+PAIRS_PER_POSITION = 4.0
+AUTO_MIN_RATIO = 1.15
+
 
 @dataclass
 class Packed:
@@ -128,3 +138,18 @@ def attention_implementation(model) -> str | None:
     """The attention implementation of a (possibly DDP- or PEFT-wrapped) model; packing needs one of MASKABLE."""
     config = getattr(getattr(model, "module", model), "config", None)
     return getattr(config, "_attn_implementation", None)
+
+
+def estimated_costs(batch: dict, packed: Packed, hidden_size: int) -> tuple[float, float]:
+    """``(flat, packed)`` estimated forward costs of ``batch``'s rows (see :data:`AUTO_MIN_RATIO`)."""
+    per_pair = 1.0 / (PAIRS_PER_POSITION * hidden_size)
+    rows, width = len(batch["input_ids"]), int(batch["attention_mask"].sum(-1).max())
+    groups, packed_width = packed.input_ids.shape
+    flat = rows * width + per_pair * rows * width * (width + 1) / 2
+    return flat, groups * packed_width + per_pair * groups * packed_width**2
+
+
+def worth_packing(batch: dict, packed: Packed, hidden_size: int) -> bool:
+    """The ``auto`` rule: pack when the flat layout's estimated cost is ``AUTO_MIN_RATIO`` x the packed one's."""
+    flat, shared = estimated_costs(batch, packed, hidden_size)
+    return flat >= AUTO_MIN_RATIO * shared
