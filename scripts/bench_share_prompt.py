@@ -20,13 +20,13 @@ layout, are left out). The compact LM head (alignkit's CPU default) scores the c
 Peak memory: each point in its own process, the rise of the peak resident set over two steps.
 
     python scripts/bench_share_prompt.py [--sections crossover,lists,lengths] [--reps 7] [--json F]
+    python scripts/bench_share_prompt.py --plot F.json   # the two cost-curve figures into docs/
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -109,14 +109,14 @@ def alternate(policy, reference, batch, a, b, reps: int) -> dict:
     }
 
 
-GRID = [  # (K, prompt, completion)
+GRID = [  # (K, prompt, completion): prompt:completion 1/4 to 8, at short and long lengths
     *[
         (2, p, c)
-        for c, ps in ((16, (16, 64, 128, 256)), (64, (16, 64, 256, 512)), (256, (64, 256, 1024)))
-        for p in ps
+        for p, c in ((16, 16), (64, 16), (128, 16), (16, 64), (64, 64), (256, 64), (64, 256), (1024, 256))
     ],
-    *[(4, p, c) for c, ps in ((16, (16, 64, 256)), (64, (16, 64, 256)), (256, (64, 256))) for p in ps],
+    *[(4, p, c) for p, c in ((16, 16), (64, 16), (16, 64), (64, 64), (256, 64))],
 ]
+TOKENS = 1024  # flat tokens per step (at least one list)
 
 
 def crossover(vocab: int, reps: int) -> dict:
@@ -125,7 +125,7 @@ def crossover(vocab: int, reps: int) -> dict:
     policy, reference = build(vocab)
     points = []
     for k, p, c in GRID:
-        lists = max(1, 2048 // (k * (p + c)))  # ~2k flat tokens per step
+        lists = max(1, TOKENS // (k * (p + c)))
         batch = lists_batch(vocab, lists, k, p, c)
         packed = shared_prompt.pack(batch)
         r = alternate(policy, reference, batch, False, "on", reps)
@@ -173,7 +173,7 @@ def auto_check(vocab: int, reps: int) -> list[dict]:
     policy, reference = build(vocab)
     out = []
     for k, p, c in GRID:
-        lists = max(1, 2048 // (k * (p + c)))
+        lists = max(1, TOKENS // (k * (p + c)))
         batch = lists_batch(vocab, lists, k, p, c)
         f, s = shared_prompt.estimated_costs(batch, shared_prompt.pack(batch), HIDDEN)
         r = alternate(policy, reference, batch, False, "auto", reps)
@@ -187,13 +187,21 @@ def auto_check(vocab: int, reps: int) -> list[dict]:
     return out
 
 
+def _status_kb(field: str) -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1])
+
+
 def peak_child(vocab: int, lists: int, k: int, p: int, c: int, share: str) -> None:
     policy, reference = build(vocab)
     batch = lists_batch(vocab, lists, k, p, c)
     share_value = False if share == "off" else share
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # models and batch built
+    # The kernel's peak (VmHWM) is reset once the models and the batch exist, so imports and building
+    # do not count: the rise of the peak over the resident set before two steps.
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kb("VmRSS")
     times = [step(policy, reference, batch, share_value) for _ in range(2)]
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = _status_kb("VmHWM")
     print(json.dumps({"peak_mb": (after - before) / 1024, "step_s": min(times)}))
 
 
@@ -206,7 +214,7 @@ def peak(vocab, lists, k, p, c, share) -> dict:
 def lists_curve(vocab: int, reps: int) -> list[dict]:
     policy, reference = build(vocab)
     out = []
-    for k in (2, 4, 8, 12, 16):
+    for k in (2, 4, 8, 16):
         batch = lists_batch(vocab, 4, k, 64, 32)
         r = alternate(policy, reference, batch, False, "on", reps)
         mem = {share: peak(vocab, 4, k, 64, 32, share)["peak_mb"] for share in ("off", "on")}
@@ -245,6 +253,54 @@ def lengths_curve(vocab: int, reps: int) -> list[dict]:
     return out
 
 
+def plot(results: dict, folder: Path) -> None:
+    """docs/share_prompt_lists.png (step time and peak memory vs K) and docs/dpo_lengths.png (vs length)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if "lists" in results:
+        pts = results["lists"]
+        ks = [p["k"] for p in pts]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+        left.plot(ks, [p["flat_s"] for p in pts], "o-", label="flat (K rows)")
+        left.plot(ks, [p["packed_s"] for p in pts], "s-", label="shared prompt (1 packed row)")
+        left.set(
+            xlabel="list size K",
+            ylabel="step model work (s)",
+            title="LiPO, 4 lists, prompt 64 / completion 32",
+        )
+        left.legend()
+        right.plot(ks, [p["flat_mb"] for p in pts], "o-", label="flat")
+        right.plot(ks, [p["packed_mb"] for p in pts], "s-", label="shared prompt")
+        right.set(xlabel="list size K", ylabel="peak RSS rise (MB)", title="peak memory")
+        right.legend()
+        fig.tight_layout()
+        fig.savefig(folder / "share_prompt_lists.png", dpi=110)
+    if "lengths" in results:
+        pts = results["lengths"]
+        ls = [p["length"] for p in pts]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+        left.plot(ls, [p["step_s"] / p["length"] * 1000 for p in pts], "o-")
+        left.set(
+            xscale="log",
+            xlabel="sequence length (tokens)",
+            ylabel="ms per token of length",
+            title="DPO, 4 pairs, prompt = completion",
+        )
+        right.plot(ls, [p["peak_mb"] for p in pts], "o-")
+        right.set(
+            xscale="log",
+            yscale="log",
+            xlabel="sequence length (tokens)",
+            ylabel="peak RSS rise (MB)",
+            title="peak memory",
+        )
+        fig.tight_layout()
+        fig.savefig(folder / "dpo_lengths.png", dpi=110)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default="crossover,auto,lists,lengths")
@@ -252,7 +308,11 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--json")
     parser.add_argument("--peak-child", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--plot", help="draw the figures from this results JSON into docs/ and stop")
     args = parser.parse_args(argv)
+    if args.plot:
+        plot(json.loads(Path(args.plot).read_text()), ROOT / "docs")
+        return 0
     torch.set_num_threads(1)
     if args.peak_child:
         v, n, k, p, c, share = args.peak_child

@@ -30,11 +30,14 @@ MASKABLE = ("eager", "sdpa")
 # (docs/performance.md, "share_prompt: auto"). A layout's cost is estimated as its token positions (padding
 # included) plus its attention score pairs divided by ``PAIRS_PER_POSITION * hidden_size``: a flat row of
 # width W attends causally (W(W+1)/2 pairs), a packed row through a dense block mask (W^2 pairs: the masked
-# kernel skips nothing). Per position a layer's matmuls cost ~(4 + 3 * ffn/d) d^2 multiply-adds and per
-# pair ~2 d, so one position weighs as ~d pairs per hidden unit; the constant is fitted to step times.
-# The LM head is left out: the compact head scores the same completion positions in both layouts.
+# kernel skips nothing). The LM head is left out: the compact head scores the same completion positions in
+# both layouts. Measured (scripts/bench_share_prompt.py, 13 points, K 2 and 4, prompt:completion 1/4 to 8,
+# 32 to 1,280 tokens per row): with 4 the predicted flat/packed cost ratio tracks the measured speed-up
+# within ~0.1 (rank correlation 0.96); the two points slower packed are predicted 0.82 and 0.95, the next
+# (1.00) measured 1.04 with an IQR reaching 0.98, and every point predicted >= 1.08 is >= 1.17x faster
+# packed. So batches predicted >= 1.05 are packed.
 PAIRS_PER_POSITION = 4.0
-AUTO_MIN_RATIO = 1.15
+AUTO_MIN_RATIO = 1.05
 
 
 @dataclass
