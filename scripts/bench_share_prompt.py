@@ -153,7 +153,7 @@ def crossover(vocab: int, reps: int) -> dict:
         predicted = []
         for pt in points:
             batch = lists_batch(vocab, pt["lists"], pt["k"], pt["prompt"], pt["completion"])
-            f, s = shared_prompt.estimated_costs(batch, shared_prompt.pack(batch), HIDDEN)
+            f, s = shared_prompt.estimated_costs(batch, HIDDEN)
             predicted.append(f / s)
         rho = spearman(predicted, measured)
         paying = [x for x, y in zip(predicted, measured) if y < 1.0]
@@ -175,9 +175,9 @@ def auto_check(vocab: int, reps: int) -> list[dict]:
     for k, p, c in GRID:
         lists = max(1, TOKENS // (k * (p + c)))
         batch = lists_batch(vocab, lists, k, p, c)
-        f, s = shared_prompt.estimated_costs(batch, shared_prompt.pack(batch), HIDDEN)
+        f, s = shared_prompt.estimated_costs(batch, HIDDEN)
         r = alternate(policy, reference, batch, False, "auto", reps)
-        packs = shared_prompt.worth_packing(batch, shared_prompt.pack(batch), HIDDEN)
+        packs = shared_prompt.worth_packing(batch, HIDDEN)
         out.append({"k": k, "prompt": p, "completion": c, "predicted": f / s, "packed": packs, **r})
         print(
             f"auto K={k} P={p} C={c}: predicted {f / s:.2f} packed={packs} flat/auto {r['ratio']:.3f} "

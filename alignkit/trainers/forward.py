@@ -304,11 +304,13 @@ def _shared_prompt_logps(model, batch: dict, fused: bool, auto: bool = False) ->
     """Per-token log-probs ``[N, L-1]`` from the packed forward, or None where packing does not apply
     (or, with ``auto``, does not pay)."""
     implementation = shared_prompt.attention_implementation(model)
-    packed = shared_prompt.pack(batch) if implementation in shared_prompt.MASKABLE else None
-    if packed is None:
+    if implementation not in shared_prompt.MASKABLE:
         return None
-    hidden_size = getattr(_innermost(model).config, "hidden_size", None)
-    if auto and not (hidden_size and shared_prompt.worth_packing(batch, packed, hidden_size)):
+    hidden_size = getattr(_innermost(model).config, "hidden_size", None) if auto else None
+    if auto and not hidden_size:
+        return None
+    packed = shared_prompt.pack(batch, hidden_size)
+    if packed is None:
         return None
     dtype = next(model.parameters()).dtype
     kwargs = dict(

@@ -77,10 +77,10 @@ def _rows(input_ids, attention_mask, completion_mask):
     return rows
 
 
-def pack(batch: dict) -> Packed | None:
-    """The packed layout of ``batch``'s rows, or None when no two neighbouring rows share a prompt."""
-    input_ids = batch["input_ids"]
-    rows = _rows(input_ids, batch["attention_mask"], batch["completion_mask"])
+def _groups(batch: dict):
+    """``(rows, groups)``: each row's (prompt, completion) ids and the runs of neighbouring rows that share
+    a prompt; None when no two neighbouring rows share one (or a row is not prompt + completion)."""
+    rows = _rows(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
     if rows is None:
         return None
     groups: list[list[int]] = []
@@ -89,8 +89,20 @@ def pack(batch: dict) -> Packed | None:
             groups[-1].append(i)
         else:
             groups.append([i])
-    if all(len(g) == 1 for g in groups):
+    return None if all(len(g) == 1 for g in groups) else (rows, groups)
+
+
+def pack(batch: dict, hidden_size: int | None = None) -> Packed | None:
+    """The packed layout of ``batch``'s rows, or None when no two neighbouring rows share a prompt.
+
+    With ``hidden_size`` (``share_prompt="auto"``) also None where :func:`worth_packing` says flat is
+    cheaper; that is decided from the rows' lengths, before any packed tensor is built.
+    """
+    input_ids = batch["input_ids"]
+    layout = _groups(batch)
+    if layout is None or (hidden_size is not None and not _worth(batch, layout, hidden_size)):
         return None
+    rows, groups = layout
 
     tokens, positions, segments, labels = [], [], [], []
     flat_rows, flat_cols, packed_rows, packed_cols = [], [], [], []
@@ -143,16 +155,23 @@ def attention_implementation(model) -> str | None:
     return getattr(config, "_attn_implementation", None)
 
 
-def estimated_costs(batch: dict, packed: Packed, hidden_size: int) -> tuple[float, float]:
+def estimated_costs(batch: dict, hidden_size: int, layout=None) -> tuple[float, float]:
     """``(flat, packed)`` estimated forward costs of ``batch``'s rows (see :data:`AUTO_MIN_RATIO`)."""
+    rows, groups = layout or _groups(batch)
     per_pair = 1.0 / (PAIRS_PER_POSITION * hidden_size)
-    rows, width = len(batch["input_ids"]), int(batch["attention_mask"].sum(-1).max())
-    groups, packed_width = packed.input_ids.shape
-    flat = rows * width + per_pair * rows * width * (width + 1) / 2
-    return flat, groups * packed_width + per_pair * groups * packed_width**2
+    width = int(batch["attention_mask"].sum(-1).max())
+    packed_width = max(len(rows[g[0]][0]) - 1 + sum(len(rows[i][1]) + 1 for i in g) for g in groups)
+    flat = len(rows) * width + per_pair * len(rows) * width * (width + 1) / 2
+    return flat, len(groups) * packed_width + per_pair * len(groups) * packed_width**2
 
 
-def worth_packing(batch: dict, packed: Packed, hidden_size: int) -> bool:
-    """The ``auto`` rule: pack when the flat layout's estimated cost is ``AUTO_MIN_RATIO`` x the packed one's."""
-    flat, shared = estimated_costs(batch, packed, hidden_size)
+def _worth(batch: dict, layout, hidden_size: int) -> bool:
+    flat, shared = estimated_costs(batch, hidden_size, layout)
     return flat >= AUTO_MIN_RATIO * shared
+
+
+def worth_packing(batch: dict, hidden_size: int) -> bool:
+    """The ``auto`` rule: pack when the flat layout's estimated cost is ``AUTO_MIN_RATIO`` x the packed one's
+    (False where the rows share no prompt)."""
+    layout = _groups(batch)
+    return layout is not None and _worth(batch, layout, hidden_size)

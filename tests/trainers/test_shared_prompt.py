@@ -69,7 +69,7 @@ def loss_and_grads(name, model_dir, tmp_path, rows, share_prompt, attn, **overri
     if share_prompt != "off":  # the batch does go through packed (under auto too)
         packed = pack(batch)
         assert packed is not None and trainer.args.share_prompt in ("on", "auto")
-        assert worth_packing(batch, packed, model.config.hidden_size)
+        assert worth_packing(batch, model.config.hidden_size)
     loss = trainer.compute_loss(trainer.model, batch)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
@@ -109,15 +109,16 @@ def test_auto_packs_long_prompts_and_keeps_long_completions_flat():
         ids = torch.arange(5, 5 + prompt + completion).repeat(k, 1)
         mask = torch.zeros_like(ids)
         mask[:, prompt:] = 1
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": mask}
-        return batch, pack(batch)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": mask}
 
-    assert worth_packing(*pairs(128, 32), hidden_size=256)  # prompt:completion 4
-    assert not worth_packing(*pairs(16, 128), hidden_size=256)
-    batch, packed = pairs(128, 32)
-    flat, shared = estimated_costs(batch, packed, 256)
+    assert worth_packing(pairs(128, 32), hidden_size=256)  # prompt:completion 4
+    assert pack(pairs(128, 32), hidden_size=256) is not None
+    assert not worth_packing(pairs(16, 128), hidden_size=256)
+    assert pack(pairs(16, 128), hidden_size=256) is None  # auto: flat
+    assert pack(pairs(16, 128)) is not None  # on: packed
+    flat, shared = estimated_costs(pairs(128, 32), 256)
     assert flat > shared  # 2 x 160 positions against 127 + 2 x 33
-    long_flat, long_shared = estimated_costs(*pairs(64, 1024), 256)
+    long_flat, long_shared = estimated_costs(pairs(64, 1024), 256)
     assert long_shared > long_flat  # dense 2,113^2 pairs outweigh the 63 positions saved
 
 
