@@ -45,7 +45,9 @@ import torch  # noqa: E402
 
 TOFU = ROOT.parent / "shared" / "data" / "tofu" / "forget10_perturbed.json"
 MAX_LENGTH = 1024  # both sides: no row of either profile is cut (alignkit's default is 512, TRL's 1024)
-BATCH = {"short": 8, "chat": 2}  # pairs per step (chat: the TRL side's logits must fit a 3 GB budget)
+# Pairs per step. chat: the TRL side's logits must fit a 3 GB budget; at 128,256 two pairs took the
+# process (both trainers) to 4.4 GB resident, so `--chat-pairs 1` (passed to the memory children too).
+BATCH = {"short": 8, "chat": int(os.environ.get("BENCH_VOCAB_CHAT_PAIRS", "2"))}
 
 
 def tofu_rows() -> list[dict]:
@@ -217,7 +219,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json")
     parser.add_argument("--chunk-cost", action="store_true", help="only: chunked vs one-chunk alignkit head")
     parser.add_argument("--peak-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--chat-pairs", type=int, help="pairs per chat step (default 2)")
     args = parser.parse_args(argv)
+    if args.chat_pairs:
+        os.environ["BENCH_VOCAB_CHAT_PAIRS"] = str(args.chat_pairs)
+        BATCH["chat"] = args.chat_pairs
     torch.set_num_threads(1)
     if args.peak_child:
         peak_child(*args.peak_child)

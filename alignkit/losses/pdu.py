@@ -11,9 +11,16 @@ from typing import Literal
 
 import torch
 
-from alignkit.losses.core import LossOutput, _detached, _upcast, masked_rows
+from alignkit.losses.core import LossOutput, _detached, _upcast
+from alignkit.models.head import map_positions
 
 __all__ = ["pdu_forget_loss"]
+
+
+def _logit_gap(logits: torch.Tensor) -> torch.Tensor:
+    """``max_v z - mean_v z`` per position, ``[M, V]`` -> ``[M]`` (fp32)."""
+    z = _upcast(logits)
+    return z.max(-1).values - z.mean(-1)
 
 
 def pdu_forget_loss(
@@ -23,11 +30,10 @@ def pdu_forget_loss(
 
     ``positions="all"`` is open-unlearning's code, which averages over every position of the batch,
     prompt and padding included; ``"answer"`` (default) is the spec's reading. ``logits``: ``[N, T, V]``
-    aligned with ``mask`` ``[N, T]``; computed in fp32.
+    (or :class:`~alignkit.models.head.HeadLogits`, then a chunk of positions at a time) aligned with ``mask`` ``[N, T]``; computed in fp32.
     """
     if positions not in ("answer", "all"):
         raise ValueError(f"`positions` must be 'answer' or 'all', got {positions!r}.")
-    z = _upcast(masked_rows(logits, mask if positions == "answer" else None))
-    gap = z.max(-1).values - z.mean(-1)
+    gap = map_positions(_logit_gap, (logits,), mask if positions == "answer" else None)
     loss = (gap**2).mean() if gap.numel() else gap.sum()
     return LossOutput(loss, _detached({"forget/logit_gap": gap.mean() if gap.numel() else gap.sum()}))

@@ -8,6 +8,7 @@ trainer adds ``gamma * L_forget + alpha * L_retain``.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import torch
@@ -20,11 +21,20 @@ from alignkit.losses.core import (
     _fill_masked,
     _log_softmax,
     _upcast,
-    masked_rows,
     token_mean,
 )
+from alignkit.models.head import map_positions
 
 __all__ = ["ceu_loss", "satimp_loss", "undial_loss", "wga_loss"]
+
+
+def _undial_terms(logits, ref_logits, labels, is_answer, *, beta: float) -> torch.Tensor:
+    """UNDIAL's per-position cross-entropy ``ce_t`` (see :func:`undial_loss`), ``[M, V]`` -> ``[M]``."""
+    teacher = _upcast(ref_logits).detach()
+    hit = torch.zeros_like(teacher, dtype=torch.bool)
+    hit = hit.scatter(-1, labels.long().clamp_min(0).unsqueeze(-1), True)
+    target = torch.softmax(teacher - beta * (hit & is_answer.unsqueeze(-1)).to(teacher.dtype), dim=-1)
+    return -(target * _log_softmax(logits)).sum(-1)
 
 
 def undial_loss(
@@ -43,7 +53,8 @@ def undial_loss(
     softmax(z)_v``. ``positions="all"`` (default, open-unlearning's reduction) averages ``ce`` over every
     position of the given tensors, prompt and padding included (OU without its index ``-100`` wrap
     artefact); ``"labels"`` is the token mean over answer positions. ``logits``, ``ref_logits``: ``[N, T, V]``
-    (the reference is the frozen teacher, detached here); ``labels``, ``mask``: ``[N, T]``.
+    tensors or :class:`~alignkit.models.head.HeadLogits` (then a chunk of positions at a time; the
+    reference is the frozen teacher, detached here); ``labels``, ``mask``: ``[N, T]``.
     """
     _check_positive("beta", beta)
     if positions not in ("all", "labels"):
@@ -51,12 +62,7 @@ def undial_loss(
     _check_same_shape(logits=logits, ref_logits=ref_logits)
     mask = mask.bool()
     rows = None if positions == "all" else mask
-    teacher = _upcast(masked_rows(ref_logits, rows)).detach()
-    hit = torch.zeros_like(teacher, dtype=torch.bool)
-    hit = hit.scatter(-1, masked_rows(labels, rows).long().clamp_min(0).unsqueeze(-1), True)
-    is_answer = masked_rows(mask, rows).unsqueeze(-1)
-    target = torch.softmax(teacher - beta * (hit & is_answer).to(teacher.dtype), dim=-1)
-    ce = -(target * _log_softmax(masked_rows(logits, rows))).sum(-1)
+    ce = map_positions(partial(_undial_terms, beta=beta), (logits, ref_logits), rows, (labels, mask))
     loss = ce.mean() if ce.numel() else ce.sum()
     answer_share = mask.float().mean() if positions == "all" else torch.ones(())
     return LossOutput(loss, _detached({"forget/undial": loss, "forget/answer_share": answer_share}))
@@ -100,6 +106,14 @@ def satimp_loss(
     return _confidence_weighted_ascent(token_logps, mask, lambda p: p**beta1 * (1 - p) ** beta2, "satimp")
 
 
+def _ceu_terms(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE-U's per-position cross-entropy ``ce_t`` (see :func:`ceu_loss`), ``[M, V]`` -> ``[M]``."""
+    logp = _log_softmax(logits)
+    # The -inf scatter runs on a detached fp32 copy; the true token is excluded, so q stays finite.
+    q = torch.softmax(logp.detach().scatter(-1, labels.long().unsqueeze(-1), float("-inf")), dim=-1)
+    return -(q * logp).sum(-1)
+
+
 def ceu_loss(
     logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, *, ignore_first_n: int = 1
 ) -> LossOutput:
@@ -109,17 +123,13 @@ def ceu_loss(
     ``q_v = p_v / (1 - p_y)`` (``q_y = 0``), and ``ce_t = -sum_v q_v log softmax(z)_v``; gradient wrt the
     logits ``(softmax(z) - q) / N``, bounded at any confidence. The first ``ignore_first_n`` answer tokens
     of every row are dropped (the paper's footnote trick, default 1); then a token mean over the batch.
-    ``logits`` ``[N, T, V]``, ``labels``/``mask`` ``[N, T]`` (shifted; position 0 is never an answer token,
+    ``logits`` ``[N, T, V]`` (or :class:`~alignkit.models.head.HeadLogits`), ``labels``/``mask`` ``[N, T]`` (shifted; position 0 is never an answer token,
     so counting answer tokens on the shifted mask equals counting them on the unshifted labels).
     """
     if not (isinstance(ignore_first_n, int) and ignore_first_n >= 0):
         raise ValueError(f"`ignore_first_n` must be an int >= 0, got {ignore_first_n!r}.")
     mask = mask.bool()
     kept = mask & (mask.long().cumsum(-1) > ignore_first_n)
-    logp = _log_softmax(masked_rows(logits, kept))
-    true = masked_rows(labels, kept).long().unsqueeze(-1)
-    # The -inf scatter runs on a detached fp32 copy; the true token is excluded, so q stays finite.
-    q = torch.softmax(logp.detach().scatter(-1, true, float("-inf")), dim=-1)
-    ce = -(q * logp).sum(-1)
+    ce = map_positions(_ceu_terms, (logits,), kept, (labels,))
     loss = ce.mean() if ce.numel() else ce.sum()  # no kept token: 0, no NaN
     return LossOutput(loss, _detached({"forget/ceu": loss, "forget/ceu_tokens": kept.sum().to(loss.dtype)}))

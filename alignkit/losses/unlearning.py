@@ -9,6 +9,7 @@ open-unlearning names) is the trainer's job.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import torch
@@ -21,9 +22,9 @@ from alignkit.losses.core import (
     _detached,
     _fill_masked,
     _log_softmax,
-    masked_rows,
     token_mean,
 )
+from alignkit.models.head import map_positions
 
 __all__ = [
     "IDK_ANSWERS",
@@ -83,6 +84,15 @@ def ga_loss(token_logps: torch.Tensor, mask: torch.Tensor) -> LossOutput:
     return LossOutput(loss, _detached({"forget/nll": -loss}))
 
 
+def _kl_terms(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """Per position ``KL(softmax(ref_logits) || softmax(logits))``, ``[M, V]`` -> ``[M]``."""
+    logp = _log_softmax(logits)
+    ref_logp = _log_softmax(ref_logits).detach()
+    ref_p = ref_logp.exp()
+    # where(): a zero-probability reference token contributes 0, not 0 * (-inf - x) = NaN.
+    return torch.where(ref_p > 0, ref_p * (ref_logp - logp), 0.0).sum(-1)
+
+
 def retain_kl_loss(
     logits: torch.Tensor,
     ref_logits: torch.Tensor,
@@ -96,7 +106,8 @@ def retain_kl_loss(
     reduction="batchmean", log_target=True)`` on flattened ``[N*T, V]``), although the NPO paper writes
     ``D(pi_theta || pi_ref)``. ``positions="all"`` (default, reproduction) averages over all ``N*T`` rows,
     prompt and padding included, and ignores ``mask``; ``"labels"`` averages over rows where ``mask`` is 1.
-    ``logits``, ``ref_logits``: ``[N, T, V]``; log_softmax in fp32.
+    ``logits``, ``ref_logits``: ``[N, T, V]`` tensors or :class:`~alignkit.models.head.HeadLogits`
+    (then computed a chunk of positions at a time); log_softmax in fp32.
     """
     if positions not in ("all", "labels"):
         raise ValueError(f"`positions` must be 'all' or 'labels', got {positions!r}.")
@@ -105,12 +116,7 @@ def retain_kl_loss(
             "`positions='labels'` needs `mask`; pass the retain loss mask or use positions='all'."
         )
     _check_same_shape(logits=logits, ref_logits=ref_logits)
-    rows = None if positions == "all" else mask
-    logp = _log_softmax(masked_rows(logits, rows))
-    ref_logp = _log_softmax(masked_rows(ref_logits, rows)).detach()
-    ref_p = ref_logp.exp()
-    # where(): a zero-probability reference token contributes 0, not 0 * (-inf - x) = NaN.
-    kl = torch.where(ref_p > 0, ref_p * (ref_logp - logp), 0.0).sum(-1)
+    kl = map_positions(_kl_terms, (logits, ref_logits), None if positions == "all" else mask)
     loss = kl.mean() if kl.numel() else kl.sum()
     return LossOutput(loss, _detached({"retain/kl": loss}))
 
@@ -256,6 +262,17 @@ def _dipo_selection(logp, labels, select, k, tau):
     return logp.exp() >= tau
 
 
+def _dipo_terms(logits, ref_logits, labels, *, alpha, select, k, tau, source) -> torch.Tensor:
+    """DiPO's per-position margin ``d_t`` (see :func:`dipo_loss`), ``[M, V]`` -> ``[M]``."""
+    logp = _log_softmax(logits)
+    ref_logp = _log_softmax(ref_logits).detach()
+    # Log-probs differ from logits by a per-row constant, which softmax, topk and exp() >= tau ignore.
+    z = ref_logp if source == "ref" else logp.detach()
+    shift = alpha * _dipo_selection(z, labels, select, k, tau).to(z.dtype)
+    dq = torch.softmax(z - shift, dim=-1) - torch.softmax(z + shift, dim=-1)
+    return (dq * (logp - ref_logp)).sum(-1)
+
+
 def dipo_loss(
     logits: torch.Tensor,
     ref_logits: torch.Tensor,
@@ -285,7 +302,8 @@ def dipo_loss(
     ``alpha`` (no default), ``source`` of ``z`` ("ref"; "policy" = detached current logits),
     ``length_norm`` (False: summed positions; True: ``M_i / |y_i|``) and ``scale`` (1).
 
-    ``logits``, ``ref_logits``: ``[N, T, V]`` aligned with ``labels`` (token ids) and ``mask`` ``[N, T]``.
+    ``logits``, ``ref_logits``: ``[N, T, V]`` (tensors or :class:`~alignkit.models.head.HeadLogits`, then
+    a chunk of positions at a time) aligned with ``labels`` (token ids) and ``mask`` ``[N, T]``.
     Only masked-in rows are computed (fp32 log_softmax).
     """
     _check_positive("beta", beta)
@@ -301,13 +319,8 @@ def dipo_loss(
         raise ValueError(f"`source` must be 'ref' or 'policy', got {source!r}.")
     _check_same_shape(logits=logits, ref_logits=ref_logits)
     mask = mask.bool()
-    logp = _log_softmax(masked_rows(logits, mask))  # [M, V], M = answer positions
-    ref_logp = _log_softmax(masked_rows(ref_logits, mask)).detach()
-    # Log-probs differ from logits by a per-row constant, which softmax, topk and exp() >= tau ignore.
-    z = ref_logp if source == "ref" else logp.detach()
-    shift = alpha * _dipo_selection(z, masked_rows(labels, mask), select, k, tau).to(z.dtype)
-    dq = torch.softmax(z - shift, dim=-1) - torch.softmax(z + shift, dim=-1)
-    d = (dq * (logp - ref_logp)).sum(-1)
+    terms = partial(_dipo_terms, alpha=alpha, select=select, k=k, tau=tau, source=source)
+    d = map_positions(terms, (logits, ref_logits), mask, (labels,))  # [M], M = answer positions
     margin = torch.zeros(mask.shape[0], dtype=d.dtype, device=d.device)
     margin = margin.index_add(0, mask.nonzero(as_tuple=True)[0], d)
     if length_norm:

@@ -158,3 +158,76 @@ def token_logps(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tens
             for s, t in zip(states.split(step), targets.split(step))
         ]
     )
+
+
+class HeadLogits:
+    """The logits ``head(states)`` of ``states [N, T, d]``, never built whole: a stand-in for an
+    ``[N, T, V]`` logits tensor that full-distribution losses read through :func:`map_positions`.
+
+    ``states`` are in the head's dtype. Slicing (``x[rows]``, ``x[:, :t]``) and ``shape`` behave as
+    on the logits tensor. The head runs under the grad mode of the moment the object was made (a
+    reference's logits stay out of autograd) and inside ``context`` (e.g. the adapters-off
+    context of a PEFT reference: its head may carry an adapter too).
+    """
+
+    def __init__(self, states: torch.Tensor, head: torch.nn.Module, context=None, grad: bool | None = None):
+        self.states, self.head, self.context = states, head, context
+        self.grad = torch.is_grad_enabled() if grad is None else grad
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((*self.states.shape[:-1], head_vocab_size(self.head)))
+
+    def __getitem__(self, index) -> HeadLogits:
+        return HeadLogits(self.states[index], self.head, self.context, self.grad)
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """``head(states)`` for a chunk of positions ``[T, d]``."""
+        with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
+            if self.context is None:
+                return self.head(states)
+            with self.context():
+                return self.head(states)
+
+
+def _flat_rows(x, rows: torch.Tensor | None):
+    """``x [N, T, ...]`` -> ``[M, ...]``: the positions where ``rows`` is true (all when None)."""
+    if rows is None:
+        return x.reshape(-1, *x.shape[2:])
+    return x[rows.bool()]
+
+
+def map_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple = ()) -> torch.Tensor:
+    """``fn(*logits, *extra)`` over the positions ``rows`` selects (all when None), as a ``[M]`` tensor.
+
+    ``sources`` are ``[N, T, V]`` logits tensors or :class:`HeadLogits`; ``extras`` are ``[N, T]``
+    per-position tensors (labels, flags). ``fn`` maps ``[m, V]`` logits chunks (and ``[m]`` extras)
+    to ``[m]`` per-position values and must treat positions independently. With only tensors it is
+    called once on all positions (the plain formula). With :class:`HeadLogits` the logits of at most
+    :func:`chunk_positions` positions exist at a time; with several chunks each runs under
+    activation checkpointing (its logits are recomputed in the backward), so values and gradients are
+    those of the one-call formula while no ``[M, V]`` tensor is held.
+    """
+    lazy = [isinstance(s, HeadLogits) for s in sources]
+    flat = [_flat_rows(s.states if is_lazy else s, rows) for s, is_lazy in zip(sources, lazy)]
+    flat_extras = [_flat_rows(e, rows) for e in extras]
+    if not any(lazy):
+        return fn(*flat, *flat_extras)
+    heads = [s if is_lazy else None for s, is_lazy in zip(sources, lazy)]
+
+    def chunk_values(*parts):
+        logits = [h.logits(p) if h is not None else p for h, p in zip(heads, parts[: len(heads)])]
+        return fn(*logits, *parts[len(heads) :])
+
+    step = chunk_positions(sources[lazy.index(True)].shape[-1])
+    count = flat[0].shape[0]
+    if count <= step:
+        return chunk_values(*flat, *flat_extras)
+    recompute = torch.is_grad_enabled()
+    values = []
+    for start in range(0, count, step):
+        parts = [p[start : start + step] for p in (*flat, *flat_extras)]
+        values.append(
+            checkpoint(chunk_values, *parts, use_reentrant=False) if recompute else chunk_values(*parts)
+        )
+    return torch.cat(values)

@@ -543,10 +543,8 @@ class AlignKitTrainer(Trainer):
             if self.needs.reference == "hidden"
             else None
         )
-        with (
-            torch.no_grad(),
-            self._reference_context(unwrapped if self.ref_mode == "adapter_off" else None),
-        ):
+        peft_reference = unwrapped if self.ref_mode == "adapter_off" else None
+        with torch.no_grad(), self._reference_context(peft_reference):
             ref = row_outputs(
                 reference,
                 ref_inputs,
@@ -554,6 +552,8 @@ class AlignKitTrainer(Trainer):
                 fused=self.fused_lm_head,
                 hidden_module=ref_hidden,
                 share_prompt=args.share_prompt,
+                # The reference's logits are applied later, by the loss: its head runs adapters-off too.
+                head_context=lambda: self._reference_context(peft_reference),
             )
         if main_ref:
             out.ref = ref.rows(main).truncate(own["main"])

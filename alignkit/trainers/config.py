@@ -31,6 +31,7 @@ def _has_accelerator() -> bool:
 
 REF_MODES = ("auto", "model", "adapter_off", "precomputed", "none")
 FUSED_LM_HEAD = ("auto", "on", "off")
+SHARE_PROMPT = ("auto", "on", "off")
 RETAIN_LOSSES = ("none", "nll", "kl")
 
 
@@ -88,13 +89,15 @@ class AlignKitConfig(TrainingArguments):
             "first 10 steps stops). 1 never stops."
         },
     )
-    share_prompt: bool = field(
-        default=False,
+    share_prompt: str = field(
+        default="auto",
         metadata={
-            "help": "Encode a list's prompt once: its K completions packed into one row with a block "
-            "attention mask, for policy and reference. Same log-probs as K separate rows; faster when "
-            "prompts are long next to completions (see docs/performance.md). Rows with one completion "
-            "per prompt, full-logit losses and flash attention stay on the flat forward."
+            "help": "Encode a list's (or a pair's) prompt once: its K completions packed into one row with a "
+            "block attention mask, for policy and reference. Same log-probs as K separate rows. auto "
+            "(default): packed for a batch whose estimated cost falls by the measured margin (long prompts "
+            "next to completions, larger K; the rule is in docs/performance.md), flat otherwise; on: "
+            "packed whenever rows share a prompt; off: never. Rows with one completion per prompt, "
+            "full-logit losses and flash attention stay on the flat forward."
         },
     )
 
@@ -191,6 +194,11 @@ class AlignKitConfig(TrainingArguments):
             raise ValueError(f"`learning_rate` must be >= 0, got {self.learning_rate}.")
         if self.ref_mode not in REF_MODES:
             raise ValueError(f"`ref_mode` must be one of {REF_MODES}, got {self.ref_mode!r}.")
+        # true/false (the switch's values before `auto`) stay accepted, from Python and the command line.
+        if isinstance(self.share_prompt, bool) or str(self.share_prompt).lower() in ("true", "false"):
+            self.share_prompt = "on" if str(self.share_prompt).lower() == "true" else "off"
+        if self.share_prompt not in SHARE_PROMPT:
+            raise ValueError(f"`share_prompt` must be one of {SHARE_PROMPT}, got {self.share_prompt!r}.")
         if self.fused_lm_head not in FUSED_LM_HEAD:
             raise ValueError(f"`fused_lm_head` must be one of {FUSED_LM_HEAD}, got {self.fused_lm_head!r}.")
         if self.boundary not in ("separate", "joint"):

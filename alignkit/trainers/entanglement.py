@@ -27,6 +27,7 @@ from transformers import TrainerCallback
 from alignkit.data import PreferenceCollator
 from alignkit.data.records import ROLE_IDS
 from alignkit.losses.entanglement import entanglement_stats
+from alignkit.trainers.forward import row_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +67,10 @@ class EntanglementMonitor(TrainerCallback):
     @staticmethod
     def _grad(model, batch, params) -> tuple[torch.Tensor, float]:
         """The flat gradient of the completion's summed log-prob, and that log-prob."""
-        n = int(batch["attention_mask"][0].sum())  # right padding: keep the real tokens only
         device = params[0].device
-        ids = batch["input_ids"][:, :n].to(device)
-        logits = model(input_ids=ids, attention_mask=batch["attention_mask"][:, :n].to(device)).logits[:, :-1]
-        token = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        mask = batch["completion_mask"][:, 1:n].to(device).bool()
-        logp = token[mask].sum()
+        batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "completion_mask")}
+        # The compact head: only the completion positions' logits, a chunk at a time (no [L, V] logits).
+        logp = row_outputs(model, batch, want_logits=False, fused=False).seq_logps.sum()
         grads = torch.autograd.grad(logp, params, allow_unused=True)
         flat = torch.cat(
             [(g if g is not None else torch.zeros_like(p)).float().reshape(-1) for g, p in zip(grads, params)]

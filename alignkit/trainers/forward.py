@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from alignkit._trl_compat import selective_log_softmax
+from alignkit.models.head import HeadLogits
 from alignkit.models.head import token_logps as head_token_logps
 from alignkit.trainers import shared_prompt
 
@@ -72,7 +73,7 @@ class RowOutputs:
     token_logps: torch.Tensor  # [N, L-1], 0 where mask is 0
     mask: torch.Tensor  # [N, L-1] bool, 1 on completion tokens
     labels: torch.Tensor  # [N, L-1] next-token ids
-    logits: torch.Tensor | None = None  # [N, L-1, V] only when asked for
+    logits: torch.Tensor | HeadLogits | None = None  # [N, L-1, V] only when asked for
     hidden: torch.Tensor | None = None  # [N, L, d] a decoder block's output (unshifted), when asked for
     hidden_mask: torch.Tensor | None = None  # [N, L] bool, the completion tokens (unshifted)
 
@@ -202,11 +203,15 @@ def row_outputs(
     want_logits: bool,
     fused: bool,
     hidden_module: torch.nn.Module | None = None,
-    share_prompt: bool = False,
+    share_prompt: bool | str = False,
+    head_context=None,
 ) -> RowOutputs:
     """Forward every row of ``batch`` through ``model`` (the wrapped one, so DDP/ZeRO hooks run).
 
-    With ``want_logits`` the full ``[N, L-1, V]`` logits are built. Otherwise only the completion
+    With ``want_logits`` the rows' logits are returned: a :class:`~alignkit.models.head.HeadLogits`
+    (the last hidden states and the head; the losses apply the head a chunk of positions at a time,
+    inside ``head_context`` when given) where the compact head reproduces the model, else the full
+    ``[N, L-1, V]`` tensor. Otherwise only the completion
     positions go through the LM head: TRL's fused head (``fused``; on CUDA it projects only those
     positions, in tiles) or, by default, a compact head: the model runs with ``logits_to_keep=1`` and
     ``output_hidden_states``, and the LM head is applied to the last hidden state at the completion
@@ -215,14 +220,15 @@ def row_outputs(
     that are padding in every row are cut first (a subset of a batch, such as the rows sent through the
     reference, is often narrower). The outputs keep the batch's shape.
     ``hidden_module``: also return that module's output from the same forward (a hook, no second pass).
-    ``share_prompt``: rows of one prompt go through as one packed row (``shared_prompt``), when
-    neither logits nor hidden states are wanted and the batch has a list of two or more.
+    ``share_prompt`` (True/"on", "auto", False/"off"): rows of one prompt go through as one packed row
+    (``shared_prompt``), when neither logits nor hidden states are wanted and the batch has a list of two
+    or more; under "auto" only where ``shared_prompt.worth_packing`` judges the batch's saving worth it.
     """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     mask = batch["completion_mask"][:, 1:].bool()
     labels = input_ids[:, 1:]
-    if share_prompt and not want_logits and hidden_module is None:
-        packed_logps = _shared_prompt_logps(model, batch, fused)
+    if share_prompt not in (False, "off") and not want_logits and hidden_module is None:
+        packed_logps = _shared_prompt_logps(model, batch, fused, auto=share_prompt == "auto")
         if packed_logps is not None:
             return RowOutputs(packed_logps.masked_fill(~mask, 0.0), mask, labels)
     # Right padding (the collator's): nothing after the longest row can be scored. Kept whole when logits
@@ -233,8 +239,16 @@ def row_outputs(
     logits = None
     # Decided before the capture starts: the one-time check runs a forward of its own.
     compact = not (want_logits or fused) and _compact_head_exact(model, ids, att)
+    lazy_logits = want_logits and _compact_head_exact(model, ids, att)
     with capture_output(hidden_module) if hidden_module is not None else _no_capture() as captured:
-        if want_logits:
+        if lazy_logits:
+            states, head = _last_states(model, ids, att)
+            states = in_head_dtype(head, states[:, :-1])
+            token_logps = _scored_logps(states, head, labels[:, : width - 1], scored)
+            # The full-distribution losses read these through models.head.map_positions, a chunk of
+            # positions at a time: the [N, L-1, V] logits are never built.
+            logits = HeadLogits(states, head, head_context)
+        elif want_logits:
             logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1]
             token_logps = selective_log_softmax(logits.float(), labels[:, : width - 1])
         elif fused:
@@ -243,23 +257,10 @@ def row_outputs(
                 input_ids=ids, attention_mask=att, labels=fused_labels, fused_lm_head=True
             ).log_probs
         elif compact:
-            out = model(
-                input_ids=ids,
-                attention_mask=att,
-                use_cache=False,
-                output_hidden_states=True,
-                logits_to_keep=1,
+            states, head = _last_states(model, ids, att)
+            token_logps = _scored_logps(
+                in_head_dtype(head, states[:, :-1]), head, labels[:, : width - 1], scored
             )
-            head = _innermost(model).get_output_embeddings()
-            # A chunk of positions at a time (recomputed in the backward where there are several): the
-            # [T, V] logits of a whole batch are never held (alignkit.models.head).
-            logps = head_token_logps(
-                in_head_dtype(head, out.hidden_states[-1][:, :-1][scored]),
-                head,
-                labels[:, : width - 1][scored],
-            )
-            # masked_scatter keeps the graph even when no position is scored (a zero, not an error, in backward)
-            token_logps = logps.new_zeros(scored.shape).masked_scatter(scored, logps)
         else:
             full = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1]
             token_logps = selective_log_softmax(full.float(), labels[:, : width - 1])
@@ -275,10 +276,40 @@ def row_outputs(
     )
 
 
-def _shared_prompt_logps(model, batch: dict, fused: bool) -> torch.Tensor | None:
-    """Per-token log-probs ``[N, L-1]`` from the packed forward, or None where packing does not apply."""
+def _last_states(model, ids: torch.Tensor, att: torch.Tensor, **kwargs):
+    """``(last hidden states [N, L, d], LM head)`` from a forward whose logits cover one position only."""
+    out = model(
+        input_ids=ids,
+        attention_mask=att,
+        use_cache=False,
+        output_hidden_states=True,
+        logits_to_keep=1,
+        **kwargs,
+    )
+    return out.hidden_states[-1], _innermost(model).get_output_embeddings()
+
+
+def _scored_logps(states: torch.Tensor, head, labels: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """``[N, T]`` log-probs of ``labels`` where ``scored``, 0 elsewhere, from states ``[N, T, d]``.
+
+    Only the scored positions go through the head, a chunk of positions at a time (recomputed in the
+    backward where there are several): a batch's [T, V] logits are never held (alignkit.models.head).
+    """
+    logps = head_token_logps(states[scored], head, labels[scored])
+    # masked_scatter keeps the graph even when no position is scored (a zero, not an error, in backward)
+    return logps.new_zeros(scored.shape).masked_scatter(scored, logps)
+
+
+def _shared_prompt_logps(model, batch: dict, fused: bool, auto: bool = False) -> torch.Tensor | None:
+    """Per-token log-probs ``[N, L-1]`` from the packed forward, or None where packing does not apply
+    (or, with ``auto``, does not pay)."""
     implementation = shared_prompt.attention_implementation(model)
-    packed = shared_prompt.pack(batch) if implementation in shared_prompt.MASKABLE else None
+    if implementation not in shared_prompt.MASKABLE:
+        return None
+    hidden_size = getattr(_innermost(model).config, "hidden_size", None) if auto else None
+    if auto and not hidden_size:
+        return None
+    packed = shared_prompt.pack(batch, hidden_size)
     if packed is None:
         return None
     dtype = next(model.parameters()).dtype
@@ -289,6 +320,11 @@ def _shared_prompt_logps(model, batch: dict, fused: bool) -> torch.Tensor | None
     )
     if fused:
         per_position = model(**kwargs, shift_labels=packed.labels, fused_lm_head=True).log_probs
+    elif _compact_head_exact(model, batch["input_ids"], batch["attention_mask"]):
+        # Only the completion positions go through the head, in chunks (as the flat compact head).
+        states, head = _last_states(model, kwargs.pop("input_ids"), kwargs.pop("attention_mask"), **kwargs)
+        scored = packed.labels != shared_prompt.IGNORE
+        per_position = _scored_logps(in_head_dtype(head, states), head, packed.labels, scored)
     else:
         logits = model(**kwargs, use_cache=False).logits.float()
         per_position = selective_log_softmax(logits, packed.labels.clamp(min=0))

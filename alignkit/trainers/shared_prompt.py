@@ -26,6 +26,20 @@ import torch
 IGNORE = -100
 MASKABLE = ("eager", "sdpa")
 
+# ``share_prompt="auto"``: pack a batch only where the estimated saving clears the measured crossover
+# (docs/performance.md, "share_prompt: auto"). A layout's cost is estimated as its token positions (padding
+# included) plus its attention score pairs divided by ``PAIRS_PER_POSITION * hidden_size``: a flat row of
+# width W attends causally (W(W+1)/2 pairs), a packed row through a dense block mask (W^2 pairs: the masked
+# kernel skips nothing). The LM head is left out: the compact head scores the same completion positions in
+# both layouts. Measured (scripts/bench_share_prompt.py, 13 points, K 2 and 4, prompt:completion 1/4 to 8,
+# 32 to 1,280 tokens per row): with 4 the predicted flat/packed cost ratio tracks the measured speed-up
+# within ~0.1 (rank correlation 0.96); the two points slower packed are predicted 0.82 and 0.95, the next
+# (1.00) measured 1.04 with an IQR reaching 0.98; the point predicted 1.08 (2 x 1,280-token rows) measured
+# 1.17x in that run but 0.95x when timed again under auto, and every point predicted >= 1.19 was >= 1.22x
+# faster packed both times. So batches predicted >= 1.10 are packed.
+PAIRS_PER_POSITION = 4.0
+AUTO_MIN_RATIO = 1.10
+
 
 @dataclass
 class Packed:
@@ -64,10 +78,10 @@ def _rows(input_ids, attention_mask, completion_mask):
     return rows
 
 
-def pack(batch: dict) -> Packed | None:
-    """The packed layout of ``batch``'s rows, or None when no two neighbouring rows share a prompt."""
-    input_ids = batch["input_ids"]
-    rows = _rows(input_ids, batch["attention_mask"], batch["completion_mask"])
+def _groups(batch: dict):
+    """``(rows, groups)``: each row's (prompt, completion) ids and the runs of neighbouring rows that share
+    a prompt; None when no two neighbouring rows share one (or a row is not prompt + completion)."""
+    rows = _rows(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
     if rows is None:
         return None
     groups: list[list[int]] = []
@@ -76,8 +90,20 @@ def pack(batch: dict) -> Packed | None:
             groups[-1].append(i)
         else:
             groups.append([i])
-    if all(len(g) == 1 for g in groups):
+    return None if all(len(g) == 1 for g in groups) else (rows, groups)
+
+
+def pack(batch: dict, hidden_size: int | None = None) -> Packed | None:
+    """The packed layout of ``batch``'s rows, or None when no two neighbouring rows share a prompt.
+
+    With ``hidden_size`` (``share_prompt="auto"``) also None where :func:`worth_packing` says flat is
+    cheaper; that is decided from the rows' lengths, before any packed tensor is built.
+    """
+    input_ids = batch["input_ids"]
+    layout = _groups(batch)
+    if layout is None or (hidden_size is not None and not _worth(batch, layout, hidden_size)):
         return None
+    rows, groups = layout
 
     tokens, positions, segments, labels = [], [], [], []
     flat_rows, flat_cols, packed_rows, packed_cols = [], [], [], []
@@ -128,3 +154,25 @@ def attention_implementation(model) -> str | None:
     """The attention implementation of a (possibly DDP- or PEFT-wrapped) model; packing needs one of MASKABLE."""
     config = getattr(getattr(model, "module", model), "config", None)
     return getattr(config, "_attn_implementation", None)
+
+
+def estimated_costs(batch: dict, hidden_size: int, layout=None) -> tuple[float, float]:
+    """``(flat, packed)`` estimated forward costs of ``batch``'s rows (see :data:`AUTO_MIN_RATIO`)."""
+    rows, groups = layout or _groups(batch)
+    per_pair = 1.0 / (PAIRS_PER_POSITION * hidden_size)
+    width = int(batch["attention_mask"].sum(-1).max())
+    packed_width = max(len(rows[g[0]][0]) - 1 + sum(len(rows[i][1]) + 1 for i in g) for g in groups)
+    flat = len(rows) * width + per_pair * len(rows) * width * (width + 1) / 2
+    return flat, len(groups) * packed_width + per_pair * len(groups) * packed_width**2
+
+
+def _worth(batch: dict, layout, hidden_size: int) -> bool:
+    flat, shared = estimated_costs(batch, hidden_size, layout)
+    return flat >= AUTO_MIN_RATIO * shared
+
+
+def worth_packing(batch: dict, hidden_size: int) -> bool:
+    """The ``auto`` rule: pack when the flat layout's estimated cost is ``AUTO_MIN_RATIO`` x the packed one's
+    (False where the rows share no prompt)."""
+    layout = _groups(batch)
+    return layout is not None and _worth(batch, layout, hidden_size)

@@ -114,7 +114,7 @@ def test_zero3_matches_one_process(method, reference, extra, request):
     )  # fmt: skip
     print(f"{method} ZeRO-3 wall time {wall:.1f} s")
     assert got["distributed"] == "DEEPSPEED" and got["reference"]["mode"] == reference
-    assert got["hyperparameters"]["share_prompt"] == ("--share_prompt" in extra)
+    assert got["hyperparameters"]["share_prompt"] == ("on" if "--share_prompt" in extra else "auto")
     assert_parity(
         ref,
         got,

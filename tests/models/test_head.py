@@ -11,6 +11,9 @@ The chunk budget is shrunk so every test runs over many chunks.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -220,3 +223,122 @@ def test_vocab_size_survives_a_zero3_shard():
     bare.weight.ds_shape = torch.Size([1000, 16])  # deepspeed's record of the full shape
     assert head_vocab_size(bare) == 1000
     assert chunk_positions(head_vocab_size(head)) == 64 * 2**20 // (4 * 1000)  # 64 MiB of float32
+
+
+# ----------------------------------------------------------------- full-distribution training losses
+def _loss_cases():
+    from alignkit.losses import ceu_loss, dipo_loss, retain_kl_loss, undial_loss
+    from alignkit.losses.pdu import pdu_forget_loss
+
+    return {
+        "undial_all": lambda z, r, y, m: undial_loss(z, r, y, m, beta=2.0),
+        "undial_labels": lambda z, r, y, m: undial_loss(z, r, y, m, beta=2.0, positions="labels"),
+        "dipo_topk": lambda z, r, y, m: dipo_loss(z, r, y, m, beta=0.5, alpha=1.5, k=3),
+        "dipo_label_policy": lambda z, r, y, m: dipo_loss(
+            z, r, y, m, beta=0.5, alpha=1.5, select="label", source="policy", length_norm=True
+        ),
+        "dipo_tau": lambda z, r, y, m: dipo_loss(
+            z, r, y, m, beta=0.5, alpha=1.5, select="prob>=tau", tau=0.01
+        ),
+        "ceu": lambda z, r, y, m: ceu_loss(z, y, m, ignore_first_n=1),
+        "pdu_answer": lambda z, r, y, m: pdu_forget_loss(z, m),
+        "pdu_all": lambda z, r, y, m: pdu_forget_loss(z, m, positions="all"),
+        "retain_kl_all": lambda z, r, y, m: retain_kl_loss(z, r),
+        "retain_kl_labels": lambda z, r, y, m: retain_kl_loss(z, r, m, positions="labels"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_loss_cases()))
+def test_full_distribution_losses_in_chunks_equal_the_whole_logits(small_chunks, case):
+    """Each loss over ``HeadLogits`` (many chunks) equals it over the materialised ``head(states)``, values
+    and gradients (states, head weight) to 1e-6; the reference side gets no gradient; no
+    vocabulary-wide tensor holds more than one chunk of positions."""
+    loss_fn = _loss_cases()[case]
+    gen = torch.Generator().manual_seed(3)
+    vocab, rows, length, width = 400, 3, 9, 8
+    small_chunks(vocab)
+    head = torch.nn.Linear(width, vocab, bias=False)
+    ref_head = torch.nn.Linear(width, vocab, bias=False).requires_grad_(False)
+    states = torch.randn(rows, length, width, generator=gen, requires_grad=True)
+    ref_states = torch.randn(rows, length, width, generator=gen)
+    labels = torch.randint(0, vocab, (rows, length), generator=gen)
+    mask = torch.zeros(rows, length, dtype=torch.bool)
+    mask[0, 2:7], mask[1, 4:], mask[2, 1:5] = True, True, True
+
+    with torch.no_grad():
+        ref_lazy = head_mod.HeadLogits(ref_states, ref_head)
+    with LargestVocabTensor(SimpleNamespace(get_output_embeddings=lambda: head)) as seen:
+        got = loss_fn(head_mod.HeadLogits(states, head), ref_lazy, labels, mask)
+        got.loss.backward()
+    assert seen.rows <= CHUNK
+    got_grads = (states.grad.clone(), head.weight.grad.clone())
+    states.grad, head.weight.grad = None, None
+
+    expected = loss_fn(head(states), ref_head(ref_states), labels, mask)
+    expected.loss.backward()
+    close(got.loss, expected.loss)
+    for name in expected.metrics:
+        close(got.metrics[name], expected.metrics[name])
+    for a, b in zip(got_grads, (states.grad, head.weight.grad)):
+        close(a, b)
+    assert b.abs().sum() > 0  # the loss does reach the head
+
+
+def test_head_logits_run_the_head_inside_their_context_and_grad_mode():
+    """A reference's lazy logits apply its head later, inside the reference's context (adapters off) and
+    outside autograd, whatever the grad mode of the loss that reads them."""
+    entered = []
+
+    @contextmanager
+    def context():
+        entered.append(True)
+        yield
+
+    head = torch.nn.Linear(4, 50, bias=False)
+    with torch.no_grad():
+        lazy = head_mod.HeadLogits(torch.randn(2, 3, 4), head, context)[:, :2]
+    assert lazy.shape == (2, 2, 50)
+    values = head_mod.map_positions(lambda z: z.logsumexp(-1), (lazy,), None)
+    assert entered and values.shape == (4,) and not values.requires_grad
+
+
+def test_training_forward_gives_lazy_logits_and_packed_rows_chunked(tiny, small_chunks):
+    """``row_outputs(want_logits=True)`` returns the rows' logits as ``HeadLogits`` that reproduce the
+    model's own logits; the packed ``share_prompt`` forward builds no vocabulary tensor beyond a chunk
+    and gives the flat log-probs, gradients included."""
+    from alignkit.trainers.forward import row_outputs
+
+    model, tok = tiny
+    small_chunks(model.config.vocab_size)
+    prompt = tok(TEXTS[0])["input_ids"][:9]
+    completions = [tok(t)["input_ids"][1:5] for t in TEXTS[1:]]
+    rows = [prompt + c for c in completions]
+    batch = {
+        "input_ids": torch.tensor(rows),
+        "attention_mask": torch.ones(len(rows), len(rows[0]), dtype=torch.long),
+        "completion_mask": torch.tensor([[0] * len(prompt) + [1] * 4] * len(rows)),
+    }
+    from alignkit.trainers import shared_prompt
+
+    assert shared_prompt.attention_implementation(model) in shared_prompt.MASKABLE
+    assert shared_prompt.pack(batch) is not None  # the rows do go through packed
+    out = row_outputs(model, batch, want_logits=True, fused=False)
+    assert isinstance(out.logits, head_mod.HeadLogits)
+    with torch.no_grad():
+        full = model(input_ids=batch["input_ids"]).logits[:, :-1]
+    whole = torch.cat([out.logits.logits(s) for s in out.logits.states]).view(full.shape)
+    close(whole, full)
+
+    def logps_and_grads(share):
+        model.zero_grad()
+        with LargestVocabTensor(model) as seen:
+            r = row_outputs(model, batch, want_logits=False, fused=False, share_prompt=share)
+            (r.token_logps * torch.linspace(-1, 2, r.token_logps.shape[1])).sum().backward()
+        assert seen.rows <= CHUNK
+        return r.token_logps.detach(), [p.grad.clone() for p in model.parameters()]
+
+    flat, g_flat = logps_and_grads(False)
+    packed, g_packed = logps_and_grads(True)
+    close(packed, flat)
+    for a, b in zip(g_packed, g_flat):
+        close(a, b)

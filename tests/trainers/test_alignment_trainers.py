@@ -123,12 +123,20 @@ def test_dpo_matches_trl_dpo_trainer(tiny_model_dir, tmp_path):
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
     )
-    # Our precompute, with the same other model as the reference.
+    # Our precompute, with the same other model as the reference. The flat layout, as TRL's: the packed
+    # one (share_prompt auto packs these long-prompt pairs) sums in another order, ~1 float32 ulp of these
+    # ~-60 sums (7.6e-6) apart; its agreement with the flat forward is tests/trainers/test_shared_prompt.py's.
     spec = get_method("dpo")
     ours = spec.trainer_cls(
         model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
         ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
-        args=train_args(spec, tmp_path / "ours", ref_mode="precomputed", ref_cache_dir=str(tmp_path / "c2")),
+        args=train_args(
+            spec,
+            tmp_path / "ours",
+            ref_mode="precomputed",
+            ref_cache_dir=str(tmp_path / "c2"),
+            share_prompt="off",
+        ),
         train_dataset=rows,
         processing_class=tokenizer,
     )

@@ -72,6 +72,45 @@ def test_retain_kl_all_positions_independent_of_forget_rows(
     assert values[1] == pytest.approx(expected, abs=1e-5), values
 
 
+def test_retain_kl_adapter_off_reference_applies_its_head_without_the_adapter(
+    unlearn_model_dir, tokenizer, tmp_path
+):
+    """The retain logits reach the loss as lazy ``HeadLogits`` (the head applied a chunk at a time, after
+    the forward): the adapter-off reference must still run its head with the adapter off. With LoRA on
+    the LM head itself, applying the reference's head outside that context would give KL = 0."""
+    from peft import LoraConfig
+
+    from alignkit.models.head import HeadLogits
+
+    spec = get_method("ga_kl")
+    trainer = spec.trainer_cls(
+        model=AutoModelForCausalLM.from_pretrained(unlearn_model_dir),
+        args=train_args(spec, tmp_path),
+        train_dataset=FORGET,
+        retain_dataset=RETAIN,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, target_modules=["lm_head"], task_type="CAUSAL_LM"),
+    )
+    assert trainer.ref_mode == "adapter_off"
+    peft_model = trainer.model.eval()
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    out = trainer.forward(peft_model, _batch(trainer, SHORT, RETAIN[:2]))
+    assert isinstance(out.retain.logits, HeadLogits) and isinstance(out.retain_ref.logits, HeadLogits)
+    with torch.no_grad():
+        value = float(trainer.retain_loss(out).loss)
+
+    def adapter_off(**kwargs):
+        with peft_model.disable_adapter():
+            return peft_model(**kwargs)
+
+    expected = _independent_retain_kl(peft_model, adapter_off, tokenizer, RETAIN[:2])
+    assert expected > 1e-2  # the adapter on the head moved the policy off the reference
+    assert value == pytest.approx(expected, abs=1e-5)
+
+
 def test_eval_loss_is_the_training_objective(unlearn_model_dir, tokenizer, tmp_path):
     """With a retain term, eval_loss = γ·forget + α·retain on eval rows paired with retain rows, both logged."""
     spec = get_method("graddiff")
