@@ -39,7 +39,7 @@ from alignkit.trainers.config import AlignKitConfig, UnlearnConfig
 from alignkit.trainers.constraints import ConstraintCallback, ConstraintSet, config_reads, parse_constraints
 from alignkit.trainers.forward import ForwardOutput, Needs, resolve_fused_lm_head, row_outputs
 from alignkit.trainers.loss_log import LossLog
-from alignkit.trainers.node_local import save_pretrained_on_this_node
+from alignkit.trainers.node_local import save_pretrained_on_this_node, write_deepspeed_latest
 from alignkit.trainers.nonfinite import NonFiniteGuard
 from alignkit.trainers.process_exit import settle_collectives_at_exit
 from alignkit.trainers.ref_cache import with_ref_logps
@@ -481,6 +481,8 @@ class AlignKitTrainer(Trainer):
         self._save_extra_state(folder)
         self.accelerator.wait_for_everyone()  # every rank of every node has written its part
         if self.args.should_save:  # global rank 0; each node's local rank 0 with save_on_each_node
+            if self.args.save_on_each_node and self.is_deepspeed_enabled:
+                write_deepspeed_latest(folder)  # DeepSpeed writes it on global rank 0 only
             checkpoints.mark_complete(folder, self.state.global_step)
         # No node deletes an older complete checkpoint before every node has marked the new one: a kill
         # between two nodes' markers must leave a step that every node still has complete.

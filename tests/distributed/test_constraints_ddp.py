@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_launch import FORGET, TINY, free_port, launch_env, needs_deepspeed
+from test_launch import DEEPSPEED_BUILDS, FORGET, TINY, free_port, launch_env, needs_deepspeed
 
 pytestmark = pytest.mark.distributed
 
@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 WORKER = HERE / "constrained_worker.py"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}  # fmt: skip
+       "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), **DEEPSPEED_BUILDS}  # fmt: skip
 # The 2-process launches: DDP, and ZeRO-3 on CPU (fp32: the shipped config's bf16 is for GPUs).
 CONFIGS = {"ddp": ["multi_cpu.yaml"], "zero3": ["zero3.yaml", "--mixed_precision", "no"]}
 

@@ -50,6 +50,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# DeepSpeed JIT-builds its CPU comm op into torch's extensions folder (~/.cache by default, one for every
+# virtual environment on the machine). Its build flags name the venv, so a shared folder rebuilds it (up to
+# 6 min on 2 busy cores) whenever another checkout's venv built it last, and a build killed mid-way leaves
+# a lock that every later DeepSpeed launch waits on forever, silently. One folder per venv.
+DEEPSPEED_BUILDS = {"TORCH_EXTENSIONS_DIR": str(Path(sys.prefix) / "torch_extensions")}
+
+
 def launch_env(root: Path) -> dict:
     """The environment of a launched run: offline, one thread, its own synthetic-data cache under ``root``."""
     return {
@@ -59,6 +66,9 @@ def launch_env(root: Path) -> dict:
         "TRL_EXPERIMENTAL_SILENCE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": "1",
+        # A hung rank killed by a test's timeout prints its Python stack (test_multi_node.dump_stacks).
+        "PYTHONFAULTHANDLER": "1",
+        **DEEPSPEED_BUILDS,
     }
 
 

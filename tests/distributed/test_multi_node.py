@@ -18,12 +18,17 @@ node 1's local rank 0, so every "main process" decision is exercised where node 
   with the precomputed reference: the single-process curve and weights;
 - D²O with node-local sample caches, node 0's already holding the single-process draw and node 1's empty:
   every rank draws again (a cache hit on one node only would leave the other waiting in a collective), and
-  both caches end with the single-process draw.
+  both caches end with the single-process draw;
+- ZeRO-3 (``multi_node_zero3.yaml``), node-local folders: the single-process curve, node 0's gathered
+  weights, each node's own shards; both folders cut back to checkpoint-4 and relaunched with resume: the
+  uninterrupted curve and weights (each node reads its own shards and ``latest`` tag);
+- the c10d rendezvous (``--rdzv_backend c10d``) instead of the static one, and
+  ``scripts/slurm_multi_node.sh`` run under a stand-in ``srun``/``scontrol`` that start the per-node
+  command twice here with SLURM's per-task variables: the single-process curve and weights.
 
 What one host cannot show: a second host's network (interface choice, firewalls, NCCL over InfiniBand), a
-real node-local disk (the "nodes" here use different folders on one disk), and SLURM itself. ZeRO-3 is not
-here: ``multi_node_zero3.yaml`` as two "nodes" on this CPU host stopped at the first training step and never
-went on (not diagnosed; ZeRO-3 on one node is in test_launch.py).
+real node-local disk (the "nodes" here use different folders on one disk), and SLURM itself (allocation,
+task placement, its signals); the stub tests the script's plumbing only.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +45,7 @@ from pathlib import Path
 
 import pytest
 from test_alignment_launch import make_setup
-from test_launch import CONFIGS, REPO, assert_same_weights, free_port, launch_env, single
+from test_launch import CONFIGS, REPO, assert_same_weights, free_port, launch_env, needs_deepspeed, single
 
 from alignkit.trainers.checkpoints import MARKER
 
@@ -64,29 +70,52 @@ def node_env(root: Path, rank: int) -> dict:
     return {**launch_env(home), "HF_HOME": str(home / "hf")}
 
 
-def node_command(rank: int, port: int, recipe: Path, *extra: str, wrapper: bool = False) -> list[str]:
+def node_command(
+    rank: int,
+    port: int,
+    recipe: Path,
+    *extra: str,
+    wrapper: bool = False,
+    config: str = "multi_node_ddp",
+    launcher: tuple[str, ...] = (),
+) -> list[str]:
     """The documented per-node line, as a user types it on node ``rank`` (plus the CPU flag): accelerate's
-    own launcher, or ``alignkit train --accelerate_config`` (the same launch, failures as one line)."""
+    own launcher (with ``launcher``'s extra flags), or ``alignkit train --accelerate_config`` (the same
+    launch, failures as one line)."""
     machines = [
         "--num_machines", str(NODES), "--num_processes", str(NODES), "--machine_rank", str(rank),
         "--main_process_ip", "127.0.0.1", "--main_process_port", str(port), "--mixed_precision", "no",
     ]  # fmt: skip
     if wrapper:
-        config = ["--accelerate_config", "multi_node_ddp"]
-        return [sys.executable, "-m", "alignkit.cli", "train", str(recipe), *config, *machines, *extra]
+        flags = ["--accelerate_config", config]
+        return [sys.executable, "-m", "alignkit.cli", "train", str(recipe), *flags, *machines, *extra]
     accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
-    config = ["--config_file", str(CONFIGS / "multi_node_ddp.yaml")]
-    return [*accelerate, *config, *machines, "-m", "alignkit.cli", "train", str(recipe), *extra]
+    flags = ["--config_file", str(CONFIGS / f"{config}.yaml")]
+    return [*accelerate, *flags, *machines, *launcher, "-m", "alignkit.cli", "train", str(recipe), *extra]
 
 
 def start_nodes(
-    root: Path, name: str, recipe: Path, per_node, env=node_env, wrapper: bool = False
+    root: Path,
+    name: str,
+    recipe: Path,
+    per_node,
+    env=None,
+    wrapper: bool = False,
+    config: str = "multi_node_ddp",
+    launcher: tuple[str, ...] = (),
+    staggered: bool = False,
 ) -> list[subprocess.Popen]:
-    """Launch every node (``per_node(rank)`` gives its extra flags); each in its own process group."""
+    """Launch every node (``per_node(rank)`` gives its extra flags); each in its own process group.
+    ``staggered``: node 1 only once node 0 listens on the port (see ``test_c10d_rendezvous``)."""
+    env = env or node_env
     port, procs = free_port(), []
     (root / "logs").mkdir(exist_ok=True)
     for rank in range(NODES):
-        cmd = node_command(rank, port, recipe, *per_node(rank), wrapper=wrapper)
+        if staggered and rank:
+            wait_for_listener(port, procs[0])
+        cmd = node_command(
+            rank, port, recipe, *per_node(rank), wrapper=wrapper, config=config, launcher=launcher
+        )
         with open(root / "logs" / f"{name}-node{rank}.log", "w") as log:  # the node keeps its own copy
             procs.append(
                 subprocess.Popen(
@@ -99,6 +128,22 @@ def start_nodes(
                 )
             )
     return procs
+
+
+def wait_for_listener(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until a process listens on ``port`` on this host (read from /proc/net/tcp, not by connecting:
+    a stray connection is not what the rendezvous store expects)."""
+    hex_port = f":{port:04X}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    local, state = line.split()[1], line.split()[3]
+                    if local.endswith(hex_port) and state == "0A":  # LISTEN
+                        return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listened on port {port} within {timeout} s (node 0 exit {proc.poll()})")
 
 
 def log_tail(root: Path, name: str) -> str:
@@ -136,6 +181,16 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def dump_stacks(procs: list[subprocess.Popen]) -> None:
+    """A hang names its line: SIGABRT to every process of every node makes Python's faulthandler
+    (``PYTHONFAULTHANDLER=1`` in ``launch_env``) print each thread's stack into the node's log."""
+    for proc in procs:
+        for pid in descendants(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGABRT)
+    time.sleep(5)
+
+
 def finish(root: Path, name: str, procs: list[subprocess.Popen], timeout: float = 420) -> float:
     """Wait for every node; all must succeed (else every node is stopped and the logs shown)."""
     start = time.perf_counter()
@@ -143,6 +198,7 @@ def finish(root: Path, name: str, procs: list[subprocess.Popen], timeout: float 
         for proc in procs:
             proc.wait(timeout=max(1.0, timeout - (time.perf_counter() - start)))
     except subprocess.TimeoutExpired:
+        dump_stacks(procs)
         for proc in procs:
             stop(proc)
         pytest.fail(f"{name}: the nodes did not finish in {timeout} s\n{log_tail(root, name)}")
@@ -265,6 +321,195 @@ def test_kill_one_node_then_resume_both_gives_the_uninterrupted_weights(npo, uni
         assert got["train"]["resumed_from"] == str(out / f"checkpoint-{step}")
         assert_curve(expected, got, f"NPO resumed, node {rank}", STEPS, "the uninterrupted 2-node run")
         assert_same_weights(uninterrupted / "node0", out)
+
+
+# ---------------------------------------------------------------------------------------- ZeRO-3, node-local
+
+
+def max_weight_difference(a: Path, b: Path) -> float:
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    return max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
+
+
+def build_deepspeed_comm_op(env: dict) -> None:
+    """Build DeepSpeed's CPU comm op (``deepspeed_shm_comm``) before the launch, untimed. Every DeepSpeed
+    process JIT-loads it at ``init_distributed``, before any output: a cold build took 348 s on 2 busy
+    cores, during which both "nodes" print nothing after "Generating train split", the likely reading
+    of the first attempt at this test, which "stopped at the first step" for 7 min. Warm, a no-op."""
+    start = time.perf_counter()
+    build = "from deepspeed.accelerator import get_accelerator; get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
+    subprocess.run([sys.executable, "-c", build], env=env, check=True, capture_output=True, timeout=1500)
+    print(f"\nDeepSpeed's CPU comm op ready in {time.perf_counter() - start:.1f} s")
+
+
+@pytest.fixture(scope="module")
+def zero3(npo):
+    """``multi_node_zero3.yaml`` as two "nodes", node-local output folders and caches, the NPO recipe
+    above with a separate reference model (ZeRO-3 shards it too)."""
+    root, env, recipe = npo
+    build_deepspeed_comm_op(env)
+    name = "zero3"
+    wall = finish(
+        root,
+        name,
+        start_nodes(
+            root, name, recipe, node_local(root, name, "--ref_mode", "model"), config="multi_node_zero3"
+        ),
+    )
+    print(f"\n2-node ZeRO-3 NPO (node-local output) wall time {wall:.1f} s")
+    return root / name
+
+
+@needs_deepspeed
+def test_zero3_two_nodes_with_node_local_output_match_one_process(npo, zero3):
+    """ZeRO-3 shards weights, gradients and optimizer state over both nodes' ranks: the single-process
+    curve on both nodes and, in node 0's folder (where DeepSpeed gathers the 16-bit model), its weights.
+    Node 1's folders hold its own shards and a ``latest`` tag, which its resume reads (next test)."""
+    root = npo[0]
+    ref = single(npo, "single")
+    for rank in range(NODES):
+        got = info(zero3 / f"node{rank}")
+        assert got["distributed"] == "DEEPSPEED" and got["reference"]["mode"] == "model"
+        assert_curve(ref, got, f"ZeRO-3 NPO node {rank}'s run_info", STEPS)
+    worst = max_weight_difference(root / "single", zero3 / "node0")
+    print(f"ZeRO-3 node 0's gathered weights vs one process: max abs diff {worst:.1e}")
+    assert worst < 1e-6
+    assert not (zero3 / "node1" / "model.safetensors").exists()  # the gather is global rank 0's only
+    for step in range(2, STEPS + 1, 2):
+        for rank in range(NODES):
+            folder = zero3 / f"node{rank}" / f"checkpoint-{step}"
+            shards = sorted(p.name for p in (folder / f"global_step{step}").iterdir())
+            assert shards == [f"zero_pp_rank_{rank}_mp_rank_00_{k}_states.pt" for k in ("model", "optim")]
+            assert (folder / "latest").read_text().strip() == f"global_step{step}"
+            assert json.loads((folder / MARKER).read_text()) == {"global_step": step, "complete": True}
+
+
+@needs_deepspeed
+def test_zero3_two_nodes_resume_from_node_local_shards_gives_the_uninterrupted_run(npo, zero3):
+    """Both nodes' folders cut back to checkpoint-4 (the state a kill after that save leaves; the kill
+    itself is the DDP test above), then both relaunched with ``--resume_from_checkpoint true``: every
+    rank loads its own node's shards, and the run ends with the uninterrupted curve and weights. Before
+    alignkit wrote node 1's ``latest``, node 1 failed: "[deepspeed] failed to resume from checkpoint"."""
+    root, _, recipe = npo
+    name = "zero3_resumed"
+    for rank in range(NODES):
+        shutil.copytree(zero3 / f"node{rank}" / "checkpoint-4", root / name / f"node{rank}" / "checkpoint-4")
+    resume = node_local(root, name, "--ref_mode", "model", "--resume_from_checkpoint", "true")
+    wall = finish(root, name, start_nodes(root, name, recipe, resume, config="multi_node_zero3"))
+    print(f"\n2-node ZeRO-3 resume wall time {wall:.1f} s")
+    for rank in range(NODES):
+        got = info(root / name / f"node{rank}")
+        assert got["train"]["resumed_at_step"] == 4
+        uninterrupted = info(zero3 / f"node{rank}")
+        assert_curve(
+            uninterrupted, got, f"ZeRO-3 resumed, node {rank}", STEPS, "the uninterrupted 2-node run"
+        )
+    worst = max_weight_difference(zero3 / "node0", root / name / "node0")
+    print(f"ZeRO-3 resumed weights vs uninterrupted: max abs diff {worst:.1e}")
+    assert worst < 1e-6
+
+
+# ---------------------------------------------------------------------------------------- c10d rendezvous
+
+
+def shared_output(out: Path):
+    def per_node(rank: int) -> list[str]:
+        return ["--output_dir", str(out), "--per_device_train_batch_size", "2", "--save_strategy", "no"]
+
+    return per_node
+
+
+def test_c10d_rendezvous_two_nodes_match_one_process(npo):
+    """``--rdzv_backend c10d`` instead of the configs' static rendezvous: torch's c10d store on node 0's
+    ``main_process_ip:port`` (accelerate passes it as ``--rdzv_endpoint``), ranks assigned by the
+    rendezvous (``--machine_rank`` is ignored). On one host both launchers' addresses match 127.0.0.1,
+    so whichever starts first hosts the store; node 1 starts once node 0 listens, as on a cluster where
+    only node 0's address matches (else node 0's own port check finds the port taken and stops)."""
+    root, _, recipe = npo
+    ref = single(npo, "single")
+    out = root / "c10d"
+    procs = start_nodes(
+        root, "c10d", recipe, shared_output(out), launcher=("--rdzv_backend", "c10d"), staggered=True
+    )
+    wall = finish(root, "c10d", procs)
+    print(f"\n2-node DDP through the c10d rendezvous wall time {wall:.1f} s")
+    assert "c10d" in (root / "logs" / "c10d-node1.log").read_text()  # torchrun: node_rank ignored for c10d
+    assert_curve(ref, info(out), "NPO over the c10d rendezvous", STEPS)
+    assert_same_weights(root / "single", out)
+
+
+# ---------------------------------------------------------------------------------------- SLURM plumbing
+
+SRUN = """#!{python}
+# A stand-in for SLURM's srun on one host: start the task's command once per "node" of the allocation,
+# with the variables srun gives each task (one task per node), and end all if one fails
+# (--kill-on-bad-exit). It tests scripts/slurm_multi_node.sh's plumbing, not SLURM.
+import os, subprocess, sys, time
+args = sys.argv[1:]
+while args[0].startswith("-"):
+    args.pop(0)
+nodes = int(os.environ["SLURM_NNODES"])
+hosts = os.environ["SLURM_JOB_NODELIST"].split(",")
+procs = []
+for node in range(nodes):
+    env = {{**os.environ, "SLURM_NODEID": str(node), "SLURM_PROCID": str(node), "SLURM_LOCALID": "0",
+           "SLURM_NTASKS": str(nodes), "SLURMD_NODENAME": hosts[node], "SLURM_STEP_NODELIST": ",".join(hosts)}}
+    with open(os.path.join(os.environ["STUB_LOGS"], f"node{{node}}.log"), "w") as log:
+        procs.append(subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT))
+while any(p.poll() is None for p in procs):
+    if any(p.returncode not in (None, 0) for p in procs):
+        for p in procs:
+            p.poll() is None and p.kill()
+    time.sleep(0.2)
+sys.exit(max(p.returncode for p in procs))
+"""
+
+SCONTROL = """#!/bin/bash
+# A stand-in for `scontrol show hostnames LIST` (LIST comma-separated here, no ranges).
+[ "$1 $2" = "show hostnames" ] && tr ',' '\\n' <<< "$3"
+"""
+
+
+def test_slurm_script_plumbing_with_a_stub_srun(npo, tmp_path):
+    """scripts/slurm_multi_node.sh as sbatch runs it on a 2-node allocation, with stub ``srun`` and
+    ``scontrol`` on PATH that start the per-node command twice on this host with SLURM's per-task
+    variables: node 0 is the nodelist's first host, each task's machine rank is its SLURM_NODEID, and
+    the run is the single-process run. This checks the script's plumbing (variables, quoting, the
+    command it builds); SLURM itself (allocation, srun's placement, --kill-on-bad-exit) is not here."""
+    root, env, recipe = npo
+    ref = single(npo, "single")
+    stubs, logs, out = tmp_path / "bin", tmp_path / "logs", root / "slurm"
+    stubs.mkdir()
+    logs.mkdir()
+    (stubs / "srun").write_text(SRUN.format(python=sys.executable))
+    (stubs / "scontrol").write_text(SCONTROL)
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    job = {
+        **env,
+        "PATH": os.pathsep.join([str(stubs), str(Path(sys.executable).parent), env["PATH"]]),
+        "SLURM_JOB_NODELIST": "127.0.0.1,127.0.0.2",  # two loopback addresses for two "hosts"
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_ID": "1",
+        "STUB_LOGS": str(logs),
+        "ACCELERATE_CONFIG": "accelerate_configs/multi_node_ddp.yaml",
+        "GPUS_PER_NODE": "1",
+        "MAIN_PORT": str(free_port()),
+        "ACCELERATE_ARGS": "--mixed_precision no",
+    }
+    cmd = ["bash", "scripts/slurm_multi_node.sh", str(recipe), *shared_output(out)(0)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=job, cwd=REPO, capture_output=True, text=True, timeout=420)
+    wall = time.perf_counter() - start
+    tails = "\n".join(f"--- {p.name} ---\n" + p.read_text()[-3000:] for p in sorted(logs.iterdir()))
+    assert proc.returncode == 0, proc.stdout + proc.stderr + tails
+    print(f"\nSLURM script (stub srun, 2 nodes) wall time {wall:.1f} s")
+    assert f"2 nodes x 1 processes, rendezvous 127.0.0.1:{job['MAIN_PORT']}" in proc.stdout
+    assert_curve(ref, info(out), "NPO through scripts/slurm_multi_node.sh", STEPS)
+    assert_same_weights(root / "single", out)
 
 
 # ---------------------------------------------------------------------------------------- S-DPO, shared
