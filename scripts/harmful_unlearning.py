@@ -176,6 +176,100 @@ def side_effects_table(results: list[dict], target: str, setting: str, scorer: s
     return "\n".join(lines + ["", summary, f"per-layer cos to {target} (mean over seeds): {sims}"])
 
 
+def side_effects_plots(results: list[dict], target: str, setting: str, folder: Path, scorer: str = "keyword"):
+    """The mean over seeds of the suite's two plots: domain x layer cosine to the target's concept vector
+    (heat map) and refusal before / after / contained per domain (bars, ± sd)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [r["settings"][setting][scorer] for r in results]
+    sims = [r["settings"][setting]["similarity"] for r in results]
+    domains = list(sims[0])
+    grid = [[statistics.mean(s[d][i] for s in sims) for i in range(len(sims[0][d]))] for d in domains]
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    image = ax.imshow(grid, vmin=min(map(min, grid)), vmax=1, cmap="viridis", aspect="auto")
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white")
+    labels = [f"{d} ({results[0]['shared_cues'][d]})" for d in domains]
+    ax.set_yticks(range(len(domains)), labels)
+    ax.set_xticks(range(len(grid[0])), [str(i) for i in range(len(grid[0]))])
+    ax.set_xlabel("layer (block output)")
+    ax.set_title(
+        f"cosine to {target}'s concept vector\n(mean of {len(results)} seeds; cues shared)", fontsize=9
+    )
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(folder / "side_effects_heatmap.png", dpi=120)
+    plt.close(fig)
+
+    models = list(rows[0]["refusal"])
+    names = list(rows[0]["refusal"]["before"])
+    fig, ax = plt.subplots(figsize=(8.0, 3.6))
+    width = 0.8 / len(models)
+    for i, m in enumerate(models):
+        values = [[row["refusal"][m][d] for row in rows] for d in names]
+        ax.bar(
+            [x + i * width for x in range(len(names))],
+            [statistics.mean(v) for v in values],
+            width,
+            yerr=[statistics.stdev(v) if len(v) > 1 else 0 for v in values],
+            capsize=2,
+            label=m,
+        )
+    ax.set_xticks(
+        [x + 0.4 - width / 2 for x in range(len(names))],
+        labels=[f"{d} ({results[0]['shared_cues'][d]})" for d in names],
+        rotation=20,
+    )
+    ax.set_ylabel(f"refusal rate ({scorer})")
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8)
+    ax.set_title(
+        f"refusal before / after unlearning {target} / after containment (mean ± sd, {len(results)} seeds)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(folder / "side_effects_bars.png", dpi=120)
+    plt.close(fig)
+
+
+def side_effects_tests(results: list[dict], target: str, setting: str, scorer: str = "keyword") -> str:
+    """The numbers the predictions P1a-P1d are judged on (docs/results.md), per seed and as a mean with
+    its 95% t interval: Spearman of the drop with shared cues and with early-layer similarity, over the
+    six non-target domains (NaN where the drops are all equal), and the containment outcome."""
+    from scipy.stats import spearmanr
+
+    rows = [r["settings"][setting][scorer] for r in results]
+    others = [d for d in rows[0]["refusal"]["before"] if d != target]
+    cues, sim = [], []
+    for r, row in zip(results, rows):
+        drop = [row["report"]["relative_drop"][d] for d in others]
+        cues.append(float(spearmanr([r["shared_cues"][d] for d in others], drop).statistic))
+        early = row["correlation"]["early_similarity"]
+        sim.append(float(spearmanr([early[d] for d in others], drop).statistic))
+
+    def summary(values: list[float]) -> str:
+        finite = [v for v in values if v == v]
+        per_seed = ", ".join("nan" if v != v else f"{v:+.2f}" for v in values)
+        return f"per seed [{per_seed}]; mean (defined seeds) {paired(finite) if finite else 'n/a'}"
+
+    lines = [
+        f"Spearman(shared cues, drop): {summary(cues)}",
+        f"Spearman(early-layer similarity, drop): {summary(sim)}",
+    ]
+    if "contained" in rows[0]["refusal"]:
+        contain = [d for d in others if rows[0]["refusal"]["contained"].get(d) is not None]
+        lines.append(
+            f"after containment: {target} {mean_sd([row['refusal']['contained'][target] for row in rows])}; "
+            + ", ".join(f"{d} {mean_sd([row['refusal']['contained'][d] for row in rows])}" for d in contain)
+        )
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------ WPN vs NPO vs D2O, U2A
 
 
@@ -434,6 +528,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="runs/harmful_unlearning")
     p.add_argument("--table", type=Path, help="only print the table of an earlier run's results.json")
+    p.add_argument(
+        "--plots", type=Path, help="side-effects --table: write the mean heat map and bar plot here"
+    )
     p.add_argument("--sft-epochs", type=float, default=12.0)
     p.add_argument(
         "--settings", nargs="+", default=["1e-3x20"], help="side-effects: unlearning settings LRxSTEPS"
@@ -455,9 +552,11 @@ def main() -> None:
         saved = json.loads(a.table.read_text())
         if a.part == "side-effects":
             for setting in saved["settings"]["settings"]:
-                print(
-                    side_effects_table(saved["results"], saved["settings"]["target"], setting, a.scorer), "\n"
-                )
+                target = saved["settings"]["target"]
+                print(side_effects_table(saved["results"], target, setting, a.scorer))
+                print(side_effects_tests(saved["results"], target, setting, a.scorer), "\n")
+                if a.plots:
+                    side_effects_plots(saved["results"], target, setting, a.plots, a.scorer)
         else:
             print(report(a.part, saved["results"], argparse.Namespace(**saved["settings"])))
         return
@@ -468,6 +567,8 @@ def main() -> None:
         results = [side_effects_seed(s, out / f"seed{s}", a) for s in a.seeds]
         table = "\n\n".join(
             side_effects_table(results, a.target, setting, scorer)
+            + "\n"
+            + side_effects_tests(results, a.target, setting, scorer)
             for setting in a.settings
             for scorer in ("keyword", "logprob")
         )

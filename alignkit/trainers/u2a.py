@@ -225,13 +225,15 @@ class U2AMixin:
         if u2a is None and getattr(config, "u2a", False):
             u2a = U2AArguments.from_config(config)  # the recipe's u2a_* keys (alignkit train)
         self.u2a = u2a or U2AArguments()
-        super().__init__(*args, **kwargs)
         from transformers.integrations import is_deepspeed_zero3_enabled
 
-        if is_deepspeed_zero3_enabled():  # the per-row gradients read whole parameters
+        # Before the base trainer starts (a refusal after it, under ZeRO-3, left the ranks waiting on
+        # each other): the per-row gradients read whole parameters, which ZeRO-3 shards.
+        if is_deepspeed_zero3_enabled():
             raise ValueError(
                 f"{type(self).__name__}: U2A's weights are not supported under ZeRO-3; use DDP or ZeRO-2."
             )
+        super().__init__(*args, **kwargs)
         self.u2a_validation = self._encode(u2a_validation, "u2a_validation", self.args)
         if any(len(r) != 2 for r in self.u2a_validation["roles"]):
             raise ValueError(

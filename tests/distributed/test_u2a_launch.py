@@ -16,7 +16,6 @@ import sys
 import pytest
 from test_launch import (
     REPO,
-    assert_parity,
     assert_same_weights,
     ddp_launcher,
     free_port,
@@ -33,7 +32,7 @@ RECIPE = (
     "train_dataset: 'synthetic:planted_negatives?part=forget&num_prompts=12&num_validation=4'\n"
     "u2a: true\n"
     "u2a_validation_dataset: 'synthetic:planted_negatives?part=validation&num_prompts=12&num_validation=4'\n"
-    "u2a_top_k: 8\nu2a_refresh_every: 2\nu2a_weight_lr: 50.0\n"
+    "u2a_top_k: 8\nu2a_refresh_every: 2\nu2a_weight_lr: 0.1\n"
     "max_steps: 3\nlogging_steps: 1\nlearning_rate: 1.0e-3\nsave_strategy: 'no'\ndisable_tqdm: true\n"
 )
 
@@ -74,7 +73,14 @@ def test_ddp_u2a_weights_and_final_weights_match_one_process(single):
         worst = max(abs(x["weights"][k] - y["weights"][k]) for k in x["weights"])
         assert worst < 1e-5, f"U2A weights differ by {worst} at step {x['step']}"
     assert len({round(w, 4) for w in a[-1]["weights"].values()}) > 1, "weights of 1 would make this vacuous"
-    assert_parity(json.loads((ref / "run_info.json").read_text()), info, "DDP + U2A")
+    curve_a = json.loads((ref / "run_info.json").read_text())["train"]["loss_curve"]
+    curve_b = info["train"]["loss_curve"]
+    assert [s for s, _ in curve_a] == [s for s, _ in curve_b] == [1, 2, 3]
+    assert all(abs(x - y) <= 1e-3 * max(1.0, abs(x)) for (_, x), (_, y) in zip(curve_a, curve_b)), (
+        curve_a,
+        curve_b,
+    )
+    assert info["derived"]["world_size"] == 2 and info["derived"]["global_batch_size"] == 4
     assert_same_weights(ref, got)
 
 
