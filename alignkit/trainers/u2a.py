@@ -19,6 +19,10 @@ Where selection can drop rows (``top_k`` or ``positive_only``) the sampler draws
 nothing is dropped and the base method's sampler runs. Weights, scores and the kept set are written into every
 checkpoint (``u2a_state.safetensors``), so a resumed run continues exactly; each refresh appends the
 weights' histogram to ``<output_dir>/u2a_weights.jsonl`` and logs ``u2a/*`` scalars.
+
+Under DDP every rank computes every row's influence on identical parameters, so the ranks agree without a
+collective (tests/distributed/test_u2a_launch.py). ZeRO-3 is refused when the trainer is built; a launched
+ZeRO-3 run was seen to hang before that refusal was printed (not understood; use DDP or ZeRO-2).
 """
 
 from __future__ import annotations
@@ -229,7 +233,8 @@ class U2AMixin:
 
         # Before the base trainer starts (a refusal after it, under ZeRO-3, left the ranks waiting on
         # each other): the per-row gradients read whole parameters, which ZeRO-3 shards.
-        if is_deepspeed_zero3_enabled():
+        # `accelerate launch` with a ZeRO-3 config says so in its environment before transformers knows.
+        if is_deepspeed_zero3_enabled() or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
             raise ValueError(
                 f"{type(self).__name__}: U2A's weights are not supported under ZeRO-3; use DDP or ZeRO-2."
             )
