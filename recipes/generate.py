@@ -1538,8 +1538,12 @@ REFUSAL_UNLEARN_ROWS: list[Row] = [
     ("save_strategy", "no", "minutes-long run: no checkpoints"),
 ]
 REFUSAL_CONTAIN = "toxicity%2Bbias%2Bmed_legal%2Bcyber%2Bprivacy%2Bsensitive"
-SFT_EXPECTED = "to be measured"
-U2A_EXPECTED = "to be measured"
+SFT_EXPECTED = "measured: loss 5.50 (step 10) -> 0.364 (step 70 of 72), 50 s on a busy machine"
+U2A_EXPECTED = (
+    "measured (after planted_negatives_sft.yaml): the 40 rows kept at step 0 are all flagged replies (rows "
+    "whose meta says helpful); J 0.693 -> 0.638 -> 0.575 at the refreshes of steps 0, 10, 20, weights "
+    "0.93-1.07 -> 0.82-1.24; loss 13.6 (step 10) -> 11.9 (step 30); 54 s on a busy machine"
+)
 HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]] = {
     "harmless_response_wpn": (
         "wpn",
