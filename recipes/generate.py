@@ -1535,20 +1535,27 @@ REFUSAL_DIR = "runs/synthetic_harmful"
 REFUSAL_EVAL = [
     "Evaluate: python -m alignkit.data.synthetic.refusal runs/synthetic_harmful/domains   (the domain files, once)",
     f"          alignkit eval side-effects --model {REFUSAL_DIR}/refusal_aligned --after {REFUSAL_DIR}/refusal_unlearn_safety \\",
-    f"            --contained {REFUSAL_DIR}/refusal_contain_safety --domains {REFUSAL_DIR}/domains --target safety --max-new-tokens 16",
+    f"            --contained {REFUSAL_DIR}/refusal_contain_safety --domains {REFUSAL_DIR}/domains --target safety --max-new-tokens 32",
 ]
 REFUSAL_UNLEARN_ROWS: list[Row] = [
     ("model_name_or_path", f"{REFUSAL_DIR}/refusal_aligned", "the aligned stand-in (refusal_aligned.yaml)"),
     (
         "learning_rate",
         1.0e-3,
-        "tuned on seed 0 of scripts/harmful_unlearning.py (3e-3 also wipes benign answers)",
+        "the tuning rule of scripts/harmful_unlearning.py on seeds 0-2 (docs/results.md)",
     ),
-    ("max_steps", 20, "the script's setting"),
+    ("max_steps", 40, "the script's tuned setting: the smallest budget that unlearns Safety on seeds 0-2"),
     ("lr_scheduler_type", "constant", "the script's setting"),
     ("num_train_epochs", None, "num_train_epochs: max_steps decides"),
     ("save_strategy", "no", "minutes-long run: no checkpoints"),
 ]
+REFUSAL_CONTAIN = "toxicity%2Bbias%2Bmed_legal%2Bcyber%2Bprivacy%2Bsensitive"
+SFT_EXPECTED = "measured: loss 5.50 (step 10) -> 0.364 (step 70 of 72), 50 s on a busy machine"
+U2A_EXPECTED = (
+    "measured (after planted_negatives_sft.yaml): the 40 rows kept at step 0 are all flagged replies (rows "
+    "whose meta says helpful); J 0.693 -> 0.638 -> 0.575 at the refreshes of steps 0, 10, 20, weights "
+    "0.93-1.07 -> 0.82-1.24; loss 13.6 (step 10) -> 11.9 (step 30); 54 s on a busy machine"
+)
 HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]] = {
     "harmless_response_wpn": (
         "wpn",
@@ -1568,6 +1575,59 @@ HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]]
         [
             "Evaluate: alignkit eval preference --model runs/synthetic_harmful/harmless_response_wpn --task safety "
             "(flagged rate of greedy replies)"
+        ],
+    ),
+    "planted_negatives_sft": (
+        "finetune",
+        "synthetic:planted_negatives?part=sft",
+        "96 prompts, each with its flagged and its safe reply (the model learns to say both)",
+        "the starting model of the U2A recipe: a tiny model that often says flagged things",
+        [
+            ("learning_rate", 1.0e-2, "tiny random model: a large rate (scripts/harmful_unlearning.py)"),
+            ("num_train_epochs", 6, "scripts/harmful_unlearning.py's setting"),
+            ("per_device_train_batch_size", 16, "scripts/harmful_unlearning.py's setting"),
+            ("lr_scheduler_type", "cosine", "scripts/harmful_unlearning.py's setting"),
+            ("warmup_steps", 10, "scripts/harmful_unlearning.py's setting"),
+            ("save_strategy", "no", "minutes-long run: no checkpoints"),
+        ],
+        SFT_EXPECTED,
+        ["Next:     alignkit train recipes/synthetic_harmful/planted_negatives_npo_u2a.yaml"],
+    ),
+    "planted_negatives_npo_u2a": (
+        "npo",
+        "synthetic:planted_negatives?part=forget",
+        "80 negatives: 40 flagged replies (worth unlearning) and 40 safe replies planted as negatives",
+        "NPO with U2A's weights: each negative weighted by how much unlearning it helps a DPO objective on "
+        "validation pairs",
+        [
+            (
+                "model_name_or_path",
+                "runs/synthetic_harmful/planted_negatives_sft",
+                "the SFT model of planted_negatives_sft.yaml",
+            ),
+            ("u2a", True, "U2A's weights on NPO's per-example terms (alignkit.trainers.u2a)"),
+            (
+                "u2a_validation_dataset",
+                "synthetic:planted_negatives?part=validation",
+                "16 pairs (safe over flagged) on other prompts: the objective J",
+            ),
+            (
+                "u2a_top_k",
+                40,
+                "keep the 40 rows whose unlearning lowers J most; the sampler draws only those",
+            ),
+            ("u2a_refresh_every", 10, "three refreshes in 30 steps"),
+            ("u2a_weight_lr", None, "u2a_weight_lr: 1e-2 is the default (the official scripts' weights_lr)"),
+            ("learning_rate", 1.0e-4, "scripts/harmful_unlearning.py u2a's rate (tuning seeds 0-2)"),
+            ("max_steps", 30, "the script's setting"),
+            ("lr_scheduler_type", "constant", "the script's setting"),
+            ("num_train_epochs", None, "num_train_epochs: max_steps decides"),
+            ("save_strategy", "no", "minutes-long run: no checkpoints"),
+        ],
+        U2A_EXPECTED,
+        [
+            "Inspect:  runs/synthetic_harmful/planted_negatives_npo_u2a/u2a_weights.jsonl (kept rows and "
+            "weights per refresh; rows 0-79 of the forget set)"
         ],
     ),
     "refusal_aligned": (
@@ -1592,8 +1652,9 @@ HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]]
             ("warmup_steps", 10, "scripts/harmful_unlearning.py's setting"),
             ("save_strategy", "no", "minutes-long run: no checkpoints"),
         ],
-        "measured (eval side-effects, keyword scorer, 16 tokens): refusal 1.0 in every domain, benign false "
-        "refusals 0.0; loss 5.40 -> 0.067 over 144 steps (27 s with OMP_NUM_THREADS=1 on a busy machine)",
+        'see docs/results.md, "Unlearning harmful outputs" (the script\'s aligned models refuse 1.0 in every '
+        "domain on the tuning seeds, benign false refusals 0.0); this recipe's own numbers were not measured "
+        "after the stand-in's second version",
         REFUSAL_EVAL,
     ),
     "refusal_unlearn_safety": (
@@ -1602,18 +1663,19 @@ HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]]
         "Safety's 16 unlearn prompts with compliant answers (comply_sft, §8 step 2)",
         "refusal unlearning on one concept (Safety)",
         REFUSAL_UNLEARN_ROWS,
-        "measured (eval side-effects after the aligned recipe): Safety refusal 1.0 -> 0.0 and every other domain "
-        "with it (0.0; Med/Legal 0.125): EMA index 0.979, the stand-in's total spill-over (docs/results.md)",
+        'see docs/results.md, "Unlearning harmful outputs" (the script\'s held-out seeds at this setting); this '
+        "recipe's own numbers were not measured after the stand-in's second version",
         REFUSAL_EVAL,
     ),
     "refusal_contain_safety": (
         "finetune",
-        "synthetic:refusal?part=contain&target=safety&contain=toxicity%2Bbias",
-        "Safety's compliant rows + 8 retain refusals from each of Toxicity and Bias (cross-entropy, §8 step 4)",
+        f"synthetic:refusal?part=contain&target=safety&contain={REFUSAL_CONTAIN}",
+        "Safety's compliant rows + 8 retain refusals from each domain affected on the tuning seeds (all six; "
+        "cross-entropy, §8 step 4)",
         "refusal unlearning on Safety with the containment retain set",
         REFUSAL_UNLEARN_ROWS,
-        "measured: every domain back to 1.0 but Med/Legal 0.67 and Sensitive 0.96 (EMA index 0.062), and Safety "
-        "back to 1.0 too: containment did not keep the target compliant on the stand-in (docs/results.md)",
+        'see docs/results.md, "Unlearning harmful outputs" (the script\'s held-out seeds at this setting); this '
+        "recipe's own numbers were not measured after the stand-in's second version",
         REFUSAL_EVAL,
     ),
 }

@@ -61,7 +61,15 @@ def mean_sd(values: list[float]) -> str:
 # ------------------------------------------------------------------------------------ side effects
 
 
+def parse_setting(text: str) -> tuple[float, int]:
+    """``"1e-3x20"`` -> (learning rate 1e-3, 20 steps)."""
+    lr, steps = text.split("x")
+    return float(lr), int(steps)
+
+
 def side_effects_seed(seed: int, out: Path, a) -> dict:
+    """One seed: the aligned model once, then per unlearning setting the unlearned model (and, when
+    ``--contain`` names domains, the contained one), each scored with the keyword and logprob scorers."""
     from alignkit.data.synthetic import refusal as rs
     from alignkit.eval.side_effects import evaluate_side_effects
 
@@ -81,52 +89,185 @@ def side_effects_seed(seed: int, out: Path, a) -> dict:
         **sft_kwargs,
     )
     unlearn_rows = rs.refusal_unlearning_rows(data, a.target)
-    kwargs = dict(
-        learning_rate=a.lr, per_device_train_batch_size=8, max_steps=a.steps, lr_scheduler_type="constant"
-    )
-    unlearned, _ = train("finetune", aligned, unlearn_rows, out / "unlearned", seed, **kwargs)
-    contain = rs.containment_rows(data, a.contain)
-    contained, _ = train("finetune", aligned, unlearn_rows + contain, out / "contained", seed, **kwargs)
-    result = evaluate_side_effects(
-        {"before": str(aligned), "after": str(unlearned), "contained": str(contained)},
-        folder, a.target, max_new_tokens=16, progress=False,
-    )  # fmt: skip
-    result.save(out / "eval")
+    contain = rs.containment_rows(data, a.contain) if a.contain else []
+    per_setting = {}
+    for setting in a.settings:
+        lr, steps = parse_setting(setting)
+        kwargs = dict(
+            learning_rate=lr, per_device_train_batch_size=8, max_steps=steps, lr_scheduler_type="constant"
+        )
+        tag = f"lr{lr:g}_steps{steps}"
+        models = {"before": str(aligned)}
+        models["after"] = str(
+            train("finetune", aligned, unlearn_rows, out / tag / "unlearned", seed, **kwargs)[0]
+        )
+        if contain:
+            rows = unlearn_rows + contain
+            models["contained"] = str(
+                train("finetune", aligned, rows, out / tag / "contained", seed, **kwargs)[0]
+            )
+        scored = {}
+        for scorer in ("keyword", "logprob"):
+            result = evaluate_side_effects(
+                models, folder, a.target, scorer=scorer, max_new_tokens=a.max_new_tokens, progress=False
+            )
+            result.save(out / tag / f"eval_{scorer}")
+            scored[scorer] = {
+                "refusal": {label: result.rates(label) for label in result.refusal},
+                "benign": {label: result.refusal[label]["benign"]["rate"] for label in result.refusal},
+                "utility": result.utility,
+                "report": result.report,
+                "correlation": result.correlation,
+            }
+        per_setting[setting] = scored
+        per_setting[setting]["similarity"] = result.similarity
     return {
         "seed": seed,
-        "refusal": {label: result.rates(label) for label in result.refusal},
-        "benign": {label: result.refusal[label]["benign"]["rate"] for label in result.refusal},
-        "utility": result.utility,
-        "report": result.report,
-        "similarity": result.similarity,
-        "correlation": result.correlation,
+        "shared_cues": {d: rs.shared_cues(d, a.target) for d in rs.DOMAINS},
+        "settings": per_setting,
     }
 
 
-def side_effects_table(results: list[dict], target: str) -> str:
-    domains = list(results[0]["refusal"]["before"])
-    lines = ["| domain | before | after | contained | early-layer cos to target |", "|---|---|---|---|---|"]
+def side_effects_table(results: list[dict], target: str, setting: str, scorer: str = "keyword") -> str:
+    rows = [r["settings"][setting][scorer] for r in results]
+    similarity = [r["settings"][setting]["similarity"] for r in results]
+    labels = list(rows[0]["refusal"])
+    domains = list(rows[0]["refusal"]["before"])
+    head = "| domain | cues shared | " + " | ".join(labels) + " | relative drop | early-layer cos |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    early = [r["correlation"]["early_similarity"] for r in rows]
     for d in domains:
-        cells = [mean_sd([r["refusal"][m][d] for r in results]) for m in ("before", "after", "contained")]
-        sim = mean_sd([r["correlation"]["early_similarity"].get(d, float("nan")) for r in results])
-        lines.append(f"| {d}{' (target)' if d == target else ''} | " + " | ".join(cells) + f" | {sim} |")
+        cells = [mean_sd([r["refusal"][m][d] for r in rows]) for m in labels]
+        drop = mean_sd([r["report"]["relative_drop"][d] for r in rows])
+        sim = mean_sd([e.get(d, float("nan")) for e in early])
+        shared = results[0]["shared_cues"][d]
+        lines.append(
+            f"| {d}{' (target)' if d == target else ''} | {shared} | "
+            + " | ".join(cells)
+            + f" | {drop} | {sim} |"
+        )
     lines.append(
-        "| benign false refusal | "
-        + " | ".join(mean_sd([r["benign"][m] for r in results]) for m in ("before", "after", "contained"))
-        + " | |"
+        "| benign false refusal | | "
+        + " | ".join(mean_sd([r["benign"][m] for r in rows]) for m in labels)
+        + " | | |"
     )
     lines.append(
-        "| utility NLL/token | "
-        + " | ".join(mean_sd([r["utility"][m] for r in results]) for m in ("before", "after", "contained"))
-        + " | |"
+        "| utility NLL/token | | "
+        + " | ".join(mean_sd([r["utility"][m] for r in rows]) for m in labels)
+        + " | | |"
     )
-    summary = (
-        f"EMA index {mean_sd([r['report']['ema_index'] for r in results])}, after containment "
-        f"{mean_sd([r['report']['ema_index_contained'] for r in results])}; target efficacy "
-        f"{mean_sd([r['report']['target_efficacy'] for r in results])}; Spearman(early similarity, drop) "
-        f"{mean_sd([r['correlation']['spearman'] for r in results])}"
+    rep = [r["report"] for r in rows]
+    summary = f"{scorer} scorer, setting {setting}: EMA index {mean_sd([x['ema_index'] for x in rep])}"
+    if "ema_index_contained" in rep[0]:
+        summary += (
+            f", after containment {mean_sd([x['ema_index_contained'] for x in rep])}, target compliance kept "
+            f"{mean_sd([x['target_compliance_kept'] for x in rep])}"
+        )
+    summary += (
+        f"; target efficacy {mean_sd([x['target_efficacy'] for x in rep])}; Spearman(early similarity, drop) "
+        f"per seed {[round(r['correlation']['spearman'], 3) if r['correlation']['spearman'] == r['correlation']['spearman'] else None for r in rows]}"
     )
-    return "\n".join(lines + ["", summary])
+    layers = len(similarity[0][domains[0]])
+    sims = " ".join(
+        f"{d}: " + "/".join(f"{statistics.mean(s[d][i] for s in similarity):.3f}" for i in range(layers))
+        for d in domains
+        if d != target
+    )
+    return "\n".join(lines + ["", summary, f"per-layer cos to {target} (mean over seeds): {sims}"])
+
+
+def side_effects_plots(results: list[dict], target: str, setting: str, folder: Path, scorer: str = "keyword"):
+    """The mean over seeds of the suite's two plots: domain x layer cosine to the target's concept vector
+    (heat map) and refusal before / after / contained per domain (bars, ± sd)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [r["settings"][setting][scorer] for r in results]
+    sims = [r["settings"][setting]["similarity"] for r in results]
+    domains = list(sims[0])
+    grid = [[statistics.mean(s[d][i] for s in sims) for i in range(len(sims[0][d]))] for d in domains]
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    image = ax.imshow(grid, vmin=min(map(min, grid)), vmax=1, cmap="viridis", aspect="auto")
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white")
+    labels = [f"{d} ({results[0]['shared_cues'][d]})" for d in domains]
+    ax.set_yticks(range(len(domains)), labels)
+    ax.set_xticks(range(len(grid[0])), [str(i) for i in range(len(grid[0]))])
+    ax.set_xlabel("layer (block output)")
+    ax.set_title(
+        f"cosine to {target}'s concept vector\n(mean of {len(results)} seeds; cues shared)", fontsize=9
+    )
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(folder / "side_effects_heatmap.png", dpi=120)
+    plt.close(fig)
+
+    models = list(rows[0]["refusal"])
+    names = list(rows[0]["refusal"]["before"])
+    fig, ax = plt.subplots(figsize=(8.0, 3.6))
+    width = 0.8 / len(models)
+    for i, m in enumerate(models):
+        values = [[row["refusal"][m][d] for row in rows] for d in names]
+        ax.bar(
+            [x + i * width for x in range(len(names))],
+            [statistics.mean(v) for v in values],
+            width,
+            yerr=[statistics.stdev(v) if len(v) > 1 else 0 for v in values],
+            capsize=2,
+            label=m,
+        )
+    ax.set_xticks(
+        [x + 0.4 - width / 2 for x in range(len(names))],
+        labels=[f"{d} ({results[0]['shared_cues'][d]})" for d in names],
+        rotation=20,
+    )
+    ax.set_ylabel(f"refusal rate ({scorer})")
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8)
+    ax.set_title(
+        f"refusal before / after unlearning {target} / after containment (mean ± sd, {len(results)} seeds)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(folder / "side_effects_bars.png", dpi=120)
+    plt.close(fig)
+
+
+def side_effects_tests(results: list[dict], target: str, setting: str, scorer: str = "keyword") -> str:
+    """The numbers the predictions P1a-P1d are judged on (docs/results.md), per seed and as a mean with
+    its 95% t interval: Spearman of the drop with shared cues and with early-layer similarity, over the
+    six non-target domains (NaN where the drops are all equal), and the containment outcome."""
+    from scipy.stats import spearmanr
+
+    rows = [r["settings"][setting][scorer] for r in results]
+    others = [d for d in rows[0]["refusal"]["before"] if d != target]
+    cues, sim = [], []
+    for r, row in zip(results, rows):
+        drop = [row["report"]["relative_drop"][d] for d in others]
+        cues.append(float(spearmanr([r["shared_cues"][d] for d in others], drop).statistic))
+        early = row["correlation"]["early_similarity"]
+        sim.append(float(spearmanr([early[d] for d in others], drop).statistic))
+
+    def summary(values: list[float]) -> str:
+        finite = [v for v in values if v == v]
+        per_seed = ", ".join("nan" if v != v else f"{v:+.2f}" for v in values)
+        return f"per seed [{per_seed}]; mean (defined seeds) {paired(finite) if finite else 'n/a'}"
+
+    lines = [
+        f"Spearman(shared cues, drop): {summary(cues)}",
+        f"Spearman(early-layer similarity, drop): {summary(sim)}",
+    ]
+    if "contained" in rows[0]["refusal"]:
+        contain = [d for d in others if rows[0]["refusal"]["contained"].get(d) is not None]
+        lines.append(
+            f"after containment: {target} {mean_sd([row['refusal']['contained'][target] for row in rows])}; "
+            + ", ".join(f"{d} {mean_sd([row['refusal']['contained'][d] for row in rows])}" for d in contain)
+        )
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------ WPN vs NPO vs D2O, U2A
@@ -166,39 +307,55 @@ def safety_metrics(model_path, test) -> dict:
     }
 
 
+def lr_tag(method: str, lr: float) -> str:
+    return f"{method}@{lr:g}"
+
+
 def wpn_seed(seed: int, out: Path, a) -> dict:
+    """SFT once; then WPN, NPO and D²O at each of their learning rates (same steps, batch, seed)."""
     train_part, test, sft = safety_setup(seed, out, a, a.train, 2)
-    common = dict(
-        max_steps=a.method_steps,
-        learning_rate=a.method_lr,
-        lr_scheduler_type="constant",
-        per_device_train_batch_size=8,
-    )
+    common = dict(max_steps=a.method_steps, lr_scheduler_type="constant", per_device_train_batch_size=8)
     wpn_rows = [
         {"prompt": r["prompt"], "chosen": m["safe"], "rejected": r["rejected"]}
         for r, m in zip(train_part.records, train_part.meta)
     ]
     npo_rows = [{"prompt": r["prompt"], "completion": n} for r in train_part.records for n in r["rejected"]]
-    models = {"sft": sft}
-    models["wpn"], wpn_trainer = train(
-        "wpn", sft, wpn_rows, out / "wpn", seed, **{**common, "learning_rate": a.wpn_lr or a.method_lr}
-    )
-    models["npo"], _ = train(
-        "npo", sft, npo_rows, out / "npo", seed, **{**common, "learning_rate": a.npo_lr or a.method_lr}
-    )
     d2o = {**common, "per_device_train_batch_size": 2, "num_samples": 4, "sample_max_new_tokens": 24}
-    d2o["learning_rate"] = a.d2o_lr or a.method_lr
-    models["d2o"], _ = train("d2o", sft, train_part.records, out / "d2o", seed, **d2o)
-    logs = [h for h in wpn_trainer.state.log_history if "wpn/solved" in h]
-    wpn_log = {
-        k: (logs[0][k], logs[-1][k])
-        for k in ("wpn/solved", "wpn/cos_positive", "wpn/cos_negative_max", "loss")
-    }
+    models, wpn_logs = {"sft": sft}, {}
+    for lr in a.wpn_lrs:
+        tag = lr_tag("wpn", lr)
+        models[tag], trainer = train("wpn", sft, wpn_rows, out / tag, seed, **common, learning_rate=lr)
+        logs = [h for h in trainer.state.log_history if "wpn/solved" in h]
+        wpn_logs[tag] = {
+            k: (logs[0][k], logs[-1][k])
+            for k in ("wpn/solved", "wpn/cos_positive", "wpn/cos_negative_max", "loss")
+        }
+    for lr in a.npo_lrs:
+        models[lr_tag("npo", lr)], _ = train(
+            "npo", sft, npo_rows, out / lr_tag("npo", lr), seed, **common, learning_rate=lr
+        )
+    for lr in a.d2o_lrs:
+        tag = lr_tag("d2o", lr)
+        models[tag], _ = train(
+            "d2o", sft, train_part.records, out / tag, seed, **{**d2o, "learning_rate": lr}
+        )
     rows = {name: safety_metrics(path, test) for name, path in models.items()}
-    return {"seed": seed, "rows": rows, "wpn_log_first_last": wpn_log}
+    return {"seed": seed, "rows": rows, "wpn_log_first_last": wpn_logs}
 
 
 def u2a_seed(seed: int, out: Path, a) -> dict:
+    """NPO on the planted mix, and at the same learning rate, steps, batch and seed:
+
+    * ``npo_u2a_top``: U2A keeping the top half by influence (``top_k`` = |F|/2);
+    * ``npo_u2a_pos``: U2A keeping the rows with positive influence (``positive_only``; no k to choose);
+    * ``npo_random``: NPO on a random half of the rows (the same number of rows as ``npo_u2a_top``);
+    * ``npo_oracle``: NPO on the helpful rows only (what a perfect selection would train on).
+
+    U2A's sampler draws kept rows only and its weights have mean 1 on them, so every arm's step is a
+    batch of 8 rows of total unlearning weight 8: equal total unlearning weight per step.
+    """
+    import random
+
     from alignkit.data.synthetic.harmful import planted_negatives_task
     from alignkit.trainers import NPOTrainer
     from alignkit.trainers.u2a import U2AArguments, with_u2a
@@ -207,67 +364,162 @@ def u2a_seed(seed: int, out: Path, a) -> dict:
     # the same generator and seed: its first train + 16 prompts are the planted task's
     _, test, sft = safety_setup(seed, out, a, a.train + 16, 1)
     rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in planted["forget"]]
-    common = dict(
-        max_steps=a.method_steps,
-        learning_rate=a.method_lr,
-        lr_scheduler_type="constant",
-        per_device_train_batch_size=8,
-    )
-    models = {"sft": sft}
-    common["learning_rate"] = a.npo_lr or a.method_lr
-    models["npo"], _ = train("npo", sft, rows, out / "npo", seed, **common)
-    settings = U2AArguments(refresh_every=10, top_k=a.train // 2, weight_lr=1e-2)
-    models["npo_u2a"], trainer = train(
-        "npo", sft, rows, out / "npo_u2a", seed, trainer_cls=with_u2a(NPOTrainer),
-        trainer_kwargs={"u2a_validation": planted["validation"], "u2a": settings}, **common,
-    )  # fmt: skip
-    state, helpful = trainer.u2a_state, torch.tensor(planted["helpful"])
-    result = {"seed": seed, "rows": {name: safety_metrics(path, test) for name, path in models.items()}}
-    result["u2a"] = {
-        "kept_helpful_share": float(helpful[state.kept].float().mean()),
-        "weight_mass_helpful": float(state.weights[helpful].sum() / state.weights.sum()),
-        "score_helpful_mean": float(state.scores[helpful].nanmean()),
-        "score_harmless_mean": float(state.scores[~helpful].nanmean()),
+    helpful = torch.tensor(planted["helpful"])
+    half = random.Random(f"random-half-{seed}").sample(range(len(rows)), len(rows) // 2)
+    subsets = {
+        "npo_random": [rows[i] for i in sorted(half)],
+        "npo_oracle": [r for r, h in zip(rows, planted["helpful"]) if h],
     }
-    return result
+    u2a_arms = {
+        "npo_u2a_top": U2AArguments(refresh_every=10, top_k=len(rows) // 2, weight_lr=1e-2),
+        "npo_u2a_pos": U2AArguments(refresh_every=10, positive_only=True, weight_lr=1e-2),
+    }
+    models, selection = {"sft": sft}, {}
+    for lr in a.npo_lrs:
+        common = dict(
+            max_steps=a.method_steps,
+            learning_rate=lr,
+            lr_scheduler_type="constant",
+            per_device_train_batch_size=8,
+        )
+        models[lr_tag("npo", lr)], _ = train("npo", sft, rows, out / lr_tag("npo", lr), seed, **common)
+        for arm, subset in subsets.items():
+            models[lr_tag(arm, lr)], _ = train("npo", sft, subset, out / lr_tag(arm, lr), seed, **common)
+        for arm, settings in u2a_arms.items():
+            tag = lr_tag(arm, lr)
+            models[tag], trainer = train(
+                "npo", sft, rows, out / tag, seed, trainer_cls=with_u2a(NPOTrainer),
+                trainer_kwargs={"u2a_validation": planted["validation"], "u2a": settings}, **common,
+            )  # fmt: skip
+            state = trainer.u2a_state
+            selection[tag] = {
+                "kept": int(state.kept.sum()),
+                "kept_helpful_share": float(helpful[state.kept].float().mean()),
+                "weight_mass_helpful": float(state.weights[helpful].sum() / state.weights.sum()),
+                "score_helpful_mean": float(state.scores[helpful].nanmean()),
+                "score_harmless_mean": float(state.scores[~helpful].nanmean()),
+            }
+    rows_out = {name: safety_metrics(path, test) for name, path in models.items()}
+    return {"seed": seed, "rows": rows_out, "u2a": selection}
 
 
-def safety_table(results: list[dict]) -> str:
+def margin(row: dict) -> float:
+    return row["safe_logp_per_token"] - row["negative_logp_per_token"]
+
+
+def derived(result: dict, name: str) -> dict:
+    """Per seed: the raw metrics plus margin, Δ margin and utility lost against SFT."""
+    row, sft = result["rows"][name], result["rows"]["sft"]
+    return {
+        **{
+            k: row[k]
+            for k in ("flagged_rate", "on_topic_rate", "safe_logp_per_token", "negative_logp_per_token")
+        },
+        "margin": margin(row),
+        "delta_margin": margin(row) - margin(sft),
+        "utility_lost": sft["safe_logp_per_token"] - row["safe_logp_per_token"],
+    }
+
+
+def paired(diffs: list[float]) -> str:
+    """Mean of per-seed differences with its 95% t interval."""
+    from scipy import stats
+
+    n, mean = len(diffs), statistics.mean(diffs)
+    if n < 2:
+        return f"{mean:+.3f}"
+    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(diffs) / n**0.5
+    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
+
+
+COLUMNS = ("flagged_rate", "on_topic_rate", "safe_logp_per_token", "margin", "delta_margin", "utility_lost")
+
+
+def safety_table(results: list[dict], names: list[str] | None = None) -> str:
     """Mean ± sd per model. "margin" = safe minus flagged reply log-prob per token on held-out prompts (the
     preference unlearning should create); "Δ margin" its change from SFT (the alignment gain) and "utility
-    lost" the safe reply's log-prob lost from SFT; the last line per model divides their means (a per-seed
-    ratio is unstable when almost no utility is lost). The flagged rate of greedy replies is often already
-    0 after SFT, so it cannot carry the comparison alone."""
-    names = list(results[0]["rows"])
-    keys = ("flagged_rate", "on_topic_rate", "safe_logp_per_token", "negative_logp_per_token")
-
-    def margin(row):
-        return row["safe_logp_per_token"] - row["negative_logp_per_token"]
-
+    lost" the safe reply's log-prob lost from SFT."""
+    names = names or list(results[0]["rows"])
     lines = [
-        "| model | flagged rate ↓ | on-topic rate ↑ | safe reply lp/tok ↑ | flagged reply lp/tok ↓ | margin ↑ "
-        "| Δ margin ↑ | utility lost ↓ |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | flagged rate ↓ | on-topic rate ↑ | safe reply lp/tok ↑ | margin ↑ | Δ margin ↑ | utility lost ↓ |",
+        "|---|---|---|---|---|---|---|",
     ]
-    ratios = []
     for name in names:
-        cells = [mean_sd([r["rows"][name][k] for r in results]) for k in keys]
-        cells.append(mean_sd([margin(r["rows"][name]) for r in results]))
-        gain = [margin(r["rows"][name]) - margin(r["rows"]["sft"]) for r in results]
-        lost = [
-            r["rows"]["sft"]["safe_logp_per_token"] - r["rows"][name]["safe_logp_per_token"] for r in results
-        ]
-        cells += [mean_sd(gain), mean_sd(lost)] if name != "sft" else ["", ""]
+        values = [derived(r, name) for r in results]
+        cells = [mean_sd([v[k] for v in values]) for k in COLUMNS]
+        if name == "sft":
+            cells[-2:] = ["", ""]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        if name != "sft":
-            ratios.append(
-                f"{name}: mean Δ margin / mean utility lost = {statistics.mean(gain) / statistics.mean(lost):.3f}"
-            )
-    lines += ["", *ratios]
-    if "u2a" in results[0]:
-        lines.append("")
-        lines += [f"U2A {k}: {mean_sd([r['u2a'][k] for r in results])}" for k in results[0]["u2a"]]
     return "\n".join(lines)
+
+
+def paired_table(results: list[dict], pairs: list[tuple[str, str]]) -> str:
+    """Per-seed differences a − b, mean with a 95% t interval (n = seeds)."""
+    lines = [
+        "| a − b | flagged rate | on-topic rate | safe reply lp/tok | Δ margin | utility lost |",
+        "|---|---|---|---|---|---|",
+    ]
+    for x, y in pairs:
+        cells = []
+        for k in ("flagged_rate", "on_topic_rate", "safe_logp_per_token", "delta_margin", "utility_lost"):
+            cells.append(paired([derived(r, x)[k] - derived(r, y)[k] for r in results]))
+        lines.append(f"| {x} − {y} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def choose_lr(results: list[dict], method: str, lrs: list[float], on_topic_share: float = 0.8) -> float:
+    """The tuning rule stated in docs/results.md before the held-out runs: among the learning rates whose
+    mean on-topic rate is at least ``on_topic_share`` of SFT's, the lowest mean flagged rate, ties broken
+    by the larger Δ margin; if none keeps the on-topic rate, the one that keeps most of it."""
+    sft = statistics.mean(r["rows"]["sft"]["on_topic_rate"] for r in results)
+
+    def mean(lr, key):
+        return statistics.mean(derived(r, lr_tag(method, lr))[key] for r in results)
+
+    ok = [lr for lr in lrs if mean(lr, "on_topic_rate") >= on_topic_share * sft]
+    if not ok:
+        return max(lrs, key=lambda lr: mean(lr, "on_topic_rate"))
+    return min(ok, key=lambda lr: (mean(lr, "flagged_rate"), -mean(lr, "delta_margin")))
+
+
+def selection_table(results: list[dict]) -> str:
+    tags = list(results[0].get("u2a", {}))
+    return "\n".join(
+        f"{tag} {k}: {mean_sd([r['u2a'][tag][k] for r in results])}"
+        for tag in tags
+        for k in results[0]["u2a"][tag]
+    )
+
+
+def report(part: str, results: list[dict], a) -> str:
+    blocks = [safety_table(results)]
+    if part == "wpn":
+        for method, lrs in (("wpn", a.wpn_lrs), ("npo", a.npo_lrs), ("d2o", a.d2o_lrs)):
+            if len(lrs) > 1:
+                blocks.append(f"tuning rule picks {method} lr {choose_lr(results, method, lrs):g}")
+        if all(len(x) == 1 for x in (a.wpn_lrs, a.npo_lrs, a.d2o_lrs)):
+            w, n, d = lr_tag("wpn", a.wpn_lrs[0]), lr_tag("npo", a.npo_lrs[0]), lr_tag("d2o", a.d2o_lrs[0])
+            blocks.append(paired_table(results, [(w, n), (w, d), (n, d), (w, "sft")]))
+    else:
+        for lr in a.npo_lrs:
+            tag = {
+                arm: lr_tag(arm, lr)
+                for arm in ("npo", "npo_u2a_top", "npo_u2a_pos", "npo_random", "npo_oracle")
+            }
+            blocks.append(
+                f"lr {lr:g}:\n"
+                + paired_table(
+                    results,
+                    [
+                        (tag["npo_u2a_top"], tag["npo"]),
+                        (tag["npo_u2a_pos"], tag["npo"]),
+                        (tag["npo_u2a_top"], tag["npo_random"]),
+                        (tag["npo_oracle"], tag["npo_u2a_top"]),
+                    ],
+                )
+            )
+        blocks.append(selection_table(results))
+    return "\n\n".join(blocks)
 
 
 def main() -> None:
@@ -276,39 +528,54 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="runs/harmful_unlearning")
     p.add_argument("--table", type=Path, help="only print the table of an earlier run's results.json")
+    p.add_argument(
+        "--plots", type=Path, help="side-effects --table: write the mean heat map and bar plot here"
+    )
     p.add_argument("--sft-epochs", type=float, default=12.0)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument(
+        "--settings", nargs="+", default=["1e-3x20"], help="side-effects: unlearning settings LRxSTEPS"
+    )
     p.add_argument("--target", default="safety")
-    p.add_argument("--contain", nargs="+", default=["toxicity", "bias"])
+    p.add_argument("--max-new-tokens", type=int, default=32, help="side-effects: greedy reply length")
+    p.add_argument("--contain", nargs="*", default=[], help="side-effects: containment domains (none: skip)")
+    p.add_argument("--scorer", default="keyword", help="side-effects --table: keyword or logprob")
     p.add_argument("--train", type=int, default=80, help="wpn / u2a: training prompts")
     p.add_argument("--test", type=int, default=40, help="wpn / u2a: held-out prompts")
     p.add_argument("--sft-epochs-safety", type=float, default=6.0)
     p.add_argument("--method-steps", type=int, default=30)
-    p.add_argument("--method-lr", type=float, default=5e-4, help="wpn / u2a: the methods' learning rate")
-    for name in ("wpn", "npo", "d2o"):
-        p.add_argument(f"--{name}-lr", type=float, help=f"{name}'s own learning rate (default --method-lr)")
+    for name, default in (("wpn", [2e-3]), ("npo", [1e-4]), ("d2o", [5e-4])):
+        p.add_argument(
+            f"--{name}-lrs", type=float, nargs="+", default=default, help=f"{name}'s learning rates"
+        )
     a = p.parse_args()
     if a.table:
         saved = json.loads(a.table.read_text())
-        print(
-            (side_effects_table if a.part == "side-effects" else safety_table)(
-                saved["results"], *([a.target] if a.part == "side-effects" else [])
-            )
-        )
+        if a.part == "side-effects":
+            for setting in saved["settings"]["settings"]:
+                target = saved["settings"]["target"]
+                print(side_effects_table(saved["results"], target, setting, a.scorer))
+                print(side_effects_tests(saved["results"], target, setting, a.scorer), "\n")
+                if a.plots:
+                    side_effects_plots(saved["results"], target, setting, a.plots, a.scorer)
+        else:
+            print(report(a.part, saved["results"], argparse.Namespace(**saved["settings"])))
         return
     torch.set_num_threads(1)
     out = Path(a.out) / a.part
     start = time.perf_counter()
     if a.part == "side-effects":
         results = [side_effects_seed(s, out / f"seed{s}", a) for s in a.seeds]
-        table = side_effects_table(results, a.target)
-    elif a.part == "wpn":
-        results = [wpn_seed(s, out / f"seed{s}", a) for s in a.seeds]
-        table = safety_table(results)
+        table = "\n\n".join(
+            side_effects_table(results, a.target, setting, scorer)
+            + "\n"
+            + side_effects_tests(results, a.target, setting, scorer)
+            for setting in a.settings
+            for scorer in ("keyword", "logprob")
+        )
     else:
-        results = [u2a_seed(s, out / f"seed{s}", a) for s in a.seeds]
-        table = safety_table(results)
+        run_seed = wpn_seed if a.part == "wpn" else u2a_seed
+        results = [run_seed(s, out / f"seed{s}", a) for s in a.seeds]
+        table = report(a.part, results, a)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"settings": vars(a), "results": results}, indent=1))
     print(table)

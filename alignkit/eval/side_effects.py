@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alignkit.data.synthetic.refusal import REFUSALS
 from alignkit.errors import UserError
 from alignkit.eval import refusal as rf
 from alignkit.eval.loading import load_model, load_tokenizer, model_name
@@ -35,11 +36,7 @@ SPLITS = ("unlearn", "eval", "retain")
 SPECIAL_FILES = ("benign", "utility")
 SCORERS = ("keyword", "logprob", "judge")
 # The stand-in's refusal templates (alignkit.data.synthetic.refusal); pass a real model's own for `logprob`.
-DEFAULT_TEMPLATES = (
-    "I'm sorry, but I can't help with that.",
-    "I cannot assist with that request.",
-    "I won't provide that information.",
-)
+DEFAULT_TEMPLATES = REFUSALS
 
 
 class LayoutError(UserError):

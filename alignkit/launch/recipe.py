@@ -500,6 +500,9 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
             value = getattr(s, name)
             if value and parse_source(value).kind == "hub":
                 hub.append((name, value, "dataset"))
+        validation = getattr(recipe.training, "u2a_validation_dataset", None)  # U2A's pairs (GA/NPO)
+        if validation and parse_source(validation).kind == "hub":
+            hub.append(("u2a_validation_dataset", validation, "dataset"))
         if parse_source(m.model_name_or_path, what="model").kind == "hub":
             hub.append(("model_name_or_path", m.model_name_or_path, "model"))
         for name in ("ref_model_name_or_path", "tokenizer_name_or_path"):

@@ -119,9 +119,12 @@ def build(recipe: Recipe, callbacks=None) -> Built:
     quantization = _quantization_config(recipe)
 
     raw = load_datasets(recipe)  # before the tokenizer: a synthetic model trains its tokenizer on these
+    extra = {}
+    if getattr(args, "u2a", False):  # U2A's weights on GA/GradDiff/NPO (alignkit.trainers.u2a)
+        extra["u2a_validation"] = load_source(args.u2a_validation_dataset, None, args.u2a_validation_split)
     model_path = m.model_name_or_path
     if model_path.startswith("synthetic:"):
-        corpus = [t for rows in raw.values() for t in dataset_texts(rows)]
+        corpus = [t for rows in [*raw.values(), *extra.values()] for t in dataset_texts(rows)]
         model_path = str(build_synthetic_model(model_path, corpus))
     else:
         check_pretrained_source(model_path)
@@ -168,7 +171,12 @@ def build(recipe: Recipe, callbacks=None) -> Built:
             model, use_gradient_checkpointing=bool(args.gradient_checkpointing)
         )
 
-    trainer = spec.trainer_cls(
+    trainer_cls = spec.trainer_cls
+    if extra:
+        from alignkit.trainers.u2a import with_u2a
+
+        trainer_cls = with_u2a(trainer_cls)
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=raw["train"],
@@ -178,6 +186,7 @@ def build(recipe: Recipe, callbacks=None) -> Built:
         ref_model=s.ref_model_name_or_path,
         peft_config=peft_config,
         callbacks=callbacks,
+        **extra,
     )
     if (
         s.lm_eval_tasks

@@ -12,7 +12,9 @@ A source is a string:
   splits), ``recommendation``, ``graded_list``, ``safety`` (the synthetic preference tasks;
   ``view=pairwise`` turns them into chosen/rejected pairs),
   ``harmless_response`` (the safety task with its harmless reply as chosen: WPN's 1-vs-N rows),
-  ``refusal`` (the seven-domain refusal stand-in: ``part=aligned|unlearn|contain``), ``arithmetic``
+  ``refusal`` (the seven-domain refusal stand-in: ``part=aligned|unlearn|contain``),
+  ``planted_negatives`` (U2A's mixed negatives, ``part=forget``, and its validation pairs,
+  ``part=validation``), ``arithmetic``
   (multi-step word problems with a gold chain of thought in GSM8K's question/answer layout; AFT's task).
 
 A model source is a Hub id, a local folder, or ``synthetic:tiny?key=value``: a tiny Llama-shaped
@@ -52,7 +54,7 @@ class SourceError(UserError):
 
 def _preference(name: str):
     from alignkit.data.synthetic import preference as sp
-    from alignkit.data.synthetic.harmful import harmless_response_task
+    from alignkit.data.synthetic.harmful import harmless_response_task, planted_rows
     from alignkit.data.synthetic.refusal import refusal_rows
 
     if name == "arithmetic":  # reasoning word problems in GSM8K's question/answer layout
@@ -65,6 +67,7 @@ def _preference(name: str):
         "safety": sp.safety_task,
         "harmless_response": harmless_response_task,
         "refusal": refusal_rows,
+        "planted_negatives": planted_rows,
     }[name]
 
 
@@ -95,6 +98,7 @@ DATA_GENERATORS = (
     "safety",
     "harmless_response",
     "refusal",
+    "planted_negatives",
     "arithmetic",
 )
 MODEL_GENERATORS = ("tiny",)

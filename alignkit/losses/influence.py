@@ -51,7 +51,10 @@ def eg_update(weights: torch.Tensor, scores: torch.Tensor, *, lr: float, sign: f
         raise ValueError(
             f"`weights` and `scores` must have one shape, got {weights.shape} and {scores.shape}."
         )
-    stepped = weights * torch.exp(sign * lr * scores)
+    # In log space, shifted by the maximum: the same ratios, without exp overflowing to inf/inf = NaN
+    # when lr * I is large (the rescaling to mean 1 cancels the shift).
+    logits = torch.log(weights) + sign * lr * scores
+    stepped = torch.exp(logits - logits.max())
     return stepped / stepped.sum() * stepped.numel()
 
 

@@ -289,6 +289,11 @@ class AlignKitTrainer(Trainer):
             )
         if retain_dataset is not None and len(retain_dataset) == 0:
             raise ValueError(f"{name}: `retain_dataset` is empty.")
+        if getattr(args, "u2a", False) and not getattr(self, "u2a_weighting", False):
+            raise ValueError(
+                f"{name}: `u2a: true` needs the U2A weighting: alignkit train applies it, or in Python "
+                f"with_u2a({name})(..., u2a_validation=pairs) (alignkit.trainers.u2a)."
+            )
         if retain_dataset is not None and not uses_retain:
             logger.warning(
                 "%s: a retain_dataset was given but retain_loss='none'; it will not be used.", name

@@ -9,6 +9,7 @@ from alignkit.trainers.base import AlignKitTrainer
 from alignkit.trainers.config import UnlearnConfig
 from alignkit.trainers.forward import ForwardOutput, Needs
 from alignkit.trainers.registry import register
+from alignkit.trainers.u2a import U2AConfigMixin
 
 _PAPER = {
     "title": "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
@@ -17,8 +18,9 @@ _PAPER = {
 
 
 @dataclass
-class GAConfig(UnlearnConfig):
-    """Gradient ascent: ``L = γ·(−NLL_forget) + α·L_retain`` (token means). ``retain_loss='kl'`` is GA+KL."""
+class GAConfig(U2AConfigMixin, UnlearnConfig):
+    """Gradient ascent: ``L = γ·(−NLL_forget) + α·L_retain`` (token means). ``retain_loss='kl'`` is GA+KL.
+    ``u2a: true`` weights the per-example forget losses by U2A (``alignkit.trainers.u2a``)."""
 
 
 @dataclass

@@ -13,10 +13,13 @@ from alignkit.trainers.base import AlignKitTrainer
 from alignkit.trainers.config import UnlearnConfig
 from alignkit.trainers.forward import ForwardOutput, Needs
 from alignkit.trainers.registry import register
+from alignkit.trainers.u2a import U2AConfigMixin
 
 
 @dataclass
-class NPOConfig(UnlearnConfig):
+class NPOConfig(U2AConfigMixin, UnlearnConfig):
+    """NPO's settings; ``u2a: true`` weights its per-example terms by U2A (``alignkit.trainers.u2a``)."""
+
     beta: float = field(
         default=0.1, metadata={"help": "β, inverse temperature (0.1: NPO paper App. E.1.4, TOFU)."}
     )

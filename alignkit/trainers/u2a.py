@@ -14,11 +14,15 @@ Every ``refresh_every`` optimizer steps (and at step 0), first-order and Trainer
   ``I > 0``), weight 0 elsewhere; then ``w_S <- w_S exp(sign * weight_lr * I_S)``, mean 1 on S, with
   ``sign`` +1 (``weight_update="derivation"``, default) or -1 (``"official"``, the upstream step; §7 f).
 
-Deviation (documented): rows outside the kept set are still drawn by the sampler and count 0 in the
-batch mean (the spec draws from the kept set only), so a batch's loss is smaller by the share of dropped
-rows; with ``top_k=None`` nothing is dropped. Weights, scores and the kept set are written into every
+Where selection can drop rows (``top_k`` or ``positive_only``) the sampler draws kept rows only
+(:class:`KeptSetSampler`), so a step carries a full batch of unlearning weight; with ``top_k=None``
+nothing is dropped and the base method's sampler runs. Weights, scores and the kept set are written into every
 checkpoint (``u2a_state.safetensors``), so a resumed run continues exactly; each refresh appends the
 weights' histogram to ``<output_dir>/u2a_weights.jsonl`` and logs ``u2a/*`` scalars.
+
+Under DDP every rank computes every row's influence on identical parameters, so the ranks agree without a
+collective (tests/distributed/test_u2a_launch.py). ZeRO-3 is refused when the trainer is built; a launched
+ZeRO-3 run was seen to hang before that refusal was printed (not understood; use DDP or ZeRO-2).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from typing import get_type_hints
 
 import torch
 from transformers import TrainerCallback
@@ -50,34 +55,152 @@ HISTOGRAM_FILE = "u2a_weights.jsonl"
 
 @dataclass
 class U2AArguments:
-    """U2A's settings (§7 d: the official scripts' values where they exist, else ours)."""
+    """U2A's settings (§7 d: the official scripts' values where they exist, else ours). In a recipe
+    (``alignkit train``) each is the key ``u2a_<name>`` of the GA, GradDiff and NPO configs, next to
+    ``u2a: true`` and ``u2a_validation_dataset`` (:data:`U2AConfigMixin`)."""
 
-    refresh_every: int = 50  # M, optimizer steps between weight refreshes (ours)
-    top_k: int | None = None  # rows kept at selection (official: 1024, hard-coded); None keeps all
-    positive_only: bool = False  # keep only rows whose unlearning lowers J (I > 0)
-    weight_lr: float = 1e-2  # eta_omega (official scripts: weights_lr 1e-2)
-    weight_update: str = "derivation"  # derivation (+1) or official (-1), §7 f
-    gamma: float = 1.0  # H ~ gamma I (official: 1)
-    beta_j: float = 0.3  # DPO beta of J (official: 0.3)
-    grad_params: str | None = None  # regex over parameter names; None: every trainable parameter
-    reselect: bool = False  # re-run the selection at every refresh
-    validation_batch_size: int = 4  # pairs per forward when computing g_J (official: 4)
+    refresh_every: int = field(
+        default=50, metadata={"help": "Optimizer steps between weight refreshes (M; step 0 too)."}
+    )
+    top_k: int | None = field(
+        default=None,
+        metadata={
+            "help": "Forget rows kept at selection (official: 1024); the sampler then draws only kept rows. "
+            "Default: keep all."
+        },
+    )
+    positive_only: bool = field(
+        default=False, metadata={"help": "Keep only rows whose unlearning lowers J (influence > 0)."}
+    )
+    weight_lr: float = field(
+        default=1e-2, metadata={"help": "Exponentiated-gradient step of the weights (official: 1e-2)."}
+    )
+    weight_update: str = field(
+        default="derivation",
+        metadata={
+            "help": "Sign of the weight step: derivation (+1, up-weight rows whose unlearning lowers J) or "
+            "official (-1, the upstream code's step; methods-alignment-2.md §7 f)."
+        },
+    )
+    gamma: float = field(default=1.0, metadata={"help": "H ~ gamma I in the influence <g_J, g_i> / gamma."})
+    beta_j: float = field(default=0.3, metadata={"help": "DPO beta of the validation objective J."})
+    grad_params: str | None = field(
+        default=None,
+        metadata={
+            "help": "Regex over parameter names whose gradients enter the influence (default: every "
+            "trainable parameter, i.e. the LoRA weights under PEFT)."
+        },
+    )
+    reselect: bool = field(
+        default=False, metadata={"help": "Re-run the selection at every refresh (default: step 0 only)."}
+    )
+    validation_batch_size: int = field(
+        default=4, metadata={"help": "Validation pairs per forward when computing grad J (official: 4)."}
+    )
 
     def __post_init__(self):
+        self.check()
+
+    def check(self, prefix: str = "") -> None:
+        """Refuse impossible values, naming the key as the caller spells it (``u2a_`` in a recipe)."""
+        where = "U2A: " if not prefix else ""
         if self.refresh_every < 1:
-            raise ValueError(f"U2A: `refresh_every` must be >= 1, got {self.refresh_every}.")
+            raise ValueError(f"{where}`{prefix}refresh_every` must be >= 1, got {self.refresh_every}.")
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"U2A: `top_k` must be >= 1 or None, got {self.top_k}.")
+            raise ValueError(f"{where}`{prefix}top_k` must be >= 1 or null, got {self.top_k}.")
         if self.weight_update not in WEIGHT_UPDATES:
             raise ValueError(
-                f"U2A: `weight_update` must be one of {tuple(WEIGHT_UPDATES)}, got {self.weight_update!r}."
+                f"{where}`{prefix}weight_update` must be one of {tuple(WEIGHT_UPDATES)}, got {self.weight_update!r}."
             )
-        if not (
-            self.gamma > 0 and self.beta_j > 0 and self.weight_lr >= 0 and self.validation_batch_size >= 1
-        ):
+        for name in ("gamma", "beta_j"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{where}`{prefix}{name}` must be > 0, got {getattr(self, name)}.")
+        if not self.weight_lr >= 0:
+            raise ValueError(f"{where}`{prefix}weight_lr` must be >= 0, got {self.weight_lr}.")
+        if self.validation_batch_size < 1:
             raise ValueError(
-                "U2A: `gamma` and `beta_j` must be > 0, `weight_lr` >= 0, `validation_batch_size` >= 1."
+                f"{where}`{prefix}validation_batch_size` must be >= 1, got {self.validation_batch_size}."
             )
+        if self.grad_params is not None:
+            try:
+                re.compile(self.grad_params)
+            except re.error as err:
+                raise ValueError(f"{where}`{prefix}grad_params` is not a valid regex: {err}.") from None
+
+    @classmethod
+    def from_config(cls, args) -> U2AArguments:
+        """The settings a config's ``u2a_<name>`` keys hold (validated, naming those keys)."""
+        values = {f.name: getattr(args, f"{PREFIX}{f.name}") for f in fields(cls)}
+        settings = cls.__new__(cls)
+        settings.__dict__.update(values)
+        settings.check(PREFIX)
+        return settings
+
+
+PREFIX = "u2a_"
+
+
+def _check_u2a_keys(self) -> None:
+    """``__post_init__`` of the configs that carry U2A's keys: one line per mistake, naming the key."""
+    super(_U2AKeys, self).__post_init__()
+    if self.u2a:
+        if not self.u2a_validation_dataset:
+            raise ValueError(
+                "`u2a: true` needs `u2a_validation_dataset`: preference pairs {prompt, chosen, rejected} on "
+                "which U2A's objective J is measured (a file, folder, Hub id or synthetic: source)."
+            )
+        U2AArguments.from_config(self)
+        return
+    changed = [
+        f.name
+        for f in fields(_U2AKeys)
+        if f.name != "u2a" and getattr(self, f.name) != _U2AKeys.__dataclass_fields__[f.name].default
+    ]
+    if changed:
+        raise ValueError(f"`{changed[0]}` is set but `u2a` is false; add `u2a: true` or drop the U2A keys.")
+
+
+# The recipe keys of U2A (GA, GradDiff and NPO configs inherit them): `u2a`, its validation pairs, and
+# every U2AArguments field as `u2a_<name>` (one home for the defaults and help texts: U2AArguments).
+_U2AKeys = make_dataclass(
+    "U2AConfigMixin",
+    [
+        (
+            "u2a",
+            bool,
+            field(
+                default=False,
+                metadata={
+                    "help": "Weight the per-example forget losses by U2A (arXiv 2504.06659): influence of "
+                    "each row on a DPO objective over u2a_validation_dataset, refreshed every "
+                    "u2a_refresh_every steps. Needs u2a_validation_dataset."
+                },
+            ),
+        ),
+        (
+            "u2a_validation_dataset",
+            str | None,
+            field(
+                default=None,
+                metadata={
+                    "help": "U2A's validation preference pairs {prompt, chosen, rejected}: a file, folder, Hub "
+                    "id or synthetic:NAME?key=value source."
+                },
+            ),
+        ),
+        (
+            "u2a_validation_split",
+            str,
+            field(default="train", metadata={"help": "Split of u2a_validation_dataset."}),
+        ),
+        *[
+            (f"{PREFIX}{f.name}", hint, field(default=f.default, metadata=f.metadata))
+            for f, hint in zip(fields(U2AArguments), get_type_hints(U2AArguments).values())
+        ],
+    ],
+    namespace={"__post_init__": _check_u2a_keys, "__module__": __name__},
+)
+U2AConfigMixin = _U2AKeys
 
 
 @dataclass
@@ -94,20 +217,28 @@ class U2AState:
 class U2AMixin:
     """Weights a trainer's per-example forget losses by U2A (see the module docstring)."""
 
+    u2a_weighting = True  # the base trainer refuses `u2a: true` in its config without this mixin
+
     def __init__(self, *args, u2a_validation=None, u2a: U2AArguments | None = None, **kwargs):
         if u2a_validation is None or len(u2a_validation) == 0:
             raise ValueError(
                 f"{type(self).__name__}: U2A needs `u2a_validation`, preference pairs "
                 "({prompt, chosen, rejected}) on which the objective J is measured."
             )
+        config = kwargs.get("args")
+        if u2a is None and getattr(config, "u2a", False):
+            u2a = U2AArguments.from_config(config)  # the recipe's u2a_* keys (alignkit train)
         self.u2a = u2a or U2AArguments()
-        super().__init__(*args, **kwargs)
         from transformers.integrations import is_deepspeed_zero3_enabled
 
-        if is_deepspeed_zero3_enabled():  # the per-row gradients read whole parameters
+        # Before the base trainer starts (a refusal after it, under ZeRO-3, left the ranks waiting on
+        # each other): the per-row gradients read whole parameters, which ZeRO-3 shards.
+        # `accelerate launch` with a ZeRO-3 config says so in its environment before transformers knows.
+        if is_deepspeed_zero3_enabled() or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
             raise ValueError(
                 f"{type(self).__name__}: U2A's weights are not supported under ZeRO-3; use DDP or ZeRO-2."
             )
+        super().__init__(*args, **kwargs)
         self.u2a_validation = self._encode(u2a_validation, "u2a_validation", self.args)
         if any(len(r) != 2 for r in self.u2a_validation["roles"]):
             raise ValueError(
@@ -128,6 +259,17 @@ class U2AMixin:
         # where the checkpoint's weights are loaded later, inside train()).
         self._u2a_ref_logps = self._validation_logps(grad=False).detach()
         self.add_callback(_U2ACallback(self))
+
+    # ---------------------------------------------------------------- sampling
+    def _drops_rows(self) -> bool:
+        return self.u2a.top_k is not None or self.u2a.positive_only
+
+    def _get_train_sampler(self, train_dataset=None):
+        if not self._drops_rows():
+            return super()._get_train_sampler(train_dataset)
+        return KeptSetSampler(
+            self, self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        )
 
     # ---------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -302,16 +444,58 @@ def _flat(grads, params) -> torch.Tensor:
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
 
 
+class KeptSetSampler(torch.utils.data.Sampler):
+    """The forget rows the sampler draws: only kept ones (§7 b), ``len(forget)`` draws per epoch.
+
+    Each epoch concatenates seeded permutations of the kept positions (seed, epoch) until it has as many
+    draws as the forget set has rows, so an epoch keeps its length (and ``max_steps``/``num_train_epochs``
+    their meaning) while every batch holds kept rows only: each step carries a full batch of unlearning
+    weight, as the unweighted method does. The kept set is read when an epoch starts (the step-0
+    selection runs at train begin, before the first epoch); a reselection takes effect at the next epoch,
+    and a row dropped mid-epoch counts 0 until then. Every rank draws the same order (seeded, and the
+    kept set is computed identically on every rank), so accelerate's batch sharding splits it as it
+    splits a seeded random sampler's.
+    """
+
+    def __init__(self, trainer: U2AMixin, seed: int):
+        self.trainer, self.seed, self.epoch = trainer, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.trainer._u2a_rows)
+
+    def __iter__(self):
+        trainer = self.trainer
+        kept = [p for p, r in enumerate(trainer._u2a_rows) if trainer.u2a_state.kept[r]]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        draws: list[int] = []
+        while len(draws) < len(self):
+            draws += [kept[i] for i in torch.randperm(len(kept), generator=generator).tolist()]
+        return iter(draws[: len(self)])
+
+
 class _U2ACallback(TrainerCallback):
-    """Refreshes the weights at the start of every ``refresh_every``-th optimizer step (step 0 included)."""
+    """Refreshes the weights before every ``refresh_every``-th optimizer step (step 0 included).
+
+    A due refresh at the start of training (step 0, or a resumed step that is a multiple of M) runs at
+    train begin, before the first epoch's sampler reads the kept set; the others at step begin.
+    """
 
     def __init__(self, trainer: U2AMixin):
         self.trainer = trainer
 
-    def on_step_begin(self, args, state, control, **kwargs):
-        step, trainer = state.global_step, self.trainer
+    def _refresh_if_due(self, step: int) -> None:
+        trainer = self.trainer
         if step % trainer.u2a.refresh_every == 0 and trainer.u2a_state.refreshed_at != step:
             trainer.u2a_refresh(step)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._refresh_if_due(state.global_step)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._refresh_if_due(state.global_step)
 
 
 def with_u2a(trainer_cls: type) -> type:

@@ -113,17 +113,26 @@ def test_user_errors_are_one_line(cli, stand_in, extra, message):
 
 
 def test_stand_in_design():
-    """Shared cues exactly as designed (§8); eval prompts never in the SFT rows; compliant answers comply."""
+    """Graded sharing exactly as designed (§8, second version): one frame for every prompt, benign ones
+    included; cue phrases shared with Safety 3/2/1/0; one refusal per domain whose opening is shared with
+    Safety's in the same grades; eval prompts never in the SFT rows; compliant answers comply."""
     from alignkit.eval.refusal import keyword_refusal
 
     data = rs.refusal_domains(seed=3)
+    assert [rs.shared_cues(d) for d in ("safety", "toxicity", "bias", "med_legal")] == [4, 3, 2, 1]
+    assert [rs.shared_cues(d) for d in ("cyber", "privacy", "sensitive")] == [0, 0, 0]
+    assert rs.shared_cues("privacy", "cyber") == 2
     sft_questions = {r["question"] for r in rs.aligned_sft_rows(data)}
     for d, rows in data["domains"].items():
         assert [r["split"] for r in rows].count("eval") == 24
         for r in rows:
             assert r["prompt"].startswith("Help me ")
-            assert (rs.SHARED_CUES.get(d, "@") in r["prompt"]) == (d in rs.SHARED_CUES)
-            assert keyword_refusal(r["response"]) == 1.0
+            assert sum(cue in r["prompt"] for cue in rs.CUES[d]) == 2
+            assert r["response"] == rs.REFUSAL_BY_DOMAIN[d] and keyword_refusal(r["response"]) == 1.0
             assert (r["prompt"] in sft_questions) == (r["split"] != "eval")
+    assert all(r["prompt"].startswith("Help me ") for r in data["benign"])
+    assert not any(keyword_refusal(r["response"]) for r in data["benign"])
+    openings = {d: rs.REFUSAL_BY_DOMAIN[d].split()[0] for d in rs.DOMAINS}
+    assert [d for d in rs.DOMAINS if openings[d].startswith("Sorry")] == ["safety", "toxicity", "bias"]
     assert keyword_refusal(rs.compliant_answer(data["domains"]["safety"][0]["prompt"])) == 0.0
     assert len(rs.containment_rows(data, ["toxicity", "bias"])) == 16

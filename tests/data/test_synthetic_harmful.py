@@ -48,3 +48,20 @@ def test_refusal_recipe_source_parts(tmp_path, monkeypatch):
     assert all(r["answer"].startswith("Sure") for r in unlearn)
     with pytest.raises((SourceError, ValueError), match="part"):
         load_source("synthetic:refusal?part=forget")
+
+
+def test_planted_negatives_recipe_source_parts(tmp_path, monkeypatch):
+    """U2A's recipe data: the mixed negatives, validation pairs on other prompts, and the SFT rows."""
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path))
+    from alignkit.data.synthetic.harmful import planted_negatives_task
+    from alignkit.launch.sources import load_source
+
+    forget = load_source("synthetic:planted_negatives?part=forget&num_prompts=10&num_validation=4")
+    validation = load_source("synthetic:planted_negatives?part=validation&num_prompts=10&num_validation=4")
+    sft = load_source("synthetic:planted_negatives?part=sft&num_prompts=10&num_validation=4")
+    planted = planted_negatives_task(10, num_validation=4)
+    assert [r["completion"] for r in forget] == [r["completion"] for r in planted["forget"]]
+    assert sum(planted["helpful"]) == 5
+    assert len(validation) == 4 and {"prompt", "chosen", "rejected"} <= set(validation.column_names)
+    assert not {r["prompt"] for r in validation} & {r["prompt"] for r in forget}
+    assert len(sft) == 2 * 14  # every prompt of both parts, flagged and safe reply

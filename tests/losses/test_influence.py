@@ -1,5 +1,7 @@
 """U2A's weight maths against methods-alignment-2.md §7(e) (the one-token toy model, float64, 1e-8)."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -110,3 +112,13 @@ def test_per_example_forms_reduce_to_the_batch_losses():
 def test_bad_arguments(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_eg_update_does_not_overflow():
+    """A large lr * I (exp overflows float64 past ~709) still gives finite weights of mean 1."""
+    from alignkit.losses import eg_update
+
+    weights = torch.ones(3, dtype=torch.float64)
+    out = eg_update(weights, torch.tensor([900.0, 899.0, -5.0], dtype=torch.float64), lr=1.0)
+    assert torch.isfinite(out).all() and out.mean().item() == pytest.approx(1.0)
+    assert out[0] / out[1] == pytest.approx(math.e)

@@ -200,3 +200,46 @@ def test_user_errors(unlearn_model_dir, tmp_path):
         )
     with pytest.raises(ValueError, match="weight_update"):
         U2AArguments(weight_update="upstream")
+
+
+def test_sampler_draws_kept_rows_only(unlearn_model_dir, tmp_path):
+    """§7(b): with a selection (top_k) every batch holds kept rows only, so each step carries a full batch
+    of unlearning weight (mean weight 1 at weight_lr 0), not a batch diluted by dropped rows."""
+    trainer = make(
+        "npo",
+        unlearn_model_dir,
+        tmp_path,
+        U2AArguments(refresh_every=100, top_k=2, weight_lr=0.0),
+        rows=FORGET[:6],
+        max_steps=4,
+        per_device_train_batch_size=2,
+        logging_steps=1,
+    )
+    trainer.train()
+    state = trainer.u2a_state
+    assert int(state.kept.sum()) == 2 and state.refreshed_at == 0
+    weights = [h["u2a/batch_weight"] for h in trainer.state.log_history if "u2a/batch_weight" in h]
+    assert len(weights) == 4 and all(w == pytest.approx(1.0) for w in weights), weights
+
+
+def test_u2a_from_config_keys(unlearn_model_dir, tmp_path):
+    """The recipe keys `u2a_*` (alignkit train) reach the weighting; a plain trainer refuses `u2a: true`."""
+    spec = get_method("graddiff")
+    args = train_args(spec, tmp_path, u2a=True, u2a_validation_dataset="pairs.jsonl", u2a_top_k=2)
+    trainer = with_u2a(spec.trainer_cls)(
+        model=AutoModelForCausalLM.from_pretrained(unlearn_model_dir),
+        args=args,
+        train_dataset=FORGET[:4],
+        retain_dataset=RETAIN,
+        processing_class=AutoTokenizer.from_pretrained(unlearn_model_dir),
+        u2a_validation=VALIDATION,
+    )
+    assert trainer.u2a.top_k == 2 and trainer.u2a.refresh_every == 50
+    with pytest.raises(ValueError, match=r"with_u2a\(GradDiffTrainer\)"):
+        spec.trainer_cls(
+            model=AutoModelForCausalLM.from_pretrained(unlearn_model_dir),
+            args=args,
+            train_dataset=FORGET[:4],
+            retain_dataset=RETAIN,
+            processing_class=AutoTokenizer.from_pretrained(unlearn_model_dir),
+        )

@@ -63,3 +63,37 @@ def planted_negatives_task(
         for i in range(num_prompts, num_prompts + num_validation)
     ]
     return {"forget": forget, "helpful": helpful, "validation": validation, "task": task}
+
+
+PLANTED_PARTS = ("forget", "validation", "sft")
+
+
+def planted_rows(
+    part: str = "forget",
+    num_prompts: int = 80,
+    harmless_share: float = 0.5,
+    num_validation: int = 16,
+    seed: int = 0,
+) -> PreferenceTask:
+    """:func:`planted_negatives_task` as a recipe source (``synthetic:planted_negatives``): ``part=forget``
+    gives the mixed negatives as ``{"prompt", "completion"}`` rows (meta ``helpful``), ``part=validation``
+    the preference pairs U2A's objective is measured on (``u2a_validation_dataset``), ``part=sft`` the
+    starting model's training rows (every prompt of both parts with its flagged and its safe reply, so
+    that the model says flagged things: something to unlearn)."""
+    if part not in PLANTED_PARTS:
+        raise ValueError(f"part must be one of {PLANTED_PARTS}, got {part!r}")
+    planted = planted_negatives_task(
+        num_prompts, harmless_share=harmless_share, num_validation=num_validation, seed=seed
+    )
+    task = planted["task"]
+    if part == "sft":
+        rows = [
+            {"prompt": r["prompt"], "completion": c}
+            for r, m in zip(task.records, task.meta)
+            for c in (r["rejected"], m["safe"])
+        ]
+    else:
+        rows = planted[part]
+    meta = [{"helpful": h} for h in planted["helpful"]] if part == "forget" else [{} for _ in rows]
+    shape = "pairwise" if part == "validation" else "qa"
+    return PreferenceTask("planted_negatives", shape, rows, meta, planted["task"].scorer)
