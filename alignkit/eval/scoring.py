@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alignkit.data.tokenize import Boundary, encode_prompt_completion
+from alignkit.data.tokenize import Boundary, Encode, encode_prompt_completion
 from alignkit.models.head import forward_states, position_stats
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def encode_for_scoring(
     add_special_tokens: bool = True,
     max_length: int | None = None,
     max_length_includes_eos: bool = False,
+    encode: Encode | None = None,
 ) -> tuple[list[int], list[int]]:
     """``(prompt_ids, target_ids)`` after truncation; ``target_ids`` are the scored tokens.
 
@@ -67,9 +68,17 @@ def encode_for_scoring(
       then EOS is appended anyway (so up to ``max_length + 1`` tokens).
     * ``max_length_includes_eos=True`` (original TOFU): the whole sequence including EOS is at most
       ``max_length``; EOS is only added when there is room for it.
+
+    ``encode``: see :func:`~alignkit.data.tokenize.encode_prompt_completion`.
     """
     prompt_ids, target_ids = encode_prompt_completion(
-        tokenizer, prompt, target, boundary=boundary, add_eos=False, add_special_tokens=add_special_tokens
+        tokenizer,
+        prompt,
+        target,
+        boundary=boundary,
+        add_eos=False,
+        add_special_tokens=add_special_tokens,
+        encode=encode,
     )
     eos = tokenizer.eos_token_id
     if max_length is not None:
@@ -135,24 +144,26 @@ def score_token_ids(
         chunk = todo[b : b + batch_size]
         seqs = [list(keys[k][0]) + list(keys[k][1]) for k in chunk]
         width = max(len(s) for s in seqs)
-        input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, : len(s)] = torch.tensor(s)
-            attention[i, : len(s)] = 1
+        input_ids = torch.tensor([s + [pad_token_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
         starts = [max(len(keys[k][0]), 1) for k in chunk]
         # The LM head runs on the scored positions only, a chunk at a time (alignkit.models.head):
-        # no [B, L, V] logits, whatever the prompt's length or the vocabulary.
+        # no [B, L, V] logits, whatever the prompt's length or the vocabulary. The scored positions of
+        # every row go through it together (one gather, one log-softmax per chunk), then split per row.
         x, head = forward_states(model, input_ids.to(device), attention.to(device))
         if stats is not None:
             stats["forwards"] = stats.get("forwards", 0) + 1
             stats["sequences"] = stats.get("sequences", 0) + len(chunk)
-        for i, k in enumerate(chunk):
-            target = seqs[i][starts[i] :]
-            lo = starts[i] - 1
-            ids = torch.tensor(target, device=x.device)
-            logps, _, _, argmax = position_stats(x[i, lo : lo + len(target)], head, ids, argmax=True)
-            results[k] = ScoredText(logps.cpu(), target, valid=True, argmax_ids=argmax.tolist())
+        targets = [seqs[i][starts[i] :] for i in range(len(chunk))]
+        rows = torch.tensor([i for i, t in enumerate(targets) for _ in t], device=x.device)
+        cols = torch.tensor(
+            [j for i, s in enumerate(seqs) for j in range(starts[i] - 1, len(s) - 1)], device=x.device
+        )
+        ids = torch.tensor([tok for t in targets for tok in t], device=x.device)
+        logps, _, _, argmax = position_stats(x[rows, cols], head, ids, argmax=True)
+        sizes = [len(t) for t in targets]
+        for k, target, lp, am in zip(chunk, targets, logps.cpu().split(sizes), argmax.cpu().split(sizes)):
+            results[k] = ScoredText(lp, target, valid=True, argmax_ids=am.tolist())
         if progress is not None:
             progress(sum(copies[k] for k in chunk))
     return [results[k] for k in order]  # type: ignore[misc]
@@ -236,6 +247,68 @@ def _greedy_config(model, tokenizer, pad_token_id: int):
     return cfg
 
 
+# generation_config fields that add a logits processor or a stopping rule to greedy decoding: where any
+# is set, generation goes through `model.generate`, which applies them.
+_PROCESSOR_FIELDS = {
+    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None, "min_length": 0, "min_new_tokens": None, "forced_bos_token_id": None,
+    "forced_eos_token_id": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+    "sequence_bias": None, "exponential_decay_length_penalty": None, "renormalize_logits": False,
+    "guidance_scale": None, "max_time": None, "stop_strings": None, "diversity_penalty": 0.0,
+    "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "watermarking_config": None, "assistant_model": None,
+    "prompt_lookup_num_tokens": None,
+}  # fmt: skip
+
+
+def _plain_greedy(model, cfg) -> bool:
+    """Whether greedy decoding here is argmax of the last logits and nothing else (see `_greedy_decode`)."""
+    if getattr(model.config, "is_encoder_decoder", False) or not hasattr(model, "get_decoder"):
+        return False
+    return all(getattr(cfg, name, default) in (default, None) for name, default in _PROCESSOR_FIELDS.items())
+
+
+def _greedy_decode(model, input_ids, attention, *, max_new_tokens: int, eos_ids: set[int]) -> list[list[int]]:
+    """Greedy decoding with a KV cache where a row leaves the batch at its EOS.
+
+    ``model.generate`` keeps every row of a batch in each forward until the last one ends (finished rows
+    decode padding), so a batch costs its longest answer times its rows. Here finished rows are dropped
+    from the batch and the cache (``DynamicCache.batch_select_indices``), so each step runs only the rows
+    still decoding. Same inputs as ``generate`` builds (left padding, positions from the attention
+    mask's cumulative sum); a row's tokens are the argmax of its last logits, EOS included.
+    """
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    positions = (attention.cumsum(-1) - 1).clamp_(min=0)
+    out = model(
+        input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+        use_cache=True, logits_to_keep=1,
+    )  # fmt: skip
+    tokens: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+    live = list(range(input_ids.shape[0]))
+    last = positions[:, -1]
+    eos = torch.tensor(sorted(eos_ids), device=input_ids.device)
+    for step in range(max_new_tokens):
+        nxt = out.logits[:, -1].argmax(-1)
+        for r, t in zip(live, nxt.tolist()):
+            tokens[r].append(t)
+        keep = ~torch.isin(nxt, eos)
+        if step == max_new_tokens - 1 or not bool(keep.any()):
+            break
+        if not bool(keep.all()):
+            idx = keep.nonzero()[:, 0]
+            cache.batch_select_indices(idx)
+            attention, nxt, last = attention[idx], nxt[idx], last[idx]
+            live = [live[i] for i in idx.tolist()]
+        attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=1)
+        last = last + 1
+        out = model(
+            input_ids=nxt[:, None], attention_mask=attention, position_ids=last[:, None], past_key_values=cache,
+            use_cache=True,
+        )  # fmt: skip
+    return tokens
+
+
 @torch.inference_mode()
 def generate_token_ids(
     model,
@@ -267,6 +340,9 @@ def generate_token_ids(
     device = _model_device(model)
     out: list[list[int]] = [[] for _ in prompt_ids]
     extra = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
+    eos_cfg = cfg.eos_token_id
+    eos = {eos_cfg} if isinstance(eos_cfg, int) else set(eos_cfg or ())
+    fast = bool(eos) and not stop_strings and _plain_greedy(model, cfg)
     for b in range(0, len(order), batch_size):
         chunk = [i for i in order[b : b + batch_size]]
         live = [i for i in chunk if budgets[i] > 0 and len(prompt_ids[i]) > 0]
@@ -279,15 +355,28 @@ def generate_token_ids(
                 input_ids[r, width - len(ids) :] = torch.tensor(ids)
                 attention[r, width - len(ids) :] = 1
             cfg.max_new_tokens = max(budgets[i] for i in live)  # our copy; set here, not as a kwarg
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
-                gen = model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention.to(device),
-                    generation_config=cfg,
-                    **extra,
-                )
-            new = gen[:, width:].cpu().tolist()
+            new = None
+            if fast:
+                try:
+                    new = _greedy_decode(
+                        model,
+                        input_ids.to(device),
+                        attention.to(device),
+                        max_new_tokens=cfg.max_new_tokens,
+                        eos_ids=eos,
+                    )
+                except TypeError:  # a forward without position_ids / logits_to_keep / a DynamicCache
+                    fast = False
+            if new is None:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
+                    gen = model.generate(
+                        input_ids=input_ids.to(device),
+                        attention_mask=attention.to(device),
+                        generation_config=cfg,
+                        **extra,
+                    )
+                new = gen[:, width:].cpu().tolist()
             if stats is not None:
                 stats["generate_calls"] = stats.get("generate_calls", 0) + 1
                 stats["generated_sequences"] = stats.get("generated_sequences", 0) + len(live)
