@@ -261,52 +261,120 @@ _PROCESSOR_FIELDS = {
 
 
 def _plain_greedy(model, cfg) -> bool:
-    """Whether greedy decoding here is argmax of the last logits and nothing else (see `_greedy_decode`)."""
+    """Whether greedy decoding here is argmax of the last logits and nothing else (see `_greedy_stream`)."""
     if getattr(model.config, "is_encoder_decoder", False) or not hasattr(model, "get_decoder"):
         return False
     return all(getattr(cfg, name, default) in (default, None) for name, default in _PROCESSOR_FIELDS.items())
 
 
-def _greedy_decode(model, input_ids, attention, *, max_new_tokens: int, eos_ids: set[int]) -> list[list[int]]:
-    """Greedy decoding with a KV cache where a row leaves the batch at its EOS.
+def _left_pad(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    if n == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = n
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
 
-    ``model.generate`` keeps every row of a batch in each forward until the last one ends (finished rows
-    decode padding), so a batch costs its longest answer times its rows. Here finished rows are dropped
-    from the batch and the cache (``DynamicCache.batch_select_indices``), so each step runs only the rows
-    still decoding. Same inputs as ``generate`` builds (left padding, positions from the attention
-    mask's cumulative sum); a row's tokens are the argmax of its last logits, EOS included.
+
+def _join_caches(cache, attention, new_cache, new_attention):
+    """Rows of ``new_cache`` appended to ``cache``, the shorter one left-padded (masked) to the other's length."""
+    t, w = attention.shape[1], new_attention.shape[1]
+    for layer, new in zip(cache.layers, new_cache.layers):
+        layer.keys = torch.cat(
+            [_left_pad(layer.keys, max(0, w - t), 2), _left_pad(new.keys, max(0, t - w), 2)]
+        )
+        layer.values = torch.cat(
+            [_left_pad(layer.values, max(0, w - t), 2), _left_pad(new.values, max(0, t - w), 2)]
+        )
+    return torch.cat([_left_pad(attention, max(0, w - t), 1), _left_pad(new_attention, max(0, t - w), 1)])
+
+
+def _greedy_stream(
+    model,
+    prompts: list[list[int]],
+    budgets: list[int],
+    *,
+    batch_size: int,
+    pad: int,
+    eos_ids: set[int],
+    device,
+    progress: Progress = None,
+) -> tuple[list[list[int]], int]:
+    """Greedy decoding of ``prompts`` (each to its EOS or its budget) with at most ``batch_size`` rows in flight.
+
+    ``model.generate`` keeps every row of a batch in each forward until the batch's longest answer ends
+    (finished rows decode padding), so a batch costs its longest answer in steps. Here a row leaves the
+    batch and the KV cache at its EOS, and once a quarter of the rows are free the next prompts are
+    prefilled and join the running batch (their cache left-padded to its length, or it to theirs; padding
+    is masked), so the number of decoding steps follows the answers' total length instead of each
+    batch's longest. Same inputs per row as ``generate`` builds (left padding, positions from the
+    attention mask's cumulative sum); a row's tokens are the argmax of its last logits, EOS included.
+    Returns the tokens and the number of prefills.
     """
     from transformers import DynamicCache
 
-    cache = DynamicCache()
-    positions = (attention.cumsum(-1) - 1).clamp_(min=0)
-    out = model(
-        input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
-        use_cache=True, logits_to_keep=1,
-    )  # fmt: skip
-    tokens: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-    live = list(range(input_ids.shape[0]))
-    last = positions[:, -1]
-    eos = torch.tensor(sorted(eos_ids), device=input_ids.device)
-    for step in range(max_new_tokens):
-        nxt = out.logits[:, -1].argmax(-1)
-        for r, t in zip(live, nxt.tolist()):
-            tokens[r].append(t)
-        keep = ~torch.isin(nxt, eos)
-        if step == max_new_tokens - 1 or not bool(keep.any()):
-            break
+    out: list[list[int]] = [[] for _ in prompts]
+    queue = list(range(len(prompts)))
+    eos = torch.tensor(sorted(eos_ids), device=device)
+    cache = attention = last = nxt = None
+    rows: list[int] = []
+    prefills = 0
+    refill_at = max(1, batch_size // 4)
+    while queue or rows:
+        if queue and (not rows or batch_size - len(rows) >= min(refill_at, len(queue))):
+            new = queue[: batch_size - len(rows)]
+            del queue[: len(new)]
+            width = max(len(prompts[i]) for i in new)
+            ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in new], device=device)
+            mask = torch.tensor(
+                [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in new], device=device
+            )
+            positions = (mask.cumsum(-1) - 1).clamp_(min=0)
+            new_cache = DynamicCache()
+            logits = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=new_cache,
+                use_cache=True, logits_to_keep=1,
+            ).logits  # fmt: skip
+            prefills += 1
+            if any(type(layer).__name__ != "DynamicLayer" for layer in new_cache.layers):
+                raise TypeError(
+                    "not a plain DynamicCache (sliding window, quantised, ...)"
+                )  # generate() instead
+            tokens = logits[:, -1].argmax(-1)
+            if cache is None:
+                cache, attention, last, nxt = new_cache, mask, positions[:, -1], tokens
+            else:
+                attention = _join_caches(cache, attention, new_cache, mask)
+                last, nxt = torch.cat([last, positions[:, -1]]), torch.cat([nxt, tokens])
+            rows += new
+            fresh = slice(len(rows) - len(new), len(rows))
+        else:
+            attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=1)
+            last = last + 1
+            logits = model(
+                input_ids=nxt[:, None], attention_mask=attention, position_ids=last[:, None], past_key_values=cache,
+                use_cache=True,
+            ).logits  # fmt: skip
+            nxt = logits[:, -1].argmax(-1)
+            fresh = slice(0, len(rows))
+        for r, t in zip(rows[fresh], nxt[fresh].tolist()):
+            out[r].append(t)
+        keep = ~torch.isin(nxt, eos) & torch.tensor([len(out[r]) < budgets[r] for r in rows], device=device)
         if not bool(keep.all()):
             idx = keep.nonzero()[:, 0]
+            if progress is not None:
+                progress(len(rows) - len(idx))
+            rows = [rows[i] for i in idx.tolist()]
+            if not rows:
+                cache = attention = last = nxt = None
+                continue
             cache.batch_select_indices(idx)
             attention, nxt, last = attention[idx], nxt[idx], last[idx]
-            live = [live[i] for i in idx.tolist()]
-        attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=1)
-        last = last + 1
-        out = model(
-            input_ids=nxt[:, None], attention_mask=attention, position_ids=last[:, None], past_key_values=cache,
-            use_cache=True,
-        )  # fmt: skip
-    return tokens
+            start = int(attention.any(0).nonzero()[0])  # columns no remaining row attends to
+            if start:
+                for layer in cache.layers:  # DynamicCache crops on the right only
+                    layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+                attention = attention[:, start:]
+    return out, prefills
 
 
 @torch.inference_mode()
@@ -343,6 +411,24 @@ def generate_token_ids(
     eos_cfg = cfg.eos_token_id
     eos = {eos_cfg} if isinstance(eos_cfg, int) else set(eos_cfg or ())
     fast = bool(eos) and not stop_strings and _plain_greedy(model, cfg)
+    live = [i for i in order if budgets[i] > 0 and len(prompt_ids[i]) > 0]
+    if fast and live:
+        try:
+            if progress is not None and len(live) < len(order):
+                progress(len(order) - len(live))
+            new, prefills = _greedy_stream(
+                model, [list(prompt_ids[i]) for i in live], [budgets[i] for i in live], batch_size=batch_size,
+                pad=pad, eos_ids=eos, device=device, progress=progress,
+            )  # fmt: skip
+        except TypeError:  # a forward without position_ids / logits_to_keep, or another cache: generate()
+            pass
+        else:
+            for i, tokens in zip(live, new):
+                out[i] = tokens
+            if stats is not None:
+                stats["generate_calls"] = stats.get("generate_calls", 0) + prefills
+                stats["generated_sequences"] = stats.get("generated_sequences", 0) + len(live)
+            return out
     for b in range(0, len(order), batch_size):
         chunk = [i for i in order[b : b + batch_size]]
         live = [i for i in chunk if budgets[i] > 0 and len(prompt_ids[i]) > 0]
@@ -355,28 +441,15 @@ def generate_token_ids(
                 input_ids[r, width - len(ids) :] = torch.tensor(ids)
                 attention[r, width - len(ids) :] = 1
             cfg.max_new_tokens = max(budgets[i] for i in live)  # our copy; set here, not as a kwarg
-            new = None
-            if fast:
-                try:
-                    new = _greedy_decode(
-                        model,
-                        input_ids.to(device),
-                        attention.to(device),
-                        max_new_tokens=cfg.max_new_tokens,
-                        eos_ids=eos,
-                    )
-                except TypeError:  # a forward without position_ids / logits_to_keep / a DynamicCache
-                    fast = False
-            if new is None:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
-                    gen = model.generate(
-                        input_ids=input_ids.to(device),
-                        attention_mask=attention.to(device),
-                        generation_config=cfg,
-                        **extra,
-                    )
-                new = gen[:, width:].cpu().tolist()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
+                gen = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention.to(device),
+                    generation_config=cfg,
+                    **extra,
+                )
+            new = gen[:, width:].cpu().tolist()
             if stats is not None:
                 stats["generate_calls"] = stats.get("generate_calls", 0) + 1
                 stats["generated_sequences"] = stats.get("generated_sequences", 0) + len(live)

@@ -166,31 +166,39 @@ def test_generate_with_stop_strings(tofu_model, tofu_tokenizer):
         assert g.startswith(c) and all(s not in c for s in stops if s)
 
 
-def test_rows_leave_the_batch_at_eos_with_generates_tokens(tofu_model, tofu_tokenizer):
-    """The decoding loop that drops finished rows gives model.generate's tokens up to each row's EOS."""
+@pytest.mark.parametrize("batch_size", [4, 2, 3])
+def test_rows_leave_the_batch_at_eos_with_generates_tokens(tofu_model, tofu_tokenizer, batch_size):
+    """The decoding loop that drops finished rows (and, with fewer rows in flight than prompts, prefills the
+    next prompts into the running batch) gives model.generate's tokens up to each row's EOS."""
     import copy
 
     from alignkit.eval.scoring import generate_token_ids
 
     ids = [tofu_tokenizer(p)["input_ids"] for p in PROMPTS]
-    free = generate_token_ids(tofu_model, tofu_tokenizer, ids, max_new_tokens=20, batch_size=4)
-    # An "EOS" the random model emits at different steps in different rows, so rows end mid-batch.
+    # Sharper weights make the greedy path depend on every position and cache entry (the random tiny
+    # model's argmax barely moves when a row's positions are off by one).
+    model = copy.deepcopy(tofu_model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    free = generate_token_ids(model, tofu_tokenizer, ids, max_new_tokens=20, batch_size=4)
+    # An "EOS" the model emits at different steps in different rows, so rows end mid-batch.
     counts = {}
     for row in free:
         for t in row[1:15]:
             counts[t] = counts.get(t, 0) + 1
     eos = max(counts, key=counts.get)
-    model = copy.copy(tofu_model)
-    model.generation_config = copy.deepcopy(tofu_model.generation_config)
     model.generation_config.eos_token_id = eos
-    ours = generate_token_ids(model, tofu_tokenizer, ids, max_new_tokens=20, batch_size=4)
+    stats = {}
+    ours = generate_token_ids(model, tofu_tokenizer, ids, max_new_tokens=20, batch_size=batch_size, stats=stats)
+    assert stats["generated_sequences"] == len(ids)
     ends = [row.index(eos) + 1 if eos in row else len(row) for row in ours]
     assert len(set(ends)) > 1 and min(ends) < 20  # rows did leave the batch at different steps
     with torch.no_grad():
         width = max(map(len, ids))
         padded = torch.tensor([[tofu_tokenizer.pad_token_id] * (width - len(x)) + x for x in ids])
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
-        ref = tofu_model.generate(
+        ref = model.generate(
             input_ids=padded, attention_mask=mask, max_new_tokens=20, do_sample=False, eos_token_id=eos,
             pad_token_id=tofu_tokenizer.pad_token_id,
         )[:, width:].tolist()  # fmt: skip
