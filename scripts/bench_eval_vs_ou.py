@@ -190,9 +190,13 @@ def prepare_models(work: Path, bench: str) -> dict[str, Path]:
         texts = articles + [q["question"] + " " + q["answer"] for q in qa]
         build_tiny_model(texts, base, vocab_size=4000, max_position_embeddings=4096, seed=0)
 
-        def rows(texts):  # 512-character windows as prompt-less completions
-            chunks = [t[i : i + 512] for t in texts for i in range(0, len(t), 512)]
-            return datasets.Dataset.from_dict({"question": [""] * len(chunks), "answer": chunks})
+        def rows(texts):
+            """640-character windows: the first 128 characters as the prompt, the rest as the answer."""
+            chunks = [t[i : i + 640] for t in texts for i in range(0, len(t), 640)]
+            chunks = [c for c in chunks if len(c) > 256]
+            return datasets.Dataset.from_dict(
+                {"question": [c[:128] for c in chunks], "answer": [c[128:] for c in chunks]}
+            )
 
         retain_texts = json.loads((data / "privleak" / "retain2.json").read_text())
         _finetune(base, rows(articles), target, epochs=1, batch_size=8)
