@@ -190,7 +190,9 @@ def test_rows_leave_the_batch_at_eos_with_generates_tokens(tofu_model, tofu_toke
     eos = max(counts, key=counts.get)
     model.generation_config.eos_token_id = eos
     stats = {}
-    ours = generate_token_ids(model, tofu_tokenizer, ids, max_new_tokens=20, batch_size=batch_size, stats=stats)
+    ours = generate_token_ids(
+        model, tofu_tokenizer, ids, max_new_tokens=20, batch_size=batch_size, stats=stats
+    )
     assert stats["generated_sequences"] == len(ids)
     ends = [row.index(eos) + 1 if eos in row else len(row) for row in ours]
     assert len(set(ends)) > 1 and min(ends) < 20  # rows did leave the batch at different steps
