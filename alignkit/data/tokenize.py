@@ -12,9 +12,11 @@ Two boundary policies (``shared/design/benchmarks.md`` §1.1):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 Boundary = Literal["separate", "joint"]
+Encode = Callable[[str, bool], list[int]]  # (text, add_special_tokens) -> ids
 
 
 def _encode(tokenizer, text: str, add_special_tokens: bool) -> list[int]:
@@ -29,18 +31,22 @@ def encode_prompt_completion(
     boundary: Boundary = "separate",
     add_eos: bool = True,
     add_special_tokens: bool = True,
+    encode: Encode | None = None,
 ) -> tuple[list[int], list[int]]:
     """Return ``(prompt_ids, completion_ids)``; ``completion_ids`` are the scored tokens.
 
     ``add_special_tokens`` applies to the prompt (BOS for tokenizers that use one); pass False for
-    text that a chat template already rendered with its own special tokens.
+    text that a chat template already rendered with its own special tokens. ``encode``: the
+    tokenisation to use instead of calling ``tokenizer`` (an evaluator's cache); it must return a
+    fresh list.
     """
+    enc = encode or (lambda text, special: _encode(tokenizer, text, special))
     if boundary == "separate":
-        prompt_ids = _encode(tokenizer, prompt, add_special_tokens)
-        completion_ids = _encode(tokenizer, completion, False)
+        prompt_ids = enc(prompt, add_special_tokens)
+        completion_ids = enc(completion, False)
     elif boundary == "joint":
-        prompt_ids = _encode(tokenizer, prompt, add_special_tokens)
-        full = _encode(tokenizer, prompt + completion, add_special_tokens)
+        prompt_ids = enc(prompt, add_special_tokens)
+        full = enc(prompt + completion, add_special_tokens)
         completion_ids = full[len(prompt_ids) :]
         prompt_ids = full[: len(prompt_ids)]
     else:

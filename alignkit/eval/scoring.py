@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alignkit.data.tokenize import Boundary, encode_prompt_completion
+from alignkit.data.tokenize import Boundary, Encode, encode_prompt_completion
 from alignkit.models.head import forward_states, position_stats
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def encode_for_scoring(
     add_special_tokens: bool = True,
     max_length: int | None = None,
     max_length_includes_eos: bool = False,
+    encode: Encode | None = None,
 ) -> tuple[list[int], list[int]]:
     """``(prompt_ids, target_ids)`` after truncation; ``target_ids`` are the scored tokens.
 
@@ -67,9 +68,17 @@ def encode_for_scoring(
       then EOS is appended anyway (so up to ``max_length + 1`` tokens).
     * ``max_length_includes_eos=True`` (original TOFU): the whole sequence including EOS is at most
       ``max_length``; EOS is only added when there is room for it.
+
+    ``encode``: see :func:`~alignkit.data.tokenize.encode_prompt_completion`.
     """
     prompt_ids, target_ids = encode_prompt_completion(
-        tokenizer, prompt, target, boundary=boundary, add_eos=False, add_special_tokens=add_special_tokens
+        tokenizer,
+        prompt,
+        target,
+        boundary=boundary,
+        add_eos=False,
+        add_special_tokens=add_special_tokens,
+        encode=encode,
     )
     eos = tokenizer.eos_token_id
     if max_length is not None:
@@ -135,24 +144,26 @@ def score_token_ids(
         chunk = todo[b : b + batch_size]
         seqs = [list(keys[k][0]) + list(keys[k][1]) for k in chunk]
         width = max(len(s) for s in seqs)
-        input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, : len(s)] = torch.tensor(s)
-            attention[i, : len(s)] = 1
+        input_ids = torch.tensor([s + [pad_token_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
         starts = [max(len(keys[k][0]), 1) for k in chunk]
         # The LM head runs on the scored positions only, a chunk at a time (alignkit.models.head):
-        # no [B, L, V] logits, whatever the prompt's length or the vocabulary.
+        # no [B, L, V] logits, whatever the prompt's length or the vocabulary. The scored positions of
+        # every row go through it together (one gather, one log-softmax per chunk), then split per row.
         x, head = forward_states(model, input_ids.to(device), attention.to(device))
         if stats is not None:
             stats["forwards"] = stats.get("forwards", 0) + 1
             stats["sequences"] = stats.get("sequences", 0) + len(chunk)
-        for i, k in enumerate(chunk):
-            target = seqs[i][starts[i] :]
-            lo = starts[i] - 1
-            ids = torch.tensor(target, device=x.device)
-            logps, _, _, argmax = position_stats(x[i, lo : lo + len(target)], head, ids, argmax=True)
-            results[k] = ScoredText(logps.cpu(), target, valid=True, argmax_ids=argmax.tolist())
+        targets = [seqs[i][starts[i] :] for i in range(len(chunk))]
+        rows = torch.tensor([i for i, t in enumerate(targets) for _ in t], device=x.device)
+        cols = torch.tensor(
+            [j for i, s in enumerate(seqs) for j in range(starts[i] - 1, len(s) - 1)], device=x.device
+        )
+        ids = torch.tensor([tok for t in targets for tok in t], device=x.device)
+        logps, _, _, argmax = position_stats(x[rows, cols], head, ids, argmax=True)
+        sizes = [len(t) for t in targets]
+        for k, target, lp, am in zip(chunk, targets, logps.cpu().split(sizes), argmax.cpu().split(sizes)):
+            results[k] = ScoredText(lp, target, valid=True, argmax_ids=am.tolist())
         if progress is not None:
             progress(sum(copies[k] for k in chunk))
     return [results[k] for k in order]  # type: ignore[misc]
@@ -236,6 +247,136 @@ def _greedy_config(model, tokenizer, pad_token_id: int):
     return cfg
 
 
+# generation_config fields that add a logits processor or a stopping rule to greedy decoding: where any
+# is set, generation goes through `model.generate`, which applies them.
+_PROCESSOR_FIELDS = {
+    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None, "min_length": 0, "min_new_tokens": None, "forced_bos_token_id": None,
+    "forced_eos_token_id": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+    "sequence_bias": None, "exponential_decay_length_penalty": None, "renormalize_logits": False,
+    "guidance_scale": None, "max_time": None, "stop_strings": None, "diversity_penalty": 0.0,
+    "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "watermarking_config": None, "assistant_model": None,
+    "prompt_lookup_num_tokens": None,
+}  # fmt: skip
+
+
+def _plain_greedy(model, cfg) -> bool:
+    """Whether greedy decoding here is argmax of the last logits and nothing else (see `_greedy_stream`)."""
+    if getattr(model.config, "is_encoder_decoder", False) or not hasattr(model, "get_decoder"):
+        return False
+    return all(getattr(cfg, name, default) in (default, None) for name, default in _PROCESSOR_FIELDS.items())
+
+
+def _left_pad(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    if n == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = n
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+
+def _join_caches(cache, attention, new_cache, new_attention):
+    """Rows of ``new_cache`` appended to ``cache``, the shorter one left-padded (masked) to the other's length."""
+    t, w = attention.shape[1], new_attention.shape[1]
+    for layer, new in zip(cache.layers, new_cache.layers):
+        layer.keys = torch.cat(
+            [_left_pad(layer.keys, max(0, w - t), 2), _left_pad(new.keys, max(0, t - w), 2)]
+        )
+        layer.values = torch.cat(
+            [_left_pad(layer.values, max(0, w - t), 2), _left_pad(new.values, max(0, t - w), 2)]
+        )
+    return torch.cat([_left_pad(attention, max(0, w - t), 1), _left_pad(new_attention, max(0, t - w), 1)])
+
+
+def _greedy_stream(
+    model,
+    prompts: list[list[int]],
+    budgets: list[int],
+    *,
+    batch_size: int,
+    pad: int,
+    eos_ids: set[int],
+    device,
+    progress: Progress = None,
+) -> tuple[list[list[int]], int]:
+    """Greedy decoding of ``prompts`` (each to its EOS or its budget) with at most ``batch_size`` rows in flight.
+
+    ``model.generate`` keeps every row of a batch in each forward until the batch's longest answer ends
+    (finished rows decode padding), so a batch costs its longest answer in steps. Here a row leaves the
+    batch and the KV cache at its EOS, and once a quarter of the rows are free the next prompts are
+    prefilled and join the running batch (their cache left-padded to its length, or it to theirs; padding
+    is masked), so the number of decoding steps follows the answers' total length instead of each
+    batch's longest. Same inputs per row as ``generate`` builds (left padding, positions from the
+    attention mask's cumulative sum); a row's tokens are the argmax of its last logits, EOS included.
+    Returns the tokens and the number of prefills.
+    """
+    from transformers import DynamicCache
+
+    out: list[list[int]] = [[] for _ in prompts]
+    queue = list(range(len(prompts)))
+    eos = torch.tensor(sorted(eos_ids), device=device)
+    cache = attention = last = nxt = None
+    rows: list[int] = []
+    prefills = 0
+    refill_at = max(1, batch_size // 4)
+    while queue or rows:
+        if queue and (not rows or batch_size - len(rows) >= min(refill_at, len(queue))):
+            new = queue[: batch_size - len(rows)]
+            del queue[: len(new)]
+            width = max(len(prompts[i]) for i in new)
+            ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in new], device=device)
+            mask = torch.tensor(
+                [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in new], device=device
+            )
+            positions = (mask.cumsum(-1) - 1).clamp_(min=0)
+            new_cache = DynamicCache()
+            logits = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=new_cache,
+                use_cache=True, logits_to_keep=1,
+            ).logits  # fmt: skip
+            prefills += 1
+            if any(type(layer).__name__ != "DynamicLayer" for layer in new_cache.layers):
+                raise TypeError(
+                    "not a plain DynamicCache (sliding window, quantised, ...)"
+                )  # generate() instead
+            tokens = logits[:, -1].argmax(-1)
+            if cache is None:
+                cache, attention, last, nxt = new_cache, mask, positions[:, -1], tokens
+            else:
+                attention = _join_caches(cache, attention, new_cache, mask)
+                last, nxt = torch.cat([last, positions[:, -1]]), torch.cat([nxt, tokens])
+            rows += new
+            fresh = slice(len(rows) - len(new), len(rows))
+        else:
+            attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=1)
+            last = last + 1
+            logits = model(
+                input_ids=nxt[:, None], attention_mask=attention, position_ids=last[:, None], past_key_values=cache,
+                use_cache=True,
+            ).logits  # fmt: skip
+            nxt = logits[:, -1].argmax(-1)
+            fresh = slice(0, len(rows))
+        for r, t in zip(rows[fresh], nxt[fresh].tolist()):
+            out[r].append(t)
+        keep = ~torch.isin(nxt, eos) & torch.tensor([len(out[r]) < budgets[r] for r in rows], device=device)
+        if not bool(keep.all()):
+            idx = keep.nonzero()[:, 0]
+            if progress is not None:
+                progress(len(rows) - len(idx))
+            rows = [rows[i] for i in idx.tolist()]
+            if not rows:
+                cache = attention = last = nxt = None
+                continue
+            cache.batch_select_indices(idx)
+            attention, nxt, last = attention[idx], nxt[idx], last[idx]
+            start = int(attention.any(0).nonzero()[0])  # columns no remaining row attends to
+            if start:
+                for layer in cache.layers:  # DynamicCache crops on the right only
+                    layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+                attention = attention[:, start:]
+    return out, prefills
+
+
 @torch.inference_mode()
 def generate_token_ids(
     model,
@@ -267,6 +408,27 @@ def generate_token_ids(
     device = _model_device(model)
     out: list[list[int]] = [[] for _ in prompt_ids]
     extra = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
+    eos_cfg = cfg.eos_token_id
+    eos = {eos_cfg} if isinstance(eos_cfg, int) else set(eos_cfg or ())
+    fast = bool(eos) and not stop_strings and _plain_greedy(model, cfg)
+    live = [i for i in order if budgets[i] > 0 and len(prompt_ids[i]) > 0]
+    if fast and live:
+        try:
+            if progress is not None and len(live) < len(order):
+                progress(len(order) - len(live))
+            new, prefills = _greedy_stream(
+                model, [list(prompt_ids[i]) for i in live], [budgets[i] for i in live], batch_size=batch_size,
+                pad=pad, eos_ids=eos, device=device, progress=progress,
+            )  # fmt: skip
+        except TypeError:  # a forward without position_ids / logits_to_keep, or another cache: generate()
+            pass
+        else:
+            for i, tokens in zip(live, new):
+                out[i] = tokens
+            if stats is not None:
+                stats["generate_calls"] = stats.get("generate_calls", 0) + prefills
+                stats["generated_sequences"] = stats.get("generated_sequences", 0) + len(live)
+            return out
     for b in range(0, len(order), batch_size):
         chunk = [i for i in order[b : b + batch_size]]
         live = [i for i in chunk if budgets[i] > 0 and len(prompt_ids[i]) > 0]

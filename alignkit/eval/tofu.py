@@ -138,6 +138,31 @@ class _Encoder:
 
     def __post_init__(self):
         self._prompts: dict[str, str] = {}
+        # Each text is tokenised once: a question's prompt is shared by up to 7 targets and by its
+        # generation prompt and ROUGE reference, and an answer's scoring pair by its ROUGE reference.
+        self._token_ids: dict[tuple[str, bool], list[int]] = {}
+
+    def _encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        key = (text, add_special_tokens)
+        ids = self._token_ids.get(key)
+        if ids is None:
+            ids = self._token_ids[key] = list(
+                self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+            )
+        return list(ids)  # a copy: callers append EOS
+
+    def pretokenize(self, pairs: list[tuple[str, str]]) -> None:
+        """Tokenise the texts :meth:`encode` will ask for, in one batched tokenizer call."""
+        special = self.add_special_tokens
+        if self.protocol.boundary == "joint":
+            wanted = [(t, special) for p, c in pairs for t in (p, p + c)]
+        else:
+            wanted = [x for p, c in pairs for x in ((p, special), (c, False))]
+        for flag in (True, False):
+            texts = list(dict.fromkeys(t for t, f in wanted if f is flag and (t, f) not in self._token_ids))
+            if texts:
+                ids = self.tokenizer(texts, add_special_tokens=flag)["input_ids"]
+                self._token_ids.update(((t, flag), list(i)) for t, i in zip(texts, ids))
 
     def full_prompt(self, question: str) -> str:
         # Rendered once per question: chat templates are Jinja and each question has up to 7 targets.
@@ -181,11 +206,12 @@ class _Encoder:
             add_special_tokens=self.add_special_tokens,
             max_length=self.max_length,
             max_length_includes_eos=self.protocol.max_length_includes_eos,
+            encode=self._encode,
         )
 
     def generation_prompt_ids(self, question: str) -> list[int]:
         text = self.score_prompt(question)  # orig's phi path generates without the answer tag
-        ids = list(self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"])
+        ids = self._encode(text, self.add_special_tokens)
         return ids[: self.max_length] if self.max_length else ids
 
     def rouge_reference(self, question: str, answer: str) -> str:
@@ -209,8 +235,9 @@ class _Encoder:
             add_special_tokens=self.add_special_tokens,
             max_length=self.max_length,
             max_length_includes_eos=self.protocol.max_length_includes_eos,
+            encode=self._encode,
         )
-        prompt_ids = list(self.tokenizer(prompt, add_special_tokens=self.add_special_tokens)["input_ids"])
+        prompt_ids = self._encode(prompt, self.add_special_tokens)
         if self.max_length:
             prompt_ids = prompt_ids[: self.max_length]
         dec = self.tokenizer.decode
@@ -243,6 +270,7 @@ class ScoreCache:
         if progress is not None and len(keys) > len(missing):
             progress(len(keys) - len(missing))  # cached pairs are done already
         if missing:
+            self.encoder.pretokenize([(prompt, target) for _, prompt, target in missing])
             pairs = [self.encoder.encode(prompt, target) for _, prompt, target in missing]
             tok = self.encoder.tokenizer
             pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)

@@ -164,3 +164,45 @@ def test_generate_with_stop_strings(tofu_model, tofu_tokenizer):
     cut = generate_texts(tofu_model, tofu_tokenizer, PROMPTS[:2], max_new_tokens=16, stop_strings=stops)
     for g, c in zip(plain, cut):
         assert g.startswith(c) and all(s not in c for s in stops if s)
+
+
+@pytest.mark.parametrize("batch_size", [4, 2, 3])
+def test_rows_leave_the_batch_at_eos_with_generates_tokens(tofu_model, tofu_tokenizer, batch_size):
+    """The decoding loop that drops finished rows (and, with fewer rows in flight than prompts, prefills the
+    next prompts into the running batch) gives model.generate's tokens up to each row's EOS."""
+    import copy
+
+    from alignkit.eval.scoring import generate_token_ids
+
+    ids = [tofu_tokenizer(p)["input_ids"] for p in PROMPTS]
+    # Sharper weights make the greedy path depend on every position and cache entry (the random tiny
+    # model's argmax barely moves when a row's positions are off by one).
+    model = copy.deepcopy(tofu_model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    free = generate_token_ids(model, tofu_tokenizer, ids, max_new_tokens=20, batch_size=4)
+    # An "EOS" the model emits at different steps in different rows, so rows end mid-batch.
+    counts = {}
+    for row in free:
+        for t in row[1:15]:
+            counts[t] = counts.get(t, 0) + 1
+    eos = max(counts, key=counts.get)
+    model.generation_config.eos_token_id = eos
+    stats = {}
+    ours = generate_token_ids(
+        model, tofu_tokenizer, ids, max_new_tokens=20, batch_size=batch_size, stats=stats
+    )
+    assert stats["generated_sequences"] == len(ids)
+    ends = [row.index(eos) + 1 if eos in row else len(row) for row in ours]
+    assert len(set(ends)) > 1 and min(ends) < 20  # rows did leave the batch at different steps
+    with torch.no_grad():
+        width = max(map(len, ids))
+        padded = torch.tensor([[tofu_tokenizer.pad_token_id] * (width - len(x)) + x for x in ids])
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+        ref = model.generate(
+            input_ids=padded, attention_mask=mask, max_new_tokens=20, do_sample=False, eos_token_id=eos,
+            pad_token_id=tofu_tokenizer.pad_token_id,
+        )[:, width:].tolist()  # fmt: skip
+    for row, want, end in zip(ours, ref, ends):
+        assert row == want[:end]
