@@ -112,6 +112,39 @@ def test_hub_id_without_network_is_one_fast_line(cli, recipe_file, monkeypatch):
         hub_unreachable.cache_clear()
 
 
+def test_a_hub_id_that_cannot_be_fetched_is_one_line(cli, recipe_file, monkeypatch):
+    """The Hub answers but the repository cannot be fetched (no such id, gated, an error page): one line
+    naming the key with transformers' reason (was transformers' OSError traceback)."""
+    import http.server
+    import threading
+
+    from alignkit.models.source import hub_unreachable
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    hub_unreachable.cache_clear()
+    try:
+        code, out = cli("train", recipe_file, "--model_name_or_path", "someone/no-such-model")
+    finally:
+        server.shutdown()
+        hub_unreachable.cache_clear()
+    assert code == 2
+    assert "`model_name_or_path`: 'someone/no-such-model' could not be loaded: " in one_error_line(out)
+
+
 # ------------------------------------------------------------------ resume
 def _checkpointed_run(cli, recipe_file):
     code, out = cli("train", recipe_file, "--save_strategy", "steps", "--save_steps", "1")
