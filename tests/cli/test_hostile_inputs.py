@@ -267,6 +267,34 @@ def test_lipo_row_with_identical_completions_graded_differently_is_one_line(cli,
     )
 
 
+def _alternates_file(tmp_path, alternate) -> str:
+    from alignkit.launch.sources import load_source
+
+    rows = load_source("synthetic:tofu?num_people=20&split=forget10")
+    path = tmp_path / "alternates.json"
+    path.write_text(json.dumps([{**r, "alternate": alternate(i)} for i, r in enumerate(rows)]))
+    return str(path)
+
+
+def test_altpo_alternates_file_with_every_alternate_empty_is_one_line(cli, recipe_file, tmp_path):
+    """Given by recipe key (it trained every forget question toward an empty answer, rc 0)."""
+    path = _alternates_file(tmp_path, lambda i: " " if i % 2 else "")
+    recipe_file.write_text(recipe_file.read_text() + f"alternates_file: {path}\n")
+    code, out = cli("train", recipe_file, "--method", "altpo")
+    assert code == 2
+    assert f"alternates_file {path}: all 20 alternates of the forget set are empty" in one_error_line(out)
+
+
+def test_altpo_empty_alternates_are_a_warning_line(cli, recipe_file, tmp_path):
+    """Some empty alternates train (the spec reports them, filtering is opt-in) with a `warning:` line;
+    alignkit's logged warnings used to print bare, like an info line."""
+    path = _alternates_file(tmp_path, lambda i: "" if i == 0 else f"another answer {i}")
+    code, out = cli("train", recipe_file, "--method", "altpo", "--alternates_file", path)
+    assert code == 0, out
+    warnings = [line for line in out.splitlines() if line.startswith("warning: AltPO: ")]
+    assert len(warnings) == 1 and "20 alternates for 20 questions: 1 empty," in warnings[0], out
+
+
 # ------------------------------------------------------------------ documented paths, as written
 def test_the_resolved_recipe_header_command_reruns_the_run(cli, recipe_file, tmp_path):
     """Every resolved recipe's header says how to re-run it; that command, verbatim, works (it used to
