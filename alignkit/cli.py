@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -35,8 +36,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _WarningLines(logging.Handler):
+    """alignkit's logged warnings as ``warning: ...`` lines on the current stderr. Without a handler
+    Python's last-resort one printed them bare, like a progress line (an AltPO run on empty alternates
+    looked informational)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def show_warnings() -> None:
+    logger = logging.getLogger("alignkit")
+    if not any(isinstance(h, _WarningLines) for h in logger.handlers):
+        logger.addHandler(_WarningLines(logging.WARNING))
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    show_warnings()
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command is None:

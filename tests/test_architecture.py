@@ -26,6 +26,7 @@ LAYERS = (
             "alignkit.redact",
             "alignkit.paths",
             "alignkit.values",
+            "alignkit._lazy",
         ),
     ),
     ("losses/data", ("alignkit.losses", "alignkit.data", "alignkit.models")),

@@ -171,8 +171,8 @@ def _machines(args, config: Path) -> int:
 
 
 def show_help(args) -> int:
-    """``train --help`` (the methods) or ``train --method NAME --help`` (every key), from the stored
-    keys when an earlier run stored them (instant), else from the trainer stack (seconds)."""
+    """``train --help`` (the methods) or ``train --method NAME --help`` (every key), from the keys that
+    ship with alignkit (instant), else from the trainer stack (seconds)."""
     from alignkit.launch import recipe_keys
     from alignkit.launch.recipe_file import read_recipe_file
 
@@ -185,11 +185,10 @@ def show_help(args) -> int:
             from alignkit.trainers import METHODS  # importing the package registers every method
 
             names = sorted(METHODS)
-            recipe_keys.ensure_schema()
         args._parser.epilog = EPILOG.format(methods=", ".join(names))
         args._parser.print_help()
         return 0
-    text = recipe_keys.cached_help(str(method))
+    text = recipe_keys.method_help(str(method))
     if text is None:
         from alignkit.launch.recipe import recipe_help
 
@@ -197,8 +196,6 @@ def show_help(args) -> int:
             text = recipe_help(str(method))
         except ValueError as err:
             return _error(str(err))
-        recipe_keys.ensure_schema()
-        recipe_keys.store_help(str(method), text)
     print(text)
     return 0
 
@@ -255,8 +252,6 @@ def run(args) -> int:
         recipe = load_recipe(args.recipe, extra, auto=not args.accelerate_config)
     except RecipeError as err:
         return _error(str(err))
-    finally:
-        recipe_keys.ensure_schema()  # the trainer stack is imported now: store its keys for next time
     if recipe.script.forget_sequence and not args.accelerate_config:  # several requests (launch.sequence);
         from alignkit.launch.sequence import run_sequence  # with --accelerate_config each rank lands here
 

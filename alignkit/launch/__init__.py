@@ -12,8 +12,7 @@ import ``alignkit.launch.recipe_keys`` without paying for torch/transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from alignkit._lazy import lazy_exports
 
 _EXPORTS = {
     "RESOLVED_RECIPE": "recipe",
@@ -30,8 +29,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'alignkit.launch' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"alignkit.launch.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

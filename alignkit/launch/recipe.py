@@ -32,7 +32,7 @@ from alignkit.launch.recipe_file import (
     unknown_key_message,
 )
 from alignkit.launch.sources import SourceError, parse_source
-from alignkit.models.source import hub_unreachable, offline, offline_hint
+from alignkit.models.source import unreachable_hub_source
 from alignkit.trainers.run_info import RESOLVED_RECIPE, plain
 
 __all__ = [
@@ -520,10 +520,10 @@ def validate(recipe: Recipe, where: str = "recipe") -> None:
             parse_preset(s.dataset_preset)
         except PresetError as err:
             raise RecipeError(f"{where}: `dataset_preset`: {err}") from None
-    datasets_offline = offline() or os.environ.get("HF_DATASETS_OFFLINE") == "1"
     for name, value, what in hub:  # before any data is generated or model loaded: no 30-50 s of retries
-        if not (datasets_offline if what == "dataset" else offline()) and hub_unreachable():
-            raise RecipeError(f"{where}: `{name}`: {offline_hint(what, value)}")
+        message = unreachable_hub_source(value, what)
+        if message:
+            raise RecipeError(f"{where}: `{name}`: {message}")
     if (m.load_in_4bit or m.load_in_8bit) and not m.use_peft:
         raise RecipeError(
             f"{where}: `load_in_4bit`/`load_in_8bit` quantize the base weights, which then cannot be trained; "

@@ -27,7 +27,7 @@ from alignkit.launch.sources import (
     load_tagged_configs,
     local_files,
 )
-from alignkit.models.source import check_pretrained_source
+from alignkit.models.source import check_pretrained_source, is_hub_id
 from alignkit.trainers.run_info import (
     RESOLVED_RECIPE,
     RUN_INFO,
@@ -108,6 +108,17 @@ def load_datasets(recipe: Recipe, tokenizer=None) -> dict[str, Any]:
     return out
 
 
+def _from_hub(load, name: str, flag: str, **kwargs):
+    """``load(name, **kwargs)``; a Hub id that cannot be fetched (no such repository, gated, the
+    endpoint answering with an error) is one line naming the key, with transformers' own reason."""
+    try:
+        return load(name, **kwargs)
+    except OSError as err:
+        if not is_hub_id(name):
+            raise
+        raise RecipeError(f"`{flag}`: {name!r} could not be loaded: {' '.join(str(err).split())}") from None
+
+
 def build(recipe: Recipe, callbacks=None) -> Built:
     """Model, tokenizer, datasets, config and trainer from a parsed recipe (nothing trains yet)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -134,8 +145,10 @@ def build(recipe: Recipe, callbacks=None) -> Built:
         check_pretrained_source(model_path, what="tokenizer")
     if s.ref_model_name_or_path:
         check_pretrained_source(s.ref_model_name_or_path, flag="ref_model_name_or_path")
-    tokenizer = AutoTokenizer.from_pretrained(
+    tokenizer = _from_hub(
+        AutoTokenizer.from_pretrained,
         s.tokenizer_name_or_path or model_path,
+        "tokenizer_name_or_path" if s.tokenizer_name_or_path else "model_name_or_path",
         revision=m.model_revision if not s.tokenizer_name_or_path else None,
         trust_remote_code=args.trust_remote_code,
     )
@@ -160,8 +173,12 @@ def build(recipe: Recipe, callbacks=None) -> Built:
 
         load_kwargs["quantization_config"] = quantization
         load_kwargs["device_map"] = {"": PartialState().local_process_index}
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path, trust_remote_code=args.trust_remote_code, **load_kwargs
+    model = _from_hub(
+        AutoModelForCausalLM.from_pretrained,
+        model_path,
+        "model_name_or_path",
+        trust_remote_code=args.trust_remote_code,
+        **load_kwargs,
     )
     peft_config = get_peft_config(m)
     if quantization is not None:

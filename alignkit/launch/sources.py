@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl
 import datasets
 
 from alignkit.errors import UserError
-from alignkit.models.source import hub_unreachable, offline, offline_hint
+from alignkit.models.source import is_hub_id, unreachable_hub_source
 from alignkit.paths import cache_root
 
 SYNTHETIC_PREFIX = "synthetic:"
@@ -190,12 +190,9 @@ def parse_source(text: str, *, what: str = "data") -> Source:
         if params.get("view", "records") not in ("records", "pairwise"):
             raise SourceError(f"{text!r}: `view` must be 'records' or 'pairwise', got {params['view']!r}.")
         return Source(text, "synthetic", name, params)
-    path = Path(text).expanduser()
-    if path.exists():
-        return Source(text, "local", str(path))
-    if text.startswith(("/", "./", "../", "~")) or text.endswith((".json", ".jsonl")):
-        return Source(text, "local", str(path))  # a path that does not exist (yet); loading says so
-    return Source(text, "hub", text)
+    if is_hub_id(text):
+        return Source(text, "hub", text)
+    return Source(text, "local", str(Path(text).expanduser()))  # may not exist (yet); loading says so
 
 
 # ------------------------------------------------------------------------------------------ caching
@@ -295,9 +292,9 @@ def load_source(text: str, config: str | None = None, split: str = "train") -> d
         return load_rows(_synthetic_preference_file(source.name, source.params))
     if source.kind == "local" and not Path(source.name).exists():
         raise SourceError(f"Dataset path {text!r} does not exist.")
-    hub_offline = offline() or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-    if source.kind == "hub" and not hub_offline and hub_unreachable():
-        raise SourceError(offline_hint("dataset", text))
+    message = unreachable_hub_source(text, "dataset") if source.kind == "hub" else None
+    if message:
+        raise SourceError(message)
     try:
         return load_rows(source.name, config, split=split)
     except FileNotFoundError as err:

@@ -6,8 +6,7 @@ model path before anything loads it, is read by CLI flag checks that must not pa
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from alignkit._lazy import lazy_exports
 
 _EXPORTS = {
     "CHAT_TEMPLATE": "tiny",
@@ -18,8 +17,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'alignkit.models' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"alignkit.models.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

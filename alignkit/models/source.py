@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,7 +25,7 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
     "adapter_config.json",
 )
-HUB_PROBE_SECONDS = 3.0
+HUB_PROBE_SECONDS = 1.0
 
 
 def offline() -> bool:
@@ -33,21 +34,48 @@ def offline() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def hub_unreachable() -> str | None:
-    """Why the Hub cannot be reached (a short TCP connect to its endpoint), or None when it can.
+    """Why the Hub cannot be reached (a TCP connect to its endpoint), or None when it can.
 
     Without network and without ``HF_HUB_OFFLINE``, huggingface_hub retries for 30-50 s before its
-    ``OSError``; this probe answers in at most a few seconds, once per process.
+    ``OSError``; this probe answers within ``HUB_PROBE_SECONDS``, once per process. The connect runs
+    in a thread so that the wait is bounded even when the name lookup hangs (a socket timeout does not
+    cover DNS). A TCP handshake with the Hub's CDN takes well under a second on any working link.
     """
     endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     host, port = (
         endpoint.hostname or "huggingface.co",
         endpoint.port or (80 if endpoint.scheme == "http" else 443),
     )
-    try:
-        with socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS):
-            return None
-    except OSError as err:
-        return f"{host}:{port} cannot be reached ({err.strerror or type(err).__name__})"
+    answer: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS):
+                answer.append(None)
+        except OSError as err:
+            answer.append(f"{host}:{port} cannot be reached ({err.strerror or type(err).__name__})")
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(HUB_PROBE_SECONDS)
+    return answer[0] if answer else f"{host}:{port} did not answer within {HUB_PROBE_SECONDS:g} s"
+
+
+def is_hub_id(text: str) -> bool:
+    """Whether a source string names a Hub repository: not ``synthetic:``, not an existing path, not
+    path-shaped and not a JSON file name (a path that does not exist yet; loading says so)."""
+    if text.startswith("synthetic:") or Path(text).expanduser().exists():
+        return False
+    return not (text.startswith(("/", "./", "../", "~")) or text.endswith((".json", ".jsonl")))
+
+
+def unreachable_hub_source(value: str, what: str) -> str | None:
+    """The one line for ``value`` when it is a Hub id, its offline switch is off and the Hub cannot be
+    reached (``what``: ``model`` or ``dataset``); None otherwise."""
+    switch = offline() or (what == "dataset" and os.environ.get("HF_DATASETS_OFFLINE") == "1")
+    if switch or not value.strip() or not is_hub_id(value) or not hub_unreachable():
+        return None
+    return offline_hint(what, value)
 
 
 def offline_hint(what: str, name: str) -> str:

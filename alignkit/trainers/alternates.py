@@ -106,7 +106,7 @@ def kinds_of(alternate: str, answer: str, hit_limit: bool) -> list[str]:
     """Which of :data:`DROP_KINDS` an alternate is."""
     return [
         kind
-        for kind, flagged in zip(DROP_KINDS, (not alternate, _same(alternate, answer), hit_limit))
+        for kind, flagged in zip(DROP_KINDS, (not alternate.strip(), _same(alternate, answer), hit_limit))
         if flagged
     ]
 
@@ -293,4 +293,11 @@ def match_rows(file_rows: list[dict], qas: list[ForgetQA], path: str) -> list[di
             f"({len(missing)} such rows); add rows with its exact question and answer, or drop alternates_file "
             "to generate them."
         )
-    return [row for q in sorted(by_question) for row in by_question[q]]
+    used = [row for q in sorted(by_question) for row in by_question[q]]
+    if not any(row["alternate"].strip() for row in used):  # a broken file, not a draw that went badly
+        raise ValueError(
+            f"alternates_file {path}: all {len(used)} alternates of the forget set are empty, so AltPO would "
+            "train every forget question toward an empty answer; fill in the `alternate` fields, or drop "
+            "alternates_file to generate them."
+        )
+    return used

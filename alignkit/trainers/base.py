@@ -131,7 +131,8 @@ class AlignKitTrainer(Trainer):
             from transformers import set_seed
 
             set_seed(args.seed)  # LoRA's random init must not depend on what consumed the RNG before
-            model = get_peft_model(model, peft_config)
+            with trl_compat.quiet_checkpointing_alias():
+                model = get_peft_model(model, peft_config)
         if args.activation_checkpointing and hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()  # PEFT + checkpointing needs grads on the inputs
         # Which LM head path ran is recorded (run_info, model card): it changes speed and memory, not results.

@@ -112,6 +112,39 @@ def test_hub_id_without_network_is_one_fast_line(cli, recipe_file, monkeypatch):
         hub_unreachable.cache_clear()
 
 
+def test_a_hub_id_that_cannot_be_fetched_is_one_line(cli, recipe_file, monkeypatch):
+    """The Hub answers but the repository cannot be fetched (no such id, gated, an error page): one line
+    naming the key with transformers' reason (was transformers' OSError traceback)."""
+    import http.server
+    import threading
+
+    from alignkit.models.source import hub_unreachable
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    hub_unreachable.cache_clear()
+    try:
+        code, out = cli("train", recipe_file, "--model_name_or_path", "someone/no-such-model")
+    finally:
+        server.shutdown()
+        hub_unreachable.cache_clear()
+    assert code == 2
+    assert "`model_name_or_path`: 'someone/no-such-model' could not be loaded: " in one_error_line(out)
+
+
 # ------------------------------------------------------------------ resume
 def _checkpointed_run(cli, recipe_file):
     code, out = cli("train", recipe_file, "--save_strategy", "steps", "--save_steps", "1")
@@ -232,6 +265,34 @@ def test_lipo_row_with_identical_completions_graded_differently_is_one_line(cli,
         "train_dataset, row 1, field `completions`: completions 0 and 2 are identical but graded 1 and 0"
         in (one_error_line(out))
     )
+
+
+def _alternates_file(tmp_path, alternate) -> str:
+    from alignkit.launch.sources import load_source
+
+    rows = load_source("synthetic:tofu?num_people=20&split=forget10")
+    path = tmp_path / "alternates.json"
+    path.write_text(json.dumps([{**r, "alternate": alternate(i)} for i, r in enumerate(rows)]))
+    return str(path)
+
+
+def test_altpo_alternates_file_with_every_alternate_empty_is_one_line(cli, recipe_file, tmp_path):
+    """Given by recipe key (it trained every forget question toward an empty answer, rc 0)."""
+    path = _alternates_file(tmp_path, lambda i: " " if i % 2 else "")
+    recipe_file.write_text(recipe_file.read_text() + f"alternates_file: {path}\n")
+    code, out = cli("train", recipe_file, "--method", "altpo")
+    assert code == 2
+    assert f"alternates_file {path}: all 20 alternates of the forget set are empty" in one_error_line(out)
+
+
+def test_altpo_empty_alternates_are_a_warning_line(cli, recipe_file, tmp_path):
+    """Some empty alternates train (the spec reports them, filtering is opt-in) with a `warning:` line;
+    alignkit's logged warnings used to print bare, like an info line."""
+    path = _alternates_file(tmp_path, lambda i: "" if i == 0 else f"another answer {i}")
+    code, out = cli("train", recipe_file, "--method", "altpo", "--alternates_file", path)
+    assert code == 0, out
+    warnings = [line for line in out.splitlines() if line.startswith("warning: AltPO: ")]
+    assert len(warnings) == 1 and "20 alternates for 20 questions: 1 empty," in warnings[0], out
 
 
 # ------------------------------------------------------------------ documented paths, as written

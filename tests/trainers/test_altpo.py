@@ -147,6 +147,8 @@ def test_alternates_file_in_open_unlearning_format(tiny_model_dir, tokenizer, tm
         ('{"question": "q", "answer": "a", "alternate": "b"}\n{oops', ["line 2", "not JSON"]),
         (OU_ROWS[1:], ["forget row 0", "has no alternate"]),
         ([], ["non-empty JSON list"]),
+        ([{**r, "alternate": ""} for r in OU_ROWS], [f"all {len(FORGET)} alternates", "are empty"]),
+        ([{**r, "alternate": " \n"} for r in OU_ROWS], [f"all {len(FORGET)} alternates", "are empty"]),
     ],
 )
 def test_bad_alternates_file_is_one_line(content, names, tiny_model_dir, tokenizer, tmp_path):
@@ -173,6 +175,9 @@ def test_post_processing_counts_and_optional_filter():
     kept, counts = build_rows(qas, completions, stop_strings=["Q:"], drop=[], hit_limit=hit_limit)
     assert [r["alternate"] for r in kept] == ["", FORGET[0]["answer"], "Born in Rome.", "x" * 50]
     assert counts == {"empty": 1, "identical": 1, "truncated": 1, "dropped": 0, "kept": 4}
+    # A file's alternates are not cut or stripped: whitespace only is still empty.
+    _, counts = build_rows(qas[:1], [[" \n"]], stop_strings=(), drop=[], hit_limit=hit_limit)
+    assert counts["empty"] == 1
     kept, counts = build_rows(
         qas, completions, stop_strings=["Q:"], drop=["empty", "identical"], hit_limit=hit_limit
     )

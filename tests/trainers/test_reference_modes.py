@@ -174,3 +174,14 @@ def test_precompute_cache_is_reused_and_never_stale(tiny_model_dir, tokenizer, t
     npo_trainer(tiny_model_dir, tokenizer, tmp_path, ref_mode="precomputed", max_completion_length=6)
     assert len(cache_files(cache)) == 4
     assert path.stat().st_mtime_ns == stamp, "the first cache file was rewritten"
+
+
+def test_a_lora_trainer_prints_no_future_warning(tiny_model_dir, tokenizer, tmp_path):
+    """Issue #20's noise: peft's PeftModel read transformers' deprecated `is_gradient_checkpointing`, a
+    FutureWarning on every LoRA run (recipes/templates/*_lora.yaml, generated_tofu/npo_lora.yaml)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        npo_trainer(tiny_model_dir, tokenizer, tmp_path, ref_mode="adapter_off", peft=True)
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
