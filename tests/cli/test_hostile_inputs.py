@@ -292,7 +292,7 @@ def test_altpo_empty_alternates_are_a_warning_line(cli, recipe_file, tmp_path):
     code, out = cli("train", recipe_file, "--method", "altpo", "--alternates_file", path)
     assert code == 0, out
     warnings = [line for line in out.splitlines() if line.startswith("warning: AltPO: ")]
-    assert len(warnings) == 1 and "20 alternates for 20 questions: 1 empty," in warnings[0], out
+    assert len(warnings) == 1 and "20 prompts sampled; empty 1," in warnings[0], out
 
 
 # ------------------------------------------------------------------ documented paths, as written
