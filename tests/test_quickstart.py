@@ -119,3 +119,16 @@ def test_alignment_tables_print(quick_alignment):
     text = console.export_text()
     assert "HR@1 by likelihood" in text and "NDCG" in text and "s_dpo" in text and "lipo" in text
     assert "SFT on the score of greedy answers" in text and "docs/results.md" in text
+
+
+def test_alignment_tables_cut_nothing_at_80_columns(quick_alignment):
+    """rich's default overflow cut the graded-list headers to `well-form…` / `likeliho…` on an
+    80-column terminal; folded cells keep every header and value whole."""
+    from rich.console import Console
+
+    from alignkit.commands.quickstart import _print_alignment
+
+    console = Console(record=True, width=80)
+    _print_alignment(console, quick_alignment)
+    tables = console.export_text().split("•")[0]  # the tables, before the verdict's bullets
+    assert "…" not in tables

@@ -84,7 +84,7 @@ def _print_unlearning(console, settings, result) -> None:
 
     table = Table(title=f"TOFU-format benchmark, {settings.forget_split}: unlearning on a tiny model")
     for column in ("model", "Forget Quality ↑", "Model Utility ↑", "forget ROUGE-L ↓", "forget prob ↓"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+        table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
     for name, summary in result.rows.items():
         table.add_row(
             name,
@@ -106,10 +106,10 @@ def _print_alignment(console, result) -> None:
     rows = alignment_table(result.alignment)
     for task in result.alignment:
         table = Table(title=f"Synthetic {task} task: alignment on a tiny model (held-out prompts)")
-        table.add_column("model")
+        table.add_column("model", overflow="fold")  # fold, never cut: a narrow terminal keeps every name whole
         values = [(model, vals) for t, model, vals in rows if t == task]
         for header, _ in values[0][1] if values else []:
-            table.add_column(header, justify="right")
+            table.add_column(header, justify="right", overflow="fold")
         for model, vals in values:
             table.add_row(model, *(_fmt(v) for _, v in vals))
         console.print(table)
