@@ -106,7 +106,9 @@ def _print_alignment(console, result) -> None:
     rows = alignment_table(result.alignment)
     for task in result.alignment:
         table = Table(title=f"Synthetic {task} task: alignment on a tiny model (held-out prompts)")
-        table.add_column("model", overflow="fold")  # fold, never cut: a narrow terminal keeps every name whole
+        table.add_column(
+            "model", overflow="fold"
+        )  # fold, never cut: a narrow terminal keeps every name whole
         values = [(model, vals) for t, model, vals in rows if t == task]
         for header, _ in values[0][1] if values else []:
             table.add_column(header, justify="right", overflow="fold")
