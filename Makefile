@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup quickstart test test-slow test-distributed test-extras lint bench clean
+.PHONY: setup quickstart test test-slow test-distributed test-readme test-extras lint bench clean
 
 setup: $(VENV)/.alignkit-installed
 
@@ -30,6 +30,11 @@ test-slow: setup
 
 test-distributed: setup
 	$(PY) -m pytest -q -m distributed
+
+# The README's documented `alignkit train` commands, word for word and in order, from a fresh folder
+# (slow: ~5 min on 2 idle cores).
+test-readme: setup
+	$(PY) -m pytest -q -m slow tests/cli/test_readme_commands.py
 
 # Optional extras' own tests (skipped by `make test` where the extra is absent): lm-evaluation-harness
 # (~200 MB, ~2 min to install) for `alignkit eval lm-eval` and its training callback.

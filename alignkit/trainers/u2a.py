@@ -21,8 +21,8 @@ checkpoint (``u2a_state.safetensors``), so a resumed run continues exactly; each
 weights' histogram to ``<output_dir>/u2a_weights.jsonl`` and logs ``u2a/*`` scalars.
 
 Under DDP every rank computes every row's influence on identical parameters, so the ranks agree without a
-collective (tests/distributed/test_u2a_launch.py). ZeRO-3 is refused when the trainer is built; a launched
-ZeRO-3 run was seen to hang before that refusal was printed (not understood; use DDP or ZeRO-2).
+collective (tests/distributed/test_u2a_launch.py). ZeRO-3 is refused when the trainer is built (the per-row
+gradients read whole parameters), in one line on a launched run too (same test file); use DDP or ZeRO-2.
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@ Every rank computes the influence of every forget row on the whole validation se
 replicated, not split: the ranks hold identical parameters, so they reach identical scores, selection
 and weights without a collective), and the kept-set sampler draws one seeded order that accelerate
 shards by batch. Same global batch (4 = 4 x 1 = 2 x 2): the refresh records of ``u2a_weights.jsonl``
-and the saved weights must match. (A ZeRO-3 launch of U2A hung on this machine before printing its
-refusal; that case is not tested here: see the U2A docstring.)
+and the saved weights must match. A ZeRO-3 launch is refused in one line.
 """
 
 from __future__ import annotations
@@ -19,7 +18,9 @@ from test_launch import (
     REPO,
     assert_same_weights,
     ddp_launcher,
+    free_port,
     launch_env,
+    needs_deepspeed,
 )
 
 pytestmark = pytest.mark.distributed
@@ -81,3 +82,16 @@ def test_ddp_u2a_weights_and_final_weights_match_one_process(single):
     )
     assert info["derived"]["world_size"] == 2 and info["derived"]["global_batch_size"] == 4
     assert_same_weights(ref, got)
+
+
+@needs_deepspeed
+def test_zero3_is_refused_in_one_line(single):
+    root, _ = single
+    proc, _ = run(
+        root, "zero3", [sys.executable, "-m", "alignkit.cli", "train"], 2,
+        "--accelerate_config", "zero3", "--num_processes", "2", "--mixed_precision", "no",
+        "--main_process_port", str(free_port()),
+    )  # fmt: skip
+    assert proc.returncode != 0
+    errors = {line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")}
+    assert errors and all("not supported under ZeRO-3" in e for e in errors), proc.stderr[-2000:]
