@@ -57,22 +57,27 @@ def make_recipe():
     return write
 
 
+def tiny_recipe_values(tmp_path: Path, **values) -> dict:
+    """The values of a tiny NPO recipe that trains in well under a second, with ``values`` overriding."""
+    return {
+        "method": "npo",
+        "model_name_or_path": TINY,
+        "train_dataset": FORGET,
+        "output_dir": str(tmp_path / "run"),
+        "max_steps": 2,
+        "per_device_train_batch_size": 4,
+        "logging_steps": 1,
+        "learning_rate": 1.0e-3,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        **values,
+    }
+
+
 @pytest.fixture
 def recipe_file(tmp_path, make_recipe) -> Path:
     """A tiny NPO recipe that trains in well under a second."""
-    return make_recipe(
-        tmp_path / "npo.yaml",
-        method="npo",
-        model_name_or_path=TINY,
-        train_dataset=FORGET,
-        output_dir=str(tmp_path / "run"),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        logging_steps=1,
-        learning_rate=1.0e-3,
-        save_strategy="no",
-        disable_tqdm=True,
-    )
+    return make_recipe(tmp_path / "npo.yaml", **tiny_recipe_values(tmp_path))
 
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY
+from conftest import tiny_recipe_values
 from test_user_errors import one_error_line
 
 FORGET = "synthetic:planted_negatives?part=forget&num_prompts=8&num_validation=4"
@@ -13,17 +13,10 @@ VALIDATION = "synthetic:planted_negatives?part=validation&num_prompts=8&num_vali
 
 
 def u2a_recipe(make_recipe, tmp_path, method="npo", **values):
-    settings = dict(
+    settings = tiny_recipe_values(
+        tmp_path,
         method=method,
-        model_name_or_path=TINY,
         train_dataset=FORGET,
-        output_dir=str(tmp_path / "run"),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        logging_steps=1,
-        learning_rate=1.0e-3,
-        save_strategy="no",
-        disable_tqdm=True,
         u2a=True,
         u2a_validation_dataset=VALIDATION,
         u2a_top_k=4,
