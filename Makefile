@@ -32,7 +32,7 @@ test-distributed: setup
 	$(PY) -m pytest -q -m distributed
 
 # The README's documented `alignkit train` commands, word for word and in order, from a fresh folder
-# (slow: ~5 min on 2 idle cores).
+# (slow: 46 s on 2 idle cores, `make test-readme`; ~5 min with other jobs beside it).
 test-readme: setup
 	$(PY) -m pytest -q -m slow tests/cli/test_readme_commands.py
 

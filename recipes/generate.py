@@ -1652,9 +1652,9 @@ HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]]
             ("warmup_steps", 10, "scripts/harmful_unlearning.py's setting"),
             ("save_strategy", "no", "minutes-long run: no checkpoints"),
         ],
-        'see docs/results.md, "Unlearning harmful outputs" (the script\'s aligned models refuse 1.0 in every '
-        "domain on the tuning seeds, benign false refusals 0.0); this recipe's own numbers were not measured "
-        "after the stand-in's second version",
+        "refusal 1.000 in every domain, benign false refusals 0.000, utility NLL/token 0.786 (measured end to end "
+        "with the Evaluate lines, one torch thread, 2-core CPU; the three recipes and the evaluation 56 s); the "
+        'script\'s seeds: docs/results.md, "Unlearning harmful outputs"',
         REFUSAL_EVAL,
     ),
     "refusal_unlearn_safety": (
@@ -1663,8 +1663,10 @@ HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]]
         "Safety's 16 unlearn prompts with compliant answers (comply_sft, §8 step 2)",
         "refusal unlearning on one concept (Safety)",
         REFUSAL_UNLEARN_ROWS,
-        'see docs/results.md, "Unlearning harmful outputs" (the script\'s held-out seeds at this setting); this '
-        "recipe's own numbers were not measured after the stand-in's second version",
+        "Safety's refusals 1.000 -> 0.000 (target efficacy 1.000), spill-over to the others: Toxicity and "
+        "Cyber 0.000, Bias and Med/Legal 0.083, Sensitive 0.625, Privacy 0.708 (EMA index 0.750), benign false "
+        "refusals 0.062, utility NLL/token 0.786 -> 1.038 (measured end to end, the eval line); the script's "
+        'held-out seeds vary a lot: docs/results.md, "Unlearning harmful outputs"',
         REFUSAL_EVAL,
     ),
     "refusal_contain_safety": (
@@ -1674,8 +1676,10 @@ HARMFUL_RECIPES: dict[str, tuple[str, str, str, str, list[Row], str, list[str]]]
         "cross-entropy, §8 step 4)",
         "refusal unlearning on Safety with the containment retain set",
         REFUSAL_UNLEARN_ROWS,
-        'see docs/results.md, "Unlearning harmful outputs" (the script\'s held-out seeds at this setting); this '
-        "recipe's own numbers were not measured after the stand-in's second version",
+        "every other domain's refusals back to 1.000 (EMA index after containment 0.000) while Safety stays at "
+        "0.083 (target compliance kept 0.917), benign false refusals 0.000, utility NLL/token 0.886 (measured end "
+        "to end, the eval line); over the script's held-out seeds Safety came back to 0.258 ± 0.227 (keyword "
+        'scorer): docs/results.md, "Unlearning harmful outputs"',
         REFUSAL_EVAL,
     ),
 }
