@@ -11,7 +11,9 @@ layout, are left out). The compact LM head (alignkit's CPU default) scores the c
   ratio ``shared_prompt.estimated_costs`` predicts. The ``auto`` rule's constants come from here:
   ``PAIRS_PER_POSITION`` is fitted (least squares of log speed-up on log predicted ratio over the
   candidates printed) and ``AUTO_MIN_RATIO`` is the predicted ratio above which every measured point
-  is at least as fast packed. Then ``auto`` itself is timed against flat at every point.
+  is at least as fast packed. Then ``auto`` itself is timed against flat at every point, with the
+  decision's own cost as a share of the flat step.
+* ``control``: flat against flat at the points ``auto`` keeps flat (the noise floor of the ratio).
 * ``lists``: step time and peak memory against list size K = 2..16 (4 lists of prompt 64 /
   completion 32 tokens), flat vs packed.
 * ``lengths``: DPO pairs (4 pairs, prompt:completion 1:1) against sequence length 128..2048, flat:
@@ -178,11 +180,49 @@ def auto_check(vocab: int, reps: int) -> list[dict]:
         f, s = shared_prompt.estimated_costs(batch, HIDDEN)
         r = alternate(policy, reference, batch, False, "auto", reps)
         packs = shared_prompt.worth_packing(batch, HIDDEN)
-        out.append({"k": k, "prompt": p, "completion": c, "predicted": f / s, "packed": packs, **r})
+        # What auto adds where it stays flat is this decision (the forward is the flat one): timed alone,
+        # as a share of the flat step, it is free of the step-to-step noise of the alternated ratio.
+        decision = []
+        for _ in range(50):
+            start = time.perf_counter()
+            shared_prompt.worth_packing(batch, HIDDEN)
+            decision.append(time.perf_counter() - start)
+        share = statistics.median(decision) / r["a_s"]
+        out.append(
+            {
+                "k": k,
+                "prompt": p,
+                "completion": c,
+                "predicted": f / s,
+                "packed": packs,
+                "decision_share": share,
+                **r,
+            }
+        )
         print(
             f"auto K={k} P={p} C={c}: predicted {f / s:.2f} packed={packs} flat/auto {r['ratio']:.3f} "
-            f"(IQR {r['q1']:.3f}-{r['q3']:.3f})",
+            f"(IQR {r['q1']:.3f}-{r['q3']:.3f}); decision {100 * share:.3f}% of the flat step "
+            f"({1e3 * r['a_s']:.0f} ms)",
             flush=True,
+        )
+    return out
+
+
+def control(vocab: int, reps: int) -> list[dict]:
+    """A/A: at the points ``auto`` keeps flat, flat against flat (``False`` against ``"off"``, the same
+    computation) through the same alternation, i.e. the spread the machine alone gives the ratio."""
+    from alignkit.trainers import shared_prompt
+
+    policy, reference = build(vocab)
+    out = []
+    for k, p, c in GRID:
+        batch = lists_batch(vocab, max(1, TOKENS // (k * (p + c))), k, p, c)
+        if shared_prompt.worth_packing(batch, HIDDEN):
+            continue
+        r = alternate(policy, reference, batch, False, "off", reps)
+        out.append({"k": k, "prompt": p, "completion": c, **r})
+        print(
+            f"A/A K={k} P={p} C={c}: flat/flat {r['ratio']:.3f} (IQR {r['q1']:.3f}-{r['q3']:.3f})", flush=True
         )
     return out
 
@@ -320,6 +360,7 @@ def main(argv=None) -> int:
     sections = {
         "crossover": crossover,
         "auto": auto_check,
+        "control": control,
         "lists": lists_curve,
         "lengths": lengths_curve,
     }
