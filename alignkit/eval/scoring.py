@@ -310,7 +310,7 @@ def _greedy_stream(
     attention mask's cumulative sum); a row's tokens are the argmax of its last logits, EOS included.
     Returns the tokens and the number of prefills.
     """
-    from alignkit.eval.kv_cache import GrowingCache, GrowingLayer
+    from transformers import DynamicCache
 
     out: list[list[int]] = [[] for _ in prompts]
     queue = list(range(len(prompts)))
@@ -329,13 +329,13 @@ def _greedy_stream(
                 [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in new], device=device
             )
             positions = (mask.cumsum(-1) - 1).clamp_(min=0)
-            new_cache = GrowingCache()
+            new_cache = DynamicCache()
             logits = model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=new_cache,
                 use_cache=True, logits_to_keep=1,
             ).logits  # fmt: skip
             prefills += 1
-            if any(type(layer) is not GrowingLayer for layer in new_cache.layers):
+            if any(type(layer).__name__ != "DynamicLayer" for layer in new_cache.layers):
                 raise TypeError(
                     "not a plain DynamicCache (sliding window, quantised, ...)"
                 )  # generate() instead

@@ -206,33 +206,3 @@ def test_rows_leave_the_batch_at_eos_with_generates_tokens(tofu_model, tofu_toke
         )[:, width:].tolist()  # fmt: skip
     for row, want, end in zip(ours, ref, ends):
         assert row == want[:end]
-
-
-def test_growing_cache_gives_dynamic_caches_logits(tofu_model):
-    """Decoding on GrowingCache (keys/values written in place into a buffer) gives DynamicCache's logits,
-    also after rows leave the cache (batch_select_indices) and once the cache outgrows its buffer."""
-    from transformers import DynamicCache
-
-    from alignkit.eval.kv_cache import HEADROOM, GrowingCache
-
-    ids = torch.randint(3, tofu_model.config.vocab_size, (3, 9), generator=torch.Generator().manual_seed(0))
-    logits = {}
-    for cls in (DynamicCache, GrowingCache):
-        cache, mask, steps = cls(), torch.ones_like(ids), []
-        with torch.no_grad():
-            out = tofu_model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True)
-            nxt = out.logits[:, -1].argmax(-1)
-            for step in range(HEADROOM + 12):
-                if step == 5:  # row 1 leaves
-                    keep = torch.tensor([0, 2])
-                    cache.batch_select_indices(keep)
-                    mask, nxt = mask[keep], nxt[keep]
-                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-                out = tofu_model(
-                    input_ids=nxt[:, None], attention_mask=mask, past_key_values=cache, use_cache=True
-                )
-                steps.append(out.logits[:, -1])
-                nxt = out.logits[:, -1].argmax(-1)
-        logits[cls] = steps
-    for want, got in zip(logits[DynamicCache], logits[GrowingCache]):
-        assert torch.equal(want, got)
