@@ -23,7 +23,7 @@ Set-up (cached under ``--work``, reused by later runs):
   1,024 tokens trained on the TOFU eval texts) fine-tuned with alignkit's ``finetune`` on ``full`` /
   ``retain90`` (3 epochs, so it answers in TOFU's style and stops at EOS as real checkpoints do).
   ``models/muse_target`` / ``models/muse_retain``: tiny Llamas (vocabulary 4,000, 4,096 positions)
-  fine-tuned one epoch on the sample's forget / retain texts.
+  fine-tuned 5 epochs on the sample's forget / retain texts.
 * ``logs/*_retain``: open-unlearning's eval of each retain model (its ``*_EVAL.json`` is the
   reference of both sides).
 
@@ -199,8 +199,8 @@ def prepare_models(work: Path, bench: str) -> dict[str, Path]:
             )
 
         retain_texts = json.loads((data / "privleak" / "retain2.json").read_text())
-        _finetune(base, rows(articles), target, epochs=1, batch_size=8)
-        _finetune(base, rows(retain_texts), retain, epochs=1, batch_size=8)
+        _finetune(base, rows(articles), target, epochs=5, batch_size=8)
+        _finetune(base, rows(retain_texts), retain, epochs=5, batch_size=8)
     return {"target": target, "retain": retain}
 
 
@@ -224,10 +224,10 @@ def ou_command(args, bench: str, model: Path, out: Path, retain_logs: Path | Non
         cmd += [f"forget_split={split}", f"holdout_split={split.replace('forget', 'holdout')}"]
         cmd += [f"eval.tofu.batch_size={args.batch_size}"]
     else:
-        metrics = ["forget_knowmem_ROUGE", "retain_knowmem_ROUGE", "forget_verbmem_ROUGE", "privleak"]
-        metrics += ["extraction_strength", *MUSE_MIAS[1:]]
+        # OU's MUSE default runs KnowMem/VerbMem ROUGE, PrivLeak (whose pre-compute is Min-K%) and
+        # extraction strength; the other three MIAs are appended to its defaults list.
         cmd += ["experiment=eval/muse/default", *model_overrides, "data_split=News"]
-        cmd += [f"eval/muse_metrics=[{','.join(metrics)}]"]
+        cmd += [f"+eval/muse_metrics=[{','.join(MUSE_MIAS[1:])}]"]
     cmd += [f"retain_logs_path={retain_logs if retain_logs else 'null'}"]
     cmd += [f"task_name={out.name}", f"paths.output_dir={out}"]
     return cmd
@@ -255,13 +255,11 @@ def alignkit_command(args, bench: str, model: Path, out: Path, retain_logs: Path
 
 
 def run_timed(cmd: list[str], cwd: Path, log: Path) -> tuple[float, float]:
-    """(wall seconds, CPU seconds: user + system) of one run of ``cmd`` under ``nice -n 10``."""
+    """(wall seconds, CPU seconds: user + system) of one run of ``cmd``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     with log.open("w") as f:
-        proc = subprocess.run(
-            ["nice", "-n", "10", *cmd], cwd=cwd, env=ENV, stdout=f, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.run(cmd, cwd=cwd, env=ENV, stdout=f, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:

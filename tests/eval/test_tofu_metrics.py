@@ -199,3 +199,24 @@ def test_model_utility_harmonic_mean():
 def test_mismatched_indices_are_refused():
     with pytest.raises(ValueError, match="same indices"):
         M.truth_ratio({"0": 1.0}, {"1": [1.0]})
+
+
+def test_stemmed_rouge_equals_rouge_scores_own_stemming_scorer():
+    """ROUGE with the memoised Porter stemmer gives rouge_score's own stemming scorer's numbers (texts that
+    repeat their inflected words, so most stems come from the memo)."""
+    from rouge_score import rouge_scorer
+
+    texts = [
+        "The authors were running the writing workshops while the author runs a workshop.",
+        "Writing, written, writes: the writer's writings were studied by studious students.",
+        "Basil Mahfouz Al-Kuwaiti's novels explore identities; his novel explores identity.",
+        "Generalization generalizes generally; the generalized generalizations were general.",
+    ]
+    reference = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+    for ref in texts:
+        for gen in texts:
+            want = reference.score(ref, gen)
+            got = M.rouge_scores(ref, gen, use_stemmer=True)
+            assert got["rougeL_recall"] == want["rougeL"].recall
+            assert got["rougeL_f1"] == want["rougeL"].fmeasure
+            assert got["rouge1_recall"] == want["rouge1"].recall
