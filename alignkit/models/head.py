@@ -142,14 +142,15 @@ def token_logps(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tens
     """``log_softmax(head(states))[t, targets[t]]`` for ``states [T, d]``, differentiable, in chunks.
 
     A plain ``nn.Linear`` head (no hooks, no autocast, not a ZeRO-3 shard) goes through
-    :class:`_LinearTokenLogps`, which writes its own backward and keeps the probabilities of up to
-    :func:`hold_bytes` of positions for it. Any other head (a LoRA-wrapped one, say): where the whole
+    :class:`_LinearTokenLogps`, which writes its own backward; it keeps every position's probabilities
+    for the backward when they fit :func:`hold_bytes`, else recomputes each chunk. Any other head (a LoRA-wrapped one, say): where the whole
     ``[T, V]`` fits one chunk it is computed directly; otherwise each chunk runs under activation
     checkpointing (its logits recomputed in the backward, one more head matmul per chunk).
     """
     step = chunk_positions(head_vocab_size(head))
     if _plain_linear(head):
-        held = hold_bytes(head) // (4 * head_vocab_size(head)) if torch.is_grad_enabled() else 0
+        fits = states.shape[0] * 4 * head_vocab_size(head) <= max(hold_bytes(head), CHUNK_BYTES)
+        held = states.shape[0] if fits and torch.is_grad_enabled() else 0
         return _LinearTokenLogps.apply(states, head.weight, head.bias, targets, step, held)
     if states.shape[0] <= step:
         return _chunk_logps(states, targets, head)
@@ -164,11 +165,13 @@ def token_logps(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tens
     )
 
 
-# The training step keeps the probabilities of the first scored positions from the forward to the
-# backward (no head matmul recomputed for them) up to this many times the head weight's float32
-# bytes: the step already holds the weight, its gradient and two AdamW moments of that size, so the
-# head's memory grows by at most half. The positions beyond are chunked and recomputed in the backward.
-HOLD_WEIGHTS = 2
+# The training step keeps the scored positions' probabilities from the forward to the backward (no
+# head matmul recomputed) when they take at most this many times the head weight's float32 bytes,
+# i.e. at most 4 x hidden_size positions: the step already holds the weight, its gradient and two
+# AdamW moments of that size, so the head's memory at most doubles (or when they fit one chunk,
+# CHUNK_BYTES). Beyond, nothing is kept: every chunk is recomputed and one chunk's logits exist at
+# a time (long answers keep their memory low).
+HOLD_WEIGHTS = 4
 
 
 def hold_bytes(head: torch.nn.Module) -> int:
@@ -189,19 +192,6 @@ def _plain_linear(head: torch.nn.Module) -> bool:
     )
 
 
-def _softmax_(logits: torch.Tensor, top=None, total=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(p, top, total)`` of float32 ``logits [m, V]``: ``p = exp(logits - top) / total`` written over
-    the logits (no temporary), ``top`` the rows' maxima and ``total`` the sums of the exponentials
-    (``logsumexp = top + log(total)``). Given ``top`` and ``total`` (a recomputed chunk), the same
-    operations give the same ``p`` bit for bit."""
-    if top is None:
-        top = logits.amax(-1, keepdim=True)
-    logits.sub_(top).exp_()
-    if total is None:
-        total = logits.sum(-1, keepdim=True)
-    return logits.div_(total), top, total
-
-
 class _LinearTokenLogps(torch.autograd.Function):
     """Per-token log-probs through a linear head, written with their own backward.
 
@@ -212,36 +202,34 @@ class _LinearTokenLogps(torch.autograd.Function):
     their sum) and one ``[V, d]`` weight gradient per chunk. Here the first ``held`` positions form
     one block whose probabilities are computed in place over its logits and kept for the backward
     (no head matmul again); the rest go a chunk of ``step`` positions at a time (one chunk's logits
-    exist at a time) and are recomputed in the backward from the saved row maxima and sums, so ``p``
-    is the same bit for bit. The weight's gradient accumulates into one buffer.
+    exist at a time) and are recomputed in the backward from the saved log-sum-exps. ``p`` is
+    ``exp(logits - logsumexp)`` exactly as autograd's log-sum-exp backward computes it, so with one
+    block the values and gradients are autograd's bit for bit. The weight's gradient accumulates
+    into one buffer.
     """
 
     @staticmethod
     def forward(ctx, states, weight, bias, targets, step: int, held: int):
         blocks = [(0, min(held, states.shape[0]))] if held > 0 else []
-        blocks += [
-            (i, min(i + step, states.shape[0]))
-            for i in range(blocks[0][1] if blocks else 0, states.shape[0], step)
-        ]
-        logps, tops, totals, kept = [], [], [], None
+        start = blocks[0][1] if blocks else 0
+        blocks += [(i, min(i + step, states.shape[0])) for i in range(start, states.shape[0], step)]
+        logps, lses, kept = [], [], None
         for n, (lo, hi) in enumerate(blocks):
             logits = _linear_float(states[lo:hi], weight, bias)
-            picked = logits.gather(-1, targets[lo:hi, None])
-            p, top, total = _softmax_(logits)
-            logps.append((picked - (total.log() + top))[:, 0])  # torch.logsumexp's own arithmetic
-            tops.append(top)
-            totals.append(total)
+            # torch.logsumexp a chunk at a time (its temporary stays one chunk), as autograd's formula
+            lse = torch.cat([c.logsumexp(-1) for c in logits.split(step)])
+            logps.append(logits.gather(-1, targets[lo:hi, None])[:, 0] - lse)
+            lses.append(lse)
             if n == 0 and held > 0:
-                kept = p
+                kept = logits.sub_(lse[:, None]).exp_()  # p, in place: what logsumexp's backward computes
         ctx.blocks, ctx.kept = blocks, kept
-        none = states.new_zeros(0, 1, dtype=torch.float32)  # no scored position: an empty result
-        top, total = (torch.cat(x) if x else none for x in (tops, totals))
-        ctx.save_for_backward(states, weight, bias, targets, top, total)
-        return torch.cat(logps) if logps else none[:, 0]
+        none = states.new_zeros(0, dtype=torch.float32)  # no scored position: an empty result
+        ctx.save_for_backward(states, weight, bias, targets, torch.cat(lses) if lses else none)
+        return torch.cat(logps) if logps else none
 
     @staticmethod
     def backward(ctx, grad):
-        states, weight, bias, targets, top, total = ctx.saved_tensors
+        states, weight, bias, targets, lse = ctx.saved_tensors
         blocks, kept = ctx.blocks, ctx.kept
         ctx.kept = None
         want_states, want_weight, want_bias = ctx.needs_input_grad[:3]
@@ -254,8 +242,8 @@ class _LinearTokenLogps(torch.autograd.Function):
             if n == 0 and kept is not None:
                 p, kept = kept, None
             else:
-                p = _softmax_(_linear_float(s, weight, bias), top[lo:hi], total[lo:hi])[0]
-            # d logp[t] / d logits = onehot(t) - p, times the incoming gradient
+                p = _linear_float(s, weight, bias).sub_(lse[lo:hi, None]).exp_()
+            # d logp[t] / d logits = onehot(t) - p, times the incoming gradient (autograd's sum, in its order)
             dlogits = p.mul_(-g).scatter_add_(1, t, g)
             if want_weight or want_bias:
                 wide = dlogits.to(acc)

@@ -122,14 +122,20 @@ def test_chunked_token_logps_have_the_gradients_of_the_whole_head(small_chunks, 
     gen = torch.Generator().manual_seed(1)
     vocab, positions, hidden = 500, 23, 8
     small_chunks(vocab)
-    monkeypatch.setattr(head_mod, "HOLD_WEIGHTS", held / hidden)  # keeps `held` positions' probabilities
+    # `held` = positions kept: all (they fit hold_bytes), none (one short), or the first 12 (the
+    # autograd Function's own argument: token_logps keeps all or none)
+    monkeypatch.setattr(head_mod, "HOLD_WEIGHTS", (positions - (held == 0)) / hidden)
     linear = torch.nn.Linear(hidden, vocab, bias=bias)
     states = torch.randn(positions, hidden, generator=gen, requires_grad=True)
     targets = torch.randint(0, vocab, (positions,), generator=gen)
     weights = torch.randn(positions, generator=gen)  # an arbitrary downstream loss of the log-probs
 
     with HeadPositions(linear.weight) as seen:
-        logps = head_mod.token_logps(states, linear, targets)
+        if held in (0, positions):
+            logps = head_mod.token_logps(states, linear, targets)
+        else:
+            step = head_mod.chunk_positions(vocab)
+            logps = head_mod._LinearTokenLogps.apply(states, linear.weight, linear.bias, targets, step, held)
         (logps * weights).sum().backward()
     assert seen.positions == 2 * positions - held  # the forward's, then the recomputed ones
     assert seen.rows == max(held, CHUNK)
@@ -143,6 +149,14 @@ def test_chunked_token_logps_have_the_gradients_of_the_whole_head(small_chunks, 
     (full * weights).sum().backward()
     for a, b in zip(got, (full.detach(), states.grad, *(p.grad for p in params)), strict=True):
         close(a, b)
+    if held == positions:  # one kept block: autograd's own `gather - logsumexp`, bit for bit
+        states.grad = None
+        linear.zero_grad()
+        plain = linear(states).float()
+        plain = plain.gather(-1, targets[:, None])[:, 0] - plain.logsumexp(-1)
+        (plain * weights).sum().backward()
+        for a, b in zip(got, (plain.detach(), states.grad, *(p.grad for p in params)), strict=True):
+            assert torch.equal(a, b)
 
 
 def test_token_logps_without_scored_positions_or_grad():
