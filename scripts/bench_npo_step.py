@@ -1,9 +1,10 @@
 """NPO step time: alignkit vs an open-unlearning-style step, on the same batches and the same model.
 
-open-unlearning (OU, ``locuslab/open-unlearning``) is not installable here (no Hub, Hydra configs
-tied to its repository layout), so its NPO step is **reproduced in this script, not imported**,
-from reading its ``src/trainer/unlearn/npo.py``, ``grad_diff.py`` and ``src/trainer/utils.py``
-(``compute_dpo_loss``, ``compute_batch_nll``); none of its code is copied. Per step OU runs three
+open-unlearning (OU, ``locuslab/open-unlearning``): its trainer needs Hydra configs tied to its
+repository layout, so its NPO step (``src/trainer/unlearn/npo.py``'s ``compute_loss`` and
+``grad_diff.py``'s NLL retain term) is written out here around OU's own ``compute_dpo_loss``
+(``src/trainer/utils.py``, imported by path from a clone, ``--ou-clone``; without a clone that
+function is reproduced from reading it; none of its code is copied). Per step OU runs three
 plain Hugging Face forwards, each with ``labels`` (so the model also computes its own mean
 cross-entropy over the full logits):
 
@@ -29,7 +30,8 @@ must agree up to float32 rounding).
 
 Target (issue 11): alignkit's NPO step <= 0.8x OU's.
 
-Run: ``python scripts/bench_npo_step.py [--quick] [--steps N] [--batch-size B] [--vocab V] [--threads T]``.
+Run: ``python scripts/bench_npo_step.py [--quick] [--steps N] [--batch-size B] [--vocab V] [--modes M] [--threads T]``
+(``--vocab`` beyond what the BPE learns on the data resizes the embeddings to it, as a real vocabulary).
 """
 
 from __future__ import annotations
@@ -161,6 +163,19 @@ def summed_nll(model, inputs: dict) -> torch.Tensor:
     return ce.sum(-1)
 
 
+OU_UTILS = None  # open-unlearning's src/trainer/utils.py (torch/numpy only), when its clone is given
+
+
+def load_ou_utils(clone: Path):
+    """Import open-unlearning's ``trainer/utils.py`` by path (its package ``__init__`` needs Hydra)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ou_trainer_utils", clone / "src" / "trainer" / "utils.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class OUStyleStep:
     """open-unlearning's NPO step as its code runs it (module docstring): three forwards per step."""
 
@@ -179,11 +194,14 @@ class OUStyleStep:
     def step(self, i: int) -> tuple[float, float]:
         forget, retain = self.batches[i]
         t = time.perf_counter()
-        lose_loss = summed_nll(self.model, forget)
-        with torch.no_grad():
-            lose_ref_loss = summed_nll(self.ref, forget)
-        lose_log_ratio = -(lose_loss - lose_ref_loss)
-        forget_loss = -2 / BETA * F.logsigmoid(BETA * (0.0 - lose_log_ratio)).mean()
+        if OU_UTILS is not None:  # open-unlearning's own NPO.compute_loss body, its function imported
+            forget_loss, _ = OU_UTILS.compute_dpo_loss(self.model, self.ref, None, forget, beta=BETA)
+        else:
+            lose_loss = summed_nll(self.model, forget)
+            with torch.no_grad():
+                lose_ref_loss = summed_nll(self.ref, forget)
+            lose_log_ratio = -(lose_loss - lose_ref_loss)
+            forget_loss = -2 / BETA * F.logsigmoid(BETA * (0.0 - lose_log_ratio)).mean()
         retain_loss = self.model(**retain).loss
         loss = GAMMA * forget_loss + ALPHA * retain_loss
         loss.backward()
@@ -221,6 +239,10 @@ def bench(args) -> dict:
         )
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir)
+        if model.config.vocab_size < args.vocab:  # the BPE stops short of a real vocabulary: resize to it
+            torch.manual_seed(0)
+            model.resize_token_embeddings(args.vocab, mean_resizing=False)
+            model.save_pretrained(model_dir)
         n_params = sum(p.numel() for p in model.parameters())
         vocab = model.config.vocab_size
         runners = {
@@ -232,25 +254,28 @@ def bench(args) -> dict:
                 ("alignkit_fused", {"fused": True}),
                 ("alignkit_precomputed", {"ref_mode": "precomputed"}),
             )
+            if name in args.modes
         }
         runners["ou_style"] = OUStyleStep(model_dir, runners["alignkit"].batches)
-        times = {m: [] for m in MODES}
-        losses = {m: [] for m in MODES}
+        modes = [m for m in MODES if m in runners]
+        times = {m: [] for m in modes}
+        losses = {m: [] for m in modes}
         for i in range(args.steps):
-            for m in MODES if i % 2 == 0 else MODES[::-1]:
+            for m in modes if i % 2 == 0 else modes[::-1]:
                 dt, loss = runners[m].step(i)
                 times[m].append(dt)
                 losses[m].append(loss)
             print(
                 f"step {i + 1}/{args.steps}: "
-                + ", ".join(f"{m} {1000 * times[m][-1]:.0f} ms" for m in MODES),
+                + ", ".join(f"{m} {1000 * times[m][-1]:.0f} ms" for m in modes),
                 file=sys.stderr,
                 flush=True,
             )
     kept = {m: v[args.warmup :] for m, v in times.items()}
+    nan = [float("nan")] * len(kept["ou_style"])  # a mode left out (--modes)
     ratio = [a / o for a, o in zip(kept["alignkit"], kept["ou_style"])]
-    ratio_fused = [a / o for a, o in zip(kept["alignkit_fused"], kept["ou_style"])]
-    ratio_pre = [a / o for a, o in zip(kept["alignkit_precomputed"], kept["ou_style"])]
+    ratio_fused = [a / o for a, o in zip(kept.get("alignkit_fused", nan), kept["ou_style"])]
+    ratio_pre = [a / o for a, o in zip(kept.get("alignkit_precomputed", nan), kept["ou_style"])]
     return {
         "data": source,
         "model": {"hidden": args.hidden, "layers": args.layers, "vocab": vocab, "params_m": n_params / 1e6},
@@ -264,12 +289,15 @@ def bench(args) -> dict:
         "ratio_fused_over_ou": statistics.median(ratio_fused),
         "ratio_precomputed_over_ou": statistics.median(ratio_pre),
         "fused_over_plain": statistics.median(
-            [f / p for f, p in zip(kept["alignkit_fused"], kept["alignkit"])]
+            [f / p for f, p in zip(kept.get("alignkit_fused", nan), kept["alignkit"])]
         ),
+        "ratio_precomputed_iqr": statistics.quantiles(ratio_pre, n=4)[::2]
+        if len(ratio_pre) > 1
+        else ratio_pre * 2,
         "max_loss_diff_vs_ou": {
-            m: max(abs(a - b) for a, b in zip(losses[m], losses["ou_style"])) for m in MODES[:3]
+            m: max(abs(a - b) for a, b in zip(losses[m], losses["ou_style"])) for m in modes[:-1]
         },
-        "first_loss": {m: losses[m][0] for m in MODES},
+        "first_loss": {m: losses[m][0] for m in modes},
     }
 
 
@@ -282,6 +310,16 @@ def main() -> int:
     ap.add_argument(
         "--vocab", type=int, default=4096, help="Tokenizer/model vocabulary (BPE trained on the data)."
     )
+    ap.add_argument(
+        "--modes",
+        default=",".join(MODES[:3]),
+        help="alignkit modes to run against ou_style (comma-separated)",
+    )
+    ap.add_argument(
+        "--ou-clone",
+        default=str(REPO.parent / "ou" / "open-unlearning"),
+        help="open-unlearning checkout: its compute_dpo_loss is imported for the OU step (else reproduced)",
+    )
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: least noisy).")
@@ -289,8 +327,16 @@ def main() -> int:
     ap.add_argument("--json", help="Also write the results to this file.")
     args = ap.parse_args()
     args.steps = args.steps or (8 if args.quick else 30)
+    args.modes = {"alignkit", *args.modes.split(",")}
     if args.steps <= args.warmup:
         ap.error(f"--steps must exceed --warmup ({args.warmup})")
+    global OU_UTILS
+    if (Path(args.ou_clone) / "src" / "trainer" / "utils.py").exists():
+        OU_UTILS = load_ou_utils(Path(args.ou_clone))
+    print(
+        f"OU step: {'compute_dpo_loss imported from ' + args.ou_clone if OU_UTILS else 'reproduced'}",
+        flush=True,
+    )
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     _quiet()
@@ -313,9 +359,14 @@ def main() -> int:
         "alignkit": ("alignkit (compact head: CPU auto)", "2"),
         "alignkit_fused": ("alignkit (TRL fused head on)", "2"),
         "alignkit_precomputed": ("alignkit, ref_mode=precomputed", "1"),
-        "ou_style": ("open-unlearning-style (reproduced)", "3"),
+        "ou_style": (
+            "open-unlearning (its compute_dpo_loss)" if OU_UTILS else "open-unlearning-style (reproduced)",
+            "3",
+        ),
     }
     for mode, (label, forwards) in labels.items():
+        if mode not in res["median_step_ms"]:
+            continue
         diff = f"{diffs[mode]:.1e}" if mode in diffs else "-"
         table.add_row(label, forwards, f"{res['median_step_ms'][mode]:.0f}", diff)
     console.print(table)

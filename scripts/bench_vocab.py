@@ -13,13 +13,21 @@ TOFU text (``../shared/data/tofu/forget10_perturbed.json``: question, answer, pe
   measured token lengths are printed.
 
 Both sides use a precomputed reference (TRL ``precompute_ref_log_probs``, alignkit
-``ref_mode=precomputed``) and TRL runs ``padding_free=True``, its fastest CPU settings. Steps are
-alternated (A B, B A, ...) on one batch holding every row, so the mean loss is order-free; both
-policies get the same seeded nudge off the reference first, and their first losses must agree to 1e-6. Peak memory: each side in its own process, the increase of
-the peak resident set over two steps after the trainer is built. Head share: ``torch.profiler`` over
-one step, the self time of operators with a vocabulary-sized input dimension over the total.
+``ref_mode=precomputed``), TRL its fastest CPU settings: ``padding_free=True`` (this TRL, 1.16,
+falls back to padding with a warning) and ``gradient_checkpointing=False`` (its DPOConfig turns it
+on). The hand stepper uses fused AdamW on both sides (``adamw_torch_fused``, both configs' default).
+Steps are alternated (A B, B A, ...) on one batch holding every row, so the mean loss is
+order-free; both policies get the same seeded nudge off the reference first, and their first losses
+must agree to 1e-6. ``--processes R``: each side in its own process instead (shapes whose two
+trainers do not fit one process), R rounds with the order alternated, step i paired with step i.
+Peak memory: each side in its own process, the increase of the peak resident set over two steps
+after the trainer is built. Head share: ``torch.profiler`` over one step, the self time of operators
+with a vocabulary-sized input dimension over the total.
 
     python scripts/bench_vocab.py [--vocabs 32000,128256] [--profiles short,chat] [--steps 8]
+    python scripts/bench_vocab.py --vocabs 128256 --profiles chat --chat-pairs 2 --processes 3
+    python scripts/bench_vocab.py --vocabs 128256 --profiles short --chunk-cost  # kept vs recomputed
+    python scripts/bench_vocab.py --vocabs 128256 --lipo 1   # LiPO K=4 relations/s vs TRL DPO
 
 Absolute times depend on the machine and its load; the ratios of alternated steps are the result.
 """
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,6 +83,18 @@ def make_rows(profile: str) -> list[dict]:
     return rows
 
 
+def make_lists(count: int) -> list[dict]:
+    """TOFU lists of K = 4 graded answers: the answer, its paraphrase and two perturbed answers."""
+    return [
+        {
+            "prompt": r["question"],
+            "completions": [r["answer"], r["paraphrased_answer"], *r["perturbed_answer"][:2]],
+            "scores": [1.0, 0.75, 0.25, 0.0],
+        }
+        for r in tofu_rows()[:count]
+    ]
+
+
 def build_model(out: Path, vocab: int) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -93,9 +114,19 @@ def build_model(out: Path, vocab: int) -> Path:
     return path
 
 
+def fused_adamw(stepper):
+    """Both trainers' configs default to ``adamw_torch_fused`` (one pass per tensor, no temporaries):
+    the hand stepper uses it too, with ``bench.Stepper``'s learning rate."""
+    params = [p for p in stepper.model.parameters() if p.requires_grad]
+    stepper.optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)
+    return stepper
+
+
 def ours(model_dir, rows, out, steps):
-    return bench.ours(
-        "dpo", model_dir, rows, out, len(rows), steps, ref_mode="precomputed", max_length=MAX_LENGTH
+    return fused_adamw(
+        bench.ours(
+            "dpo", model_dir, rows, out, len(rows), steps, ref_mode="precomputed", max_length=MAX_LENGTH
+        )
     )
 
 
@@ -109,8 +140,9 @@ def trl(model_dir, rows, out, steps):
         beta=0.1,
         bf16=False,
         max_length=MAX_LENGTH,
-        padding_free=True,
+        padding_free=True,  # this TRL (1.16) falls back to padding, with a warning
         precompute_ref_log_probs=True,
+        gradient_checkpointing=False,  # TRL's DPOConfig turns it on by default: slower
     )
     trainer = DPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(model_dir),
@@ -118,7 +150,7 @@ def trl(model_dir, rows, out, steps):
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=AutoTokenizer.from_pretrained(model_dir),
     )
-    return bench.Stepper(trainer, steps)
+    return fused_adamw(bench.Stepper(trainer, steps))
 
 
 SIDES = {"ours": ours, "trl": trl}
@@ -174,6 +206,35 @@ def peak_child(side: str, model_dir: str, profile: str) -> None:
     )
 
 
+def time_child(side: str, model_dir: str, profile: str, steps: str) -> None:
+    """One side alone (for shapes whose two trainers do not fit one process): first loss, step times, head share."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stepper = SIDES[side](model_dir, make_rows(profile), Path(tmp), int(steps))
+        move_policy(stepper)
+        loss = first_loss(stepper)
+        times = [stepper.step(i) for i in range(int(steps))]
+        share = head_share(stepper, stepper.model.config.vocab_size)
+    print(json.dumps({"loss": loss, "times": times, "head_share": share}))
+
+
+def in_processes(model_dir: Path, profile: str, rounds: int, steps: int, warmup: int) -> tuple[dict, tuple]:
+    """Each side in its own process, the order alternated per round; step i of one side's process is
+    paired with step i of the other's in the same round."""
+    runs = {"ours": [], "trl": []}
+    for i in range(rounds):
+        for side in ("ours", "trl") if i % 2 == 0 else ("trl", "ours"):
+            cmd = [sys.executable, __file__, "--time-child", side, str(model_dir), profile, str(steps)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            runs[side].append(json.loads(out.strip().splitlines()[-1]))
+    ours_t = [t for run in runs["ours"] for t in run["times"][warmup:]]
+    trl_t = [t for run in runs["trl"] for t in run["times"][warmup:]]
+    r = {"a_s": statistics.median(ours_t), "b_s": statistics.median(trl_t)}
+    r.update(bench.spread([a / b for a, b in zip(ours_t, trl_t)]))
+    losses = runs["ours"][0]["loss"], runs["trl"][0]["loss"]
+    shares = runs["ours"][0]["head_share"], runs["trl"][0]["head_share"]
+    return r, (losses, shares)
+
+
 def peak(side: str, model_dir: Path, profile: str) -> dict:
     cmd = [sys.executable, __file__, "--peak-child", side, str(model_dir), profile]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -181,33 +242,60 @@ def peak(side: str, model_dir: Path, profile: str) -> dict:
 
 
 class Budgeted:
-    """A stepper whose steps run with the given LM-head chunk budget."""
+    """A stepper whose steps run with the given LM-head budgets (``CHUNK_BYTES``, ``HOLD_WEIGHTS``)."""
 
-    def __init__(self, stepper, budget: int):
-        self.stepper, self.budget = stepper, budget
+    def __init__(self, stepper, **budgets):
+        self.stepper, self.budgets = stepper, budgets
 
     def step(self, i: int) -> float:
         from alignkit.models import head
 
-        head.CHUNK_BYTES = self.budget
+        for name, value in self.budgets.items():
+            setattr(head, name, value)
         return self.stepper.step(i)
 
 
 def chunk_cost(vocab: int, profile: str, steps: int, warmup: int) -> dict:
-    """alignkit chunked (``CHUNK_BYTES``, recomputed in the backward) / alignkit with one chunk, alternated."""
+    """alignkit as shipped / alignkit with every chunk recomputed in the backward (``HOLD_WEIGHTS = 0``)."""
     from alignkit.models import head
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, rows = build_model(Path(tmp) / "models", vocab), make_rows(profile)
-        chunked, whole = (ours(model_dir, rows, Path(tmp) / side, steps) for side in ("a", "b"))
-        budget = head.CHUNK_BYTES
+        shipped, recompute = (ours(model_dir, rows, Path(tmp) / side, steps) for side in ("a", "b"))
+        hold = head.HOLD_WEIGHTS
         try:
-            r = bench.alternate(Budgeted(chunked, budget), Budgeted(whole, 2**40), steps, warmup)
+            r = bench.alternate(
+                Budgeted(shipped, HOLD_WEIGHTS=hold), Budgeted(recompute, HOLD_WEIGHTS=0), steps, warmup
+            )
         finally:
-            head.CHUNK_BYTES = budget
-    print(f"vocab {vocab} {profile}: chunked / one-chunk step time {bench.fmt_ratio(r)}; "
+            head.HOLD_WEIGHTS = hold
+    print(f"vocab {vocab} {profile}: shipped (probabilities kept) / all recomputed, step time {bench.fmt_ratio(r)}; "
           f"{r['a_s'] * 1e3:.0f} vs {r['b_s'] * 1e3:.0f} ms", flush=True)  # fmt: skip
     return r
+
+
+def lipo_relations(vocab: int, lists: int, steps: int, warmup: int) -> dict:
+    """alignkit ``lipo`` on K = 4 lists vs TRL DPO on the same lists' 6 pairs each, relations per second."""
+    from alignkit.data.synthetic.preference import to_pairwise
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir, rows = build_model(Path(tmp) / "models", vocab), make_lists(lists)
+        pairs = to_pairwise(rows)
+        a = fused_adamw(
+            bench.ours("lipo", model_dir, rows, Path(tmp) / "ours", lists, steps, ref_mode="precomputed",
+                       max_length=MAX_LENGTH)
+        )  # fmt: skip
+        b = trl(model_dir, pairs, Path(tmp) / "trl", steps)
+        r = bench.alternate(a, b, steps, warmup)
+    relations = len(pairs)  # K(K-1)/2 = 6 per list
+    speedup = {"ratio": 1 / r["ratio"], "q1": 1 / r["q3"], "q3": 1 / r["q1"], "n": r["n"]}
+    print(
+        f"vocab {vocab} LiPO K=4 ({lists} lists) vs TRL DPO on their {relations} pairs: relations/s "
+        f"{relations / r['a_s']:.2f} vs {relations / r['b_s']:.2f} -> {bench.fmt_ratio(speedup)}; "
+        f"{r['a_s'] * 1e3:.0f} vs {r['b_s'] * 1e3:.0f} ms",
+        flush=True,
+    )
+    return {"vocab": vocab, "lists": lists, "relations": relations, **r, "speedup": speedup}
 
 
 def main(argv=None) -> int:
@@ -217,9 +305,19 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json")
-    parser.add_argument("--chunk-cost", action="store_true", help="only: chunked vs one-chunk alignkit head")
+    parser.add_argument(
+        "--chunk-cost", action="store_true", help="only: alignkit with vs without kept probabilities"
+    )
     parser.add_argument("--peak-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--time-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        metavar="ROUNDS",
+        help="each side in its own process, ROUNDS alternated rounds",
+    )
     parser.add_argument("--chat-pairs", type=int, help="pairs per chat step (default 2)")
+    parser.add_argument("--lipo", type=int, metavar="LISTS", help="only: LiPO K=4 relations/s vs TRL DPO")
     args = parser.parse_args(argv)
     if args.chat_pairs:
         os.environ["BENCH_VOCAB_CHAT_PAIRS"] = str(args.chat_pairs)
@@ -227,6 +325,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     if args.peak_child:
         peak_child(*args.peak_child)
+        return 0
+    if args.time_child:
+        time_child(*args.time_child)
+        return 0
+    if args.lipo:
+        for vocab in map(int, args.vocabs.split(",")):
+            lipo_relations(vocab, args.lipo, args.steps, args.warmup)
         return 0
     if args.chunk_cost:
         for vocab in map(int, args.vocabs.split(",")):
@@ -240,14 +345,19 @@ def main(argv=None) -> int:
             for profile in args.profiles.split(","):
                 rows = make_rows(profile)
                 prompt, completion = bench.token_lengths(model_dir, rows)
-                a = ours(model_dir, rows, Path(tmp) / "ours", args.steps)
-                b = trl(model_dir, rows, Path(tmp) / "trl", args.steps)
-                move_policy(a)
-                move_policy(b)
-                losses = first_loss(a), first_loss(b)
-                r = bench.alternate(a, b, args.steps, args.warmup)
-                shares = head_share(a, vocab), head_share(b, vocab)
-                del a, b
+                if args.processes:
+                    r, (losses, shares) = in_processes(
+                        model_dir, profile, args.processes, args.steps, args.warmup
+                    )
+                else:
+                    a = ours(model_dir, rows, Path(tmp) / "ours", args.steps)
+                    b = trl(model_dir, rows, Path(tmp) / "trl", args.steps)
+                    move_policy(a)
+                    move_policy(b)
+                    losses = first_loss(a), first_loss(b)
+                    r = bench.alternate(a, b, args.steps, args.warmup)
+                    shares = head_share(a, vocab), head_share(b, vocab)
+                    del a, b
                 mem = {side: peak(side, model_dir, profile) for side in SIDES}
                 res = {
                     "vocab": vocab, "profile": profile, "pairs": len(rows), "prompt_tokens": prompt,

@@ -141,12 +141,17 @@ def _chunk_logps(states: torch.Tensor, targets: torch.Tensor, head: torch.nn.Mod
 def token_logps(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor) -> torch.Tensor:
     """``log_softmax(head(states))[t, targets[t]]`` for ``states [T, d]``, differentiable, in chunks.
 
-    Where the whole ``[T, V]`` fits one chunk it is computed directly (no extra cost). Otherwise each
-    chunk runs under activation checkpointing: its logits are freed after the forward and recomputed
-    in the backward, so at most one chunk's logits (and their gradient) exist at a time, at the cost
-    of one more head matmul per chunk in the backward.
+    A plain ``nn.Linear`` head (no hooks, no autocast, not a ZeRO-3 shard) goes through
+    :class:`_LinearTokenLogps`, which writes its own backward; it keeps every position's probabilities
+    for the backward when they fit :func:`hold_bytes`, else recomputes each chunk. Any other head (a LoRA-wrapped one, say): where the whole
+    ``[T, V]`` fits one chunk it is computed directly; otherwise each chunk runs under activation
+    checkpointing (its logits recomputed in the backward, one more head matmul per chunk).
     """
     step = chunk_positions(head_vocab_size(head))
+    if _plain_linear(head):
+        fits = states.shape[0] * 4 * head_vocab_size(head) <= max(hold_bytes(head), CHUNK_BYTES)
+        held = states.shape[0] if fits and torch.is_grad_enabled() else 0
+        return _LinearTokenLogps.apply(states, head.weight, head.bias, targets, step, held)
     if states.shape[0] <= step:
         return _chunk_logps(states, targets, head)
     recompute = torch.is_grad_enabled()
@@ -158,6 +163,111 @@ def token_logps(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tens
             for s, t in zip(states.split(step), targets.split(step))
         ]
     )
+
+
+# The training step keeps the scored positions' probabilities from the forward to the backward (no
+# head matmul recomputed) when they take at most this many times the head weight's float32 bytes,
+# i.e. at most 4 x hidden_size positions: the step already holds the weight, its gradient and two
+# AdamW moments of that size, so the head's memory at most doubles (or when they fit one chunk,
+# CHUNK_BYTES). Beyond, nothing is kept: every chunk is recomputed and one chunk's logits exist at
+# a time (long answers keep their memory low).
+HOLD_WEIGHTS = 4
+
+
+def hold_bytes(head: torch.nn.Module) -> int:
+    """How many bytes of float32 probabilities :func:`token_logps` may keep for the backward."""
+    return int(HOLD_WEIGHTS * 4 * head_vocab_size(head) * head.weight.shape[1])
+
+
+def _plain_linear(head: torch.nn.Module) -> bool:
+    """A bare ``nn.Linear`` whose weight is a plain tensor that its forward neither gathers nor casts."""
+    weight = getattr(head, "weight", None)
+    return (
+        type(head) is torch.nn.Linear
+        and type(weight) is torch.nn.Parameter
+        and weight.dim() == 2
+        and not hasattr(weight, "ds_shape")  # ZeRO-3 gathers it in module hooks
+        and not (head._forward_hooks or head._forward_pre_hooks)
+        and not torch.is_autocast_enabled(weight.device.type)
+    )
+
+
+class _LinearTokenLogps(torch.autograd.Function):
+    """Per-token log-probs through a linear head, written with their own backward.
+
+    Same values and gradients as autograd of ``log_softmax(linear(x)).gather(targets)`` (the
+    gradient of the logits is ``g (onehot - p)``), written by hand as Liger's fused linear
+    cross-entropy is (that library has no CPU path): autograd of the chunked formula builds several
+    ``[m, V]`` temporaries per chunk (the log-sum-exp's input copy and backward, the gather's zeros,
+    their sum) and one ``[V, d]`` weight gradient per chunk. Here the first ``held`` positions form
+    one block whose probabilities are computed in place over its logits and kept for the backward
+    (no head matmul again); the rest go a chunk of ``step`` positions at a time (one chunk's logits
+    exist at a time) and are recomputed in the backward from the saved log-sum-exps. ``p`` is
+    ``exp(logits - logsumexp)`` exactly as autograd's log-sum-exp backward computes it, so with one
+    block the values and gradients are autograd's bit for bit. The weight's gradient accumulates
+    into one buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, states, weight, bias, targets, step: int, held: int):
+        blocks = [(0, min(held, states.shape[0]))] if held > 0 else []
+        start = blocks[0][1] if blocks else 0
+        blocks += [(i, min(i + step, states.shape[0])) for i in range(start, states.shape[0], step)]
+        logps, lses, kept = [], [], None
+        for n, (lo, hi) in enumerate(blocks):
+            logits = _linear_float(states[lo:hi], weight, bias)
+            # torch.logsumexp a chunk at a time (its temporary stays one chunk), as autograd's formula
+            lse = torch.cat([c.logsumexp(-1) for c in logits.split(step)])
+            logps.append(logits.gather(-1, targets[lo:hi, None])[:, 0] - lse)
+            lses.append(lse)
+            if n == 0 and held > 0:
+                kept = logits.sub_(lse[:, None]).exp_()  # p, in place: what logsumexp's backward computes
+        ctx.blocks, ctx.kept = blocks, kept
+        none = states.new_zeros(0, dtype=torch.float32)  # no scored position: an empty result
+        ctx.save_for_backward(states, weight, bias, targets, torch.cat(lses) if lses else none)
+        return torch.cat(logps) if logps else none
+
+    @staticmethod
+    def backward(ctx, grad):
+        states, weight, bias, targets, lse = ctx.saved_tensors
+        blocks, kept = ctx.blocks, ctx.kept
+        ctx.kept = None
+        want_states, want_weight, want_bias = ctx.needs_input_grad[:3]
+        grad = grad.float().contiguous()
+        grad_states = torch.empty_like(states) if want_states else None
+        acc = torch.promote_types(weight.dtype, torch.float32)  # accumulate in float32 at least
+        grad_weight = grad_bias = None  # the first block's product starts them (no [V, d] zero fill)
+        for n, (lo, hi) in enumerate(blocks):
+            s, t, g = states[lo:hi], targets[lo:hi, None], grad[lo:hi, None]
+            if n == 0 and kept is not None:
+                p, kept = kept, None
+            else:
+                p = _linear_float(s, weight, bias).sub_(lse[lo:hi, None]).exp_()
+            # d logp[t] / d logits = onehot(t) - p, times the incoming gradient (autograd's sum, in its order)
+            dlogits = p.mul_(-g).scatter_add_(1, t, g)
+            if want_weight or want_bias:
+                wide = dlogits.to(acc)
+                if want_weight:
+                    part = (wide.T, s.to(acc))
+                    grad_weight = torch.mm(*part) if grad_weight is None else grad_weight.addmm_(*part)
+                if want_bias:
+                    grad_bias = wide.sum(0) if grad_bias is None else grad_bias.add_(wide.sum(0))
+            dlogits = dlogits.to(weight.dtype)
+            if want_states:
+                torch.mm(dlogits, weight, out=grad_states[lo:hi])
+        return (
+            grad_states,
+            None if grad_weight is None else grad_weight.to(weight.dtype),
+            None if grad_bias is None else grad_bias.to(bias.dtype),
+            None,
+            None,
+            None,
+        )
+
+
+def _linear_float(states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``linear(states)`` as float32 logits, computed in the weight's dtype (as the head module does)."""
+    return torch.nn.functional.linear(states, weight, bias).float()
 
 
 class HeadLogits:

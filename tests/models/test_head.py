@@ -34,6 +34,7 @@ CHUNK = 5  # positions per chunk in these tests
 def small_chunks(monkeypatch):
     def shrink(vocab_size: int) -> None:
         monkeypatch.setattr(head_mod, "CHUNK_BYTES", CHUNK * 4 * vocab_size)
+        monkeypatch.setattr(head_mod, "HOLD_WEIGHTS", 0)  # no probabilities kept beyond a chunk
 
     return shrink
 
@@ -90,24 +91,85 @@ def test_chunked_statistics_equal_the_unchunked_formula(small_chunks, dtype):
     close_var(var, exp_var, exp_mu)
 
 
-def test_chunked_token_logps_have_the_gradients_of_the_whole_head(small_chunks):
+class HeadPositions(TorchDispatchMode):
+    """Counts the positions the head's matmul runs on (``[m, V]`` products, forward and backward) and
+    the most rows of any ``[m, V]`` tensor an operator returns (the head's weight and its views aside)."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.weight, self.vocab, self.positions, self.rows = weight, weight.shape[0], 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if (
+            isinstance(out, torch.Tensor)
+            and out.dim() == 2
+            and out.shape[-1] == self.vocab
+            and out.untyped_storage().data_ptr() != self.weight.untyped_storage().data_ptr()
+        ):
+            self.rows = max(self.rows, out.shape[0])
+            if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+                self.positions += out.shape[0]
+        return out
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("held", [0, 12, 23])
+def test_chunked_token_logps_have_the_gradients_of_the_whole_head(small_chunks, monkeypatch, held, bias):
+    """Values and gradients (states, weight, bias) equal autograd of the whole formula, whether the
+    probabilities of none, some or all positions are kept for the backward; kept positions are not
+    run through the head again, and no vocabulary tensor exceeds the kept block or one chunk."""
     gen = torch.Generator().manual_seed(1)
-    vocab, positions = 500, 23
+    vocab, positions, hidden = 500, 23, 8
     small_chunks(vocab)
-    linear = torch.nn.Linear(8, vocab, bias=False)
-    states = torch.randn(positions, 8, generator=gen, requires_grad=True)
+    # `held` = positions kept: all (they fit hold_bytes), none (one short), or the first 12 (the
+    # autograd Function's own argument: token_logps keeps all or none)
+    monkeypatch.setattr(head_mod, "HOLD_WEIGHTS", (positions - (held == 0)) / hidden)
+    linear = torch.nn.Linear(hidden, vocab, bias=bias)
+    states = torch.randn(positions, hidden, generator=gen, requires_grad=True)
     targets = torch.randint(0, vocab, (positions,), generator=gen)
     weights = torch.randn(positions, generator=gen)  # an arbitrary downstream loss of the log-probs
 
-    logps = head_mod.token_logps(states, linear, targets)
-    (logps * weights).sum().backward()
-    got = (logps.detach(), states.grad.clone(), linear.weight.grad.clone())
+    with HeadPositions(linear.weight) as seen:
+        if held in (0, positions):
+            logps = head_mod.token_logps(states, linear, targets)
+        else:
+            step = head_mod.chunk_positions(vocab)
+            logps = head_mod._LinearTokenLogps.apply(states, linear.weight, linear.bias, targets, step, held)
+        (logps * weights).sum().backward()
+    assert seen.positions == 2 * positions - held  # the forward's, then the recomputed ones
+    assert seen.rows == max(held, CHUNK)
+    params = (linear.weight, linear.bias) if bias else (linear.weight,)
+    got = (logps.detach(), states.grad.clone(), *(p.grad.clone() for p in params))
 
-    states.grad, linear.weight.grad = None, None
-    full = torch.log_softmax(states @ linear.weight.T, dim=-1).gather(-1, targets[:, None])[:, 0]
+    states.grad = None
+    linear.zero_grad()
+    full = torch.log_softmax(states @ linear.weight.T + (linear.bias if bias else 0), dim=-1)
+    full = full.gather(-1, targets[:, None])[:, 0]
     (full * weights).sum().backward()
-    for a, b in zip(got, (full.detach(), states.grad, linear.weight.grad)):
+    for a, b in zip(got, (full.detach(), states.grad, *(p.grad for p in params)), strict=True):
         close(a, b)
+    if held == positions:  # one kept block: autograd's own `gather - logsumexp`, bit for bit
+        states.grad = None
+        linear.zero_grad()
+        plain = linear(states).float()
+        plain = plain.gather(-1, targets[:, None])[:, 0] - plain.logsumexp(-1)
+        (plain * weights).sum().backward()
+        for a, b in zip(got, (plain.detach(), states.grad, *(p.grad for p in params)), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_token_logps_without_scored_positions_or_grad():
+    """No position: an empty result whose backward is a zero gradient. Under no_grad nothing is kept."""
+    linear = torch.nn.Linear(4, 50, bias=False)
+    states = torch.randn(0, 4, requires_grad=True)
+    logps = head_mod.token_logps(states, linear, torch.zeros(0, dtype=torch.long))
+    assert logps.shape == (0,)
+    (logps.sum() + 0 * linear.weight.sum()).backward()
+    assert not linear.weight.grad.any()
+    with torch.no_grad(), HeadPositions(linear.weight) as seen:
+        head_mod.token_logps(torch.randn(7, 4), linear, torch.zeros(7, dtype=torch.long))
+    assert seen.positions == 7
 
 
 class LargestVocabTensor(TorchDispatchMode):
