@@ -121,14 +121,20 @@ GRID = [  # (K, prompt, completion): prompt:completion 1/4 to 8, at short and lo
 TOKENS = 1024  # flat tokens per step (at least one list)
 
 
+def grid_batches(vocab: int):
+    """``(k, prompt, completion, lists, batch)`` for each GRID point: about TOKENS flat tokens a step."""
+    for k, p, c in GRID:
+        lists = max(1, TOKENS // (k * (p + c)))
+        yield k, p, c, lists, lists_batch(vocab, lists, k, p, c)
+
+
 def crossover(vocab: int, reps: int) -> dict:
     from alignkit.trainers import shared_prompt
 
     policy, reference = build(vocab)
-    points = []
-    for k, p, c in GRID:
-        lists = max(1, TOKENS // (k * (p + c)))
-        batch = lists_batch(vocab, lists, k, p, c)
+    points, batches = [], []
+    for k, p, c, lists, batch in grid_batches(vocab):
+        batches.append(batch)
         packed = shared_prompt.pack(batch)
         r = alternate(policy, reference, batch, False, "on", reps)
         points.append(
@@ -150,13 +156,14 @@ def crossover(vocab: int, reps: int) -> dict:
     # constant with the best rank correlation, then the smallest threshold above which all points pay.
     fits = {}
     measured = [pt["ratio"] for pt in points]
+    shipped = shared_prompt.PAIRS_PER_POSITION
     for c in (0.25, 0.5, 1, 2, 4, 8, 16, 1e9):
         shared_prompt.PAIRS_PER_POSITION = c
         predicted = []
-        for pt in points:
-            batch = lists_batch(vocab, pt["lists"], pt["k"], pt["prompt"], pt["completion"])
+        for batch in batches:
             f, s = shared_prompt.estimated_costs(batch, HIDDEN)
             predicted.append(f / s)
+        shared_prompt.PAIRS_PER_POSITION = shipped  # later sections (auto, control) use the shipped rule
         rho = spearman(predicted, measured)
         paying = [x for x, y in zip(predicted, measured) if y < 1.0]
         threshold = max(paying) * 1.01 if paying else min(predicted)
@@ -174,9 +181,7 @@ def auto_check(vocab: int, reps: int) -> list[dict]:
 
     policy, reference = build(vocab)
     out = []
-    for k, p, c in GRID:
-        lists = max(1, TOKENS // (k * (p + c)))
-        batch = lists_batch(vocab, lists, k, p, c)
+    for k, p, c, _, batch in grid_batches(vocab):
         f, s = shared_prompt.estimated_costs(batch, HIDDEN)
         r = alternate(policy, reference, batch, False, "auto", reps)
         packs = shared_prompt.worth_packing(batch, HIDDEN)
@@ -215,8 +220,7 @@ def control(vocab: int, reps: int) -> list[dict]:
 
     policy, reference = build(vocab)
     out = []
-    for k, p, c in GRID:
-        batch = lists_batch(vocab, max(1, TOKENS // (k * (p + c))), k, p, c)
+    for k, p, c, _, batch in grid_batches(vocab):
         if shared_prompt.worth_packing(batch, HIDDEN):
             continue
         r = alternate(policy, reference, batch, False, "off", reps)
