@@ -502,7 +502,9 @@ def stage_upload(
         info = {"method": "unknown", "model_kind": kind, "datasets": {}, "hyperparameters": {}}
     out.mkdir(parents=True, exist_ok=True)
     if merge:
-        _merge_adapter(run_dir, out)
+        from alignkit.models.adapters import save_merged
+
+        save_merged(run_dir, out)
         for f in run_dir.iterdir():
             if f.is_file() and _matches(f.name, TOKENIZER_FILES) and not _matches(f.name, NEVER):
                 shutil.copy2(f, out / f.name)  # tokenizer files
@@ -551,14 +553,6 @@ def check_finite_weights(run_dir: str | Path) -> None:
                         "upload it. Retrain (alignkit train stops at the first non-finite step), or pass "
                         "--force to upload anyway."
                     )
-
-
-def _merge_adapter(run_dir: Path, out: Path) -> None:
-    from peft import AutoPeftModelForCausalLM
-
-    model = AutoPeftModelForCausalLM.from_pretrained(str(run_dir))
-    merged = model.merge_and_unload()
-    merged.save_pretrained(str(out), safe_serialization=True)
 
 
 def scrub(text: str) -> str:

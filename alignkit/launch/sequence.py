@@ -269,14 +269,14 @@ def _resume_flag(recipe: Recipe) -> bool:
 
 def run_sequence(recipe: Recipe, *, console=None) -> dict:
     """Train (and evaluate) every request; returns the sequence state written to ``SEQUENCE.json``."""
-    from alignkit.launch.runner import run_recipe
+    from alignkit.launch.runner import _is_main, run_recipe
     from alignkit.trainers.checkpoints import newest_complete
 
     # Under a multi-process launch every rank runs every request (DDP/ZeRO, as one run); rank 0 alone
     # writes SEQUENCE.json and evaluates, the others wait for it at a barrier (the process group's
     # timeout bounds an evaluation). The group lives across requests and is closed after the last.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = _is_main()
     console = console if main else None
     if distributed:
         from accelerate import PartialState
@@ -358,11 +358,11 @@ def merge_adapter(adapter_dir: str, out: str) -> None:
     """A LoRA request's adapter merged into the model it trained on (its adapter_config's base), saved
     with the tokenizer: the next request trains fresh adapters on it, and its frozen reference is this
     merged model, as a full-weight sequence's reference is the previous request's model."""
-    from peft import AutoPeftModelForCausalLM
     from transformers import AutoTokenizer
 
-    merged = AutoPeftModelForCausalLM.from_pretrained(adapter_dir).merge_and_unload()
-    merged.save_pretrained(out, safe_serialization=True)
+    from alignkit.models.adapters import save_merged
+
+    save_merged(adapter_dir, out)
     AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out)
 
 

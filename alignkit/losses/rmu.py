@@ -26,9 +26,7 @@ def control_vector(hidden_size: int, steering: float, seed: int) -> torch.Tensor
     """
     if hidden_size < 1:
         raise ValueError(f"`hidden_size` must be >= 1, got {hidden_size!r}.")
-    generator = torch.Generator().manual_seed(seed)
-    r = torch.rand(1, 1, hidden_size, generator=generator, dtype=torch.float32)
-    return (r / r.norm() * steering).reshape(hidden_size)
+    return control_vectors(hidden_size, steering, seed, 1)[0]
 
 
 def control_vectors(hidden_size: int, steering: float, seed: int, n: int) -> torch.Tensor:

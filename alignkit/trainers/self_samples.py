@@ -165,15 +165,8 @@ class RunSamples:
 
 
 # --------------------------------------------------------------------------- config fields
-_SETTING_OF = {  # sampling setting -> the config field's suffix (after the method's prefix)
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "max_new_tokens": "max_new_tokens",
-    "instruction_prefix": "instruction_prefix",
-    "seed": "seed",
-    "batch_size": "batch_size",
-}
+# The sampler settings a config may carry, each as the field ``<prefix><setting>``.
+_SETTINGS = ("temperature", "top_k", "top_p", "max_new_tokens", "instruction_prefix", "seed", "batch_size")
 
 
 def sampling_fields(
@@ -216,10 +209,9 @@ def sampling_fields(
         (f"{prefix}batch_size", int, field(default=batch_size, metadata=helped("batch_size", text))),
         ("sample_cache_dir", str | None, field(default=None, metadata=helped("cache", "Sampler cache (default ~/.cache/alignkit/samples); key: weights, data, settings"))),
     ]  # fmt: skip
+    declared = {name for name, _, _ in specs}
     names = {"num_samples": count}
-    for setting, suffix in _SETTING_OF.items():
-        if f"{prefix}{suffix}" in {name for name, _, _ in specs}:
-            names[setting] = f"{prefix}{suffix}"
+    names.update({s: f"{prefix}{s}" for s in _SETTINGS if f"{prefix}{s}" in declared})
 
     def sampling_settings(self) -> SamplingSettings:
         """The shared sampler's settings; a bad value is one line naming this config's field."""

@@ -151,11 +151,7 @@ def _check_u2a_keys(self) -> None:
             )
         U2AArguments.from_config(self)
         return
-    changed = [
-        f.name
-        for f in fields(_U2AKeys)
-        if f.name != "u2a" and getattr(self, f.name) != _U2AKeys.__dataclass_fields__[f.name].default
-    ]
+    changed = [f.name for f in fields(_U2AKeys) if f.name != "u2a" and getattr(self, f.name) != f.default]
     if changed:
         raise ValueError(f"`{changed[0]}` is set but `u2a` is false; add `u2a: true` or drop the U2A keys.")
 
