@@ -343,15 +343,11 @@ def recommendation_task(
             else rng.sample(genres, 2)
         )
         taste = {primary: TASTE_WEIGHTS[0], secondary: TASTE_WEIGHTS[1]}
-        if taste_signal == "majority":
-            primary_items = rng.sample(by_genre[primary], history_len)  # history_len - 1 seen + 1 next
-            history = primary_items[:-1] + [rng.choice(by_genre[secondary])]
-            rng.shuffle(history)
-        else:
-            n_secondary = history_len // 2
-            primary_items = rng.sample(by_genre[primary], history_len - n_secondary + 1)
-            history = primary_items[:-1] + rng.sample(by_genre[secondary], n_secondary)
-            rng.shuffle(history)
+        # The primary items seen and the next one (the chosen), then the secondary items seen. With one
+        # secondary item (majority) ``rng.sample(.., 1)`` is the draw ``rng.choice`` makes.
+        primary_items = rng.sample(by_genre[primary], history_len - seen_secondary + 1)
+        history = primary_items[:-1] + rng.sample(by_genre[secondary], seen_secondary)
+        rng.shuffle(history)
         chosen = primary_items[-1]
         others = [t for t in catalog if catalog[t] != primary and t not in history]
         if secondary_negatives or history_negatives:

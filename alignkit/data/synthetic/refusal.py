@@ -105,7 +105,8 @@ def _cue_pairs(cues: list[str]) -> list[tuple[str, str]]:
     return list(itertools.permutations(cues, 2))
 
 
-def harmful_prompt(domain: str, verb: str, topic: str, cues: tuple[str, str]) -> str:
+def request_prompt(verb: str, topic: str, cues: tuple[str, str]) -> str:
+    """One request, harmful or benign: the same template, so only topic and cues tell them apart."""
     return f"{REQUEST} {verb} {topic} {cues[0]} {cues[1]}."
 
 
@@ -125,7 +126,7 @@ def refusal_domains(
     split half ``train``, half ``eval``.
     """
     per_domain = num_unlearn + num_eval + num_retain
-    limit = len(VERBS) * 4 * 12
+    limit = min(len(VERBS) * len(TOPICS[d]) * len(_cue_pairs(CUES[d])) for d in DOMAINS)
     if per_domain > limit:
         raise ValueError(f"at most {limit} prompts per domain, asked {per_domain}")
     rng = random.Random(f"alignkit-refusal-{seed}")
@@ -135,14 +136,14 @@ def refusal_domains(
         rng.shuffle(combos)
         splits = ["unlearn"] * num_unlearn + ["eval"] * num_eval + ["retain"] * num_retain
         domains[d] = [
-            {"prompt": harmful_prompt(d, *combo), "split": split, "response": REFUSAL_BY_DOMAIN[d]}
+            {"prompt": request_prompt(*combo), "split": split, "response": REFUSAL_BY_DOMAIN[d]}
             for combo, split in zip(combos, splits)
         ]
     combos = list(itertools.product(VERBS, _BENIGN_TOPICS, _cue_pairs(_BENIGN_CUES)))
     rng.shuffle(combos)
     benign = [
         {
-            "prompt": f"{REQUEST} {verb} {topic} {cues[0]} {cues[1]}.",
+            "prompt": request_prompt(verb, topic, cues),
             "split": "train" if i < num_benign // 2 else "eval",
             "response": rng.choice(_BENIGN_ANSWERS).format(t=topic, c=cues[0]),
         }
