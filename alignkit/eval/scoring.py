@@ -314,7 +314,6 @@ def _greedy_stream(
 
     out: list[list[int]] = [[] for _ in prompts]
     queue = list(range(len(prompts)))
-    eos = torch.tensor(sorted(eos_ids), device=device)
     cache = attention = last = nxt = None
     rows: list[int] = []
     prefills = 0
@@ -323,11 +322,7 @@ def _greedy_stream(
         if queue and (not rows or batch_size - len(rows) >= min(refill_at, len(queue))):
             new = queue[: batch_size - len(rows)]
             del queue[: len(new)]
-            width = max(len(prompts[i]) for i in new)
-            ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in new], device=device)
-            mask = torch.tensor(
-                [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in new], device=device
-            )
+            ids, mask = (x.to(device) for x in _left_padded([prompts[i] for i in new], pad))
             positions = (mask.cumsum(-1) - 1).clamp_(min=0)
             new_cache = DynamicCache()
             logits = model(
@@ -358,15 +353,17 @@ def _greedy_stream(
             fresh = slice(0, len(rows))
         for r, t in zip(rows[fresh], nxt[fresh].tolist()):
             out[r].append(t)
-        keep = ~torch.isin(nxt, eos) & torch.tensor([len(out[r]) < budgets[r] for r in rows], device=device)
-        if not bool(keep.all()):
-            idx = keep.nonzero()[:, 0]
+        # On the tokens just copied to the host: a row not refreshed this step passed this test at its
+        # last token already.
+        kept = [i for i, r in enumerate(rows) if out[r][-1] not in eos_ids and len(out[r]) < budgets[r]]
+        if len(kept) < len(rows):
             if progress is not None:
-                progress(len(rows) - len(idx))
-            rows = [rows[i] for i in idx.tolist()]
+                progress(len(rows) - len(kept))
+            rows = [rows[i] for i in kept]
             if not rows:
                 cache = attention = last = nxt = None
                 continue
+            idx = torch.tensor(kept, device=device)
             cache.batch_select_indices(idx)
             attention, nxt, last = attention[idx], nxt[idx], last[idx]
             start = int(attention.any(0).nonzero()[0])  # columns no remaining row attends to
@@ -375,6 +372,14 @@ def _greedy_stream(
                     layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
                 attention = attention[:, start:]
     return out, prefills
+
+
+def _left_padded(prompts: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of ``prompts`` left-padded to the longest (as ``generate`` takes them)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
+    return ids, mask
 
 
 @torch.inference_mode()
@@ -414,8 +419,6 @@ def generate_token_ids(
     live = [i for i in order if budgets[i] > 0 and len(prompt_ids[i]) > 0]
     if fast and live:
         try:
-            if progress is not None and len(live) < len(order):
-                progress(len(order) - len(live))
             new, prefills = _greedy_stream(
                 model, [list(prompt_ids[i]) for i in live], [budgets[i] for i in live], batch_size=batch_size,
                 pad=pad, eos_ids=eos, device=device, progress=progress,
@@ -423,6 +426,8 @@ def generate_token_ids(
         except TypeError:  # a forward without position_ids / logits_to_keep, or another cache: generate()
             pass
         else:
+            if progress is not None and len(live) < len(order):
+                progress(len(order) - len(live))  # the rows with nothing to generate
             for i, tokens in zip(live, new):
                 out[i] = tokens
             if stats is not None:
@@ -433,13 +438,7 @@ def generate_token_ids(
         chunk = [i for i in order[b : b + batch_size]]
         live = [i for i in chunk if budgets[i] > 0 and len(prompt_ids[i]) > 0]
         if live:
-            width = max(len(prompt_ids[i]) for i in live)
-            input_ids = torch.full((len(live), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(live), width), dtype=torch.long)
-            for r, i in enumerate(live):
-                ids = prompt_ids[i]
-                input_ids[r, width - len(ids) :] = torch.tensor(ids)
-                attention[r, width - len(ids) :] = 1
+            input_ids, attention = _left_padded([prompt_ids[i] for i in live], pad)
             cfg.max_new_tokens = max(budgets[i] for i in live)  # our copy; set here, not as a kwarg
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
@@ -449,7 +448,7 @@ def generate_token_ids(
                     generation_config=cfg,
                     **extra,
                 )
-            new = gen[:, width:].cpu().tolist()
+            new = gen[:, input_ids.shape[1] :].cpu().tolist()
             if stats is not None:
                 stats["generate_calls"] = stats.get("generate_calls", 0) + 1
                 stats["generated_sequences"] = stats.get("generated_sequences", 0) + len(live)
