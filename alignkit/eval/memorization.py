@@ -99,10 +99,9 @@ def memorization_logs(scored: Mapping[Any, ScoredText], *, floor: str = "ou") ->
     :func:`alignkit.eval.scoring.score_token_ids`); ``T'`` drops the last scored token. An item
     with no target token counts as empty (ES 0 under OU's floor, EM ``None``).
     """
-    items = {
-        idx: token_set(s.argmax_ids, s.target_ids) if s.valid and s.argmax_ids is not None else ([], [])
-        for idx, s in scored.items()
-    }
+    if any(s.valid and s.argmax_ids is None for s in scored.values()):
+        raise ValueError("memorization_logs: score the texts with score_token_ids(..., argmax=True)")
+    items = {idx: token_set(s.argmax_ids, s.target_ids) if s.valid else ([], []) for idx, s in scored.items()}
     return {
         "extraction_strength": extraction_strength(items, floor=floor),
         "exact_memorization": exact_memorization(items),

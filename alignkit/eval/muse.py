@@ -326,6 +326,7 @@ def _run(
         pad_token_id=pad,
         batch_size=batch_size,
         progress=bar.stage("forget_verbmem: ES/EM", len(pairs)),
+        argmax=True,
     )
     logs.update(memorization_logs({str(i): s for i, s in enumerate(scored)}, floor=proto.es_floor))
 

@@ -108,18 +108,28 @@ def score_token_ids(
     batch_size: int = 16,
     progress: Progress = None,
     stats: dict | None = None,
+    argmax: bool | Sequence[bool] = False,
 ) -> list[ScoredText]:
     """Score already-tokenised ``(prompt_ids, target_ids)`` pairs.
 
     Identical pairs are scored once. Pairs are sorted by length so a batch holds similar lengths
     (less padding); padding is on the right, where it cannot change the real positions.
     ``stats`` (optional dict) accumulates ``forwards`` (model calls) and ``sequences`` (rows run).
+    ``argmax`` (one flag for all pairs, or one per pair): also keep the teacher-forced argmax
+    prediction at each target position (``argmax_ids``, which memorisation metrics read). It costs
+    as much as the log-softmax over the vocabulary, so a pair without it has ``argmax_ids=None``.
     """
+    wants = [argmax] * len(pairs) if isinstance(argmax, bool) else list(argmax)
+    if len(wants) != len(pairs):
+        raise ValueError(f"score_token_ids: {len(pairs)} pairs but {len(wants)} argmax flags")
     unique: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
     order: list[int] = []
     for p, t in pairs:
         order.append(unique.setdefault((tuple(p), tuple(t)), len(unique)))
     keys = list(unique)
+    keep_argmax = [False] * len(keys)
+    for k, want in zip(order, wants):
+        keep_argmax[k] = keep_argmax[k] or bool(want)
     results: list[ScoredText | None] = [None] * len(keys)
     copies = [0] * len(keys)  # how many input pairs each unique pair stands for (progress counts)
     for k in order:
@@ -142,10 +152,13 @@ def score_token_ids(
         progress(sum(copies[k] for k in range(len(keys)) if results[k] is not None))
     for b in range(0, len(todo), batch_size):
         chunk = todo[b : b + batch_size]
-        seqs = [list(keys[k][0]) + list(keys[k][1]) for k in chunk]
+        seqs = [keys[k][0] + keys[k][1] for k in chunk]
         width = max(len(s) for s in seqs)
-        input_ids = torch.tensor([s + [pad_token_id] * (width - len(s)) for s in seqs], dtype=torch.long)
-        attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
+        # Built from one flat list and masks (nested lists per batch cost more than the model's head).
+        positions = torch.arange(width)
+        attention = (positions < torch.tensor([len(s) for s in seqs])[:, None]).long()
+        input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+        input_ids[attention.bool()] = torch.tensor([tok for s in seqs for tok in s], dtype=torch.long)
         starts = [max(len(keys[k][0]), 1) for k in chunk]
         # The LM head runs on the scored positions only, a chunk at a time (alignkit.models.head):
         # no [B, L, V] logits, whatever the prompt's length or the vocabulary. The scored positions of
@@ -154,16 +167,18 @@ def score_token_ids(
         if stats is not None:
             stats["forwards"] = stats.get("forwards", 0) + 1
             stats["sequences"] = stats.get("sequences", 0) + len(chunk)
-        targets = [seqs[i][starts[i] :] for i in range(len(chunk))]
-        rows = torch.tensor([i for i, t in enumerate(targets) for _ in t], device=x.device)
-        cols = torch.tensor(
-            [j for i, s in enumerate(seqs) for j in range(starts[i] - 1, len(s) - 1)], device=x.device
-        )
-        ids = torch.tensor([tok for t in targets for tok in t], device=x.device)
-        logps, _, _, argmax = position_stats(x[rows, cols], head, ids, argmax=True)
+        targets = [list(seqs[i][starts[i] :]) for i in range(len(chunk))]
+        # Target tokens: positions from each row's start to its end, row by row (the order of `targets`).
+        rows, where = ((positions >= torch.tensor(starts)[:, None]) & attention.bool()).nonzero(as_tuple=True)
+        ids = input_ids[rows, where].to(x.device)
+        rows, cols = rows.to(x.device), (where - 1).to(x.device)
         sizes = [len(t) for t in targets]
-        for k, target, lp, am in zip(chunk, targets, logps.cpu().split(sizes), argmax.cpu().split(sizes)):
-            results[k] = ScoredText(lp, target, valid=True, argmax_ids=am.tolist())
+        flags = [keep_argmax[k] for k in chunk]
+        which = torch.tensor([f for f, n in zip(flags, sizes) for _ in range(n)]) if any(flags) else False
+        logps, _, _, best = position_stats(x[rows, cols], head, ids, argmax=which)
+        best_rows = best.cpu().split(sizes) if best is not None else [None] * len(chunk)
+        for k, target, lp, flag, am in zip(chunk, targets, logps.cpu().split(sizes), flags, best_rows):
+            results[k] = ScoredText(lp, target, valid=True, argmax_ids=am.tolist() if flag else None)
         if progress is not None:
             progress(sum(copies[k] for k in chunk))
     return [results[k] for k in order]  # type: ignore[misc]

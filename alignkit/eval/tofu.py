@@ -260,12 +260,24 @@ class ScoreCache:
         self._seen: set[tuple[str, str, str]] = set()
 
     def score(
-        self, keys: list[tuple[str, str, str]], progress: Callable[[int], None] | None = None
+        self,
+        keys: list[tuple[str, str, str]],
+        progress: Callable[[int], None] | None = None,
+        argmax: set[tuple[str, str, str]] = frozenset(),
     ) -> list[ScoredText]:
+        """Scores of ``keys``; those in ``argmax`` also with their argmax predictions (rescored if
+        an earlier call kept none)."""
         self.stats["requested"] += len(keys)
         self._seen.update(keys)
         self.stats["unique_requested"] = len(self._seen)
-        missing = list(dict.fromkeys(k for k in keys if k not in self.store))
+        missing = list(
+            dict.fromkeys(
+                k
+                for k in keys
+                if k not in self.store
+                or (k in argmax and self.store[k].valid and self.store[k].argmax_ids is None)
+            )
+        )
         self.stats["cache_hits"] += len(keys) - len(missing)
         if progress is not None and len(keys) > len(missing):
             progress(len(keys) - len(missing))  # cached pairs are done already
@@ -281,6 +293,7 @@ class ScoreCache:
                 batch_size=self.batch_size,
                 progress=progress,
                 stats=self.stats,
+                argmax=[k in argmax for k in missing],
             )
             self.store.update(zip(missing, scored))
         return [self.store[k] for k in keys]
@@ -291,9 +304,16 @@ def _loss(s: ScoredText) -> float | None:
 
 
 def _task_losses(
-    task: TofuTask, cache: ScoreCache, enc: _Encoder, *, what: tuple[str, ...], progress
+    task: TofuTask,
+    cache: ScoreCache,
+    enc: _Encoder,
+    *,
+    what: tuple[str, ...],
+    progress,
+    answer_argmax: bool = False,
 ) -> dict:
-    """Average losses per index of the answer / correct / wrong answers, in one batched scoring call."""
+    """Average losses per index of the answer / correct / wrong answers, in one batched scoring call
+    (``answer_argmax``: the answers' scores keep their argmax predictions, for the memorisation metrics)."""
     key = task.spec.key
     keys, slots = [], []
     for it in task.items:
@@ -308,7 +328,8 @@ def _task_losses(
             for w in it.wrong:
                 keys.append((key, prompt, enc.score_target(it.question, w)))
                 slots.append((it.index, "wrong"))
-    scored = cache.score(keys, progress=progress)
+    argmax = {k for k, (_, kind) in zip(keys, slots) if kind == "answer"} if answer_argmax else frozenset()
+    scored = cache.score(keys, progress=progress, argmax=argmax)
     out: dict[str, dict] = {w: {} for w in what}
     for (idx, kind), s in zip(slots, scored):
         if kind == "wrong":
@@ -665,6 +686,7 @@ def _evaluate_task(
         enc,
         what=("answer", "correct", "wrong"),
         progress=bars.stage(f"{key}: scoring answers", _n_scored_keys(task)),
+        answer_argmax=key == "forget",  # Extraction Strength / Exact Memorisation below
     )
     timings[f"{key}:score"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -86,7 +86,7 @@ class TofuDataUnavailable(MissingFileError):
 
 def load_tofu(data: str | Path = DEFAULT_DATA, config: str = "forget10_perturbed") -> list[dict]:
     """Rows of one TOFU config as plain dicts, from a Hub id or a local folder of ``<config>.json``."""
-    from alignkit.data.loading import load_rows
+    from alignkit.data.loading import load_row_dicts
 
     source = describe_source(data, config)
     if is_local(data):
@@ -98,9 +98,9 @@ def load_tofu(data: str | Path = DEFAULT_DATA, config: str = "forget10_perturbed
             )
         if not (folder / f"{config}.json").is_file() and not (folder / f"{config}.jsonl").is_file():
             raise MissingFileError(f"TOFU file missing: {source} (no {config}.json in {folder}).")
-        return load_rows(folder, config).to_list()
+        return load_row_dicts(folder, config)
     try:
-        return load_rows(str(data), config).to_list()
+        return load_row_dicts(str(data), config)
     except (ConnectionError, OSError, ValueError) as err:
         raise TofuDataUnavailable(
             f"Could not load {source}: {err}. Pass a local folder holding the TOFU json files instead "

@@ -96,8 +96,15 @@ def position_stats(x: torch.Tensor, head: torch.nn.Module | None, targets: torch
     if head is not None:
         return head_stats(x, head, targets, **kwargs)
     step = chunk_positions(x.shape[-1])
-    parts = [reduce_logits(c, t, **kwargs) for c, t in zip(x.split(step), targets.split(step))]
-    return _cat(parts)
+    return _cat([reduce_logits(c, t, **kw) for c, t, kw in _chunked(x, targets, step, kwargs)])
+
+
+def _chunked(x: torch.Tensor, targets: torch.Tensor, step: int, kwargs: dict):
+    """``(x, targets, kwargs)`` of each chunk of ``step`` positions (a per-position ``argmax`` mask split too)."""
+    argmax = kwargs.get("argmax")
+    masks = argmax.split(step) if isinstance(argmax, torch.Tensor) else None
+    for i, (c, t) in enumerate(zip(x.split(step), targets.split(step))):
+        yield c, t, (kwargs if masks is None else {**kwargs, "argmax": masks[i]})
 
 
 def _cat(parts):
@@ -105,17 +112,29 @@ def _cat(parts):
 
 
 def reduce_logits(
-    logits: torch.Tensor, targets: torch.Tensor, *, vocab_stats: bool = False, argmax: bool = False
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    vocab_stats: bool = False,
+    argmax: bool | torch.Tensor = False,
 ):
     """Per-position statistics of one chunk of logits ``[T, V]`` in float32 (``p log p`` in place).
 
     Returns ``(token_logps, mu, var, argmax_ids)``: ``log p(target)``; with ``vocab_stats`` the mean
     and variance of ``log p(v)`` for ``v ~ p`` (Min-K%++'s ``mu``/``var``; ``p log p`` counts 0 where
-    ``p`` underflows to 0); with ``argmax`` the most likely token. float32 throughout.
+    ``p`` underflows to 0); with ``argmax`` the most likely token (``argmax`` may be a ``[T]`` bool
+    mask: the argmax is taken at those positions only, ``-1`` elsewhere, as it costs a pass over the
+    vocabulary). float32 throughout.
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
     del logits  # the chunk's logits go before p log p is built: at most two [T, V] tensors at a time
-    arg = logp.argmax(-1) if argmax else None
+    arg = None
+    if isinstance(argmax, torch.Tensor):
+        arg = torch.full(targets.shape, -1, dtype=torch.long, device=logp.device)
+        where = argmax.to(logp.device)
+        arg[where] = logp[where].argmax(-1)
+    elif argmax:
+        arg = logp.argmax(-1)
     token_logps = logp.gather(-1, targets[:, None])[:, 0]
     mu = var = None
     if vocab_stats:
@@ -128,9 +147,7 @@ def reduce_logits(
 def head_stats(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, **kwargs):
     """:func:`reduce_logits` of ``head(states)`` for ``states [T, d]``, a chunk of positions at a time."""
     step = chunk_positions(head_vocab_size(head))
-    return _cat(
-        [reduce_logits(head(s), t, **kwargs) for s, t in zip(states.split(step), targets.split(step))]
-    )
+    return _cat([reduce_logits(head(s), t, **kw) for s, t, kw in _chunked(states, targets, step, kwargs)])
 
 
 def _chunk_logps(states: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:

@@ -153,3 +153,16 @@ def test_truncated_tofu_encoding_respects_max_length(tofu, tofu_tokenizer):
     lengths = [len(p[0]) + len(c[0]) for p, c in zip(ds["prompt_ids"], ds["completion_ids"])]
     assert max(lengths) == 48
     assert all(len(p[0]) <= 24 for p in ds["prompt_ids"])
+
+
+def test_rows_read_without_datasets_equal_datasets_rows(tofu_dir, tmp_path):
+    """`load_row_dicts` (the evaluators' reader, no `datasets` import) gives `load_rows(...).to_list()`:
+    on every TOFU file, and on JSON Lines whose rows lack fields (filled with None, in first-seen order)."""
+    from alignkit.data.loading import load_row_dicts
+
+    for path in sorted(tofu_dir.glob("*.json")):
+        assert load_row_dicts(tofu_dir, path.stem) == load_rows(tofu_dir, path.stem).to_list(), path.name
+    ragged = tmp_path / "ragged.jsonl"
+    ragged.write_text('{"b": "x", "a": [1, 2]}\n{"c": "y"}\n\n{"a": [3], "b": null}\n')
+    assert load_row_dicts(ragged) == load_rows(ragged).to_list()
+    assert list(load_row_dicts(ragged)[1]) == ["b", "a", "c"]

@@ -95,3 +95,20 @@ def test_missing_folder_and_file(tmp_path):
         load_tofu(tmp_path / "nope", "forget01")
     with pytest.raises(FileNotFoundError, match=r"TOFU file missing: .*world_facts_perturbed\.json"):
         load_tofu(tmp_path, "world_facts_perturbed")
+
+
+def test_a_local_folder_is_evaluated_without_importing_datasets(tofu_dir):
+    """`datasets` (pandas, pyarrow: ~0.8 s) is imported only for a Hub id: TOFU's evaluator and its
+    local files do without it."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from alignkit.eval import tofu\n"
+        "from alignkit.eval.tofu_data import load_task, task_specs\n"
+        f"tasks = [load_task({str(tofu_dir)!r}, spec) for spec in task_specs('forget01')]\n"
+        "print(len(tasks), 'datasets' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["4", "False"], proc.stderr[-2000:]

@@ -233,13 +233,15 @@ def test_teacher_forced_scores_are_chunked_and_exact(tiny, small_chunks):
     vocab = model.config.vocab_size
     small_chunks(vocab)
     pairs = [(tok(t)["input_ids"][:4], tok(t)["input_ids"][4:]) for t in TEXTS]
+    # Argmax predictions for every other pair only: the per-position mask is split with the chunks.
+    wanted = [i % 2 == 0 for i in range(len(pairs))]
     with LargestVocabTensor(model) as seen:
-        scored = score_token_ids(model, pairs, pad_token_id=tok.pad_token_id, batch_size=3)
+        scored = score_token_ids(model, pairs, pad_token_id=tok.pad_token_id, batch_size=3, argmax=wanted)
     assert seen.rows == CHUNK
-    for (prompt, target), s in zip(pairs, scored):
+    for (prompt, target), s, want in zip(pairs, scored, wanted):
         logps, _, _, argmax = expected_stats(model, prompt + target)
         close(s.token_logps, logps[len(prompt) - 1 :])
-        assert s.argmax_ids == argmax[len(prompt) - 1 :].tolist()
+        assert s.argmax_ids == (argmax[len(prompt) - 1 :].tolist() if want else None)
 
 
 def test_training_forward_is_chunked_with_the_same_values_and_gradients(tiny, small_chunks):
