@@ -69,8 +69,9 @@ def naive_bound(u, r, margin):
     terms = []
     for i, j in itertools.permutations(range(len(u)), 2):
         if r[i] > r[j]:
-            b = min(float(u[a]) for a in range(len(u)) if r[a] > r[j]) - margin
-            terms.append(torch.exp(2 * b - float(u[i]) - u[j]))
+            # b and u_i are constants of the bound (detached), u_j carries the gradient.
+            b = min(u[a].item() for a in range(len(u)) if r[a] > r[j]) - margin
+            terms.append(torch.exp(2 * b - u[i].detach() - u[j]))
     return torch.log(1 + sum(terms))
 
 
