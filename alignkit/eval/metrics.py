@@ -197,24 +197,18 @@ def truth_ratio(
 _SCORERS: dict[bool, rouge_scorer.RougeScorer] = {}
 
 
-class _MemoStemmer:
-    """NLTK's Porter stemmer (what ``rouge_score`` stems with), remembering each word's stem: an eval
-    scores the same few thousand words again and again, and stemming was half of ROUGE's time."""
+class _StemmingTokenizer(rouge_tokenizers.Tokenizer):
+    """``rouge_score``'s ``DefaultTokenizer(use_stemmer=True)`` whose Porter stemmer (NLTK's, what
+    ``rouge_score`` stems with) remembers each word's stem: an eval scores the same few thousand words
+    again and again, and stemming was half of ROUGE's time. The tokenizer is its own stemmer (``stem``)."""
 
     def __init__(self) -> None:
         from nltk.stem import porter
 
         self.stem = functools.lru_cache(maxsize=2**16)(porter.PorterStemmer().stem)
 
-
-class _StemmingTokenizer(rouge_tokenizers.Tokenizer):
-    """``rouge_score``'s ``DefaultTokenizer(use_stemmer=True)`` with :class:`_MemoStemmer`."""
-
-    def __init__(self) -> None:
-        self._stemmer = _MemoStemmer()
-
     def tokenize(self, text: str) -> list[str]:
-        return rouge_tokenize.tokenize(text, self._stemmer)
+        return rouge_tokenize.tokenize(text, self)
 
 
 def rouge_scores(reference: str, generation: str, *, use_stemmer: bool = True) -> dict[str, float]:

@@ -294,12 +294,10 @@ def _join_caches(cache, attention, new_cache, new_attention):
     """Rows of ``new_cache`` appended to ``cache``, the shorter one left-padded (masked) to the other's length."""
     t, w = attention.shape[1], new_attention.shape[1]
     for layer, new in zip(cache.layers, new_cache.layers):
-        layer.keys = torch.cat(
-            [_left_pad(layer.keys, max(0, w - t), 2), _left_pad(new.keys, max(0, t - w), 2)]
-        )
-        layer.values = torch.cat(
-            [_left_pad(layer.values, max(0, w - t), 2), _left_pad(new.values, max(0, t - w), 2)]
-        )
+        for name in ("keys", "values"):
+            old_rows, new_rows = getattr(layer, name), getattr(new, name)
+            joined = [_left_pad(old_rows, max(0, w - t), 2), _left_pad(new_rows, max(0, t - w), 2)]
+            setattr(layer, name, torch.cat(joined))
     return torch.cat([_left_pad(attention, max(0, w - t), 1), _left_pad(new_attention, max(0, t - w), 1)])
 
 
