@@ -170,7 +170,8 @@ def token_logps(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tens
 # i.e. at most 4 x hidden_size positions: the step already holds the weight, its gradient and two
 # AdamW moments of that size, so the head's memory at most doubles (or when they fit one chunk,
 # CHUNK_BYTES). Beyond, nothing is kept: every chunk is recomputed and one chunk's logits exist at
-# a time (long answers keep their memory low).
+# a time (long answers keep their memory low). map_positions keeps its chunks' autograd state within the
+# same budget (keep_bytes).
 HOLD_WEIGHTS = 4
 
 
