@@ -187,7 +187,8 @@ def token_logps(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tens
 # i.e. at most 4 x hidden_size positions: the step already holds the weight, its gradient and two
 # AdamW moments of that size, so the head's memory at most doubles (or when they fit one chunk,
 # CHUNK_BYTES). Beyond, nothing is kept: every chunk is recomputed and one chunk's logits exist at
-# a time (long answers keep their memory low).
+# a time (long answers keep their memory low). map_positions keeps its chunks' autograd state within the
+# same budget (keep_bytes).
 HOLD_WEIGHTS = 4
 
 
@@ -324,6 +325,33 @@ def _flat_rows(x, rows: torch.Tensor | None):
     return x[rows.bool()]
 
 
+def keep_bytes(logits: HeadLogits) -> int:
+    """How many bytes of autograd state :func:`map_positions` may keep from its forward to its
+    backward: :data:`HOLD_WEIGHTS` times the head weight's float32 bytes, as :func:`hold_bytes`
+    (read from the states' width, which a ZeRO-3 shard keeps)."""
+    return int(HOLD_WEIGHTS * 4 * head_vocab_size(logits.head) * logits.states.shape[-1])
+
+
+class _SavedBytes:
+    """A ``saved_tensors_hooks`` pack hook that tallies the bytes autograd saves for the backward in
+    storage of its own (the inputs' and the head parameters' storage, held anyway, does not count)."""
+
+    def __init__(self, known):
+        self.seen = {t.untyped_storage().data_ptr() for t in known}
+        self.bytes = 0
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.seen:
+            self.seen.add(storage.data_ptr())
+            self.bytes += storage.nbytes()
+        return tensor
+
+
+def _same(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
 def map_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple = ()) -> torch.Tensor:
     """``fn(*logits, *extra)`` over the positions ``rows`` selects (all when None), as a ``[M]`` tensor.
 
@@ -331,9 +359,12 @@ def map_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple =
     per-position tensors (labels, flags). ``fn`` maps ``[m, V]`` logits chunks (and ``[m]`` extras)
     to ``[m]`` per-position values and must treat positions independently. With only tensors it is
     called once on all positions (the plain formula). With :class:`HeadLogits` the logits of at most
-    :func:`chunk_positions` positions exist at a time; with several chunks each runs under
-    activation checkpointing (its logits are recomputed in the backward), so values and gradients are
-    those of the one-call formula while no ``[M, V]`` tensor is held.
+    :func:`chunk_positions` positions exist at a time. Under autograd the first chunks keep what
+    their backward needs (the head's and the term's saved tensors, several ``[m, V]`` each: their
+    bytes are tallied as autograd saves them) while all kept chunks' bytes fit :func:`keep_bytes`
+    (the first chunk always): nothing of theirs is recomputed. The chunks past that budget run under
+    activation checkpointing (head and term recomputed in the backward, one chunk's intermediates
+    at a time). Values and gradients are those of the one-call formula either way.
     """
     lazy = [isinstance(s, HeadLogits) for s in sources]
     flat = [_flat_rows(s.states if is_lazy else s, rows) for s, is_lazy in zip(sources, lazy)]
@@ -346,15 +377,24 @@ def map_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple =
         logits = [h.logits(p) if h is not None else p for h, p in zip(heads, parts[: len(heads)])]
         return fn(*logits, *parts[len(heads) :])
 
-    step = chunk_positions(sources[lazy.index(True)].shape[-1])
+    first = sources[lazy.index(True)]
+    step = chunk_positions(first.shape[-1])
     count = flat[0].shape[0]
     if count <= step:
         return chunk_values(*flat, *flat_extras)
-    recompute = torch.is_grad_enabled()
+    known = [*flat, *flat_extras, *(p for h in heads if h is not None for p in h.head.parameters())]
+    budget, kept, kept_positions = keep_bytes(first), 0, 0
     values = []
     for start in range(0, count, step):
         parts = [p[start : start + step] for p in (*flat, *flat_extras)]
-        values.append(
-            checkpoint(chunk_values, *parts, use_reentrant=False) if recompute else chunk_values(*parts)
-        )
+        size = parts[0].shape[0]
+        if not torch.is_grad_enabled():
+            values.append(chunk_values(*parts))
+        elif kept_positions == 0 or kept + kept * size / kept_positions <= budget:
+            tally = _SavedBytes(known)
+            with torch.autograd.graph.saved_tensors_hooks(tally, _same):
+                values.append(chunk_values(*parts))
+            kept, kept_positions = kept + tally.bytes, kept_positions + size
+        else:
+            values.append(checkpoint(chunk_values, *parts, use_reentrant=False))
     return torch.cat(values)

@@ -312,15 +312,20 @@ def _loss_cases():
     }
 
 
+@pytest.mark.parametrize("keep", ["first chunk", "all"])
 @pytest.mark.parametrize("case", list(_loss_cases()))
-def test_full_distribution_losses_in_chunks_equal_the_whole_logits(small_chunks, case):
+def test_full_distribution_losses_in_chunks_equal_the_whole_logits(small_chunks, monkeypatch, case, keep):
     """Each loss over ``HeadLogits`` (many chunks) equals it over the materialised ``head(states)``, values
     and gradients (states, head weight) to 1e-6; the reference side gets no gradient; no
-    vocabulary-wide tensor holds more than one chunk of positions."""
+    vocabulary-wide tensor holds more than one chunk of positions. Where the chunks' autograd state
+    fits the budget (``keep="all"``) no head matmul runs again in the backward; with no budget only
+    the first chunk is kept and every other chunk's head runs again."""
     loss_fn = _loss_cases()[case]
     gen = torch.Generator().manual_seed(3)
     vocab, rows, length, width = 400, 3, 9, 8
     small_chunks(vocab)
+    if keep == "all":  # 10,000 x the head weight: every chunk's state fits
+        monkeypatch.setattr(head_mod, "HOLD_WEIGHTS", 10_000)
     head = torch.nn.Linear(width, vocab, bias=False)
     ref_head = torch.nn.Linear(width, vocab, bias=False).requires_grad_(False)
     states = torch.randn(rows, length, width, generator=gen, requires_grad=True)
@@ -331,10 +336,20 @@ def test_full_distribution_losses_in_chunks_equal_the_whole_logits(small_chunks,
 
     with torch.no_grad():
         ref_lazy = head_mod.HeadLogits(ref_states, ref_head)
-    with LargestVocabTensor(SimpleNamespace(get_output_embeddings=lambda: head)) as seen:
+    with torch.no_grad(), HeadPositions(head.weight) as once:  # the positions the forward runs the heads on
+        loss_fn(head_mod.HeadLogits(states, head), ref_lazy, labels, mask)
+    with (
+        LargestVocabTensor(SimpleNamespace(get_output_embeddings=lambda: head)) as seen,
+        HeadPositions(head.weight) as runs,
+    ):
         got = loss_fn(head_mod.HeadLogits(states, head), ref_lazy, labels, mask)
         got.loss.backward()
     assert seen.rows <= CHUNK
+    if keep == "all":
+        assert runs.positions == once.positions  # nothing recomputed in the backward
+    else:
+        # one (policy) or two (policy, reference) heads run again on all but the first chunk
+        assert runs.positions in (2 * once.positions - CHUNK, 2 * once.positions - 2 * CHUNK)
     got_grads = (states.grad.clone(), head.weight.grad.clone())
     states.grad, head.weight.grad = None, None
 
