@@ -42,16 +42,20 @@ def load_rows(source: str | Path, config: str | None = None, split: str = "train
             raise ValueError(f"{path} is a folder: name the file to read with `config` (e.g. 'forget10').")
         if "+" in config:
             return join_configs(path, config.split("+"))
-        for suffix in (".json", ".jsonl"):
-            candidate = path / f"{config}{suffix}"
-            if candidate.is_file():
-                return load_json_file(candidate)
-        raise MissingFileError(f"{path} has no {config}.json or {config}.jsonl")
+        file = config_file(path, config)
+        if file is None:
+            raise MissingFileError(f"{path} has no {config}.json or {config}.jsonl")
+        return load_json_file(file)
     if str(source).startswith(("/", "./", "../")):
         raise MissingFileError(f"{source} does not exist")
     import datasets
 
     return datasets.load_dataset(str(source), config, split=split)
+
+
+def config_file(folder: Path, config: str) -> Path | None:
+    """The file a local dataset folder holds for ``config``: ``<config>.json``, else ``<config>.jsonl``."""
+    return next((f for suffix in (".json", ".jsonl") if (f := folder / f"{config}{suffix}").is_file()), None)
 
 
 def join_configs(folder: Path, configs: list[str]) -> datasets.Dataset:
@@ -80,7 +84,7 @@ def load_row_dicts(source: str | Path, config: str | None = None, split: str = "
     """
     path = Path(source)
     if path.is_dir() and config is not None and "+" not in config:
-        path = next((c for s in (".json", ".jsonl") if (c := path / f"{config}{s}").is_file()), path)
+        path = config_file(path, config) or path
     rows = check_json_file(path) if path.is_file() else None
     if rows is None:
         return load_rows(source, config, split).to_list()

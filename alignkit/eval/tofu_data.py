@@ -86,7 +86,7 @@ class TofuDataUnavailable(MissingFileError):
 
 def load_tofu(data: str | Path = DEFAULT_DATA, config: str = "forget10_perturbed") -> list[dict]:
     """Rows of one TOFU config as plain dicts, from a Hub id or a local folder of ``<config>.json``."""
-    from alignkit.data.loading import load_row_dicts
+    from alignkit.data.loading import config_file, load_row_dicts
 
     source = describe_source(data, config)
     if is_local(data):
@@ -96,7 +96,7 @@ def load_tofu(data: str | Path = DEFAULT_DATA, config: str = "forget10_perturbed
             raise MissingFileError(
                 f"TOFU data folder {folder} {what}; pass the folder holding {config}.json."
             )
-        if not (folder / f"{config}.json").is_file() and not (folder / f"{config}.jsonl").is_file():
+        if config_file(folder, config) is None:
             raise MissingFileError(f"TOFU file missing: {source} (no {config}.json in {folder}).")
         return load_row_dicts(folder, config)
     try:

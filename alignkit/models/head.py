@@ -188,13 +188,16 @@ def token_logps(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tens
 # AdamW moments of that size, so the head's memory at most doubles (or when they fit one chunk,
 # CHUNK_BYTES). Beyond, nothing is kept: every chunk is recomputed and one chunk's logits exist at
 # a time (long answers keep their memory low). map_positions keeps its chunks' autograd state within the
-# same budget (keep_bytes).
+# same budget.
 HOLD_WEIGHTS = 4
 
 
-def hold_bytes(head: torch.nn.Module) -> int:
-    """How many bytes of float32 probabilities :func:`token_logps` may keep for the backward."""
-    return int(HOLD_WEIGHTS * 4 * head_vocab_size(head) * head.weight.shape[1])
+def hold_bytes(head: torch.nn.Module, width: int | None = None) -> int:
+    """How many bytes :func:`token_logps` (float32 probabilities) and :func:`map_positions` (autograd
+    state) may keep for the backward: :data:`HOLD_WEIGHTS` times the head weight's float32 bytes.
+    ``width``: the hidden size, when the weight's own shape does not give it (a ZeRO-3 shard)."""
+    width = head.weight.shape[1] if width is None else width
+    return int(HOLD_WEIGHTS * 4 * head_vocab_size(head) * width)
 
 
 def _plain_linear(head: torch.nn.Module) -> bool:
@@ -325,13 +328,6 @@ def _flat_rows(x, rows: torch.Tensor | None):
     return x[rows.bool()]
 
 
-def keep_bytes(logits: HeadLogits) -> int:
-    """How many bytes of autograd state :func:`map_positions` may keep from its forward to its
-    backward: :data:`HOLD_WEIGHTS` times the head weight's float32 bytes, as :func:`hold_bytes`
-    (read from the states' width, which a ZeRO-3 shard keeps)."""
-    return int(HOLD_WEIGHTS * 4 * head_vocab_size(logits.head) * logits.states.shape[-1])
-
-
 class _SavedBytes:
     """A ``saved_tensors_hooks`` pack hook that tallies the bytes autograd saves for the backward in
     storage of its own (the inputs' and the head parameters' storage, held anyway, does not count)."""
@@ -361,7 +357,7 @@ def map_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple =
     called once on all positions (the plain formula). With :class:`HeadLogits` the logits of at most
     :func:`chunk_positions` positions exist at a time. Under autograd the first chunks keep what
     their backward needs (the head's and the term's saved tensors, several ``[m, V]`` each: their
-    bytes are tallied as autograd saves them) while all kept chunks' bytes fit :func:`keep_bytes`
+    bytes are tallied as autograd saves them) while all kept chunks' bytes fit :func:`hold_bytes`
     (the first chunk always): nothing of theirs is recomputed. The chunks past that budget run under
     activation checkpointing (head and term recomputed in the backward, one chunk's intermediates
     at a time). Values and gradients are those of the one-call formula either way.
@@ -383,7 +379,7 @@ def map_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple =
     if count <= step:
         return chunk_values(*flat, *flat_extras)
     known = [*flat, *flat_extras, *(p for h in heads if h is not None for p in h.head.parameters())]
-    budget, kept, kept_positions = keep_bytes(first), 0, 0
+    budget, kept, kept_positions = hold_bytes(first.head, first.states.shape[-1]), 0, 0
     values = []
     for start in range(0, count, step):
         parts = [p[start : start + step] for p in (*flat, *flat_extras)]
