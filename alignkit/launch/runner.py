@@ -340,6 +340,22 @@ def check_output_dir(recipe: Recipe, resume) -> None:
     )
 
 
+def check_build_locks() -> None:
+    """Refuse a DeepSpeed launch that a stale torch-extension build lock would hang (see build_locks)."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
+        return
+    from alignkit.launch.build_locks import age, stale_build_locks
+
+    locks = stale_build_locks()
+    if locks:
+        files = " ".join(str(p) for p in locks)
+        raise RecipeError(
+            f"{locks[0]} is a lock left {age(locks[0])} ago by an interrupted build of a torch extension "
+            f"({len(locks)} such lock(s)); DeepSpeed would wait for it forever without a word. If no build "
+            f"is running, delete them (rm {files}) and run again."
+        )
+
+
 # What a resume may change: how long it trains, precision and memory settings. Everything else
 # recorded (the method, what the restored optimizer/scheduler hold) must match the run it continues.
 RESUME_MAY_CHANGE = (
@@ -433,6 +449,7 @@ def run_recipe(recipe: Recipe, *, callbacks=None, console=None, end: bool = True
     resume = resume_value(recipe.training.resume_from_checkpoint, recipe.training.output_dir)
     if _is_main():
         check_output_dir(recipe, resume)
+        check_build_locks()
     if resume:
         check_resume_settings(recipe)
 

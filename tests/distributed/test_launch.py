@@ -207,3 +207,32 @@ def test_zero3_lora_with_adapter_off_reference_matches_one_process(setup):
     assert got["reference"]["mode"] == "adapter_off" and got["model_kind"] == "lora"
     assert_parity(ref, got, "ZeRO-3 LoRA (adapter_off)")
     assert_same_weights(root / "single_lora", root / "zero3_lora")
+
+
+@needs_deepspeed
+def test_a_stale_build_lock_is_one_line_instead_of_a_silent_hang(setup, tmp_path):
+    """A build of DeepSpeed's CPU comm op killed mid-way left its lock; the next launch waited on it
+    forever and printed nothing. Now rank 0 names the lock and the fix before loading the model."""
+    _, env, recipe = setup
+    lock = tmp_path / "builds" / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    os.utime(lock, (time.time() - 3 * 3600,) * 2)
+    cmd = [
+        sys.executable, "-m", "alignkit.cli", "train", str(recipe), "--output_dir", str(tmp_path / "out"),
+        "--accelerate_config", "zero3", "--num_processes", "1", "--mixed_precision", "no",
+        "--main_process_port", str(free_port()),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        cmd,
+        env={**env, "TORCH_EXTENSIONS_DIR": str(tmp_path / "builds")},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+    )
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(errors) == 1 and str(lock) in errors[0] and "3.0 h ago" in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert lock.exists()  # alignkit names the file; deleting it is the user's call
