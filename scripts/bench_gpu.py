@@ -291,21 +291,24 @@ def dpo_vocab(ctx, seconds: float) -> dict:
         return skip(
             f"{bench_vocab.TOFU} is absent (set BENCH_TOFU to a copy of TOFU's forget10_perturbed.json)"
         )
-    vocab, profiles = (2000, ["short"]) if ctx["tiny"] else (128256, ["short", "chat"])
-    width = (
-        None if ctx["tiny"] else {**{k: LLAMA_1B[k] for k in bench_vocab.MODEL_SIZE}, "num_hidden_layers": 4}
-    )
-    liger = ctx["packages"]["liger_kernel"] and ctx["device"] == "cuda"
-    out = {"vocab": vocab, "model": width or bench_vocab.MODEL_SIZE}
+    if ctx["tiny"]:
+        vocab, profiles, width = 2000, ["short"], bench_vocab.MODEL_SIZE
+    else:  # Llama-3.2-1B's width, 4 layers; a GPU's batches: 32 TOFU pairs, 8 chat-length (CPU runs: 8 and 2)
+        vocab, profiles = 128256, ["short", "chat"]
+        width = {**{k: LLAMA_1B[k] for k in bench_vocab.MODEL_SIZE}, "num_hidden_layers": 4}
+        bench_vocab.BATCH.update(short=32, chat=8)
+    liger = bool(ctx["packages"]["liger_kernel"]) and ctx["device"] == "cuda"
+    out = {"vocab": vocab, "model": width}
     if not liger:
-        out["liger"] = "TRL with Liger not run: " + (
-            "liger_kernel is not installed"
-            if not ctx["packages"]["liger_kernel"]
-            else "Liger's kernels need CUDA"
+        why = (
+            "Liger's kernels need CUDA"
+            if ctx["packages"]["liger_kernel"]
+            else "liger_kernel is not installed"
         )
+        out["liger"] = f"TRL with Liger not run: {why}"
     deadline = time.monotonic() + seconds
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = bench_vocab.build_model(Path(tmp) / "models", vocab, **(width or {}))
+        model_dir = bench_vocab.build_model(Path(tmp) / "models", vocab, **width)
         for profile in profiles:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -397,7 +400,7 @@ def launch_blocker(ctx, config: str) -> str | None:
     if config == "fsdp2" and ctx["device"] != "cuda":
         return "FSDP does not run on CPU (accelerate falls back to DDP)"
     if config.startswith("zero") and ctx["device"] != "cuda":
-        return "ZeRO-3 on CPU builds DeepSpeed's CPU ops (minutes): tests/distributed covers it"
+        return "ZeRO-3 on CPU needs DeepSpeed's CPU ops built (minutes): tests/distributed covers it"
     return None
 
 
@@ -463,7 +466,7 @@ def vllm(ctx, seconds: float) -> dict:
         start = time.monotonic()
         backends = {
             "generate": GenerateBackend(),
-            "vllm": VLLMBackend(str(model_dir), gpu_memory_utilization=0.3),
+            "vllm": VLLMBackend(str(model_dir), dtype="bfloat16", gpu_memory_utilization=0.3),
         }
         startup = time.monotonic() - start
         seconds_by = {name: [] for name in backends}
