@@ -3,8 +3,9 @@
 # whose image has torch, accelerate, peft and an older transformers but not alignkit's other
 # dependencies (the device machine of docs/performance.md, "GPU checks"):
 #   .whl/   wheels for CPython 3.12 x86-64 of the versions in this checkout's .venv (transformers, TRL,
-#           datasets and its dill/multiprocess, DeepSpeed built here from its sdist with its pure-Python
-#           needs, Liger kernels), ~21 MB;
+#           PEFT, datasets and its dill/multiprocess, DeepSpeed built here from its sdist with its
+#           pure-Python needs, Liger kernels), ~22 MB. Not huggingface_hub: the image's 1.33 satisfies
+#           transformers and datasets, and this .venv's 2.x needs httpx2, which the image lacks;
 #   .tofu   a link to ../shared/data/tofu (carry .tofu/forget10_perturbed.json: the link's file travels).
 # Both are in .gitignore, never committed. Run from anywhere:  bash scripts/gpu_carry.sh
 set -euo pipefail
@@ -15,7 +16,7 @@ PY=${PY:-.venv/bin/python}
 # The exact versions this checkout is tested with (pip --no-deps: each dependency is named).
 pins=$($PY - <<'EOF'
 import importlib.metadata as m
-names = ["transformers", "trl", "datasets", "dill", "multiprocess", "hjson", "pydantic", "pydantic-core",
+names = ["transformers", "trl", "peft", "datasets", "dill", "multiprocess", "hjson", "pydantic", "pydantic-core",
          "annotated-types", "typing-inspection"]
 print(" ".join(f"{n}=={m.version(n)}" for n in names))
 EOF
