@@ -596,6 +596,7 @@ def main(argv=None) -> int:
         if device == "cuda":  # hand the cached blocks back (vLLM sizes its cache by the free memory)
             torch.cuda.empty_cache()
         print(f"{name}: {json.dumps(res[name])[:400]}", flush=True)
+        res["load_after"] = os.getloadavg()
         if args.json:
             Path(args.json).write_text(json.dumps(res, indent=2, default=str))
     print(markdown(res))
