@@ -443,48 +443,63 @@ def launch(ctx, config: str, seconds: float) -> dict:
 
 
 def vllm(ctx, seconds: float) -> dict:
-    if ctx["device"] != "cuda":
-        return skip("vLLM needs CUDA")
-    if not ctx["packages"]["vllm"]:
-        return skip("vllm is not installed")
+    """D²O's draw through ``sample_prompts``: vLLM against ``generate``. Without vLLM (or CUDA) the
+    ``generate`` side alone runs in ``--tiny`` mode (so the code is exercised), and is skipped otherwise."""
+    missing = (
+        "vLLM needs CUDA"
+        if ctx["device"] != "cuda"
+        else None
+        if ctx["packages"]["vllm"]
+        else "vllm is not installed"
+    )
+    if missing and not ctx["tiny"]:
+        return skip(missing)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from alignkit.data.synthetic.preference import recommendation_task
     from alignkit.sampling import GenerateBackend, VLLMBackend, sample_prompts
     from alignkit.trainers.d2o import D2OConfig
 
-    prompts = [r["prompt"] for r in recommendation_task(num_users=64, num_negatives=1, seed=0).records]
+    num_users, size = (
+        (8, TINY) if ctx["tiny"] else (64, {**{k: LLAMA_1B[k] for k in TINY}, "num_hidden_layers": 4})
+    )
+    prompts = [r["prompt"] for r in recommendation_task(num_users=num_users, num_negatives=1, seed=0).records]
     deadline = time.monotonic() + seconds
     with tempfile.TemporaryDirectory() as tmp:
-        size = {**{k: LLAMA_1B[k] for k in TINY}, "num_hidden_layers": 4}
         model_dir = build_config_model(Path(tmp) / "model", size, prompts)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).cuda()
+        dtype = torch.bfloat16 if ctx["device"] == "cuda" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(ctx["device"])
         ids = [tokenizer(p)["input_ids"] for p in prompts]
         d2o = D2OConfig(output_dir=tmp, report_to="none")  # D²O's own draw settings, bigger batches
         settings = dataclasses.replace(d2o.sampling_settings(), batch_size=64)
+        if ctx["tiny"]:
+            settings = dataclasses.replace(settings, num_samples=2, max_new_tokens=8)
         start = time.monotonic()
-        backends = {
-            "generate": GenerateBackend(),
-            "vllm": VLLMBackend(str(model_dir), dtype="bfloat16", gpu_memory_utilization=0.3),
-        }
+        backends = {"generate": GenerateBackend()}
+        if not missing:
+            backends["vllm"] = VLLMBackend(str(model_dir), dtype="bfloat16", gpu_memory_utilization=0.3)
         startup = time.monotonic() - start
         seconds_by = {name: [] for name in backends}
         i = 0
         while i < 4 and (i < 2 or time.monotonic() < deadline):
-            for name in ("generate", "vllm") if i % 2 == 0 else ("vllm", "generate"):
+            for name in list(backends) if i % 2 == 0 else list(backends)[::-1]:
                 result = sample_prompts(
                     model, tokenizer, ids, settings, backend=backends[name], show_progress=False
                 )
                 seconds_by[name].append(result.seconds)
             i += 1
     samples = len(ids) * settings.num_samples
-    rate = {name: samples / statistics.median(s) for name, s in seconds_by.items()}
-    ratios = bench.spread([g / v for g, v in zip(seconds_by["generate"], seconds_by["vllm"])])
-    return {
+    res = {
         "prompts": len(ids), "samples_per_round": samples, "max_new_tokens": settings.max_new_tokens,
-        "samples_per_s": rate, "vllm_speedup": ratios, "vllm_startup_s": startup,
+        "samples_per_s": {name: samples / statistics.median(s) for name, s in seconds_by.items()},
     }  # fmt: skip
+    if missing:
+        res["vllm"] = f"not run: {missing}"
+    else:
+        ratios = [g / v for g, v in zip(seconds_by["generate"], seconds_by["vllm"])]
+        res.update(vllm_speedup=bench.spread(ratios), vllm_startup_s=startup)
+    return res
 
 
 RUNNERS = {"mfu": mfu, "dpo_vocab": dpo_vocab, "distributed": distributed, "vllm": vllm}
@@ -529,9 +544,12 @@ def summary(res: dict) -> list[tuple[str, str, str]]:
             rows.append((f"distributed {config}", text, "finishes, loss finite and falling"))
     v = res.get("vllm", {})
     if v:
-        text = v.get("skipped") or v.get("error") or (
-            f"{v['samples_per_s']['vllm']:.0f} vs {v['samples_per_s']['generate']:.0f} samples/s, vLLM/generate "
-            f"speed-up {bench.fmt_ratio(v['vllm_speedup'])}")  # fmt: skip
+        text = v.get("skipped") or v.get("error")
+        if text is None and "vllm" in v:
+            text = f"generate {v['samples_per_s']['generate']:.1f} samples/s; vLLM {v['vllm']}"
+        elif text is None:
+            text = (f"{v['samples_per_s']['vllm']:.0f} vs {v['samples_per_s']['generate']:.0f} samples/s, "
+                    f"vLLM/generate speed-up {bench.fmt_ratio(v['vllm_speedup'])}")  # fmt: skip
         rows.append(("vllm", text, "measured (no target)"))
     return rows
 

@@ -70,5 +70,6 @@ def test_tiny_run_reports_every_section_with_numbers_or_a_reason(tmp_path):
     dist = res["distributed"]
     assert dist["multi_cpu"]["ok"], dist  # the launch path ran: finite loss, falling
     assert "skipped" in dist["zero3"] and "skipped" in dist["fsdp2"]
-    assert res["vllm"]["skipped"] == "vLLM needs CUDA"
+    vllm = res["vllm"]  # the generate side of D²O's draw alone
+    assert vllm["samples_per_s"]["generate"] > 0 and vllm["vllm"] == "not run: vLLM needs CUDA"
     assert "| check | result | target |" in done.stdout
