@@ -82,6 +82,8 @@ class Stepper:
         self.trainer.training_step(self.model, self.batches[i])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.model.device.type == "cuda":  # kernels run asynchronously: wait for the step's last one
+            torch.cuda.synchronize()
         return time.perf_counter() - start
 
 
@@ -108,12 +110,14 @@ def fmt_ratio(r: dict) -> str:
     return f"{r['ratio']:.3f} (IQR {r['q1']:.3f}-{r['q3']:.3f}, {r['n']} steps)"
 
 
-def train_args(out, batch: int, steps: int) -> dict:
-    """``bench_alignment``'s settings (no saving, no logging, CPU, seed 0)."""
-    return bench_alignment.common_args(str(out), steps, batch)
+def train_args(out, batch: int, steps: int, **overrides) -> dict:
+    """``bench_alignment``'s settings (no saving, no logging, CPU, seed 0); ``overrides`` replace them
+    (``use_cpu=False, bf16=True`` on a GPU)."""
+    return {**bench_alignment.common_args(str(out), steps, batch), **overrides}
 
 
-def ours(method: str, model_dir, rows, out, batch: int, steps: int, **overrides) -> Stepper:
+def ours(method: str, model_dir, rows, out, batch: int, steps: int, device_args=None, **overrides) -> Stepper:
+    """``device_args``: training arguments replacing ``train_args``' CPU settings (see bench_gpu.py)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from alignkit import get_method
@@ -125,7 +129,7 @@ def ours(method: str, model_dir, rows, out, batch: int, steps: int, **overrides)
         ref_model=AutoModelForCausalLM.from_pretrained(model_dir)
         if overrides["ref_mode"] == "model"
         else None,
-        args=spec.make_config(**train_args(out, batch, steps), **overrides),
+        args=spec.make_config(**train_args(out, batch, steps, **(device_args or {})), **overrides),
         train_dataset=rows,
         processing_class=AutoTokenizer.from_pretrained(model_dir),
     )

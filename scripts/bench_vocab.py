@@ -52,7 +52,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 import bench  # noqa: E402  (scripts/: Stepper, alternate, fmt_ratio)
 import torch  # noqa: E402
 
-TOFU = ROOT.parent / "shared" / "data" / "tofu" / "forget10_perturbed.json"
+# BENCH_TOFU: another copy of the file (the device machine of bench_gpu.py sees only what is carried).
+TOFU = Path(
+    os.environ.get("BENCH_TOFU", ROOT.parent / "shared" / "data" / "tofu" / "forget10_perturbed.json")
+)
 MAX_LENGTH = 1024  # both sides: no row of either profile is cut (alignkit's default is 512, TRL's 1024)
 # Pairs per step. chat: the TRL side's logits must fit a 3 GB budget; at 128,256 two pairs took the
 # process (both trainers) to 4.4 GB resident, so `--chat-pairs 1` (passed to the memory children too).
@@ -95,16 +98,21 @@ def make_lists(count: int) -> list[dict]:
     ]
 
 
-def build_model(out: Path, vocab: int) -> Path:
+MODEL_SIZE = dict(
+    hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4
+)
+
+
+def build_model(out: Path, vocab: int, **size) -> Path:
+    """The TOFU-trained tokenizer and a Llama of ``MODEL_SIZE`` (or ``size``), embeddings resized to ``vocab``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from alignkit.models import build_tiny_model
 
     texts = [t for r in tofu_rows() for t in (r["question"], r["answer"], *r["perturbed_answer"])]
     base = build_tiny_model(
-        texts, out / "base", vocab_size=2000, hidden_size=256, intermediate_size=688, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048, seed=0,
-    )  # fmt: skip
+        texts, out / "base", vocab_size=2000, max_position_embeddings=2048, seed=0, **(size or MODEL_SIZE)
+    )
     model = AutoModelForCausalLM.from_pretrained(base)
     torch.manual_seed(0)
     model.resize_token_embeddings(vocab, mean_resizing=False)
@@ -122,23 +130,24 @@ def fused_adamw(stepper):
     return stepper
 
 
-def ours(model_dir, rows, out, steps):
+def ours(model_dir, rows, out, steps, **device_args):
+    """``device_args``: training arguments replacing the CPU settings (``use_cpu``, ``bf16``; bench_gpu.py)."""
     return fused_adamw(
         bench.ours(
-            "dpo", model_dir, rows, out, len(rows), steps, ref_mode="precomputed", max_length=MAX_LENGTH
+            "dpo", model_dir, rows, out, len(rows), steps, device_args, ref_mode="precomputed",
+            max_length=MAX_LENGTH,
         )
-    )
+    )  # fmt: skip
 
 
-def trl(model_dir, rows, out, steps):
+def trl(model_dir, rows, out, steps, **device_args):
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     args = DPOConfig(
-        **bench.train_args(out, len(rows), steps),
+        **bench.train_args(out, len(rows), steps, **{"bf16": False, **device_args}),
         beta=0.1,
-        bf16=False,
         max_length=MAX_LENGTH,
         padding_free=True,  # this TRL (1.16) falls back to padding, with a warning
         precompute_ref_log_probs=True,
@@ -161,7 +170,7 @@ def move_policy(stepper) -> None:
     """The same seeded nudge of every policy weight on both sides, so the loss is not just log 2."""
     gen = torch.Generator().manual_seed(1)
     for p in stepper.model.parameters():
-        p.add_(torch.randn(p.shape, generator=gen) * 0.02)
+        p.add_((torch.randn(p.shape, generator=gen) * 0.02).to(p.device, p.dtype))
 
 
 @torch.no_grad()
