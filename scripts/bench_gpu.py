@@ -261,7 +261,9 @@ def finetune_steps(ctx, model_dir: Path, rows: list[dict], batch: int, seq: int,
         "finetune", model_dir, rows, model_dir.parent / "run", batch, 2, device_args(ctx["device"]),
         ref_mode="none", max_length=seq,
     )  # fmt: skip
-    times = timed_steps(fused_adamw(stepper), deadline, ctx["max_steps"])
+    import bench_vocab  # its fused AdamW, both trainers' configs' default
+
+    times = timed_steps(bench_vocab.fused_adamw(stepper), deadline, ctx["max_steps"])
     return times[1:], stepper.model.config, count_tokens(stepper.batches[0])
 
 
@@ -273,12 +275,6 @@ def count_tokens(batch: dict) -> tuple[int, int]:
         if key in batch:
             return tokens, int(batch[key].sum())
     return tokens, tokens
-
-
-def fused_adamw(stepper):
-    import bench_vocab
-
-    return bench_vocab.fused_adamw(stepper)
 
 
 # --------------------------------------------------------------------------- dpo_vocab

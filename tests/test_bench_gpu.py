@@ -47,15 +47,19 @@ def test_peak_table_tells_the_h100_parts_apart():
     assert bench_gpu.peak_tflops("NVIDIA A100-SXM4-80GB") is None
 
 
-def test_tiny_run_reports_every_section_with_numbers_or_a_reason(tmp_path):
-    """The whole script at toy sizes on CPU (~30 s): each section has numbers or says why it was skipped."""
+def tiny_run(tmp_path, *args: str) -> tuple[dict, str]:
     out = tmp_path / "gpu.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench_gpu.py"), "--tiny", "--budget-s", "120", "--json", str(out),
-           "--dist-configs", "multi_cpu,zero3,fsdp2"]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    script = ROOT / "scripts" / "bench_gpu.py"
+    cmd = [sys.executable, str(script), "--tiny", "--budget-s", "120", "--json", str(out)]
+    done = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    res = json.loads(out.read_text())
+    return json.loads(out.read_text()), done.stdout
+
+
+def test_tiny_run_reports_every_section_with_numbers_or_a_reason(tmp_path):
+    """The whole script at toy sizes on CPU (~12 s): each section has numbers or says why it was skipped."""
+    res, stdout = tiny_run(tmp_path, "--dist-configs", "zero3,fsdp2")
     assert res["device"] == "cpu" and res["tiny"]
     assert set(bench_gpu.SECTIONS) <= res.keys()
     assert not any("error" in res[name] for name in bench_gpu.SECTIONS), res
@@ -68,8 +72,15 @@ def test_tiny_run_reports_every_section_with_numbers_or_a_reason(tmp_path):
         assert dpo["short"]["loss_match"] and dpo["short"]["ours/trl"]["n"] >= 2
         assert "Liger" in dpo["liger"]
     dist = res["distributed"]
-    assert dist["multi_cpu"]["ok"], dist  # the launch path ran: finite loss, falling
     assert "skipped" in dist["zero3"] and "skipped" in dist["fsdp2"]
     vllm = res["vllm"]  # the generate side of D²O's draw alone
     assert vllm["samples_per_s"]["generate"] > 0 and vllm["vllm"] == "not run: vLLM needs CUDA"
-    assert "| check | result | target |" in done.stdout
+    assert "| check | result | target |" in stdout
+
+
+@pytest.mark.distributed
+def test_tiny_distributed_section_launches_a_recipe_and_reads_its_falling_loss(tmp_path):
+    """The distributed section's launch and run_info parsing, through the 2-process CPU config (~20 s)."""
+    res, _ = tiny_run(tmp_path, "--sections", "distributed", "--dist-configs", "multi_cpu")
+    run = res["distributed"]["multi_cpu"]
+    assert run["ok"] and run["finite"] and run["loss_last_third"] < run["loss_first_third"], run
