@@ -43,9 +43,10 @@ def _undial_terms(logits, ref_logits, labels, is_answer, *, beta: float) -> torc
 
 
 def _undial_terms_grad(logits, ref_logits, labels, is_answer, *, beta: float):
-    """``(_undial_terms, their gradient [M, V] with respect to logits)`` for ``mean_positions``."""
+    """``(_undial_terms, their gradient [M, V] with respect to logits, the log-softmax)``, for
+    ``mean_positions``."""
     target, logp = _undial_target(ref_logits, labels, is_answer, beta), _log_softmax(logits)
-    return -(target * logp).sum(-1), _soft_target_grad(logp, target)
+    return -(target * logp).sum(-1), _soft_target_grad(logp, target), logp
 
 
 def undial_loss(
@@ -135,10 +136,11 @@ def _ceu_terms(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _ceu_terms_grad(logits: torch.Tensor, labels: torch.Tensor):
-    """``(_ceu_terms, their gradient [M, V] with respect to logits)`` for ``mean_positions``."""
+    """``(_ceu_terms, their gradient [M, V] with respect to logits, the log-softmax)``, for
+    ``mean_positions``."""
     logp = _log_softmax(logits)
     q = _ceu_target(logp, labels)
-    return -(q * logp).sum(-1), _soft_target_grad(logp, q)
+    return -(q * logp).sum(-1), _soft_target_grad(logp, q), logp
 
 
 def ceu_loss(

@@ -99,11 +99,11 @@ def _kl_value(logp: torch.Tensor, ref_logits: torch.Tensor):
 
 
 def _kl_terms_grad(logits: torch.Tensor, ref_logits: torch.Tensor):
-    """``(_kl_terms, their gradient [M, V] with respect to logits)`` for ``mean_positions``: the KL is
-    ``-sum ref_p logp`` plus a constant (a zero ``ref_p`` adds 0 to both)."""
+    """``(_kl_terms, their gradient [M, V] with respect to logits, the log-softmax)``, for
+    ``mean_positions``: the KL is ``-sum ref_p logp`` plus a constant (a zero ``ref_p`` adds 0 to both)."""
     logp = _log_softmax(logits)
     kl, ref_p = _kl_value(logp, ref_logits)
-    return kl, _soft_target_grad(logp, ref_p)
+    return kl, _soft_target_grad(logp, ref_p), logp
 
 
 def retain_kl_loss(

@@ -459,8 +459,8 @@ def mean_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple 
     """``map_positions(fn, sources, rows, extras).mean()`` (0 where no position is selected).
 
     ``value_and_grad``, when given, maps the same chunk inputs as ``fn`` to ``(fn's values [m], their
-    gradient [m, V] with respect to the first source's logits)`` (each position's value depends on its
-    own logits only). Where the first source is :class:`HeadLogits` through a plain linear head
+    gradient [m, V] with respect to the first source's logits, that source's log-softmax [m, V])``
+    (each position's value depends on its own logits only; the log-softmax fills ``seen``). Where the first source is :class:`HeadLogits` through a plain linear head
     (:func:`_plain_linear`: not a LoRA/PEFT wrapper, not a ZeRO-3 shard, no autocast) and the step
     records autograd, the mean then goes through :class:`_LinearPositionsMean`: the head's gradients
     are accumulated chunk by chunk during the forward, so nothing is recomputed or kept for the
@@ -487,10 +487,13 @@ def mean_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple 
             def chunk_terms(lo: int, hi: int, logits: torch.Tensor):
                 parts = [p[lo:hi] for p in others]
                 chunk = [logits, *_chunk_logits(heads[1:], parts)]
-                for note, source_logits in zip(seen, chunk):
+                for note, source_logits in zip(seen[1:], chunk[1:]):
                     if note is not None:
-                        note(lo, hi, source_logits)
-                return value_and_grad(*chunk, *parts[len(heads) - 1 :])
+                        note.logits(lo, hi, source_logits)
+                values, grad, logp = value_and_grad(*chunk, *parts[len(heads) - 1 :])
+                if seen[0] is not None:
+                    seen[0].logps(lo, hi, logp)
+                return values, grad
 
             step = chunk_positions(head_vocab_size(first.head))
             head = first.head
@@ -505,17 +508,27 @@ def mean_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple 
 
 class _Seen:
     """Notes the detached log-probs of a :class:`HeadLogits`' targets at the positions (selected by
-    ``rows``) whose logits go by, a chunk at a time, and keeps them in its ``seen`` (``keep``). The
-    formula of :class:`_LinearTokenLogps` (``logit[target] - logsumexp``)."""
+    ``rows``; a negative target: not wanted) whose logits go by, a chunk at a time, and keeps them
+    in its ``seen`` (``keep``)."""
 
     def __init__(self, source: HeadLogits, rows: torch.Tensor | None):
         self.source, self.rows = source, rows
         self.targets = _flat_rows(source.targets, rows)
         self.values = torch.full(self.targets.shape, float("nan"), device=self.targets.device)
 
-    def __call__(self, lo: int, hi: int, logits: torch.Tensor) -> None:
-        logits = logits.detach().float()
-        self.values[lo:hi] = logits.gather(-1, self.targets[lo:hi, None])[:, 0] - logits.logsumexp(-1)
+    def logits(self, lo: int, hi: int, logits: torch.Tensor) -> None:
+        """From a chunk's logits: ``logit[target] - logsumexp`` (:class:`_LinearTokenLogps`' formula),
+        on the wanted positions only (the log-sum-exp costs about half a head matmul per position)."""
+        targets = self.targets[lo:hi]
+        where = (targets >= 0).nonzero()[:, 0]
+        z = logits.detach().index_select(0, where).float()
+        self.values[lo + where] = z.gather(-1, targets[where, None])[:, 0] - z.logsumexp(-1)
+
+    def logps(self, lo: int, hi: int, logp: torch.Tensor) -> None:
+        """From a chunk's log-softmax, which the loss has computed anyway."""
+        targets = self.targets[lo:hi]
+        picked = logp.detach().gather(-1, targets.clamp_min(0)[:, None])[:, 0]
+        self.values[lo:hi] = torch.where(targets >= 0, picked, self.values[lo:hi])
 
     def keep(self) -> None:
         seen = self.source.seen

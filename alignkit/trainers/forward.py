@@ -271,7 +271,9 @@ def row_outputs(
             # The full-distribution losses read these through models.head.map_positions, a chunk of
             # positions at a time: the [N, L-1, V] logits are never built. The per-token log-probs
             # come from them when read (RowOutputs.token_logps).
-            logits = HeadLogits(in_head_dtype(head, states[:, :-1]), head, head_context, targets=labels)
+            # targets -1 where not scored: a fused loss notes the log-probs of the scored positions only
+            targets = labels.masked_fill(~mask, -1)
+            logits = HeadLogits(in_head_dtype(head, states[:, :-1]), head, head_context, targets=targets)
             token_logps = None
         elif want_logits:
             logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1]

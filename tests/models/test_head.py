@@ -254,13 +254,7 @@ def test_training_forward_is_chunked_with_the_same_values_and_gradients(tiny, sm
     from alignkit.trainers.forward import row_outputs
 
     model, tok = tiny
-    ids = [tok(t)["input_ids"] for t in TEXTS]
-    width = max(map(len, ids))
-    batch = {
-        "input_ids": torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids]),
-        "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids]),
-        "completion_mask": torch.tensor([[0] * 2 + [1] * (len(i) - 2) + [0] * (width - len(i)) for i in ids]),
-    }
+    batch = text_batch(tok)
 
     def run():
         model.zero_grad()
