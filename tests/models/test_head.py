@@ -501,6 +501,41 @@ def test_fused_losses_run_the_head_once_into_one_weight_gradient(small_chunks, c
     assert head.weight.grad is None or head.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("head_kind", ["zero3 shard", "wrapped"])
+def test_heads_that_cannot_fuse_keep_the_generic_path(small_chunks, head_kind):
+    """A head whose weight ZeRO-3 gathers in module hooks (``ds_shape``) or a head that is not a bare
+    ``nn.Linear`` (a LoRA/PEFT wrapper) goes through ``map_positions``: same values and gradients,
+    its chunks recomputed past the (here empty) budget and one weight gradient per chunk."""
+    from alignkit.losses import retain_kl_loss
+
+    gen = torch.Generator().manual_seed(5)
+    vocab, rows, length, width = 400, 2, 8, 8
+    small_chunks(vocab)
+
+    class Wrapped(torch.nn.Linear):  # as peft's LoRA layers: a head module of another type
+        pass
+
+    head = (torch.nn.Linear if head_kind == "zero3 shard" else Wrapped)(width, vocab, bias=False)
+    if head_kind == "zero3 shard":
+        head.weight.ds_shape = head.weight.shape  # deepspeed's marker (the weight is whole here)
+    ref_head = torch.nn.Linear(width, vocab, bias=False).requires_grad_(False)
+    states = torch.randn(rows, length, width, generator=gen, requires_grad=True)
+    with torch.no_grad():
+        ref_lazy = head_mod.HeadLogits(torch.randn(rows, length, width, generator=gen), ref_head)
+    with HeadPositions(head.weight) as runs:
+        got = retain_kl_loss(head_mod.HeadLogits(states, head), ref_lazy)
+        got.loss.backward()
+    chunks = -(-rows * length // CHUNK)
+    assert runs.weight_products == chunks
+    got_grads = states.grad.clone(), head.weight.grad.clone()
+    states.grad, head.weight.grad = None, None
+    expected = retain_kl_loss(head(states), ref_lazy.head(ref_lazy.states))
+    expected.loss.backward()
+    close(got.loss, expected.loss)
+    for a, b in zip(got_grads, (states.grad, head.weight.grad)):
+        close(a, b)
+
+
 def test_head_logits_run_the_head_inside_their_context_and_grad_mode():
     """A reference's lazy logits apply its head later, inside the reference's context (adapters off) and
     outside autograd, whatever the grad mode of the loss that reads them."""
