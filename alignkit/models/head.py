@@ -460,9 +460,10 @@ def mean_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple 
 
     ``value_and_grad``, when given, maps the same chunk inputs as ``fn`` to ``(fn's values [m], their
     gradient [m, V] with respect to the first source's logits, that source's log-softmax [m, V])``
-    (each position's value depends on its own logits only; the log-softmax fills ``seen``). Where the first source is :class:`HeadLogits` through a plain linear head
-    (:func:`_plain_linear`: not a LoRA/PEFT wrapper, not a ZeRO-3 shard, no autocast) and the step
-    records autograd, the mean then goes through :class:`_LinearPositionsMean`: the head's gradients
+    (each position's value depends on its own logits only; the log-softmax fills
+    :class:`HeadLogits`' ``seen``). Where the first source is :class:`HeadLogits` through a plain
+    linear head (:func:`_plain_linear`: not a LoRA/PEFT wrapper, not a ZeRO-3 shard, no autocast)
+    and the step records autograd, the mean then goes through :class:`_LinearPositionsMean`: the head's gradients
     are accumulated chunk by chunk during the forward, so nothing is recomputed or kept for the
     backward whatever the number of chunks. Elsewhere :func:`map_positions` (its budgeted keep and
     recompute). The other sources get no gradient through ``value_and_grad`` (the losses using it

@@ -564,7 +564,8 @@ class AlignKitTrainer(Trainer):
                 head_context=lambda: self._reference_context(peft_reference),
             )
         if main_ref:
-            out.ref = ref.rows(main).truncate(own["main"])  # its seq_logps: out.ref_seq_logps, when read
+            out.ref = ref.rows(main).truncate(own["main"])
+            out.ref_logps_from_ref = True  # out.ref_seq_logps: read after the loss (from its chunks)
         if retain_ref:
             first_retain = n if main_ref else 0
             out.retain_ref = ref.rows(slice(first_retain, None)).truncate(own["retain"])

@@ -132,12 +132,11 @@ class ForwardOutput:
     retain: RowOutputs | None = None
     retain_ref: RowOutputs | None = None
     prompt_mask: torch.Tensor | None = None  # [N_main, L] bool prompt tokens; set by methods that pool them
+    ref_logps_from_ref: bool = False  # ref_seq_logps are `ref`'s, read when needed (not precomputed)
 
     @property
-    def ref_seq_logps(self) -> torch.Tensor | None:  # [N_main]; precomputed, else `ref`'s, read when needed
-        if self.stored_ref_seq_logps is None and self.ref is not None:
-            return self.ref.seq_logps
-        return self.stored_ref_seq_logps
+    def ref_seq_logps(self) -> torch.Tensor | None:  # [N_main]
+        return self.ref.seq_logps if self.ref_logps_from_ref else self.stored_ref_seq_logps
 
     @ref_seq_logps.setter
     def ref_seq_logps(self, value: torch.Tensor | None) -> None:
