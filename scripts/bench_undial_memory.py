@@ -2,7 +2,9 @@
 
 A random-weight Llama (hidden 256, 2 layers, float32, CPU, one torch thread; ``bench_vocab.py``'s
 shape) with a frozen copy as the reference. One step = the policy's forward (``row_outputs``, as the
-trainers call it), the reference's forward without gradient, the loss and its backward (no optimizer).
+trainers call it), the reference's forward without gradient, the loss, the per-token log-probs the trainer
+logs every step (``logps/<role>`` and ``ref_logps/<role>`` for UNDIAL, ``retain/logps`` for retain KL;
+read without gradient, as the trainer does) and the loss's backward (no optimizer).
 Losses: ``undial`` (UNDIAL, every position, beta 10) and ``retain_kl`` (NPO+KL's retain term, every
 position). Shapes (random token ids): ``short`` = 8 rows of 21 prompt + 36 answer tokens (TOFU's
 lengths, as ``bench_vocab.py`` measured them), ``chat`` = 2 rows of 80 + 496 tokens.
@@ -83,6 +85,9 @@ def step(policy, ref, batch, loss_name: str) -> float:
         loss = undial_loss(out.logits, reference.logits, out.labels, out.mask, beta=10.0).loss
     else:
         loss = retain_kl_loss(out.logits, reference.logits, out.mask).loss
+    with torch.no_grad():  # the trainer's step metrics (BaseTrainer._record, compute_loss's retain/logps)
+        logged = [out.seq_logps, *([reference.seq_logps] if loss_name == "undial" else [])]
+    del logged
     loss.backward()
     return float(loss.detach())
 

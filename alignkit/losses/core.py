@@ -82,6 +82,13 @@ def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(_upcast(logits), dim=-1)
 
 
+def _soft_target_grad(logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``-(target * logp).sum(-1)`` with respect to the logits ``z`` of ``logp =
+    log_softmax(z)``, for a detached ``target`` ``[m, V]``: ``softmax(z) * target.sum(-1) - target``
+    (log_softmax's backward, as autograd writes it). Cross-entropy to a soft target and KL(target || .)."""
+    return logp.exp().mul_(target.sum(-1, keepdim=True)).sub_(target)
+
+
 def _check_positive(name: str, value: float) -> None:
     if not value > 0:
         raise ValueError(f"`{name}` must be > 0, got {value!r}.")

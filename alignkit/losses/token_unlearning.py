@@ -20,21 +20,33 @@ from alignkit.losses.core import (
     _detached,
     _fill_masked,
     _log_softmax,
+    _soft_target_grad,
     _upcast,
     token_mean,
 )
-from alignkit.models.head import map_positions
+from alignkit.models.head import mean_positions
 
 __all__ = ["ceu_loss", "satimp_loss", "undial_loss", "wga_loss"]
 
 
-def _undial_terms(logits, ref_logits, labels, is_answer, *, beta: float) -> torch.Tensor:
-    """UNDIAL's per-position cross-entropy ``ce_t`` (see :func:`undial_loss`), ``[M, V]`` -> ``[M]``."""
+def _undial_target(ref_logits, labels, is_answer, beta: float) -> torch.Tensor:
+    """UNDIAL's target ``q`` (see :func:`undial_loss`), ``[M, V]``, detached."""
     teacher = _upcast(ref_logits).detach()
     hit = torch.zeros_like(teacher, dtype=torch.bool)
     hit = hit.scatter(-1, labels.long().clamp_min(0).unsqueeze(-1), True)
-    target = torch.softmax(teacher - beta * (hit & is_answer.unsqueeze(-1)).to(teacher.dtype), dim=-1)
-    return -(target * _log_softmax(logits)).sum(-1)
+    return torch.softmax(teacher - beta * (hit & is_answer.unsqueeze(-1)).to(teacher.dtype), dim=-1)
+
+
+def _undial_terms(logits, ref_logits, labels, is_answer, *, beta: float) -> torch.Tensor:
+    """UNDIAL's per-position cross-entropy ``ce_t`` (see :func:`undial_loss`), ``[M, V]`` -> ``[M]``."""
+    return -(_undial_target(ref_logits, labels, is_answer, beta) * _log_softmax(logits)).sum(-1)
+
+
+def _undial_terms_grad(logits, ref_logits, labels, is_answer, *, beta: float):
+    """``(_undial_terms, their gradient [M, V] with respect to logits, the log-softmax)``, for
+    ``mean_positions``."""
+    target, logp = _undial_target(ref_logits, labels, is_answer, beta), _log_softmax(logits)
+    return -(target * logp).sum(-1), _soft_target_grad(logp, target), logp
 
 
 def undial_loss(
@@ -62,8 +74,13 @@ def undial_loss(
     _check_same_shape(logits=logits, ref_logits=ref_logits)
     mask = mask.bool()
     rows = None if positions == "all" else mask
-    ce = map_positions(partial(_undial_terms, beta=beta), (logits, ref_logits), rows, (labels, mask))
-    loss = ce.mean() if ce.numel() else ce.sum()
+    loss = mean_positions(
+        partial(_undial_terms, beta=beta),
+        (logits, ref_logits),
+        rows,
+        (labels, mask),
+        value_and_grad=partial(_undial_terms_grad, beta=beta),
+    )
     answer_share = mask.float().mean() if positions == "all" else torch.ones(())
     return LossOutput(loss, _detached({"forget/undial": loss, "forget/answer_share": answer_share}))
 
@@ -106,12 +123,24 @@ def satimp_loss(
     return _confidence_weighted_ascent(token_logps, mask, lambda p: p**beta1 * (1 - p) ** beta2, "satimp")
 
 
+def _ceu_target(logp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE-U's target ``q`` (see :func:`ceu_loss`) from the log-probs, detached."""
+    # The -inf scatter runs on a detached fp32 copy; the true token is excluded, so q stays finite.
+    return torch.softmax(logp.detach().scatter(-1, labels.long().unsqueeze(-1), float("-inf")), dim=-1)
+
+
 def _ceu_terms(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """CE-U's per-position cross-entropy ``ce_t`` (see :func:`ceu_loss`), ``[M, V]`` -> ``[M]``."""
     logp = _log_softmax(logits)
-    # The -inf scatter runs on a detached fp32 copy; the true token is excluded, so q stays finite.
-    q = torch.softmax(logp.detach().scatter(-1, labels.long().unsqueeze(-1), float("-inf")), dim=-1)
-    return -(q * logp).sum(-1)
+    return -(_ceu_target(logp, labels) * logp).sum(-1)
+
+
+def _ceu_terms_grad(logits: torch.Tensor, labels: torch.Tensor):
+    """``(_ceu_terms, their gradient [M, V] with respect to logits, the log-softmax)``, for
+    ``mean_positions``."""
+    logp = _log_softmax(logits)
+    q = _ceu_target(logp, labels)
+    return -(q * logp).sum(-1), _soft_target_grad(logp, q), logp
 
 
 def ceu_loss(
@@ -130,6 +159,6 @@ def ceu_loss(
         raise ValueError(f"`ignore_first_n` must be an int >= 0, got {ignore_first_n!r}.")
     mask = mask.bool()
     kept = mask & (mask.long().cumsum(-1) > ignore_first_n)
-    ce = map_positions(_ceu_terms, (logits,), kept, (labels,))
-    loss = ce.mean() if ce.numel() else ce.sum()  # no kept token: 0, no NaN
+    # no kept token: 0, no NaN
+    loss = mean_positions(_ceu_terms, (logits,), kept, (labels,), value_and_grad=_ceu_terms_grad)
     return LossOutput(loss, _detached({"forget/ceu": loss, "forget/ceu_tokens": kept.sum().to(loss.dtype)}))

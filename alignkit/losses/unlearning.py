@@ -22,9 +22,10 @@ from alignkit.losses.core import (
     _detached,
     _fill_masked,
     _log_softmax,
+    _soft_target_grad,
     token_mean,
 )
-from alignkit.models.head import map_positions
+from alignkit.models.head import map_positions, mean_positions
 
 __all__ = [
     "IDK_ANSWERS",
@@ -86,11 +87,23 @@ def ga_loss(token_logps: torch.Tensor, mask: torch.Tensor) -> LossOutput:
 
 def _kl_terms(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
     """Per position ``KL(softmax(ref_logits) || softmax(logits))``, ``[M, V]`` -> ``[M]``."""
-    logp = _log_softmax(logits)
+    return _kl_value(_log_softmax(logits), ref_logits)[0]
+
+
+def _kl_value(logp: torch.Tensor, ref_logits: torch.Tensor):
+    """``(KL per position, the reference's probabilities)`` from the policy's log-probs."""
     ref_logp = _log_softmax(ref_logits).detach()
     ref_p = ref_logp.exp()
     # where(): a zero-probability reference token contributes 0, not 0 * (-inf - x) = NaN.
-    return torch.where(ref_p > 0, ref_p * (ref_logp - logp), 0.0).sum(-1)
+    return torch.where(ref_p > 0, ref_p * (ref_logp - logp), 0.0).sum(-1), ref_p
+
+
+def _kl_terms_grad(logits: torch.Tensor, ref_logits: torch.Tensor):
+    """``(_kl_terms, their gradient [M, V] with respect to logits, the log-softmax)``, for
+    ``mean_positions``: the KL is ``-sum ref_p logp`` plus a constant (a zero ``ref_p`` adds 0 to both)."""
+    logp = _log_softmax(logits)
+    kl, ref_p = _kl_value(logp, ref_logits)
+    return kl, _soft_target_grad(logp, ref_p), logp
 
 
 def retain_kl_loss(
@@ -116,8 +129,8 @@ def retain_kl_loss(
             "`positions='labels'` needs `mask`; pass the retain loss mask or use positions='all'."
         )
     _check_same_shape(logits=logits, ref_logits=ref_logits)
-    kl = map_positions(_kl_terms, (logits, ref_logits), None if positions == "all" else mask)
-    loss = kl.mean() if kl.numel() else kl.sum()
+    rows = None if positions == "all" else mask
+    loss = mean_positions(_kl_terms, (logits, ref_logits), rows, value_and_grad=_kl_terms_grad)
     return LossOutput(loss, _detached({"retain/kl": loss}))
 
 

@@ -17,6 +17,8 @@ with autograd (:func:`token_logps`).
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
+
 import torch
 from torch.utils.checkpoint import checkpoint
 
@@ -148,6 +150,19 @@ def head_stats(states: torch.Tensor, head: torch.nn.Module, targets: torch.Tenso
     """:func:`reduce_logits` of ``head(states)`` for ``states [T, d]``, a chunk of positions at a time."""
     step = chunk_positions(head_vocab_size(head))
     return _cat([reduce_logits(head(s), t, **kw) for s, t, kw in _chunked(states, targets, step, kwargs)])
+
+
+def scored_token_logps(
+    states: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, scored: torch.Tensor
+) -> torch.Tensor:
+    """``[N, T]`` log-probs of ``targets`` where ``scored``, 0 elsewhere, from states ``[N, T, d]``.
+
+    Only the scored positions go through the head, through :func:`token_logps` (a chunk of positions
+    at a time): a batch's ``[T, V]`` logits are never held.
+    """
+    logps = token_logps(states[scored], head, targets[scored])
+    # masked_scatter keeps the graph even when no position is scored (a zero, not an error, in backward)
+    return logps.new_zeros(scored.shape).masked_scatter(scored, logps)
 
 
 def _chunk_logps(states: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:
@@ -301,24 +316,71 @@ class HeadLogits:
     context of a PEFT reference: its head may carry an adapter too).
     """
 
-    def __init__(self, states: torch.Tensor, head: torch.nn.Module, context=None, grad: bool | None = None):
+    def __init__(
+        self,
+        states: torch.Tensor,
+        head: torch.nn.Module,
+        context=None,
+        grad: bool | None = None,
+        targets: torch.Tensor | None = None,
+        seen: torch.Tensor | None = None,
+    ):
         self.states, self.head, self.context = states, head, context
         self.grad = torch.is_grad_enabled() if grad is None else grad
+        # targets [N, T]: the next tokens whose log-probs token_logps gives. seen [N, T]: their
+        # detached log-probs where a fused loss has already computed the logits (NaN elsewhere),
+        # shared with every slice of this object (views), so a logged metric costs no head matmul.
+        self.targets = targets
+        self.seen = seen
+        if seen is None and targets is not None:
+            self.seen = torch.full(targets.shape, float("nan"), device=states.device)
 
     @property
     def shape(self) -> torch.Size:
         return torch.Size((*self.states.shape[:-1], head_vocab_size(self.head)))
 
     def __getitem__(self, index) -> HeadLogits:
-        return HeadLogits(self.states[index], self.head, self.context, self.grad)
+        sliced = (None if t is None else t[index] for t in (self.targets, self.seen))
+        return HeadLogits(self.states[index], self.head, self.context, self.grad, *sliced)
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         """``head(states)`` for a chunk of positions ``[T, d]``."""
-        with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
-            if self.context is None:
-                return self.head(states)
-            with self.context():
-                return self.head(states)
+        with self._mode():
+            return self.head(states)
+
+    def token_logps(self, scored: torch.Tensor) -> torch.Tensor:
+        """``[N, T]`` log-probs of ``targets`` where ``scored``, 0 elsewhere (:func:`scored_token_logps`:
+        only the scored positions go through the head). Without autograd, from ``seen`` where a fused
+        loss has computed them all (no head matmul)."""
+        if not self.builds_graph and self.seen is not None:
+            known = self.seen[scored]
+            if not known.isnan().any():
+                return self.seen.new_zeros(scored.shape).masked_scatter(scored, known)
+        with self._mode():
+            return scored_token_logps(self.states, self.head, self.targets, scored)
+
+    @property
+    def builds_graph(self) -> bool:
+        """Whether the head, run now, would be recorded by autograd (grad on now and when made)."""
+        return self.grad and torch.is_grad_enabled()
+
+    @contextmanager
+    def _mode(self):
+        with torch.set_grad_enabled(self.builds_graph), self.context() if self.context else nullcontext():
+            yield
+
+
+def _flat_sources(sources: tuple, rows: torch.Tensor | None, extras: tuple):
+    """``(flat, flat_extras, heads)``: :func:`map_positions`' inputs at the selected positions, flat
+    (states of a :class:`HeadLogits`), and each source's :class:`HeadLogits` (None for a tensor)."""
+    heads = [s if isinstance(s, HeadLogits) else None for s in sources]
+    flat = [_flat_rows(s if h is None else s.states, rows) for s, h in zip(sources, heads)]
+    return flat, [_flat_rows(e, rows) for e in extras], heads
+
+
+def _chunk_logits(heads: list, parts) -> list[torch.Tensor]:
+    """The logits of one chunk: ``parts`` are the flat sources' chunks (states of a lazy source)."""
+    return [h.logits(p) if h is not None else p for h, p in zip(heads, parts[: len(heads)])]
 
 
 def _flat_rows(x, rows: torch.Tensor | None):
@@ -363,15 +425,12 @@ def map_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple =
     at a time). Values and gradients are those of the one-call formula either way.
     """
     lazy = [isinstance(s, HeadLogits) for s in sources]
-    flat = [_flat_rows(s.states if is_lazy else s, rows) for s, is_lazy in zip(sources, lazy)]
-    flat_extras = [_flat_rows(e, rows) for e in extras]
+    flat, flat_extras, heads = _flat_sources(sources, rows, extras)
     if not any(lazy):
         return fn(*flat, *flat_extras)
-    heads = [s if is_lazy else None for s, is_lazy in zip(sources, lazy)]
 
     def chunk_values(*parts):
-        logits = [h.logits(p) if h is not None else p for h, p in zip(heads, parts[: len(heads)])]
-        return fn(*logits, *parts[len(heads) :])
+        return fn(*_chunk_logits(heads, parts), *parts[len(heads) :])
 
     first = sources[lazy.index(True)]
     step = chunk_positions(first.shape[-1])
@@ -394,3 +453,145 @@ def map_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple =
         else:
             values.append(checkpoint(chunk_values, *parts, use_reentrant=False))
     return torch.cat(values)
+
+
+def mean_positions(fn, sources: tuple, rows: torch.Tensor | None, extras: tuple = (), *, value_and_grad=None):
+    """``map_positions(fn, sources, rows, extras).mean()`` (0 where no position is selected).
+
+    ``value_and_grad``, when given, maps the same chunk inputs as ``fn`` to ``(fn's values [m], their
+    gradient [m, V] with respect to the first source's logits, that source's log-softmax [m, V])``
+    (each position's value depends on its own logits only; the log-softmax fills
+    :class:`HeadLogits`' ``seen``). Where the first source is :class:`HeadLogits` through a plain
+    linear head (:func:`_plain_linear`: not a LoRA/PEFT wrapper, not a ZeRO-3 shard, no autocast)
+    and the step records autograd, the mean then goes through :class:`_LinearPositionsMean`: the head's gradients
+    are accumulated chunk by chunk during the forward, so nothing is recomputed or kept for the
+    backward whatever the number of chunks. Elsewhere :func:`map_positions` (its budgeted keep and
+    recompute). The other sources get no gradient through ``value_and_grad`` (the losses using it
+    detach them: a frozen reference, a detached target).
+    """
+    first = sources[0]
+    fused = (
+        value_and_grad is not None
+        and isinstance(first, HeadLogits)
+        and first.builds_graph
+        and _plain_linear(first.head)
+        and any(t is not None and t.requires_grad for t in (first.states, first.head.weight, first.head.bias))
+    )
+    if fused:
+        flat, flat_extras, heads = _flat_sources(sources, rows, extras)
+        count = flat[0].shape[0]
+        if count:
+            states, others = flat[0], [*flat[1:], *flat_extras]
+
+            seen = [_Seen(h, rows) if h is not None and h.seen is not None else None for h in heads]
+
+            def chunk_terms(lo: int, hi: int, logits: torch.Tensor):
+                parts = [p[lo:hi] for p in others]
+                chunk = [logits, *_chunk_logits(heads[1:], parts)]
+                for note, source_logits in zip(seen[1:], chunk[1:]):
+                    if note is not None:
+                        note.logits(lo, hi, source_logits)
+                values, grad, logp = value_and_grad(*chunk, *parts[len(heads) - 1 :])
+                if seen[0] is not None:
+                    seen[0].logps(lo, hi, logp)
+                return values, grad
+
+            step = chunk_positions(head_vocab_size(first.head))
+            head = first.head
+            loss = _LinearPositionsMean.apply(states, head.weight, head.bias, chunk_terms, step)
+            for note in seen:
+                if note is not None:
+                    note.keep()
+            return loss
+    values = map_positions(fn, sources, rows, extras)
+    return values.mean() if values.numel() else values.sum()
+
+
+class _Seen:
+    """Notes the detached log-probs of a :class:`HeadLogits`' targets at the positions (selected by
+    ``rows``; a negative target: not wanted) whose logits go by, a chunk at a time, and keeps them
+    in its ``seen`` (``keep``)."""
+
+    def __init__(self, source: HeadLogits, rows: torch.Tensor | None):
+        self.source, self.rows = source, rows
+        self.targets = _flat_rows(source.targets, rows)
+        self.values = torch.full(self.targets.shape, float("nan"), device=self.targets.device)
+
+    def logits(self, lo: int, hi: int, logits: torch.Tensor) -> None:
+        """From a chunk's logits: ``logit[target] - logsumexp`` (:class:`_LinearTokenLogps`' formula),
+        on the wanted positions only (the log-sum-exp costs about half a head matmul per position)."""
+        targets = self.targets[lo:hi]
+        where = (targets >= 0).nonzero()[:, 0]
+        z = logits.detach().index_select(0, where).float()
+        self.values[lo + where] = z.gather(-1, targets[where, None])[:, 0] - z.logsumexp(-1)
+
+    def logps(self, lo: int, hi: int, logp: torch.Tensor) -> None:
+        """From a chunk's log-softmax, which the loss has computed anyway."""
+        targets = self.targets[lo:hi]
+        picked = logp.detach().gather(-1, targets.clamp_min(0)[:, None])[:, 0]
+        self.values[lo:hi] = torch.where(targets >= 0, picked, self.values[lo:hi])
+
+    def keep(self) -> None:
+        seen = self.source.seen
+        if self.rows is None:
+            seen.copy_(self.values.view(seen.shape))
+        else:
+            seen[self.rows.bool()] = self.values
+
+
+class _LinearPositionsMean(torch.autograd.Function):
+    """The mean over positions of per-position terms of ``linear(states)``, with the head's gradients
+    accumulated in the forward (the idea of Liger's fused linear cross-entropy; written here for CPU
+    as well, that library has none).
+
+    Per chunk of ``step`` positions the forward computes the logits, ``chunk_terms``' values and their
+    gradient ``g`` with respect to the logits (written per loss, checked against autograd in the
+    tests), then at once ``grad_states[chunk] = g @ W`` and ``grad_W += g^T @ states[chunk]`` into
+    ONE ``[V, d]`` buffer (in place after the first chunk) and frees the chunk. The backward only
+    scales the stored gradients by the incoming one (a scalar: hence a mean, not per-position
+    values). So each position goes through the head once, no logits or probabilities are kept, and
+    autograd builds no ``[V, d]`` gradient per chunk. Not twice differentiable (no loss here needs it).
+    """
+
+    @staticmethod
+    def forward(ctx, states, weight, bias, chunk_terms, step: int):
+        want_states, want_weight, want_bias = ctx.needs_input_grad[:3]
+        count = states.shape[0]
+        acc = torch.promote_types(weight.dtype, torch.float32)  # accumulate in float32 at least
+        grad_states = states.new_empty(states.shape) if want_states else None
+        grad_weight = grad_bias = None  # the first chunk's product starts them (no [V, d] zero fill)
+        values = []
+        for lo in range(0, count, step):
+            s = states[lo : lo + step]
+            value, grad = chunk_terms(lo, lo + s.shape[0], _linear_float(s, weight, bias))
+            values.append(value)
+            grad = grad.div_(count)  # the mean's 1/M, applied to the logits' gradient as autograd does
+            if want_weight:
+                part = (grad.T.to(acc), s.to(acc))
+                grad_weight = torch.mm(*part) if grad_weight is None else grad_weight.addmm_(*part)
+            if want_bias:
+                grad_bias = grad.sum(0) if grad_bias is None else grad_bias.add_(grad.sum(0))
+            if want_states:
+                torch.mm(grad.to(weight.dtype), weight, out=grad_states[lo : lo + s.shape[0]])
+            del grad
+        ctx.grads = grad_states, grad_weight, grad_bias
+        ctx.dtypes = weight.dtype, getattr(bias, "dtype", None)
+        return torch.cat(values).mean()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (grad_states, grad_weight, grad_bias), (weight_dtype, bias_dtype) = ctx.grads, ctx.dtypes
+        ctx.grads = None
+
+        # in place: the buffers are ours
+        def scaled(g: torch.Tensor | None, dtype=None) -> torch.Tensor | None:
+            return None if g is None else g.mul_(grad.to(g.dtype)).to(dtype or g.dtype)
+
+        return (
+            scaled(grad_states),
+            scaled(grad_weight, weight_dtype),
+            scaled(grad_bias, bias_dtype),
+            None,
+            None,
+        )

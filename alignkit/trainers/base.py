@@ -565,7 +565,7 @@ class AlignKitTrainer(Trainer):
             )
         if main_ref:
             out.ref = ref.rows(main).truncate(own["main"])
-            out.ref_seq_logps = out.ref.seq_logps
+            out.ref_logps_from_ref = True  # out.ref_seq_logps: read after the loss (from its chunks)
         if retain_ref:
             first_retain = n if main_ref else 0
             out.retain_ref = ref.rows(slice(first_retain, None)).truncate(own["retain"])
@@ -604,7 +604,8 @@ class AlignKitTrainer(Trainer):
             loss = loss + self.args.retain_weight * retain.loss
             metrics.update(retain.metrics)
             metrics["loss/retain"] = retain.loss.detach()
-            metrics["retain/logps"] = (out.retain.seq_logps / out.retain.lengths.clamp_min(1)).mean().detach()
+            with torch.no_grad():  # a logged value: no autograd state for lazily computed log-probs
+                metrics["retain/logps"] = (out.retain.seq_logps / out.retain.lengths.clamp_min(1)).mean()
         metrics["loss/method"] = forget.loss.detach()
         if self.constraints:  # L0 + sum_i lam_i g_i; the multipliers move in ConstraintCallback
             constrained = self.constraints.add_to_loss(loss, out, self)
@@ -623,7 +624,8 @@ class AlignKitTrainer(Trainer):
         store = self._metrics["train" if self.model.training else "eval"]
         for key, value in metrics.items():
             store[key].append(float(value))
-        seq = out.policy.seq_logps.detach()
+        with torch.no_grad():  # logged values: lazily computed log-probs build no autograd state
+            seq = out.policy.seq_logps.detach()
         ref = out.ref_seq_logps.detach() if out.ref_seq_logps is not None else None
         for role_id, role in enumerate(ROLES):
             sel = out.roles == role_id

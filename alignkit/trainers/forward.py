@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from alignkit._trl_compat import selective_log_softmax
-from alignkit.models.head import HeadLogits
-from alignkit.models.head import token_logps as head_token_logps
+from alignkit.models.head import HeadLogits, scored_token_logps
 from alignkit.trainers import shared_prompt
 
 # The `auto` rule of `fused_lm_head`. On CPU TRL's kernel scores every position in tiles (its compact,
@@ -68,14 +67,29 @@ class Needs:
 
 @dataclass
 class RowOutputs:
-    """Per-token quantities of a set of rows, shifted so position t scores token t+1."""
+    """Per-token quantities of a set of rows, shifted so position t scores token t+1.
 
-    token_logps: torch.Tensor  # [N, L-1], 0 where mask is 0
+    ``token_logps`` of rows whose logits are :class:`~alignkit.models.head.HeadLogits` are computed
+    from them when first read, not in the forward: a loss that reads only the full distributions
+    (UNDIAL, retain KL) costs no head matmul for them. Read without gradient (the trainer's logged
+    metrics), they are computed without autograd and computed again by a later read that needs it.
+    """
+
+    stored_logps: torch.Tensor | None  # [N, L-1] token_logps; None: computed from `logits` when read
     mask: torch.Tensor  # [N, L-1] bool, 1 on completion tokens
     labels: torch.Tensor  # [N, L-1] next-token ids
     logits: torch.Tensor | HeadLogits | None = None  # [N, L-1, V] only when asked for
     hidden: torch.Tensor | None = None  # [N, L, d] a decoder block's output (unshifted), when asked for
     hidden_mask: torch.Tensor | None = None  # [N, L] bool, the completion tokens (unshifted)
+    stored_graph: bool = True  # whether stored_logps carry the autograd graph a read may need
+
+    @property
+    def token_logps(self) -> torch.Tensor:  # [N, L-1], 0 where mask is 0
+        lazy = isinstance(self.logits, HeadLogits)
+        if lazy and (self.stored_logps is None or (not self.stored_graph and self.logits.builds_graph)):
+            self.stored_graph = self.logits.builds_graph or not self.logits.grad
+            self.stored_logps = self.logits.token_logps(self.mask)
+        return self.stored_logps
 
     @property
     def seq_logps(self) -> torch.Tensor:  # [N]
@@ -86,7 +100,7 @@ class RowOutputs:
         return self.mask.sum(-1)
 
     def rows(self, sl: slice) -> RowOutputs:
-        return RowOutputs(*(None if t is None else t[sl] for t in self._tensors()))
+        return RowOutputs(*(None if t is None else t[sl] for t in self._tensors()), self.stored_graph)
 
     def truncate(self, length: int) -> RowOutputs:
         """The first ``length`` tokens of every row (shifted tensors get ``length - 1`` positions).
@@ -94,14 +108,15 @@ class RowOutputs:
         Rows of one batch are padded to the longest row of the whole forward (forget + retain); a term
         that averages over "all positions" must see only the padding its own rows would have alone.
         """
-        shifted = (self.token_logps, self.mask, self.labels, self.logits)
+        shifted = (self.stored_logps, self.mask, self.labels, self.logits)
         return RowOutputs(
             *(None if t is None else t[:, : length - 1] for t in shifted),
             *(None if t is None else t[:, :length] for t in (self.hidden, self.hidden_mask)),
+            self.stored_graph,
         )
 
     def _tensors(self):
-        return (self.token_logps, self.mask, self.labels, self.logits, self.hidden, self.hidden_mask)
+        return (self.stored_logps, self.mask, self.labels, self.logits, self.hidden, self.hidden_mask)
 
 
 @dataclass
@@ -113,10 +128,19 @@ class ForwardOutput:
     roles: torch.Tensor  # [N_main]
     scores: torch.Tensor  # [N_main]
     ref: RowOutputs | None = None
-    ref_seq_logps: torch.Tensor | None = None  # [N_main]; from `ref` or the precomputed cache
+    stored_ref_seq_logps: torch.Tensor | None = None  # [N_main] precomputed (cache, D2O's draw)
     retain: RowOutputs | None = None
     retain_ref: RowOutputs | None = None
     prompt_mask: torch.Tensor | None = None  # [N_main, L] bool prompt tokens; set by methods that pool them
+    ref_logps_from_ref: bool = False  # ref_seq_logps are `ref`'s, read when needed (not precomputed)
+
+    @property
+    def ref_seq_logps(self) -> torch.Tensor | None:  # [N_main]
+        return self.ref.seq_logps if self.ref_logps_from_ref else self.stored_ref_seq_logps
+
+    @ref_seq_logps.setter
+    def ref_seq_logps(self, value: torch.Tensor | None) -> None:
+        self.stored_ref_seq_logps = value
 
 
 @contextmanager
@@ -243,11 +267,13 @@ def row_outputs(
     with capture_output(hidden_module) if hidden_module is not None else _no_capture() as captured:
         if lazy_logits:
             states, head = _last_states(model, ids, att)
-            states = in_head_dtype(head, states[:, :-1])
-            token_logps = _scored_logps(states, head, labels[:, : width - 1], scored)
             # The full-distribution losses read these through models.head.map_positions, a chunk of
-            # positions at a time: the [N, L-1, V] logits are never built.
-            logits = HeadLogits(states, head, head_context)
+            # positions at a time: the [N, L-1, V] logits are never built. The per-token log-probs
+            # come from them when read (RowOutputs.token_logps).
+            # targets -1 where not scored: a fused loss notes the log-probs of the scored positions only
+            targets = labels.masked_fill(~mask, -1)
+            logits = HeadLogits(in_head_dtype(head, states[:, :-1]), head, head_context, targets=targets)
+            token_logps = None
         elif want_logits:
             logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1]
             token_logps = selective_log_softmax(logits.float(), labels[:, : width - 1])
@@ -258,13 +284,14 @@ def row_outputs(
             ).log_probs
         elif compact:
             states, head = _last_states(model, ids, att)
-            token_logps = _scored_logps(
+            token_logps = scored_token_logps(
                 in_head_dtype(head, states[:, :-1]), head, labels[:, : width - 1], scored
             )
         else:
             full = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1]
             token_logps = selective_log_softmax(full.float(), labels[:, : width - 1])
-    token_logps = F.pad(token_logps, (0, mask.shape[1] - token_logps.shape[1])).masked_fill(~mask, 0.0)
+    if token_logps is not None:
+        token_logps = F.pad(token_logps, (0, mask.shape[1] - token_logps.shape[1])).masked_fill(~mask, 0.0)
     hidden = captured.get("out")
     return RowOutputs(
         token_logps,
@@ -287,17 +314,6 @@ def _last_states(model, ids: torch.Tensor, att: torch.Tensor, **kwargs):
         **kwargs,
     )
     return out.hidden_states[-1], _innermost(model).get_output_embeddings()
-
-
-def _scored_logps(states: torch.Tensor, head, labels: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
-    """``[N, T]`` log-probs of ``labels`` where ``scored``, 0 elsewhere, from states ``[N, T, d]``.
-
-    Only the scored positions go through the head, a chunk of positions at a time (recomputed in the
-    backward where there are several): a batch's [T, V] logits are never held (alignkit.models.head).
-    """
-    logps = head_token_logps(states[scored], head, labels[scored])
-    # masked_scatter keeps the graph even when no position is scored (a zero, not an error, in backward)
-    return logps.new_zeros(scored.shape).masked_scatter(scored, logps)
 
 
 def _shared_prompt_logps(model, batch: dict, fused: bool, auto: bool = False) -> torch.Tensor | None:
@@ -324,7 +340,7 @@ def _shared_prompt_logps(model, batch: dict, fused: bool, auto: bool = False) ->
         # Only the completion positions go through the head, in chunks (as the flat compact head).
         states, head = _last_states(model, kwargs.pop("input_ids"), kwargs.pop("attention_mask"), **kwargs)
         scored = packed.labels != shared_prompt.IGNORE
-        per_position = _scored_logps(in_head_dtype(head, states), head, packed.labels, scored)
+        per_position = scored_token_logps(in_head_dtype(head, states), head, packed.labels, scored)
     else:
         logits = model(**kwargs, use_cache=False).logits.float()
         per_position = selective_log_softmax(logits, packed.labels.clamp(min=0))

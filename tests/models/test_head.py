@@ -92,15 +92,20 @@ def test_chunked_statistics_equal_the_unchunked_formula(small_chunks, dtype):
 
 
 class HeadPositions(TorchDispatchMode):
-    """Counts the positions the head's matmul runs on (``[m, V]`` products, forward and backward) and
-    the most rows of any ``[m, V]`` tensor an operator returns (the head's weight and its views aside)."""
+    """Counts the positions the head's matmul runs on (``[m, V]`` products, forward and backward),
+    the most rows of any ``[m, V]`` tensor an operator returns (the head's weight and its views aside)
+    and the matmuls that return a new weight-shaped ``[V, d]`` tensor (a weight gradient)."""
 
     def __init__(self, weight: torch.Tensor):
         super().__init__()
         self.weight, self.vocab, self.positions, self.rows = weight, weight.shape[0], 0, 0
+        self.weight_products = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        products = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)  # new tensors, not in place
+        if func in products and out.shape == self.weight.shape:
+            self.weight_products += 1
         if (
             isinstance(out, torch.Tensor)
             and out.dim() == 2
@@ -249,13 +254,7 @@ def test_training_forward_is_chunked_with_the_same_values_and_gradients(tiny, sm
     from alignkit.trainers.forward import row_outputs
 
     model, tok = tiny
-    ids = [tok(t)["input_ids"] for t in TEXTS]
-    width = max(map(len, ids))
-    batch = {
-        "input_ids": torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids]),
-        "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids]),
-        "completion_mask": torch.tensor([[0] * 2 + [1] * (len(i) - 2) + [0] * (width - len(i)) for i in ids]),
-    }
+    batch = text_batch(tok)
 
     def run():
         model.zero_grad()
@@ -272,6 +271,84 @@ def test_training_forward_is_chunked_with_the_same_values_and_gradients(tiny, sm
     close(chunked, whole)
     for name in g_whole:
         close(g_chunked[name], g_whole[name])
+
+
+def text_batch(tok) -> dict:
+    """TEXTS as a right-padded batch whose completions start at the third token."""
+    ids = [tok(t)["input_ids"] for t in TEXTS]
+    width = max(map(len, ids))
+    return {
+        "input_ids": torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids]),
+        "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids]),
+        "completion_mask": torch.tensor([[0] * 2 + [1] * (len(i) - 2) + [0] * (width - len(i)) for i in ids]),
+    }
+
+
+def test_lazy_logits_rows_run_the_head_for_token_logps_only_when_read(tiny, small_chunks):
+    """With lazy logits (``want_logits``, as UNDIAL and retain KL ask) the forward runs the head for
+    no per-token log-probs; read from a slice of the rows, they run it on that slice's scored
+    positions only and equal the compact forward's, gradients included. A read without gradient (the
+    trainer's logged metrics) builds no graph; a later read that needs one computes them again, once."""
+    from alignkit.trainers.forward import row_outputs
+
+    model, tok = tiny
+    small_chunks(model.config.vocab_size)
+    batch, weight = text_batch(tok), model.get_output_embeddings().weight
+    row_outputs(model, batch, want_logits=True, fused=False)  # the one-time exactness check, done
+    with HeadPositions(weight) as seen:
+        out = row_outputs(model, batch, want_logits=True, fused=False)
+    assert seen.positions == len(TEXTS)  # the model's own one kept position per row, nothing more
+    rows = out.rows(slice(1, None)).truncate(batch["input_ids"].shape[1])
+    scored = int(rows.mask.sum())
+    with torch.no_grad(), HeadPositions(weight) as seen:
+        logged = rows.seq_logps
+    assert seen.positions == scored and not logged.requires_grad
+    with HeadPositions(weight) as seen:
+        logps = rows.token_logps
+        assert rows.token_logps is logps  # kept: read again, not computed again
+    assert seen.positions == scored and logps.requires_grad
+
+    def grads(token_logps):
+        model.zero_grad()
+        (token_logps * torch.linspace(-1, 2, token_logps.shape[1])).sum().backward(retain_graph=True)
+        return [p.grad.clone() for p in model.parameters()]
+
+    compact = row_outputs(model, batch, want_logits=False, fused=False).rows(slice(1, None))
+    close(logps, compact.token_logps)
+    close(logged, compact.seq_logps)
+    for a, b in zip(grads(logps), grads(compact.token_logps)):
+        close(a, b)
+
+
+def test_logged_token_logps_come_from_a_fused_losss_chunks(tiny, small_chunks):
+    """A fused loss (UNDIAL) computes the logits of every position of the policy's and the
+    reference's lazy logits: their per-token log-probs read afterwards without gradient (the
+    trainer's logged metrics) run no head matmul and equal the compact forward's. Where the loss
+    skipped some scored position (CE-U drops each row's first answer token) they run the head."""
+    from alignkit.losses import ceu_loss, undial_loss
+    from alignkit.trainers.forward import row_outputs
+
+    model, tok = tiny
+    small_chunks(model.config.vocab_size)
+    batch, weight = text_batch(tok), model.get_output_embeddings().weight
+    rows = slice(1, None)
+    policy = row_outputs(model, batch, want_logits=True, fused=False).rows(rows)
+    with torch.no_grad():
+        reference = row_outputs(model, batch, want_logits=True, fused=False).rows(rows)
+    undial_loss(policy.logits, reference.logits, policy.labels, policy.mask, beta=2.0).loss.backward()
+    with torch.no_grad(), HeadPositions(weight) as seen:
+        logged, ref_logged = policy.seq_logps, reference.seq_logps
+    assert seen.positions == 0
+    compact = row_outputs(model, batch, want_logits=False, fused=False).rows(rows)
+    close(logged, compact.seq_logps)
+    close(ref_logged, compact.seq_logps)  # the reference is the same model
+
+    policy = row_outputs(model, batch, want_logits=True, fused=False).rows(rows)
+    ceu_loss(policy.logits, policy.labels, policy.mask).loss.backward()
+    with torch.no_grad(), HeadPositions(weight) as seen:
+        logged = policy.seq_logps
+    assert seen.positions == int(policy.mask.sum())
+    close(logged, compact.seq_logps)
 
 
 def test_vocab_size_survives_a_zero3_shard():
@@ -312,6 +389,10 @@ def _loss_cases():
     }
 
 
+# The losses whose head gradients mean_positions accumulates in the forward (_LinearPositionsMean).
+FUSED = {"undial_all", "undial_labels", "ceu", "retain_kl_all", "retain_kl_labels"}
+
+
 @pytest.mark.parametrize("keep", ["first chunk", "all"])
 @pytest.mark.parametrize("case", list(_loss_cases()))
 def test_full_distribution_losses_in_chunks_equal_the_whole_logits(small_chunks, monkeypatch, case, keep):
@@ -319,7 +400,8 @@ def test_full_distribution_losses_in_chunks_equal_the_whole_logits(small_chunks,
     and gradients (states, head weight) to 1e-6; the reference side gets no gradient; no
     vocabulary-wide tensor holds more than one chunk of positions. Where the chunks' autograd state
     fits the budget (``keep="all"``) no head matmul runs again in the backward; with no budget only
-    the first chunk is kept and every other chunk's head runs again."""
+    the first chunk is kept and every other chunk's head runs again, except for the losses whose
+    gradient goes through ``mean_positions``' fused path (``FUSED``): never recomputed."""
     loss_fn = _loss_cases()[case]
     gen = torch.Generator().manual_seed(3)
     vocab, rows, length, width = 400, 3, 9, 8
@@ -345,7 +427,7 @@ def test_full_distribution_losses_in_chunks_equal_the_whole_logits(small_chunks,
         got = loss_fn(head_mod.HeadLogits(states, head), ref_lazy, labels, mask)
         got.loss.backward()
     assert seen.rows <= CHUNK
-    if keep == "all":
+    if keep == "all" or case in FUSED:
         assert runs.positions == once.positions  # nothing recomputed in the backward
     else:
         # one (policy) or two (policy, reference) heads run again on all but the first chunk
@@ -361,6 +443,97 @@ def test_full_distribution_losses_in_chunks_equal_the_whole_logits(small_chunks,
     for a, b in zip(got_grads, (states.grad, head.weight.grad)):
         close(a, b)
     assert b.abs().sum() > 0  # the loss does reach the head
+
+
+@pytest.mark.parametrize("variant", ["plain", "bias", "frozen weight", "tied"])
+@pytest.mark.parametrize("case", sorted(FUSED))
+def test_fused_losses_run_the_head_once_into_one_weight_gradient(small_chunks, case, variant):
+    """Through ``mean_positions``' fused path, with no kept-state budget (HOLD_WEIGHTS 0) and many
+    chunks: the loss, its metrics and the gradients (states, head weight unless frozen, bias, a head
+    tied to the input embedding) equal autograd of the loss on the materialised ``head(states)`` to
+    1e-6, under a loss weight (2.5) as trainers apply one; the heads run once per position (nothing
+    recomputed in the backward) and one ``[V, d]`` weight gradient is made, not one per chunk."""
+    loss_fn = _loss_cases()[case]
+    gen = torch.Generator().manual_seed(4)
+    vocab, rows, length, width = 400, 3, 9, 8
+    small_chunks(vocab)
+    head = torch.nn.Linear(width, vocab, bias=variant == "bias")
+    ref_head = torch.nn.Linear(width, vocab, bias=False).requires_grad_(False)
+    ids = torch.randint(0, vocab, (rows, length), generator=gen)
+    embed = torch.nn.Embedding(vocab, width)
+    if variant == "tied":
+        head.weight = embed.weight
+    head.weight.requires_grad_(variant != "frozen weight")
+    leaf = (
+        embed.weight
+        if variant == "tied"
+        else torch.randn(rows, length, width, generator=gen, requires_grad=True)
+    )
+
+    def states():  # the policy's states: from the tied embedding, or a leaf
+        return embed(ids) if variant == "tied" else leaf * 1.0
+
+    ref_states = torch.randn(rows, length, width, generator=gen)
+    labels = torch.randint(0, vocab, (rows, length), generator=gen)
+    mask = torch.zeros(rows, length, dtype=torch.bool)  # ignored positions in every row
+    mask[0, 2:7], mask[1, 4:], mask[2, 1:5] = True, True, True
+    with torch.no_grad():
+        ref_lazy = head_mod.HeadLogits(ref_states, ref_head)
+    with torch.no_grad(), HeadPositions(head.weight) as once:
+        loss_fn(head_mod.HeadLogits(states(), head), ref_lazy, labels, mask)
+    with HeadPositions(head.weight) as runs:
+        got = loss_fn(head_mod.HeadLogits(states(), head), ref_lazy, labels, mask)
+        (2.5 * got.loss).backward()
+    assert runs.positions == once.positions  # forward only: no head matmul again in the backward
+    assert runs.weight_products == (variant != "frozen weight")  # one [V, d] buffer, whatever the chunks
+    tensors = [t for t in (leaf, head.weight, head.bias) if t is not None and t.requires_grad]
+    got_grads = [t.grad.clone() for t in tensors]
+    for t in tensors:
+        t.grad = None
+
+    expected = loss_fn(head(states()), ref_head(ref_states), labels, mask)
+    (2.5 * expected.loss).backward()
+    close(got.loss, expected.loss)
+    for name in expected.metrics:
+        close(got.metrics[name], expected.metrics[name])
+    for a, t in zip(got_grads, tensors):
+        close(a, t.grad)
+    assert head.weight.grad is None or head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("head_kind", ["zero3 shard", "wrapped"])
+def test_heads_that_cannot_fuse_keep_the_generic_path(small_chunks, head_kind):
+    """A head whose weight ZeRO-3 gathers in module hooks (``ds_shape``) or a head that is not a bare
+    ``nn.Linear`` (a LoRA/PEFT wrapper) goes through ``map_positions``: same values and gradients,
+    its chunks recomputed past the (here empty) budget and one weight gradient per chunk."""
+    from alignkit.losses import retain_kl_loss
+
+    gen = torch.Generator().manual_seed(5)
+    vocab, rows, length, width = 400, 2, 8, 8
+    small_chunks(vocab)
+
+    class Wrapped(torch.nn.Linear):  # as peft's LoRA layers: a head module of another type
+        pass
+
+    head = (torch.nn.Linear if head_kind == "zero3 shard" else Wrapped)(width, vocab, bias=False)
+    if head_kind == "zero3 shard":
+        head.weight.ds_shape = head.weight.shape  # deepspeed's marker (the weight is whole here)
+    ref_head = torch.nn.Linear(width, vocab, bias=False).requires_grad_(False)
+    states = torch.randn(rows, length, width, generator=gen, requires_grad=True)
+    with torch.no_grad():
+        ref_lazy = head_mod.HeadLogits(torch.randn(rows, length, width, generator=gen), ref_head)
+    with HeadPositions(head.weight) as runs:
+        got = retain_kl_loss(head_mod.HeadLogits(states, head), ref_lazy)
+        got.loss.backward()
+    chunks = -(-rows * length // CHUNK)
+    assert runs.weight_products == chunks
+    got_grads = states.grad.clone(), head.weight.grad.clone()
+    states.grad, head.weight.grad = None, None
+    expected = retain_kl_loss(head(states), ref_lazy.head(ref_lazy.states))
+    expected.loss.backward()
+    close(got.loss, expected.loss)
+    for a, b in zip(got_grads, (states.grad, head.weight.grad)):
+        close(a, b)
 
 
 def test_head_logits_run_the_head_inside_their_context_and_grad_mode():
