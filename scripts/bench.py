@@ -101,9 +101,10 @@ def alternate(a: Stepper, b: Stepper, steps: int, warmup: int) -> dict:
     }
 
 
-def spread(values: list[float]) -> dict:
+def spread(values: list[float], key: str = "ratio") -> dict:
+    """The median (under ``key``), quartiles and count of ``values``."""
     q = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
-    return {"ratio": statistics.median(values), "q1": q[0], "q3": q[-1], "n": len(values)}
+    return {key: statistics.median(values), "q1": q[0], "q3": q[-1], "n": len(values)}
 
 
 def fmt_ratio(r: dict) -> str:

@@ -180,11 +180,6 @@ def timed_steps(stepper, deadline: float, max_steps: int) -> list[float]:
     return times
 
 
-def median_iqr(values: list[float]) -> dict:
-    q = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
-    return {"median": statistics.median(values), "q1": q[0], "q3": q[-1], "n": len(values)}
-
-
 # --------------------------------------------------------------------------- mfu
 
 
@@ -236,7 +231,7 @@ def mfu(ctx, seconds: float) -> dict:
         else:
             return skip(f"CUDA out of memory at batch {batch} x {seq} tokens")
     flops = train_flops(cfg, batch, seq, head_tokens=scored)
-    step = median_iqr(times)
+    step = bench.spread(times, key="median")
     peak = peak_tflops(ctx["device_name"]) if ctx["device"] == "cuda" else None
     res = {
         "model": {k: size[k] for k in ("hidden_size", "num_hidden_layers", "vocab_size")},

@@ -268,11 +268,8 @@ class _LinearTokenLogps(torch.autograd.Function):
         states, weight, bias, targets, lse = ctx.saved_tensors
         blocks, kept = ctx.blocks, ctx.kept
         ctx.kept = None
-        want_states, want_weight, want_bias = ctx.needs_input_grad[:3]
         grad = grad.float().contiguous()
-        grad_states = torch.empty_like(states) if want_states else None
-        acc = torch.promote_types(weight.dtype, torch.float32)  # accumulate in float32 at least
-        grad_weight = grad_bias = None  # the first block's product starts them (no [V, d] zero fill)
+        grads = _HeadGrads(states, weight, ctx.needs_input_grad[:3])
         for n, (lo, hi) in enumerate(blocks):
             s, t, g = states[lo:hi], targets[lo:hi, None], grad[lo:hi, None]
             if n == 0 and kept is not None:
@@ -280,25 +277,43 @@ class _LinearTokenLogps(torch.autograd.Function):
             else:
                 p = _linear_float(s, weight, bias).sub_(lse[lo:hi, None]).exp_()
             # d logp[t] / d logits = onehot(t) - p, times the incoming gradient (autograd's sum, in its order)
-            dlogits = p.mul_(-g).scatter_add_(1, t, g)
-            if want_weight or want_bias:
-                wide = dlogits.to(acc)
-                if want_weight:
-                    part = (wide.T, s.to(acc))
-                    grad_weight = torch.mm(*part) if grad_weight is None else grad_weight.addmm_(*part)
-                if want_bias:
-                    grad_bias = wide.sum(0) if grad_bias is None else grad_bias.add_(wide.sum(0))
-            dlogits = dlogits.to(weight.dtype)
-            if want_states:
-                torch.mm(dlogits, weight, out=grad_states[lo:hi])
+            grads.add(lo, s, p.mul_(-g).scatter_add_(1, t, g))
+        grad_weight, grad_bias = grads.weight, grads.bias
         return (
-            grad_states,
+            grads.states,
             None if grad_weight is None else grad_weight.to(weight.dtype),
             None if grad_bias is None else grad_bias.to(bias.dtype),
             None,
             None,
             None,
         )
+
+
+class _HeadGrads:
+    """A linear head's gradients summed over chunks of positions, from each chunk's gradient of the
+    logits: the states' rows, and ONE ``[V, d]`` weight gradient (and bias) added to in place, in
+    float32 at least; the first chunk's product starts each sum (no ``[V, d]`` zero fill). Shared by
+    :class:`_LinearTokenLogps` (in its backward) and :class:`_LinearPositionsMean` (in its forward)."""
+
+    def __init__(self, states: torch.Tensor, weight: torch.Tensor, wants) -> None:
+        self.want_states, self.want_weight, self.want_bias = wants
+        self.head_weight = weight
+        self.acc = torch.promote_types(weight.dtype, torch.float32)
+        self.states = torch.empty_like(states) if self.want_states else None
+        self.weight = self.bias = None
+
+    def add(self, lo: int, states: torch.Tensor, dlogits: torch.Tensor) -> None:
+        """The chunk ``states = all_states[lo : lo + m]`` whose logits have the gradient ``dlogits [m, V]``."""
+        if self.want_weight or self.want_bias:
+            wide = dlogits.to(self.acc)
+            if self.want_weight:
+                part = (wide.T, states.to(self.acc))
+                self.weight = torch.mm(*part) if self.weight is None else self.weight.addmm_(*part)
+            if self.want_bias:
+                self.bias = wide.sum(0) if self.bias is None else self.bias.add_(wide.sum(0))
+        if self.want_states:
+            rows = self.states[lo : lo + states.shape[0]]
+            torch.mm(dlogits.to(self.head_weight.dtype), self.head_weight, out=rows)
 
 
 def _linear_float(states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -555,26 +570,17 @@ class _LinearPositionsMean(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, states, weight, bias, chunk_terms, step: int):
-        want_states, want_weight, want_bias = ctx.needs_input_grad[:3]
         count = states.shape[0]
-        acc = torch.promote_types(weight.dtype, torch.float32)  # accumulate in float32 at least
-        grad_states = states.new_empty(states.shape) if want_states else None
-        grad_weight = grad_bias = None  # the first chunk's product starts them (no [V, d] zero fill)
+        grads = _HeadGrads(states, weight, ctx.needs_input_grad[:3])
         values = []
         for lo in range(0, count, step):
             s = states[lo : lo + step]
             value, grad = chunk_terms(lo, lo + s.shape[0], _linear_float(s, weight, bias))
             values.append(value)
-            grad = grad.div_(count)  # the mean's 1/M, applied to the logits' gradient as autograd does
-            if want_weight:
-                part = (grad.T.to(acc), s.to(acc))
-                grad_weight = torch.mm(*part) if grad_weight is None else grad_weight.addmm_(*part)
-            if want_bias:
-                grad_bias = grad.sum(0) if grad_bias is None else grad_bias.add_(grad.sum(0))
-            if want_states:
-                torch.mm(grad.to(weight.dtype), weight, out=grad_states[lo : lo + s.shape[0]])
+            # the mean's 1/M, applied to the logits' gradient as autograd does
+            grads.add(lo, s, grad.div_(count))
             del grad
-        ctx.grads = grad_states, grad_weight, grad_bias
+        ctx.grads = grads.states, grads.weight, grads.bias
         ctx.dtypes = weight.dtype, getattr(bias, "dtype", None)
         return torch.cat(values).mean()
 
