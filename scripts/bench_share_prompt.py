@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 import torch  # noqa: E402
+from bench import spread  # noqa: E402  (scripts/: median and quartiles of alternated ratios)
 
 HIDDEN, LAYERS = 256, 4
 
@@ -90,11 +91,6 @@ def spearman(xs: list[float], ys: list[float]) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(xs, ys).statistic)
-
-
-def spread(values: list[float]) -> dict:
-    q = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
-    return {"ratio": statistics.median(values), "q1": q[0], "q3": q[-1], "n": len(values)}
 
 
 def alternate(policy, reference, batch, a, b, reps: int) -> dict:

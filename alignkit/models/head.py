@@ -51,8 +51,13 @@ def _last_state(output) -> torch.Tensor:
     return state if state is not None else output[0]
 
 
-def decoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+def decoder_states(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, **forward
+) -> torch.Tensor | None:
     """The ``[B, L, d]`` states the LM head reads, from one forward that builds no full logits.
+
+    ``forward``: more arguments of the model's forward (``past_key_values``, ``position_ids``, ...);
+    ``use_cache`` is False unless given.
 
     None when the model's logits are not ``head(decoder output)`` (checked once per model and cached
     on it) or the model has no decoder/head to reach; the caller then uses ``model(...).logits``.
@@ -67,7 +72,12 @@ def decoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor)
 
     handle = decoder.register_forward_hook(keep)
     try:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            **{"use_cache": False, **forward},
+            logits_to_keep=1,
+        )
     except (TypeError, ValueError):  # a model whose forward does not take logits_to_keep
         model._alignkit_head_exact = False
         return None
@@ -84,13 +94,16 @@ def decoder_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor)
     return states if model._alignkit_head_exact else None
 
 
-def forward_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+def forward_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, **forward):
     """``(x, head)``: the decoder states and the LM head, or ``(logits, None)`` where the compact
-    path does not reproduce the model (see :func:`decoder_states`); :func:`position_stats` reads either."""
-    states = decoder_states(model, input_ids, attention_mask)
+    path does not reproduce the model (see :func:`decoder_states`); :func:`position_stats` reads either.
+    ``forward``: as in :func:`decoder_states`."""
+    states = decoder_states(model, input_ids, attention_mask, **forward)
     if states is not None:
         return states, model.get_output_embeddings()
-    return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits, None
+    return model(
+        input_ids=input_ids, attention_mask=attention_mask, **{"use_cache": False, **forward}
+    ).logits, None
 
 
 def position_stats(x: torch.Tensor, head: torch.nn.Module | None, targets: torch.Tensor, **kwargs):

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from alignkit.models.attention_cost import AUTO_MIN_RATIO, PAIRS_PER_POSITION
+
 IGNORE = -100
 MASKABLE = ("eager", "sdpa")
 
@@ -37,8 +39,7 @@ MASKABLE = ("eager", "sdpa")
 # (1.00) measured 1.04 with an IQR reaching 0.98; the point predicted 1.08 (2 x 1,280-token rows) measured
 # 1.17x in that run but 0.95x when timed again under auto, and every point predicted >= 1.19 was >= 1.22x
 # faster packed both times. So batches predicted >= 1.10 are packed.
-PAIRS_PER_POSITION = 4.0
-AUTO_MIN_RATIO = 1.10
+# The constants live with the scoring side's use of the same model (alignkit.models.attention_cost).
 
 
 @dataclass

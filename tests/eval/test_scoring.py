@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alignkit.eval.scoring import encode_for_scoring, generate_texts, postprocess_generation, score_texts
+from alignkit.eval.scoring import (
+    encode_for_scoring,
+    generate_texts,
+    postprocess_generation,
+    score_texts,
+    score_token_ids,
+)
 
 PROMPTS = [
     "Question: What is the full name of the author born in Kuwait City, Kuwait on 08/09/1956?\nAnswer: ",
@@ -76,6 +82,81 @@ def test_identical_pairs_are_forwarded_once(tofu_model, tofu_tokenizer):
     )
     assert stats == {"forwards": 1, "sequences": 2}
     assert out[0].token_logps is out[2].token_logps
+
+
+def _groups(tok, prompts, targets):
+    """Every prompt with every target (its EOS appended): prompts shared by several targets."""
+    eos = tok.eos_token_id
+    return [
+        (tok(p)["input_ids"], tok(t, add_special_tokens=False)["input_ids"] + [eos])
+        for p in prompts
+        for t in targets
+    ]
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_shared_prompt_scores_are_the_unpadded_forward(tofu_model, tofu_tokenizer, batch_size):
+    pairs = _groups(tofu_tokenizer, PROMPTS, TARGETS)  # 4 prompts x 4 targets
+    one_token = tofu_tokenizer(PROMPTS[0])["input_ids"][:1]
+    pairs += [(one_token, pairs[0][1]), (one_token, pairs[1][1])]  # nothing to share before one token
+    argmax = [i % 3 == 0 for i in range(len(pairs))]
+    stats = {}
+    scored = score_token_ids(
+        tofu_model,
+        pairs,
+        pad_token_id=0,
+        batch_size=batch_size,
+        argmax=argmax,
+        share_prompt="on",
+        stats=stats,
+    )
+    assert (
+        stats["shared_rows"] == 16
+    )  # batch_size 2: two windows of 16 rows at most (8 batches), each whole prompts
+    for (p, t), s, want in zip(pairs, scored, argmax):
+        assert s.valid and s.target_ids == t
+        torch.testing.assert_close(s.token_logps, manual_logps(tofu_model, p, t), atol=1e-5, rtol=0)
+        if want:
+            ids = torch.tensor([p + t])
+            with torch.no_grad():
+                best = tofu_model(input_ids=ids).logits[0, len(p) - 1 : -1].argmax(-1).tolist()
+            assert s.argmax_ids == best
+        else:
+            assert s.argmax_ids is None
+
+
+def test_auto_shares_a_long_prompt_not_a_short_one(tofu_model, tofu_tokenizer):
+    long_prompt = " ".join(PROMPTS)  # ~80 tokens before short answers: the prompt is most of each row
+    stats = {}
+    score_token_ids(
+        tofu_model, _groups(tofu_tokenizer, [long_prompt], TARGETS[1:3]), pad_token_id=0, stats=stats
+    )
+    assert stats.get("shared_rows") == 2
+    # A two-token prompt before long answers: sharing saves next to nothing, the flat layout is kept.
+    short = _groups(tofu_tokenizer, ["Q:"], [TARGETS[0], TARGETS[3]])
+    assert len(short[0][0]) == 2
+    stats = {}
+    score_token_ids(tofu_model, short, pad_token_id=0, stats=stats)
+    assert "shared_rows" not in stats and stats["forwards"] == 1
+    with pytest.raises(ValueError, match="share_prompt"):
+        score_token_ids(tofu_model, short, pad_token_id=0, share_prompt=True)
+
+
+def test_sliding_window_models_are_scored_flat(tofu_tokenizer):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=len(tofu_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, sliding_window=6, max_position_embeddings=256,
+    )  # fmt: skip
+    model = MistralForCausalLM(config).eval()
+    pairs = _groups(tofu_tokenizer, PROMPTS[:2], TARGETS)
+    stats = {}
+    scored = score_token_ids(model, pairs, pad_token_id=0, batch_size=8, share_prompt="on", stats=stats)
+    assert "shared_rows" not in stats
+    for (p, t), s in zip(pairs, scored):  # the window applies: unpadded forwards, one at a time
+        torch.testing.assert_close(s.token_logps, manual_logps(model, p, t), atol=1e-5, rtol=0)
 
 
 def test_items_without_target_tokens_are_invalid(tofu_model, tofu_tokenizer):

@@ -1,0 +1,12 @@
+"""The cost model that decides where encoding a shared prompt once pays (training and scoring).
+
+A layout's forward cost is estimated as its token positions (padding included) plus its attention
+score pairs divided by ``PAIRS_PER_POSITION * hidden_size``: per position the layers' matmuls cost
+about ``hidden_size`` times what one score pair costs. The constant was fitted on training steps
+(``scripts/bench_share_prompt.py``, docs/performance.md "share_prompt: auto"); training packs a batch
+where the flat layout is predicted ``AUTO_MIN_RATIO`` times as costly, the margin every measured point
+cleared. Scoring (``alignkit.eval.scoring``) reads the same model and margin for its own layout.
+"""
+
+PAIRS_PER_POSITION = 4.0
+AUTO_MIN_RATIO = 1.10
