@@ -283,7 +283,7 @@ def _plan_shared(keys, todo: list[int], batch_size: int, share_prompt: str, hidd
     costly as its shared ones (training's margin, :mod:`alignkit.models.attention_cost`; the costs are
     :func:`window_costs`'). Measured on TOFU forget10's pairs (``scripts/bench_share_scoring.py``,
     docs/performance.md "Scoring: the prompt encoded once"): predicted 1.09 / 1.19 / 1.26 / 1.31,
-    measured 1.10 / 1.10 / 1.24 / 1.30x faster shared at hidden 64 / 256 / 512 / 1,024.
+    measured 1.05 / 1.16 / 1.31 / 1.30x faster shared at hidden 64 / 256 / 512 / 1,024.
     """
     if share_prompt == "off":
         return [], list(todo)
