@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 
 from alignkit.data.tokenize import Boundary, Encode, encode_prompt_completion
-from alignkit.models.attention_cost import AUTO_MIN_RATIO, PAIRS_PER_POSITION
+from alignkit.models.attention_cost import AUTO_MIN_RATIO, PAIRS_PER_POSITION, SHARE_PROMPT
 from alignkit.models.head import forward_states, position_stats
 
 logger = logging.getLogger(__name__)
@@ -140,8 +140,8 @@ def score_token_ids(
     prompt with two or more targets, ``"off"`` never. Models with sliding-window or chunked attention,
     or whose cache is not a plain ``DynamicCache``, are scored flat.
     """
-    if share_prompt not in ("auto", "on", "off"):
-        raise ValueError(f"score_token_ids: share_prompt must be 'auto', 'on' or 'off', got {share_prompt!r}")
+    if share_prompt not in SHARE_PROMPT:
+        raise ValueError(f"score_token_ids: share_prompt must be one of {SHARE_PROMPT}, got {share_prompt!r}")
     wants = [argmax] * len(pairs) if isinstance(argmax, bool) else list(argmax)
     if len(wants) != len(pairs):
         raise ValueError(f"score_token_ids: {len(pairs)} pairs but {len(wants)} argmax flags")
@@ -290,9 +290,13 @@ def _plan_shared(keys, todo: list[int], batch_size: int, share_prompt: str, hidd
     by_prompt: dict[tuple[int, ...], list[int]] = {}
     for k in todo:
         by_prompt.setdefault(keys[k][0], []).append(k)
-    # A prompt of one token has no prefix to share; a prompt with one target has no one to share it with.
-    groups = [ks for p, ks in by_prompt.items() if len(p) >= 2 and len(ks) >= 2]
-    flat = [k for p, ks in by_prompt.items() if not (len(p) >= 2 and len(ks) >= 2) for k in ks]
+    groups, flat = [], []
+    for p, ks in by_prompt.items():
+        # A prompt of one token has no prefix to share; a prompt with one target, no one to share it with.
+        if len(p) >= 2 and len(ks) >= 2:
+            groups.append(ks)
+        else:
+            flat += ks
     groups.sort(key=lambda ks: len(keys[ks[0]][0]), reverse=True)  # similar prompt lengths together
     windows, window = [], []
     for ks in groups:
@@ -570,7 +574,7 @@ def _greedy_stream(
     # transformers passes through as it is: from the 2-D padding mask it would build the same mask
     # anew at every step (~10% of a step at TOFU's shapes on CPU). Other attention kernels read other
     # masks, so they get the 2-D one.
-    step_mask = _sdpa_step_mask if getattr(model.config, "_attn_implementation", None) == "sdpa" else None
+    sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"
     while queue or rows:
         if queue and (not rows or batch_size - len(rows) >= min(refill_at, len(queue))):
             new = queue[: batch_size - len(rows)]
@@ -599,7 +603,7 @@ def _greedy_stream(
             attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=1)
             last = last + 1
             logits = model(
-                input_ids=nxt[:, None], attention_mask=attention if step_mask is None else step_mask(attention),
+                input_ids=nxt[:, None], attention_mask=attention.bool()[:, None, None, :] if sdpa else attention,
                 position_ids=last[:, None], past_key_values=cache, use_cache=True,
             ).logits  # fmt: skip
             nxt = logits[:, -1].argmax(-1)
@@ -625,10 +629,6 @@ def _greedy_stream(
                     layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
                 attention = attention[:, start:]
     return out, prefills
-
-
-def _sdpa_step_mask(attention: torch.Tensor) -> torch.Tensor:
-    return attention.bool()[:, None, None, :]
 
 
 def _left_padded(prompts: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

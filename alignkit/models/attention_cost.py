@@ -8,5 +8,6 @@ where the flat layout is predicted ``AUTO_MIN_RATIO`` times as costly, the margi
 cleared. Scoring (``alignkit.eval.scoring``) reads the same model and margin for its own layout.
 """
 
+SHARE_PROMPT = ("auto", "on", "off")  # the settings of share_prompt, in training and in scoring
 PAIRS_PER_POSITION = 4.0
 AUTO_MIN_RATIO = 1.10

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from transformers import TrainingArguments
 
 from alignkit.data.loading import PAIRINGS
+from alignkit.models.attention_cost import SHARE_PROMPT
 from alignkit.values import check_values, field_specs
 
 
@@ -31,7 +32,6 @@ def _has_accelerator() -> bool:
 
 REF_MODES = ("auto", "model", "adapter_off", "precomputed", "none")
 FUSED_LM_HEAD = ("auto", "on", "off")
-SHARE_PROMPT = ("auto", "on", "off")
 RETAIN_LOSSES = ("none", "nll", "kl")
 
 
