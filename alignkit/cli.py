@@ -91,6 +91,8 @@ def entry() -> None:
     make the interpreter's own shutdown abort ("terminate called without an active exception", exit -6).
     Nothing runs after ``main`` here, so skipping shutdown is the certain cure on this path; scripts that
     use the Python API get :mod:`alignkit.trainers.process_exit`'s exit handler instead (which this skips).
+    Any other process freezes its objects first, so shutdown does not traverse them again
+    (:mod:`alignkit.commands.startup`).
     """
     code = main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -100,6 +102,9 @@ def entry() -> None:
         sys.stderr.flush()
         logging.shutdown()
         os._exit(code)
+    from alignkit.commands.startup import freeze_for_exit
+
+    freeze_for_exit()
     sys.exit(code)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from alignkit.commands.eval_args import check_eval_args
 from alignkit.commands.robustness import add_robustness_parser
+from alignkit.commands.startup import model_stack_imports
 
 TOFU_DESCRIPTION = """\
 Evaluate a causal LM on TOFU (Maini et al. 2024, arXiv:2401.06121) as shared/design/benchmarks.md
@@ -189,8 +190,9 @@ def run_tofu(args) -> int:
     check_eval_args(args)  # before the evaluation stack is imported: a mistake answers at once
     from rich.console import Console
 
-    from alignkit.eval.protocols import get_protocol
-    from alignkit.eval.tofu import evaluate_tofu
+    with model_stack_imports():
+        from alignkit.eval.protocols import get_protocol
+        from alignkit.eval.tofu import evaluate_tofu
 
     console = Console(stderr=True)
     output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/tofu") / Path(args.model).name
@@ -287,7 +289,8 @@ def run_muse_command(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from alignkit.eval.muse import METRIC_HELP, evaluate_muse, format_metric
+    with model_stack_imports():
+        from alignkit.eval.muse import METRIC_HELP, evaluate_muse, format_metric
 
     console = Console(stderr=True)
     output_dir = Path(args.output_dir) if args.output_dir else Path("runs/eval/muse") / Path(args.model).name
@@ -431,7 +434,9 @@ def run_preference(args) -> int:
     from rich.table import Table
 
     from alignkit.errors import UserError
-    from alignkit.eval.preference import evaluate_preference
+
+    with model_stack_imports():
+        from alignkit.eval.preference import evaluate_preference
 
     console = Console(stderr=True)
     if args.beta <= 0:
@@ -548,7 +553,9 @@ def run_side_effects(args) -> int:
     from rich.console import Console
 
     from alignkit.errors import UserError
-    from alignkit.eval.side_effects import DEFAULT_TEMPLATES, classifier_judge, evaluate_side_effects
+
+    with model_stack_imports():
+        from alignkit.eval.side_effects import DEFAULT_TEMPLATES, classifier_judge, evaluate_side_effects
 
     # Through the CLI's one error handler (one unwrapped line, rank 0 only), not a rich print of our own.
     if args.scorer == "judge" and not args.judge_model:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from alignkit.commands.startup import model_stack_imports
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -41,7 +43,8 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from rich.console import Console
 
-    from alignkit.quickstart import QuickstartSettings, run_quickstart
+    with model_stack_imports():
+        from alignkit.quickstart import QuickstartSettings, run_quickstart
 
     console = Console()
     settings = QuickstartSettings()

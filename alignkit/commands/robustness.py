@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from alignkit.commands.startup import model_stack_imports
+
 DESCRIPTION = """\
 Attack an unlearned model on TOFU and measure how much of the forgotten knowledge comes back
 (shared/design/methods-unlearning-2.md sections 9 and 10).
@@ -110,7 +112,8 @@ def run_robustness(args) -> int:
     from alignkit.commands.eval_args import check_eval_args
 
     check_eval_args(args)
-    from alignkit.eval.robustness import RelearnSettings, evaluate_robustness
+    with model_stack_imports():
+        from alignkit.eval.robustness import RelearnSettings, evaluate_robustness
 
     console = Console(stderr=True)
     out = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval" / "robustness"

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from alignkit.commands.startup import model_stack_imports
+
 DESCRIPTION = """\
 Train with a recipe: a flat YAML naming the method, the model, the datasets, the reference mode,
 LoRA/quantization and any training argument. Every key can be overridden on the command line
@@ -253,7 +255,8 @@ def run(args) -> int:
     except RecipeError as err:
         return _error(str(err))
     if recipe.script.forget_sequence and not args.accelerate_config:  # several requests (launch.sequence);
-        from alignkit.launch.sequence import run_sequence  # with --accelerate_config each rank lands here
+        with model_stack_imports():
+            from alignkit.launch.sequence import run_sequence  # with --accelerate_config each rank lands here
 
         try:
             run_sequence(recipe, console=_console())
@@ -268,7 +271,8 @@ def run(args) -> int:
         _console().print(f"[bold]launching:[/] {' '.join(cmd[1:])}", markup=True)
         return subprocess.call(cmd, env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"})
 
-    from alignkit.launch.runner import run_recipe
+    with model_stack_imports():
+        from alignkit.launch.runner import run_recipe
 
     main = int(os.environ.get("RANK", "0")) == 0
     try:
