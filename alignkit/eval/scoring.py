@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 
 from alignkit.data.tokenize import Boundary, Encode, encode_prompt_completion
-from alignkit.models.attention_cost import AUTO_MIN_RATIO, PAIRS_PER_POSITION, SHARE_PROMPT
+from alignkit.models.attention_cost import SHARE_PROMPT, layout_cost, worth_sharing
 from alignkit.models.head import forward_states, position_stats
 
 logger = logging.getLogger(__name__)
@@ -309,8 +309,7 @@ def _plan_shared(keys, todo: list[int], batch_size: int, share_prompt: str, hidd
         return windows, flat
     shared = []
     for window in windows:
-        cost_flat, cost_shared = window_costs(keys, window, batch_size, hidden)
-        if cost_flat >= AUTO_MIN_RATIO * cost_shared:
+        if worth_sharing(*window_costs(keys, window, batch_size, hidden)):
             shared.append(window)
         else:
             flat += window
@@ -324,7 +323,6 @@ def window_costs(keys, window: list[int], batch_size: int, hidden: int) -> tuple
     shared, each prompt's ``prompt[:-1]`` runs once (batched by length, causal) and each row's
     ``prompt[-1] + target`` (batched by target length) attends through a padding mask to the batch's
     widest prompt and to itself."""
-    per_pair = 1.0 / (PAIRS_PER_POSITION * hidden)
 
     def prompt(k):
         return len(keys[k][0])
@@ -336,15 +334,21 @@ def window_costs(keys, window: list[int], batch_size: int, hidden: int) -> tuple
         return prompt(k) + target(k)
 
     def causal(batch, width) -> float:
-        return len(batch) * (width + width * (width + 1) / 2 * per_pair)
+        return layout_cost(len(batch), width, width * (width + 1) / 2, hidden)
 
     cost_flat = sum(causal(b, full(b[0])) for b in _batches(window, batch_size, full))
     prompts = list({keys[k][0]: k for k in window}.values())
     cost_shared = sum(causal(b, prompt(b[0]) - 1) for b in _batches(prompts, batch_size, prompt))
     for b in _batches(window, batch_size, target):
         wp, ws = max(prompt(k) for k in b) - 1, target(b[0]) + 1
-        cost_shared += len(b) * (ws + ws * (wp + ws) * per_pair)
+        cost_shared += layout_cost(len(b), ws, ws * (wp + ws), hidden)
     return cost_flat, cost_shared
+
+
+def _plain_dynamic(cache) -> bool:
+    """Whether ``cache`` holds plain per-layer keys and values (``DynamicLayer``: no sliding window, no
+    quantisation), whose rows can be selected, copied and joined."""
+    return bool(cache.layers) and all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers)
 
 
 def _prefill(model, prompts: list[tuple[int, ...]], batch_size: int, pad: int, device, stats):
@@ -367,7 +371,7 @@ def _prefill(model, prompts: list[tuple[int, ...]], batch_size: int, pad: int, d
             )  # fmt: skip
         except (TypeError, ValueError):  # a model whose forward takes no cache object or no logits_to_keep
             return None
-        if not cache.layers or any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
+        if not _plain_dynamic(cache):
             return None
         _count(stats, 0)
         grow = width - ids.shape[1]  # right padding up to the window's widest prompt (masked)
@@ -587,7 +591,7 @@ def _greedy_stream(
                 use_cache=True, logits_to_keep=1,
             ).logits  # fmt: skip
             prefills += 1
-            if any(type(layer).__name__ != "DynamicLayer" for layer in new_cache.layers):
+            if not _plain_dynamic(new_cache):
                 raise TypeError(
                     "not a plain DynamicCache (sliding window, quantised, ...)"
                 )  # generate() instead

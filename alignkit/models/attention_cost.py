@@ -11,3 +11,14 @@ cleared. Scoring (``alignkit.eval.scoring``) reads the same model and margin for
 SHARE_PROMPT = ("auto", "on", "off")  # the settings of share_prompt, in training and in scoring
 PAIRS_PER_POSITION = 4.0
 AUTO_MIN_RATIO = 1.10
+
+
+def layout_cost(rows: int, positions: int, pairs: float, hidden_size: int) -> float:
+    """Estimated forward cost of ``rows`` rows of ``positions`` positions each (padding included), each
+    row with ``pairs`` attention score pairs (``W(W+1)/2`` for a causal row of width ``W``)."""
+    return rows * (positions + pairs / (PAIRS_PER_POSITION * hidden_size))
+
+
+def worth_sharing(flat: float, shared: float) -> bool:
+    """The ``auto`` rule: share where the flat layout is predicted ``AUTO_MIN_RATIO`` times as costly."""
+    return flat >= AUTO_MIN_RATIO * shared

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from alignkit.models.attention_cost import AUTO_MIN_RATIO, PAIRS_PER_POSITION
+from alignkit.models.attention_cost import layout_cost, worth_sharing
 
 IGNORE = -100
 MASKABLE = ("eager", "sdpa")
@@ -160,16 +160,14 @@ def attention_implementation(model) -> str | None:
 def estimated_costs(batch: dict, hidden_size: int, layout=None) -> tuple[float, float]:
     """``(flat, packed)`` estimated forward costs of ``batch``'s rows (see :data:`AUTO_MIN_RATIO`)."""
     rows, groups = layout or _groups(batch)
-    per_pair = 1.0 / (PAIRS_PER_POSITION * hidden_size)
     width = int(batch["attention_mask"].sum(-1).max())
     packed_width = max(len(rows[g[0]][0]) - 1 + sum(len(rows[i][1]) + 1 for i in g) for g in groups)
-    flat = len(rows) * width + per_pair * len(rows) * width * (width + 1) / 2
-    return flat, len(groups) * packed_width + per_pair * len(groups) * packed_width**2
+    flat = layout_cost(len(rows), width, width * (width + 1) / 2, hidden_size)  # causal
+    return flat, layout_cost(len(groups), packed_width, packed_width**2, hidden_size)  # dense block mask
 
 
 def _worth(batch: dict, layout, hidden_size: int) -> bool:
-    flat, shared = estimated_costs(batch, hidden_size, layout)
-    return flat >= AUTO_MIN_RATIO * shared
+    return worth_sharing(*estimated_costs(batch, hidden_size, layout))
 
 
 def worth_packing(batch: dict, hidden_size: int) -> bool:
